@@ -1,0 +1,461 @@
+#!/usr/bin/env python3
+"""The project's systemd test host: a Debian 12 root booted with systemd-nspawn.
+
+Lifecycle (each step a sub-command, each also importable for the tests):
+
+* ``build``  debootstrap a Debian 12 root once and cache it under
+  ``.cache/testhost/base-<recipe hash>``; a change of ``RECIPE`` (or of the
+  files copied in from this machine) gives a new hash and so a rebuild.
+* ``up NAME --port-base N``  copy the cached root to ``.cache/testhost/hosts/NAME``
+  (two containers cannot boot one directory), boot it with
+  ``systemd-nspawn --register=no --keep-unit -b`` (there is no host systemd),
+  wait until ``systemctl is-system-running`` settles, and write an Ansible
+  inventory that reaches it over SSH like a real server.
+* ``exec NAME -- CMD``  run a command as root inside (``nsenter -a``).
+* ``deploy NAME``  run ``ansible/site.yml`` against it.
+* ``down NAME``  power it off and delete its copy.
+
+The host shares this machine's network, so every port it listens on comes
+from its port base (see ``ports()``); a demo and a test run can live side by
+side with different bases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+CACHE = REPO / ".cache" / "testhost"
+HOSTS = CACHE / "hosts"
+VENV_BIN = Path(sys.executable).parent
+
+MIRROR = "http://deb.debian.org/debian"
+RECIPE = {
+    "suite": "bookworm",
+    "variant": "minbase",
+    # systemd/dbus/python3 are what DESIGN.md checked; sshd is how Ansible
+    # reaches the host, as it would a real server; procps/iproute2 for debugging.
+    "include": [
+        "systemd", "systemd-sysv", "dbus", "python3", "openssh-server",
+        "ca-certificates", "iproute2", "procps", "curl", "sudo",
+    ],
+    "version": 3,  # bump to force a rebuild when the post-install steps change
+}
+# This machine's package-manager settings, copied in so pip/npm/apt inside the
+# host trust the same CA and use the same indexes as here.
+COPIED_FILES = [
+    "/etc/pip.conf",
+    "/etc/xdg/pip/pip.conf",
+    "/etc/xdg/pip/constraints.txt",
+    "/root/.npmrc",
+    "/etc/npmrc",
+    "/usr/etc/npmrc",
+    "/etc/apt/apt.conf.d/99artifact-registry",
+]
+CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+# Local package indexes named by /etc/pip.conf; bound read-only when present.
+READONLY_BINDS = ["/opt/wheels", "/opt/pypi", "/opt/pypi-more"]
+PASSTHROUGH_ENV = ("PIP_", "NODE_EXTRA_CA_CERTS", "NPM_CONFIG_")
+
+ADMIN_USER = "admin"
+
+
+def log(msg: str) -> None:
+    print(f"[testhost] {msg}", file=sys.stderr, flush=True)
+
+
+def run(argv: list[str], **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, check=True, **kw)
+
+
+# ---------------------------------------------------------------- build
+
+def recipe_hash() -> str:
+    h = hashlib.sha256(json.dumps(RECIPE, sort_keys=True).encode())
+    for path in COPIED_FILES + [CA_BUNDLE]:
+        p = Path(path)
+        h.update(path.encode())
+        h.update(p.read_bytes() if p.is_file() else b"<absent>")
+    return h.hexdigest()[:12]
+
+
+def base_root() -> Path:
+    return CACHE / f"base-{recipe_hash()}" / "root"
+
+
+def build() -> Path:
+    """Return the cached root for the current recipe, building it if needed."""
+    root = base_root()
+    if (root.parent / "complete").exists():
+        return root
+    CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = CACHE / f"build-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp_root = tmp / "root"
+    log(f"debootstrap {RECIPE['suite']} into {tmp_root} (about a minute)")
+    started = time.monotonic()
+    run(["debootstrap", f"--variant={RECIPE['variant']}",
+         "--include=" + ",".join(RECIPE["include"]),
+         RECIPE["suite"], str(tmp_root), MIRROR], stdout=subprocess.DEVNULL)
+    _post_install(tmp_root)
+    # Drop the previous bases: only one recipe is current.
+    for old in CACHE.glob("base-*"):
+        shutil.rmtree(old, ignore_errors=True)
+    tmp.rename(root.parent)
+    (root.parent / "complete").write_text(json.dumps(RECIPE))
+    log(f"base root ready in {time.monotonic() - started:.0f}s: {root}")
+    return root
+
+
+def _post_install(root: Path) -> None:
+    # The build machine's CA, so TLS through its registries' proxies verifies.
+    ca_dir = root / "usr/local/share/ca-certificates"
+    ca_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(CA_BUNDLE, ca_dir / "build-host.crt")
+    run(["chroot", str(root), "update-ca-certificates"], stdout=subprocess.DEVNULL)
+    for path in COPIED_FILES:
+        if Path(path).is_file():
+            dest = root / path.lstrip("/")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, dest)
+    # Same Debian sources as this machine (security + updates included).
+    sources = Path("/etc/apt/sources.list.d/debian.sources")
+    if sources.is_file():
+        shutil.copy(sources, root / "etc/apt/sources.list.d/debian.sources")
+        (root / "etc/apt/sources.list").unlink(missing_ok=True)
+    # Like container images: maintainer scripts must not start daemons
+    # (nginx's postinst would grab port 80 of the shared network); the
+    # playbook enables and starts what it installs itself.
+    policy = root / "usr/sbin/policy-rc.d"
+    policy.write_text("#!/bin/sh\nexit 101\n")
+    policy.chmod(0o755)
+    env_lines = [f"{k}={v}" for k, v in sorted(os.environ.items())
+                 if k.startswith(PASSTHROUGH_ENV)]
+    env_lines.append(f"NODE_EXTRA_CA_CERTS={CA_BUNDLE}")
+    (root / "etc/environment").write_text("\n".join(sorted(set(env_lines))) + "\n")
+    (root / "etc/ssh/sshd_config.d").mkdir(parents=True, exist_ok=True)
+    (root / "root/.ssh").mkdir(mode=0o700, exist_ok=True)
+    # No getty on a console nobody reads.
+    (root / "etc/systemd/system/console-getty.service").symlink_to("/dev/null")
+    (root / "etc/machine-id").write_text("")
+
+
+# ---------------------------------------------------------------- hosts
+
+def ports(base: int) -> dict[str, int]:
+    """Every port a host listens on, from its base (all on 127.0.0.1 except nginx)."""
+    return {
+        "ssh": base,
+        "nginx_http_port": base + 1,
+        "nginx_https_port": base + 2,
+        "jupyterhub_proxy_port": base + 3,
+        "jupyterhub_proxy_api_port": base + 4,
+        "jupyterhub_hub_port": base + 5,
+    }
+
+
+@dataclass
+class Host:
+    name: str
+    port_base: int
+    root: str
+    nspawn_pid: int = 0
+    init_pid: int = 0
+    admin_user: str = ADMIN_USER
+    admin_password: str = ""
+    ports: dict = field(default_factory=dict)
+    extra_vars: dict = field(default_factory=dict)
+
+    @property
+    def dir(self) -> Path:
+        return HOSTS / self.name
+
+    @property
+    def inventory(self) -> Path:
+        return self.dir / "inventory.yml"
+
+    @property
+    def ssh_key(self) -> Path:
+        return CACHE / "ssh" / "id_ed25519"
+
+    @property
+    def exec_prefix(self) -> list[str]:
+        """argv prefix running a command as root inside the host."""
+        return ["nsenter", "-t", str(self.init_pid), "-a", "--",
+                "/usr/bin/env", "-i", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "HOME=/root", "LANG=C.UTF-8"]
+
+    @property
+    def https_url(self) -> str:
+        return f"https://127.0.0.1:{self.ports['nginx_https_port']}/jupyterhub/"
+
+    def exec(self, *argv: str, check: bool = True, timeout: float | None = 600,
+             input: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(self.exec_prefix + list(argv), check=check, text=True,
+                              capture_output=True, timeout=timeout, input=input)
+
+    def sh(self, script: str, **kw) -> subprocess.CompletedProcess:
+        return self.exec("/bin/sh", "-c", script, **kw)
+
+    def save(self) -> None:
+        (self.dir / "host.json").write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, name: str) -> "Host":
+        data = json.loads((HOSTS / name / "host.json").read_text())
+        return cls(**data)
+
+    def is_running(self) -> bool:
+        return bool(self.nspawn_pid) and Path(f"/proc/{self.nspawn_pid}").exists()
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids += [int(x) for x in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return kids
+
+
+def _find_init(nspawn_pid: int, timeout: float = 30) -> int:
+    """The container's systemd: the first descendant of nspawn whose comm is systemd."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        todo = _children(nspawn_pid)
+        while todo:
+            pid = todo.pop(0)
+            try:
+                comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            except OSError:
+                continue
+            if comm == "systemd":
+                return pid
+            todo += _children(pid)
+        if not Path(f"/proc/{nspawn_pid}").exists():
+            break
+        time.sleep(0.2)
+    raise RuntimeError(f"systemd-nspawn {nspawn_pid} did not start a systemd")
+
+
+def _ensure_ssh_key(path: Path) -> None:
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "testhost", "-f", str(path)])
+
+
+def up(name: str, port_base: int, extra_vars: dict | None = None) -> Host:
+    if (HOSTS / name / "host.json").exists():
+        old = Host.load(name)
+        if old.is_running():
+            raise SystemExit(f"test host {name!r} is already up; run `down {name}` first")
+        down(name)
+    base = build()
+    host = Host(name=name, port_base=port_base, root=str(HOSTS / name / "root"),
+                ports=ports(port_base), extra_vars=extra_vars or {},
+                admin_password=secrets.token_urlsafe(12))
+    host.dir.mkdir(parents=True, exist_ok=True)
+    log(f"copying base root for {name}")
+    run(["cp", "-a", "--reflink=auto", str(base), host.root])
+    root = Path(host.root)
+    _ensure_ssh_key(host.ssh_key)
+    auth = root / "root/.ssh/authorized_keys"
+    auth.write_text(Path(str(host.ssh_key) + ".pub").read_text())
+    auth.chmod(0o600)
+    (root / "etc/ssh/sshd_config.d/10-testhost.conf").write_text(
+        f"Port {host.ports['ssh']}\nListenAddress 127.0.0.1\n"
+        "PermitRootLogin prohibit-password\nPasswordAuthentication no\n")
+    (root / "etc/hostname").write_text(f"th-{name}\n")
+    _write_inventory(host)
+
+    argv = ["systemd-nspawn", "-D", host.root, "--register=no", "--keep-unit", "-b",
+            f"--machine=th-{name}", "--console=read-only"]
+    argv += [f"--bind-ro={p}" for p in READONLY_BINDS if Path(p).is_dir()]
+    console = open(host.dir / "console.log", "wb")
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=console,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    host.nspawn_pid = proc.pid
+    host.init_pid = _find_init(proc.pid)
+    host.save()
+    _wait_running(host)
+    _wait_ssh(host)
+    log(f"{name} is up (init pid {host.init_pid}, ssh 127.0.0.1:{host.ports['ssh']})")
+    return host
+
+
+def _wait_running(host: Host, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        res = host.exec("systemctl", "is-system-running", "--wait", check=False, timeout=timeout)
+        state = res.stdout.strip()
+        if state == "running":
+            return
+        if state == "degraded":
+            failed = host.exec("systemctl", "--failed", "--no-legend", check=False).stdout
+            log(f"{host.name} booted degraded: {failed.strip()}")
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{host.name}: system state {state!r} after {timeout}s")
+        time.sleep(0.5)
+
+
+def _wait_ssh(host: Host, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        res = subprocess.run(_ssh_argv(host) + ["true"], capture_output=True, text=True)
+        if res.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{host.name}: ssh not answering: {res.stderr.strip()}")
+        time.sleep(0.5)
+
+
+def _ssh_argv(host: Host) -> list[str]:
+    return ["ssh", "-i", str(host.ssh_key), "-p", str(host.ports["ssh"]),
+            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", "root@127.0.0.1"]
+
+
+def _write_inventory(host: Host) -> None:
+    hostvars = {
+        "ansible_host": "127.0.0.1",
+        "ansible_port": host.ports["ssh"],
+        "ansible_user": "root",
+        "ansible_ssh_private_key_file": str(host.ssh_key),
+        "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+        "ansible_python_interpreter": "/usr/bin/python3",
+        "jupyterhub_admin": host.admin_user,
+        "jupyterhub_admin_password": host.admin_password,
+        # The test host's cgroup controllers are read-only: limits are set on
+        # the unit but not enforced there (DESIGN.md); small values still show.
+        "jupyterhub_spawner_mem_limit": "2G",
+        "jupyterhub_spawner_cpu_limit": 1.0,
+    }
+    hostvars.update({k: v for k, v in host.ports.items() if k != "ssh"})
+    hostvars.update(host.extra_vars)
+    inventory = {"all": {"hosts": {f"th-{host.name}": hostvars}}}
+    # JSON is valid YAML; Ansible's YAML inventory plugin reads it.
+    host.inventory.write_text(json.dumps(inventory, indent=2))
+
+
+def deploy(name: str, *ansible_args: str, check: bool = True,
+           capture: bool = False) -> subprocess.CompletedProcess:
+    host = Host.load(name)
+    env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
+    cfg = REPO / "ansible" / "ansible.cfg"
+    if cfg.exists():
+        env["ANSIBLE_CONFIG"] = str(cfg)
+    argv = [str(VENV_BIN / "ansible-playbook"), "-i", str(host.inventory),
+            str(REPO / "ansible" / "site.yml"), *ansible_args]
+    log(" ".join(argv))
+    if capture:
+        res = subprocess.run(argv, env=env, text=True, capture_output=True, cwd=REPO)
+        if check and res.returncode:
+            raise RuntimeError(f"ansible-playbook failed ({res.returncode}):\n{res.stdout[-6000:]}\n{res.stderr[-3000:]}")
+        return res
+    return subprocess.run(argv, env=env, check=check, cwd=REPO)
+
+
+def down(name: str) -> None:
+    hdir = HOSTS / name
+    if not hdir.exists():
+        return
+    try:
+        host = Host.load(name)
+    except (OSError, ValueError, TypeError):
+        host = None
+    if host and host.is_running():
+        host.exec("systemctl", "poweroff", "--no-block", check=False, timeout=30)
+        deadline = time.monotonic() + 30
+        while host.is_running() and time.monotonic() < deadline:
+            _reap(host.nspawn_pid)
+            time.sleep(0.3)
+        if host.is_running():
+            os.killpg(host.nspawn_pid, signal.SIGKILL)
+            time.sleep(1)
+    root = (hdir / "root").resolve()
+    if any(line.split()[1].startswith(str(root)) for line in open("/proc/mounts")):
+        raise RuntimeError(f"refusing to delete {root}: something is still mounted below it")
+    shutil.rmtree(hdir)
+    log(f"{name} is down")
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def write_demo_facts(host: Host, path: Path) -> dict:
+    facts = {
+        "url": host.https_url,
+        "admin_user": host.admin_user,
+        "admin_password": host.admin_password,
+        "exec": host.exec_prefix,
+    }
+    path.write_text(json.dumps(facts, indent=2))
+    path.chmod(0o600)
+    return facts
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("build", help="build (or reuse) the cached Debian 12 root")
+    p = sub.add_parser("up", help="boot a fresh host from the cached root")
+    p.add_argument("name")
+    p.add_argument("--port-base", type=int, required=True)
+    p = sub.add_parser("exec", help="run a command as root inside")
+    p.add_argument("name")
+    p.add_argument("argv", nargs=argparse.REMAINDER)
+    p = sub.add_parser("deploy", help="run ansible/site.yml against the host")
+    p.add_argument("name")
+    p.add_argument("ansible_args", nargs=argparse.REMAINDER)
+    p = sub.add_parser("down", help="power off and delete the host")
+    p.add_argument("name")
+    p = sub.add_parser("demo", help="build, boot and deploy the demo host, print how to log in")
+    p.add_argument("--name", default="demo")
+    p.add_argument("--port-base", type=int, default=18000)
+    args = ap.parse_args(argv)
+
+    if args.cmd == "build":
+        print(build())
+    elif args.cmd == "up":
+        host = up(args.name, args.port_base)
+        print(json.dumps(asdict(host), indent=2))
+    elif args.cmd == "exec":
+        cmd = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+        return subprocess.run(Host.load(args.name).exec_prefix + cmd).returncode
+    elif args.cmd == "deploy":
+        extra = args.ansible_args[1:] if args.ansible_args[:1] == ["--"] else args.ansible_args
+        return deploy(args.name, *extra, check=False).returncode
+    elif args.cmd == "down":
+        down(args.name)
+    elif args.cmd == "demo":
+        host = up(args.name, args.port_base)
+        deploy(host.name)
+        facts_path = host.dir / "demo.json"
+        facts = write_demo_facts(host, facts_path)
+        print(f"\nThe platform runs at {facts['url']} (self-signed certificate)\n"
+              f"Log in as {facts['admin_user']} / {facts['admin_password']}\n"
+              f"Facts for scripts: {facts_path}\n"
+              f"Shell inside: {sys.executable} tests/testhost/testhost.py exec {host.name} -- bash\n"
+              f"Tear down:    {sys.executable} tests/testhost/testhost.py down {host.name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
