@@ -208,6 +208,10 @@ class Host:
     def sh(self, script: str, **kw) -> subprocess.CompletedProcess:
         return self.exec("/bin/sh", "-c", script, **kw)
 
+    def unit_properties(self, unit: str, *props: str) -> dict[str, str]:
+        out = self.exec("systemctl", "show", unit, *[f"--property={p}" for p in props]).stdout
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
     def save(self) -> None:
         (self.dir / "host.json").write_text(json.dumps(asdict(self), indent=2))
 

@@ -1,0 +1,69 @@
+"""Shared fixtures: the systemd test host with the platform deployed on it.
+
+One host per test session (name and port base from TESTHOST_NAME /
+TESTHOST_PORT_BASE, so a demo host and a test run can coexist). It is built,
+booted and deployed with ansible/site.yml once, then torn down at the end
+unless TESTHOST_KEEP=1 (a developer's loop; TESTHOST_REUSE=1 then picks the
+kept host up again without redeploying).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+sys.path.insert(0, str(TESTS))
+sys.path.insert(0, str(TESTS / "testhost"))
+
+import testhost  # noqa: E402
+from hubclient import HubClient  # noqa: E402
+
+ARTIFACTS = TESTS.parent / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def host():
+    name = os.environ.get("TESTHOST_NAME", "pytest")
+    port_base = int(os.environ.get("TESTHOST_PORT_BASE", "23000"))
+    ARTIFACTS.mkdir(exist_ok=True)
+    reuse = os.environ.get("TESTHOST_REUSE") == "1"
+    existing = None
+    if reuse and (testhost.HOSTS / name / "deployed").exists():
+        existing = testhost.Host.load(name)
+    if existing and existing.is_running():
+        h = existing
+    else:
+        started = time.monotonic()
+        testhost.build()
+        built = time.monotonic()
+        h = testhost.up(name, port_base)
+        booted = time.monotonic()
+        res = testhost.deploy(name, capture=True)
+        (ARTIFACTS / "deploy-1.log").write_text(res.stdout + res.stderr)
+        done = time.monotonic()
+        (testhost.HOSTS / name / "deployed").write_text("")
+        (ARTIFACTS / "deploy-time.json").write_text(json.dumps({
+            "base_build_s": round(built - started, 1),
+            "boot_s": round(booted - built, 1),
+            "playbook_s": round(done - booted, 1),
+            "fresh_host_to_platform_s": round(done - built, 1),
+        }, indent=2))
+    yield h
+    if os.environ.get("TESTHOST_KEEP") != "1":
+        testhost.down(name)
+
+
+@pytest.fixture(scope="session")
+def admin(host) -> HubClient:
+    """The admin, logged in through nginx, with an API token for REST calls."""
+    browser = HubClient(host.https_url)
+    browser.login(host.admin_user, host.admin_password)
+    assert browser.logged_in_as() == host.admin_user
+    return HubClient(host.https_url, token=browser.new_token(host.admin_user))
+

@@ -1,0 +1,137 @@
+"""A browser-like HTTPS client for the platform, used by integration tests and benchmarks.
+
+It speaks to nginx exactly as a user's browser does: cookies, the hub's
+``_xsrf`` cookie echoed in forms and in ``X-XSRFToken`` for cookie-authenticated
+API calls, and the OAuth redirect dance when a lab page is first opened.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import requests
+import urllib3
+
+# The test host's certificate is self-signed by design (the playbook's default).
+urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+
+
+class HubClient:
+    def __init__(self, base_url: str, token: str | None = None):
+        # base_url is the public prefix, e.g. https://127.0.0.1:23002/jupyterhub/
+        self.base = base_url if base_url.endswith("/") else base_url + "/"
+        self.s = requests.Session()
+        self.s.verify = False
+        if token:
+            self.s.headers["Authorization"] = f"token {token}"
+
+    def url(self, path: str) -> str:
+        return self.base + path.lstrip("/")
+
+    # -- cookies ---------------------------------------------------------
+    def hub_xsrf(self) -> str:
+        """The hub's _xsrf cookie, fetched from the login page when missing."""
+        for cookie in self.s.cookies:
+            if cookie.name == "_xsrf" and cookie.path.rstrip("/").endswith("/hub"):
+                return cookie.value
+        self.get("hub/login")
+        for cookie in self.s.cookies:
+            if cookie.name == "_xsrf" and "/user/" not in cookie.path:
+                return cookie.value
+        raise AssertionError("the hub set no _xsrf cookie")
+
+    def lab_xsrf(self, user: str) -> str:
+        for cookie in self.s.cookies:
+            if cookie.name == "_xsrf" and cookie.path.rstrip("/").endswith(f"/user/{user}"):
+                return cookie.value
+        raise AssertionError(f"the lab of {user} set no _xsrf cookie")
+
+    # -- plain requests ----------------------------------------------------
+    def get(self, path: str, **kw) -> requests.Response:
+        kw.setdefault("timeout", 60)
+        return self.s.get(self.url(path), **kw)
+
+    def post_form(self, path: str, data: dict, **kw) -> requests.Response:
+        kw.setdefault("timeout", 60)
+        return self.s.post(self.url(path), data={**data, "_xsrf": self.hub_xsrf()}, **kw)
+
+    def api(self, method: str, path: str, **kw) -> requests.Response:
+        """A hub REST call (path below hub/api/), token or cookie authenticated."""
+        kw.setdefault("timeout", 60)
+        headers = kw.pop("headers", {})
+        if "Authorization" not in self.s.headers:
+            headers["X-XSRFToken"] = self.hub_xsrf()
+        return self.s.request(method, self.url("hub/api/" + path.lstrip("/")), headers=headers, **kw)
+
+    # -- flows -------------------------------------------------------------
+    def login(self, user: str, password: str) -> requests.Response:
+        r = self.post_form("hub/login", {"username": user, "password": password})
+        return r
+
+    def logged_in_as(self) -> str | None:
+        r = self.api("GET", "user")
+        return r.json().get("name") if r.status_code == 200 else None
+
+    def signup(self, user: str, password: str) -> requests.Response:
+        return self.post_form("hub/signup", {
+            "username": user, "signup_password": password,
+            "signup_password_confirmation": password, "email": f"{user}@example.org"})
+
+    def new_token(self, user: str) -> str:
+        r = self.api("POST", f"users/{user}/tokens", json={"note": "tests", "expires_in": 3600})
+        assert r.status_code in (200, 201), r.text
+        return r.json()["token"]
+
+    def start_server(self, user: str, timeout: float = 180) -> float:
+        """Ask the hub for the user's server, return seconds until its lab API answers."""
+        started = time.monotonic()
+        r = self.api("POST", f"users/{user}/server")
+        assert r.status_code in (201, 202), f"{r.status_code} {r.text}"
+        self.wait_lab(user, timeout)
+        return time.monotonic() - started
+
+    def wait_lab(self, user: str, timeout: float = 180) -> None:
+        """Wait until the lab API answers: with a token directly; with a browser
+        session once the hub reports the server ready and the lab page is opened
+        (a lab answers cookie-less API calls with 403, not with a login redirect)."""
+        deadline = time.monotonic() + timeout
+        last = None
+        if "Authorization" not in self.s.headers:
+            while time.monotonic() < deadline:
+                server = self.api("GET", f"users/{user}").json().get("servers", {}).get("", {})
+                if server.get("ready"):
+                    break
+                time.sleep(0.25)
+            last = self.open_lab(user)
+            assert last.status_code == 200, f"lab page of {user}: {last.status_code}"
+        while time.monotonic() < deadline:
+            try:
+                last = self.get(f"user/{user}/api/status", allow_redirects=False, timeout=10)
+                if last.status_code == 200:
+                    return
+            except requests.RequestException as exc:
+                last = exc
+            time.sleep(0.25)
+        raise AssertionError(f"lab of {user} did not answer in {timeout}s: {getattr(last, 'status_code', last)}")
+
+    def stop_server(self, user: str, timeout: float = 120) -> None:
+        r = self.api("DELETE", f"users/{user}/server")
+        assert r.status_code in (202, 204), f"{r.status_code} {r.text}"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            model = self.api("GET", f"users/{user}").json()
+            if not model.get("servers"):
+                return
+            time.sleep(0.25)
+        raise AssertionError(f"server of {user} did not stop in {timeout}s")
+
+    def open_lab(self, user: str) -> requests.Response:
+        """Open the lab page as a browser does (OAuth redirects included)."""
+        return self.get(f"user/{user}/lab")
+
+
+def alert_text(html: str) -> str:
+    """The text of the first bootstrap alert on a page, whitespace collapsed."""
+    m = re.search(r'class="alert[^"]*"[^>]*>(.*?)</div>', html, re.S)
+    return " ".join(re.sub(r"<[^>]+>", " ", m.group(1)).split()) if m else ""
