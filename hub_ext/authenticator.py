@@ -1,0 +1,208 @@
+"""PlatformAuthenticator: NativeAuthenticator with the platform's name rule and admin bootstrap.
+
+Admin account:
+
+* ``admin_password_file`` set: at hub start the admin's UserInfo row is
+  created or updated with that password (bcrypt, as NativeAuthenticator stores
+  it) and authorized. The file is the source of truth: a password changed in
+  the UI lasts until the next hub start, and the admin cannot be locked out
+  for good.
+* not set: the admin signs up like anybody else and NativeAuthenticator
+  approves the signup at once (admins are in ``get_authed_users``). Until
+  the admin has signed up, the signup page stays open for the admin name
+  alone even when signup is disabled.
+
+NOTE: NativeAuthenticator's /authorize/<name> and /discard/<name> links change
+state on GET (no _xsrf); they are kept as-is here and replaced by POST
+handlers in a later issue.
+"""
+
+from __future__ import annotations
+
+import bcrypt
+from nativeauthenticator import NativeAuthenticator
+from nativeauthenticator.handlers import SignUpHandler
+from nativeauthenticator.orm import UserInfo
+from traitlets import Unicode
+
+from . import accounts
+
+# bcrypt (>= 4.1/5.0) refuses longer passwords with ValueError
+BCRYPT_MAX_PASSWORD_BYTES = 72
+
+SIGNUP_CLOSED_MESSAGE = "Signup is closed. Only the administrator account can be created now."
+
+
+class PlatformSignUpHandler(SignUpHandler):
+    """NativeAuthenticator's signup page, saying why a username was refused.
+
+    Upstream shows one generic "Something went wrong" for every refusal;
+    only the message is replaced, the signup flow itself is upstream's.
+    """
+
+    def get_result_message(
+        self,
+        user,
+        assume_user_is_human,
+        username_already_taken,
+        confirmation_matches,
+        user_is_admin,
+    ):
+        alert, message = super().get_result_message(
+            user,
+            assume_user_is_human,
+            username_already_taken,
+            confirmation_matches,
+            user_is_admin,
+        )
+        refused_for_other_reason = (
+            not assume_user_is_human or username_already_taken or not confirmation_matches
+        )
+        if user is None and not refused_for_other_reason:
+            username = self.get_body_argument("username", "", strip=False)
+            problem = self.authenticator.signup_problem(username)
+            if problem:
+                message = problem
+        return alert, message
+
+
+class PlatformAuthenticator(NativeAuthenticator):
+    admin_password_file = Unicode(
+        None,
+        allow_none=True,
+        help="""File holding the admin's password (root-only, 0600).
+
+        When set, the admin account (the single name in admin_users) is created
+        or reset to this password and authorized at every hub start.
+        """,
+    ).tag(config=True)
+
+    unix_username_template = Unicode(
+        accounts.DEFAULT_UNIX_USERNAME_TEMPLATE,
+        help="""Unix account template, as PlatformSpawner.unix_username_template.
+
+        Hub names whose unix name would be invalid (too long) are refused at signup.
+        """,
+    ).tag(config=True)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # what the operator configured; enable_signup itself may be opened
+        # temporarily for the admin's own first signup
+        self.signup_configured = self.enable_signup
+        if self.admin_password_file:
+            self.sync_admin_from_password_file()
+        self._refresh_signup()
+
+    # --- names ---
+
+    def name_problem(self, username: str) -> str | None:
+        """Why username cannot be a hub user, or None."""
+        try:
+            accounts.unix_name(username, self.unix_username_template)
+        except accounts.InvalidNameError:
+            if not accounts.is_valid_hub_name(username):
+                return accounts.HUB_NAME_RULE
+            return (
+                f"Username {username!r} is too long for this site's unix account names."
+            )
+        return None
+
+    def validate_username(self, username):
+        return self.name_problem(username) is None and super().validate_username(username)
+
+    def signup_problem(self, raw_username: str) -> str | None:
+        """The message for a signup refused although its form was consistent."""
+        username = self.normalize_username(raw_username)
+        problem = self.name_problem(username)
+        if problem:
+            return problem
+        if not self.signup_configured and username != self.admin_name:
+            return SIGNUP_CLOSED_MESSAGE
+        return None
+
+    # --- passwords ---
+
+    def is_password_strong(self, password):
+        # longer passwords make bcrypt raise, i.e. a 500 page
+        if len(password.encode()) > BCRYPT_MAX_PASSWORD_BYTES:
+            return False
+        return super().is_password_strong(password)
+
+    # --- admin account ---
+
+    @property
+    def admin_name(self) -> str | None:
+        """The platform's single admin (admin_users holds one name)."""
+        return next(iter(sorted(self.admin_users)), None)
+
+    def read_admin_password(self) -> str:
+        with open(self.admin_password_file, encoding="utf-8") as f:
+            # files written by Ansible/editors end in a newline; it is not part of the password
+            password = f.read().rstrip("\r\n")
+        if not password:
+            raise ValueError(f"admin_password_file {self.admin_password_file} is empty")
+        if len(password.encode()) > BCRYPT_MAX_PASSWORD_BYTES:
+            raise ValueError(
+                f"admin password in {self.admin_password_file} is longer than "
+                f"{BCRYPT_MAX_PASSWORD_BYTES} bytes (bcrypt's limit)"
+            )
+        if len(password) < self.minimum_password_length:
+            self.log.warning(
+                "Admin password from %s is shorter than minimum_password_length=%d",
+                self.admin_password_file,
+                self.minimum_password_length,
+            )
+        return password
+
+    def sync_admin_from_password_file(self):
+        """Create or update the admin's UserInfo row from admin_password_file."""
+        if self.admin_name is None:
+            raise ValueError("admin_password_file is set but admin_users is empty")
+        password = self.read_admin_password()
+        info = self.get_user(self.admin_name)
+        if info is None:
+            info = UserInfo(
+                username=self.admin_name,
+                password=bcrypt.hashpw(password.encode(), bcrypt.gensalt()),
+                is_authorized=True,
+            )
+            self.db.add(info)
+            self.log.info("Created admin account %s from %s", self.admin_name, self.admin_password_file)
+        else:
+            if not info.is_valid_password(password):
+                # rehash only on change: the hash is salted, so it would always differ
+                info.password = bcrypt.hashpw(password.encode(), bcrypt.gensalt())
+                self.log.info("Reset password of admin %s from %s", self.admin_name, self.admin_password_file)
+            info.is_authorized = True
+        self.db.commit()
+
+    def admin_signup_pending(self) -> bool:
+        """True while the admin must still sign up (no password file, no account yet)."""
+        return (
+            not self.admin_password_file
+            and self.admin_name is not None
+            and self.get_user(self.admin_name) is None
+        )
+
+    def _refresh_signup(self):
+        # NativeAuthenticator's handlers and login page read enable_signup directly
+        self.enable_signup = self.signup_configured or self.admin_signup_pending()
+
+    def create_user(self, username, password, **kwargs):
+        if not self.signup_configured and self.normalize_username(username) != self.admin_name:
+            return None
+        user_info = super().create_user(username, password, **kwargs)
+        self._refresh_signup()
+        return user_info
+
+    def delete_user(self, user):
+        result = super().delete_user(user)
+        self._refresh_signup()
+        return result
+
+    def get_handlers(self, app):
+        return [
+            (path, PlatformSignUpHandler if handler is SignUpHandler else handler)
+            for path, handler in super().get_handlers(app)
+        ]

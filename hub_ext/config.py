@@ -1,0 +1,367 @@
+"""Map ``platform.json`` (rendered by Ansible) onto JupyterHub's traitlets config.
+
+``platform.json`` is the contract between Ansible and hub_ext (keys in
+docs/architecture.md). Every value is checked here, and a bad one raises a
+ValueError naming its key, so a typo in group_vars stops the hub at start with
+a readable message instead of surfacing later as a failed spawn.
+
+Where values land (a site-local file in ``config_d`` overrides one by setting
+the SAME section; a more specific class section wins over a base one):
+``c.JupyterHub``, ``c.ConfigurableHTTPProxy``, ``c.PlatformSpawner`` (every
+spawner option), ``c.Authenticator`` (admin_users, allow_all),
+``c.NativeAuthenticator`` (signup and lockout) and ``c.PlatformAuthenticator``
+(admin_password_file, unix_username_template).
+Classes are referenced by import string so this module does not import jupyterhub.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .accounts import (
+    InvalidNameError,
+    check_hub_name,
+    check_unix_name,
+    check_unix_username_template,
+    unix_name,
+)
+
+SPAWNER_CLASS = "hub_ext.spawner.PlatformSpawner"
+AUTHENTICATOR_CLASS = "hub_ext.authenticator.PlatformAuthenticator"
+LOCALHOST = "127.0.0.1"
+_MEMORY_SPEC = re.compile(r"(\d+(\.\d+)?)[KMGT]")
+
+_MISSING = object()
+
+
+class PlatformSettingsError(ValueError):
+    """A platform.json value is missing or invalid; the message names the key."""
+
+    def __init__(self, key: str, problem: str, value: Any = _MISSING):
+        got = "" if value is _MISSING else f" (got {value!r})"
+        super().__init__(f"platform.json: {key} {problem}{got}")
+        self.key = key
+
+
+# --- value checks: each returns the value or raises PlatformSettingsError ---
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _integer(key, value, minimum=None, maximum=None):
+    if not _is_int(value):
+        raise PlatformSettingsError(key, "must be an integer", value)
+    if minimum is not None and value < minimum:
+        raise PlatformSettingsError(key, f"must be >= {minimum}", value)
+    if maximum is not None and value > maximum:
+        raise PlatformSettingsError(key, f"must be <= {maximum}", value)
+    return value
+
+
+def _port(key, value):
+    return _integer(key, value, 1, 65535)
+
+
+def _non_negative(key, value):
+    return _integer(key, value, 0)
+
+
+def _positive(key, value):
+    return _integer(key, value, 1)
+
+
+def _boolean(key, value):
+    if not isinstance(value, bool):
+        raise PlatformSettingsError(key, "must be true or false", value)
+    return value
+
+
+def _string(key, value):
+    if not isinstance(value, str) or not value:
+        raise PlatformSettingsError(key, "must be a non-empty string", value)
+    return value
+
+
+def _absolute_path(key, value):
+    if not _string(key, value).startswith("/"):
+        raise PlatformSettingsError(key, "must be an absolute path", value)
+    return value
+
+
+def _bindable_path(key, value):
+    # systemd BindPaths= splits on whitespace and ":"
+    _absolute_path(key, value)
+    if re.search(r"[\s:]", value):
+        raise PlatformSettingsError(key, "must not contain whitespace or ':'", value)
+    return value
+
+
+def _url_path(key, value):
+    if not _string(key, value).startswith("/"):
+        raise PlatformSettingsError(key, "must start with '/'", value)
+    return value
+
+
+def _base_url(key, value):
+    if not _url_path(key, value).endswith("/"):
+        raise PlatformSettingsError(key, "must start and end with '/'", value)
+    return value
+
+
+def _optional(check):
+    def checked(key, value):
+        return None if value is None else check(key, value)
+
+    return checked
+
+
+def _string_list(key, value):
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise PlatformSettingsError(key, "must be a list of non-empty strings", value)
+    return value
+
+
+def _string_dict(key, value):
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise PlatformSettingsError(key, "must be an object of string values", value)
+    return value
+
+
+def _unit_properties(key, value):
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str)
+        and (isinstance(v, str) or (isinstance(v, list) and all(isinstance(i, str) for i in v)))
+        for k, v in value.items()
+    ):
+        raise PlatformSettingsError(
+            key, "must be an object of strings or lists of strings", value
+        )
+    return value
+
+
+def _memory(key, value):
+    """Bytes as an int, or a number with suffix K/M/G/T (JupyterHub's ByteSpecification)."""
+    if _is_int(value):
+        if value <= 0:
+            raise PlatformSettingsError(key, "must be positive", value)
+        return value
+    match = _MEMORY_SPEC.fullmatch(value) if isinstance(value, str) else None
+    if not match or float(match.group(1)) <= 0:
+        raise PlatformSettingsError(
+            key, "must be a positive byte count or a number with suffix K, M, G or T", value
+        )
+    return value
+
+
+def _cpu(key, value):
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise PlatformSettingsError(key, "must be a positive number of CPUs", value)
+    return float(value)
+
+
+def _hub_name(key, value):
+    try:
+        return check_hub_name(_string(key, value))
+    except InvalidNameError as e:
+        raise PlatformSettingsError(key, f"is invalid: {e}") from None
+
+
+def _group_name(key, value):
+    try:
+        return check_unix_name(_string(key, value), what="group name")
+    except InvalidNameError as e:
+        raise PlatformSettingsError(key, f"is invalid: {e}") from None
+
+
+def _username_template(key, value):
+    try:
+        return check_unix_username_template(_string(key, value))
+    except InvalidNameError as e:
+        raise PlatformSettingsError(key, f"is invalid: {e}") from None
+
+
+def _unit_name_template(key, value):
+    if not any(f in _string(key, value) for f in ("{USERNAME}", "{UNIXNAME}", "{USERID}")):
+        # one unit name for everybody would make spawns stop each other
+        raise PlatformSettingsError(
+            key, "must contain {USERNAME}, {UNIXNAME} or {USERID}", value
+        )
+    return value
+
+
+def _slice(key, value):
+    if not _string(key, value).endswith(".slice"):
+        raise PlatformSettingsError(key, "must be a systemd slice name ending in .slice", value)
+    return value
+
+
+def _must_be_false(key, value):
+    if _boolean(key, value):
+        raise PlatformSettingsError(
+            key,
+            "is not supported: platform users are real unix accounts "
+            "(jh-<name>) with bound per-user directories",
+            value,
+        )
+    return value
+
+
+Check = Callable[[str, Any], Any]
+
+# top-level keys: every one is required (Ansible renders them all)
+TOP_LEVEL_CHECKS: dict[str, Check] = {
+    "state_dir": _absolute_path,
+    "base_url": _base_url,
+    "hub_port": _port,
+    "proxy_port": _port,
+    "proxy_api_port": _port,
+    "admin_user": _hub_name,
+    "admin_password_file": _optional(_absolute_path),
+    "signup_enabled": _boolean,
+    "allowed_failed_logins": _non_negative,
+    "seconds_before_next_try": _non_negative,
+    "minimum_password_length": _positive,
+    "unix_username_template": _username_template,
+    "platform_group": _group_name,
+    "users_root": _bindable_path,
+    "shared_dir": _optional(_bindable_path),
+    "lab_venv": _absolute_path,
+    "default_url": _url_path,
+    "spawner": lambda key, value: value,  # checked key by key below
+    "config_d": _optional(_absolute_path),
+}
+
+# settings["spawner"]: each key is the PlatformSpawner (SystemdSpawner/Spawner)
+# trait of the same name; a missing key or null keeps the class default.
+SPAWNER_CHECKS: dict[str, Check] = {
+    "mem_limit": _optional(_memory),
+    "cpu_limit": _optional(_cpu),
+    "user_workingdir": _optional(_absolute_path),
+    "default_shell": _absolute_path,
+    "extra_paths": _string_list,
+    "unit_name_template": _unit_name_template,
+    "unit_extra_properties": _unit_properties,
+    "isolate_tmp": _boolean,
+    "isolate_devices": _boolean,
+    "disable_user_sudo": _boolean,
+    "readonly_paths": _optional(_string_list),
+    "readwrite_paths": _optional(_string_list),
+    "dynamic_users": _must_be_false,
+    "slice": _optional(_slice),
+    "start_timeout": _positive,
+    "http_timeout": _positive,
+    "environment": _string_dict,
+}
+
+
+def validate_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Check every known key; return a copy with normalised values.
+
+    Unknown top-level keys are kept untouched (other hub_ext modules read
+    their own keys); unknown spawner keys are an error (they map onto traits).
+    """
+    if not isinstance(settings, Mapping):
+        raise PlatformSettingsError("(top level)", "must be a JSON object", settings)
+    checked = dict(settings)
+    for key, check in TOP_LEVEL_CHECKS.items():
+        if key not in settings:
+            raise PlatformSettingsError(key, "is missing")
+        checked[key] = check(key, settings[key])
+
+    spawner = settings["spawner"]
+    if not isinstance(spawner, Mapping):
+        raise PlatformSettingsError("spawner", "must be a JSON object", spawner)
+    unknown = sorted(set(spawner) - set(SPAWNER_CHECKS))
+    if unknown:
+        raise PlatformSettingsError(
+            f"spawner.{unknown[0]}",
+            f"is not a known spawner option (known: {', '.join(SPAWNER_CHECKS)})",
+        )
+    checked["spawner"] = {
+        key: SPAWNER_CHECKS[key](f"spawner.{key}", value) for key, value in spawner.items()
+    }
+
+    try:
+        unix_name(checked["admin_user"], checked["unix_username_template"])
+    except InvalidNameError as e:
+        raise PlatformSettingsError("admin_user", f"has no valid unix name: {e}") from None
+
+    ports = {k: checked[k] for k in ("hub_port", "proxy_port", "proxy_api_port")}
+    if len(set(ports.values())) != len(ports):
+        raise PlatformSettingsError("hub_port/proxy_port/proxy_api_port", "must differ", ports)
+    return checked
+
+
+def load_settings(path: str | os.PathLike) -> dict[str, Any]:
+    """Read platform.json; errors name the file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            settings = json.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"platform settings file {os.fspath(path)} does not exist") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"platform settings file {os.fspath(path)} is not valid JSON: {e}") from None
+    if not isinstance(settings, dict):
+        raise ValueError(f"platform settings file {os.fspath(path)} must hold a JSON object")
+    return settings
+
+
+def apply_platform_settings(c, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate settings and set them on the traitlets Config ``c``; return the checked settings."""
+    s = validate_settings(settings)
+    local = f"http://{LOCALHOST}"
+
+    hub = c.JupyterHub
+    hub.bind_url = f"{local}:{s['proxy_port']}{s['base_url']}"
+    hub.hub_bind_url = f"{local}:{s['hub_port']}"
+    hub.base_url = s["base_url"]
+    hub.db_url = f"sqlite:///{s['state_dir']}/jupyterhub.sqlite"
+    hub.cookie_secret_file = f"{s['state_dir']}/jupyterhub_cookie_secret"
+    # labs are transient units that outlive a hub restart; keep them
+    hub.cleanup_servers = False
+    hub.spawner_class = SPAWNER_CLASS
+    hub.authenticator_class = AUTHENTICATOR_CLASS
+
+    # the proxy runs in its own unit; its token comes from CONFIGPROXY_AUTH_TOKEN
+    # (EnvironmentFile=/etc/jupyterhub/proxy.env), which the trait reads by default
+    c.ConfigurableHTTPProxy.should_start = False
+    c.ConfigurableHTTPProxy.api_url = f"{local}:{s['proxy_api_port']}"
+
+    spawner = c.PlatformSpawner
+    spawner.cmd = [f"{s['lab_venv']}/bin/jupyterhub-singleuser"]
+    spawner.default_url = s["default_url"]
+    spawner.lab_venv = s["lab_venv"]
+    spawner.users_root = s["users_root"]
+    spawner.shared_dir = s["shared_dir"]
+    spawner.unix_username_template = s["unix_username_template"]
+    spawner.platform_group = s["platform_group"]
+    for key, value in s["spawner"].items():
+        if value is not None:  # null: keep the class default
+            setattr(spawner, key, value)
+
+    c.Authenticator.admin_users = {s["admin_user"]}
+    # JupyterHub 5+ admits nobody but admins without this; NativeAuthenticator's
+    # approval (UserInfo.is_authorized) is what gates logins here
+    c.Authenticator.allow_all = True
+
+    native = c.NativeAuthenticator
+    native.enable_signup = s["signup_enabled"]
+    native.open_signup = False
+    # the traits' .tag(default=...) values are documentation only: the real
+    # defaults are 0, which would disable lockout and allow empty passwords
+    native.allowed_failed_logins = s["allowed_failed_logins"]
+    native.seconds_before_next_try = s["seconds_before_next_try"]
+    native.minimum_password_length = s["minimum_password_length"]
+
+    authenticator = c.PlatformAuthenticator
+    authenticator.admin_password_file = s["admin_password_file"]
+    authenticator.unix_username_template = s["unix_username_template"]
+    return s

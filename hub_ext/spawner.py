@@ -1,0 +1,186 @@
+"""PlatformSpawner: SystemdSpawner running each lab as its own platform unix user.
+
+On start it creates the unix account (``jh-<hubname>``) and the per-user
+directories if needed, then starts the transient unit with those directories
+bound at the in-lab paths of the Docker original (docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from jupyterhub.utils import random_port
+from systemdspawner import SystemdSpawner, systemd
+from traitlets import Unicode, default
+
+from . import accounts, storage
+from .units import UnitSpec, build_unit_spec
+
+
+class PlatformSpawner(SystemdSpawner):
+    users_root = Unicode(
+        "/srv/jupyterhub/users",
+        help="""Host directory holding <unix name>/{home,workspace,cache} of every user.
+
+        Must exist and be owned by root; per-user directories are created on spawn.
+        """,
+    ).tag(config=True)
+
+    shared_dir = Unicode(
+        "/srv/jupyterhub/shared",
+        allow_none=True,
+        help="Host directory bound read-write at /mnt/shared in every lab (None: no shared dir).",
+    ).tag(config=True)
+
+    unix_username_template = Unicode(
+        accounts.DEFAULT_UNIX_USERNAME_TEMPLATE,
+        help="""Unix account name for a hub user; {USERNAME} is the hub name.
+
+        The prefix keeps hub names away from system accounts (a hub user 'root'
+        becomes 'jh-root'). Available as {UNIXNAME} in path and unit templates.
+        """,
+    ).tag(config=True)
+
+    platform_group = Unicode(
+        accounts.DEFAULT_PLATFORM_GROUP,
+        help="""Unix group of every platform account.
+
+        An existing unix account outside this group is never adopted.
+        """,
+    ).tag(config=True)
+
+    lab_venv = Unicode(
+        "/opt/jupyterlab",
+        help="Virtual environment with jupyterhub-singleuser and the lab; its bin/ leads $PATH.",
+    ).tag(config=True)
+
+    # SystemdSpawner's own knob for the unix name; kept coherent with ours
+    @default("username_template")
+    def _default_username_template(self):
+        return "{UNIXNAME}"
+
+    @default("user_workingdir")
+    def _default_user_workingdir(self):
+        return "/home/{UNIXNAME}/workspace"
+
+    @default("isolate_tmp")
+    def _default_isolate_tmp(self):
+        return True
+
+    @default("disable_user_sudo")
+    def _default_disable_user_sudo(self):
+        return True
+
+    @default("extra_paths")
+    def _default_extra_paths(self):
+        return [f"{self.lab_venv}/bin"]
+
+    @default("cmd")
+    def _default_cmd(self):
+        return [f"{self.lab_venv}/bin/jupyterhub-singleuser"]
+
+    @property
+    def unix_name(self) -> str:
+        return accounts.unix_name(self.user.name, self.unix_username_template)
+
+    @property
+    def home_in_lab(self) -> str:
+        return storage.home_in_lab(self.unix_name)
+
+    def _expand_user_vars(self, string):
+        """SystemdSpawner's template expansion, plus {UNIXNAME}."""
+        return string.format(
+            USERNAME=self.user.name, USERID=self.user.id, UNIXNAME=self.unix_name
+        )
+
+    def _expand_property(self, value):
+        # SystemdSpawner 1.0.2 calls str.format on every value and breaks on lists
+        if isinstance(value, str):
+            return self._expand_user_vars(value)
+        return [self._expand_user_vars(v) for v in value]
+
+    def _expand_paths(self, paths):
+        return None if paths is None else [self._expand_user_vars(p) for p in paths]
+
+    def unit_spec(self, base_env: dict[str, str]) -> UnitSpec:
+        """Properties, environment and working directory of this user's lab unit.
+
+        Pure given the traits (no systemd, no account changes), so tests can
+        check what a configuration produces.
+        """
+        return build_unit_spec(
+            base_env=base_env,
+            home=self.home_in_lab,
+            working_dir=self._expand_user_vars(self.user_workingdir),
+            shell=self.default_shell,
+            extra_paths=[self._expand_user_vars(p) for p in self.extra_paths],
+            bind_paths=storage.bind_paths(self.unix_name, self.users_root, self.shared_dir),
+            mem_limit=self.mem_limit,
+            cpu_limit=self.cpu_limit,
+            isolate_tmp=self.isolate_tmp,
+            isolate_devices=self.isolate_devices,
+            disable_user_sudo=self.disable_user_sudo,
+            readonly_paths=self._expand_paths(self.readonly_paths),
+            readwrite_paths=self._expand_paths(self.readwrite_paths),
+            extra_properties={
+                key: self._expand_property(value)
+                for key, value in self.unit_extra_properties.items()
+            },
+        )
+
+    async def ensure_account(self) -> accounts.UnixAccount:
+        """Create the unix account and the per-user directories if missing."""
+        account = await accounts.ensure_unix_user(
+            self.unix_name, group=self.platform_group, home=self.home_in_lab
+        )
+        storage.ensure_user_dirs(self.unix_name, self.users_root, account.uid, account.gid)
+        return account
+
+    async def _clear_leftover_unit(self):
+        """Stop a unit of the same name JupyterHub does not know, reset a failed one.
+
+        Same as the opening of SystemdSpawner.start, which 1.0.2 does not
+        expose separately.
+        """
+        if await systemd.service_running(self.unit_name):
+            self.log.info("user:%s stopping unknown leftover unit %s", self.user.name, self.unit_name)
+            await systemd.stop_service(self.unit_name)
+            if await systemd.service_running(self.unit_name):
+                raise RuntimeError(f"Could not stop already existing unit {self.unit_name}")
+        if await systemd.service_failed(self.unit_name):
+            await systemd.reset_service(self.unit_name)
+
+    async def start(self):
+        # SystemdSpawner.start inlines the property assembly; replaced as a
+        # whole so BindPaths and list-valued properties work
+        if self.dynamic_users:
+            raise ValueError(
+                "PlatformSpawner.dynamic_users is not supported: platform users "
+                "are real unix accounts with bound per-user directories"
+            )
+        self.port = random_port()
+        await self._clear_leftover_unit()
+        account = await self.ensure_account()
+        spec = self.unit_spec(self.get_env())
+        returncode = await systemd.start_transient_service(
+            self.unit_name,
+            cmd=[self._expand_user_vars(c) for c in self.cmd],
+            args=[self._expand_user_vars(a) for a in self.get_args()],
+            working_dir=spec.working_dir,
+            environment_variables=spec.environment,
+            properties=spec.properties,
+            uid=account.uid,
+            gid=account.gid,
+            slice=self.slice,
+        )
+        if returncode != 0:
+            # fail now instead of polling a unit that never started
+            raise RuntimeError(
+                f"systemd-run failed ({returncode}) for {self.unit_name}; "
+                f"see the hub's journal"
+            )
+        for _ in range(self.start_timeout):
+            if await self.poll() is None:
+                return (self.ip or "127.0.0.1", self.port)
+            await asyncio.sleep(1)
+        return None
