@@ -109,7 +109,7 @@ def _url_path(key, value):
 
 
 def _base_url(key, value):
-    if not _url_path(key, value).endswith("/"):
+    if not (_string(key, value).startswith("/") and value.endswith("/")):
         raise PlatformSettingsError(key, "must start and end with '/'", value)
     return value
 

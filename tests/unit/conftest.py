@@ -1,0 +1,60 @@
+import copy
+import json
+
+import pytest
+
+# platform.json as docs/architecture.md specifies it
+SAMPLE_SETTINGS = {
+    "state_dir": "/var/lib/jupyterhub",
+    "base_url": "/jupyterhub/",
+    "hub_port": 8081,
+    "proxy_port": 8000,
+    "proxy_api_port": 8001,
+    "admin_user": "admin",
+    "admin_password_file": None,
+    "signup_enabled": True,
+    "allowed_failed_logins": 5,
+    "seconds_before_next_try": 600,
+    "minimum_password_length": 8,
+    "unix_username_template": "jh-{USERNAME}",
+    "platform_group": "jupyterhub-users",
+    "users_root": "/srv/jupyterhub/users",
+    "shared_dir": "/srv/jupyterhub/shared",
+    "lab_venv": "/opt/jupyterlab",
+    "default_url": "/lab",
+    "spawner": {
+        "mem_limit": "4G",
+        "cpu_limit": 2.0,
+        "user_workingdir": None,
+        "default_shell": "/bin/bash",
+        "extra_paths": [],
+        "unit_name_template": "jupyter-{USERNAME}-singleuser",
+        "unit_extra_properties": {},
+        "isolate_tmp": True,
+        "isolate_devices": False,
+        "disable_user_sudo": True,
+        "readonly_paths": None,
+        "readwrite_paths": None,
+        "dynamic_users": False,
+        "slice": None,
+        "start_timeout": 120,
+        "http_timeout": 60,
+        "environment": {},
+    },
+    "config_d": "/etc/jupyterhub/jupyterhub_config.d",
+}
+
+
+@pytest.fixture
+def settings():
+    return copy.deepcopy(SAMPLE_SETTINGS)
+
+
+@pytest.fixture
+def write_settings(tmp_path):
+    def write(settings, name="platform.json"):
+        path = tmp_path / name
+        path.write_text(json.dumps(settings))
+        return path
+
+    return write

@@ -1,0 +1,222 @@
+from pathlib import Path
+
+import pytest
+from traitlets.config import Config, PyFileConfigLoader
+
+from hub_ext.config import (
+    PlatformSettingsError,
+    apply_platform_settings,
+    load_settings,
+    validate_settings,
+)
+
+CONFIG_FILE = Path(__file__).resolve().parents[2] / "etc" / "jupyterhub" / "jupyterhub_config.py"
+
+
+def rendered(settings):
+    c = Config()
+    apply_platform_settings(c, settings)
+    return c
+
+
+def test_hub_and_proxy(settings):
+    c = rendered(settings)
+    assert c.JupyterHub.bind_url == "http://127.0.0.1:8000/jupyterhub/"
+    assert c.JupyterHub.hub_bind_url == "http://127.0.0.1:8081"
+    assert c.JupyterHub.base_url == "/jupyterhub/"
+    assert c.JupyterHub.db_url == "sqlite:////var/lib/jupyterhub/jupyterhub.sqlite"
+    assert c.JupyterHub.cookie_secret_file == "/var/lib/jupyterhub/jupyterhub_cookie_secret"
+    assert c.JupyterHub.cleanup_servers is False
+    assert c.JupyterHub.spawner_class == "hub_ext.spawner.PlatformSpawner"
+    assert c.JupyterHub.authenticator_class == "hub_ext.authenticator.PlatformAuthenticator"
+    assert c.ConfigurableHTTPProxy.should_start is False
+    assert c.ConfigurableHTTPProxy.api_url == "http://127.0.0.1:8001"
+    # the token comes from CONFIGPROXY_AUTH_TOKEN, never from the config file
+    assert "auth_token" not in c.ConfigurableHTTPProxy
+
+
+def test_spawner(settings):
+    settings["spawner"]["environment"] = {"TZ": "UTC"}
+    settings["spawner"]["unit_extra_properties"] = {"TasksMax": "512"}
+    c = rendered(settings).PlatformSpawner
+    assert c.cmd == ["/opt/jupyterlab/bin/jupyterhub-singleuser"]
+    assert c.default_url == "/lab"
+    assert c.mem_limit == "4G"
+    assert c.cpu_limit == 2.0
+    assert c.default_shell == "/bin/bash"
+    assert c.unit_name_template == "jupyter-{USERNAME}-singleuser"
+    assert c.isolate_tmp is True and c.disable_user_sudo is True
+    assert c.isolate_devices is False and c.dynamic_users is False
+    assert c.start_timeout == 120 and c.http_timeout == 60
+    assert c.environment == {"TZ": "UTC"}
+    assert c.unit_extra_properties == {"TasksMax": "512"}
+    assert c.users_root == "/srv/jupyterhub/users"
+    assert c.shared_dir == "/srv/jupyterhub/shared"
+    assert c.unix_username_template == "jh-{USERNAME}"
+    assert c.platform_group == "jupyterhub-users"
+    assert c.lab_venv == "/opt/jupyterlab"
+    # null keeps the class default (e.g. user_workingdir -> /home/<unix>/workspace)
+    for key in ("user_workingdir", "readonly_paths", "readwrite_paths", "slice"):
+        assert key not in c
+
+
+def test_authenticator(settings):
+    settings["signup_enabled"] = False
+    settings["admin_password_file"] = "/etc/jupyterhub/admin_password"
+    c = rendered(settings)
+    assert c.Authenticator.admin_users == {"admin"}
+    assert c.Authenticator.allow_all is True
+    assert c.NativeAuthenticator.enable_signup is False
+    assert c.NativeAuthenticator.open_signup is False
+    assert c.NativeAuthenticator.allowed_failed_logins == 5
+    assert c.NativeAuthenticator.seconds_before_next_try == 600
+    assert c.NativeAuthenticator.minimum_password_length == 8
+    assert c.PlatformAuthenticator.admin_password_file == "/etc/jupyterhub/admin_password"
+    assert c.PlatformAuthenticator.unix_username_template == "jh-{USERNAME}"
+
+
+def test_config_reaches_real_traits(settings):
+    """The rendered config, loaded by the real classes, gives the expected values."""
+    from nativeauthenticator import NativeAuthenticator
+
+    from hub_ext.spawner import PlatformSpawner
+
+    c = rendered(settings)
+    spawner_traits = PlatformSpawner.class_traits(config=True)
+    for key in c.PlatformSpawner:
+        assert key in spawner_traits, key
+    native = NativeAuthenticator(config=c, add_new_table=False)
+    assert native.allowed_failed_logins == 5
+    assert native.minimum_password_length == 8
+    assert native.enable_signup is True and native.open_signup is False
+    assert native.admin_users == {"admin"} and native.allow_all is True
+
+
+@pytest.mark.parametrize(
+    "path, value, message",
+    [
+        ("hub_port", 0, "hub_port must be >= 1"),
+        ("proxy_port", 70000, "proxy_port must be <= 65535"),
+        ("proxy_api_port", "8001", "proxy_api_port must be an integer"),
+        ("base_url", "jupyterhub", "base_url must start and end with '/'"),
+        ("state_dir", "var/lib", "state_dir must be an absolute path"),
+        ("admin_user", "Admin", "admin_user is invalid"),
+        ("signup_enabled", "yes", "signup_enabled must be true or false"),
+        ("allowed_failed_logins", -1, "allowed_failed_logins must be >= 0"),
+        ("seconds_before_next_try", True, "seconds_before_next_try must be an integer"),
+        ("minimum_password_length", 0, "minimum_password_length must be >= 1"),
+        ("unix_username_template", "jh-user", "unix_username_template is invalid"),
+        ("platform_group", "Bad Group", "platform_group is invalid"),
+        ("users_root", "/srv/my users", "users_root must not contain whitespace"),
+        ("shared_dir", "/srv/a:b", "shared_dir must not contain whitespace or ':'"),
+        ("spawner.mem_limit", -1, "spawner.mem_limit must be positive"),
+        ("spawner.mem_limit", "-4G", "spawner.mem_limit must be a positive byte count"),
+        ("spawner.mem_limit", "4GB", "spawner.mem_limit must be a positive byte count"),
+        ("spawner.cpu_limit", 0, "spawner.cpu_limit must be a positive number"),
+        ("spawner.cpu_limit", -0.5, "spawner.cpu_limit must be a positive number"),
+        ("spawner.start_timeout", 0, "spawner.start_timeout must be >= 1"),
+        ("spawner.isolate_tmp", 1, "spawner.isolate_tmp must be true or false"),
+        ("spawner.dynamic_users", True, "spawner.dynamic_users is not supported"),
+        ("spawner.extra_paths", "/opt/bin", "spawner.extra_paths must be a list"),
+        ("spawner.environment", {"A": 1}, "spawner.environment must be an object"),
+        ("spawner.unit_extra_properties", {"X": 1}, "spawner.unit_extra_properties must be"),
+        ("spawner.unit_name_template", "jupyter-lab", "spawner.unit_name_template must contain"),
+        ("spawner.slice", "users", "spawner.slice must be a systemd slice name"),
+        ("spawner.no_such_option", 1, "spawner.no_such_option is not a known spawner option"),
+    ],
+)
+def test_bad_values_name_the_key(settings, path, value, message):
+    section = settings
+    *parents, key = path.split(".")
+    for parent in parents:
+        section = section[parent]
+    section[key] = value
+    with pytest.raises(PlatformSettingsError, match=message.replace("(", r"\(")) as info:
+        rendered(settings)
+    assert info.value.key == path
+    assert str(info.value).startswith("platform.json: ")
+
+
+def test_missing_key_is_named(settings):
+    del settings["proxy_api_port"]
+    with pytest.raises(ValueError, match="proxy_api_port is missing"):
+        rendered(settings)
+
+
+def test_ports_must_differ(settings):
+    settings["hub_port"] = settings["proxy_port"]
+    with pytest.raises(ValueError, match="must differ"):
+        rendered(settings)
+
+
+def test_admin_name_too_long_for_template(settings):
+    settings["unix_username_template"] = "jupyterhub-user-{USERNAME}"
+    settings["admin_user"] = "administrator-of-this-hub"
+    with pytest.raises(ValueError, match="admin_user has no valid unix name"):
+        rendered(settings)
+
+
+def test_memory_forms_accepted(settings):
+    for value in (1073741824, "512M", "1.5G", "1T"):
+        settings["spawner"]["mem_limit"] = value
+        assert validate_settings(settings)["spawner"]["mem_limit"] == value
+
+
+def test_unknown_top_level_keys_are_kept_for_other_modules(settings):
+    settings["gpu_mode"] = 2
+    assert validate_settings(settings)["gpu_mode"] == 2
+
+
+def test_load_settings(write_settings, settings, tmp_path):
+    assert load_settings(write_settings(settings)) == settings
+    with pytest.raises(ValueError, match="does not exist"):
+        load_settings(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_settings(bad)
+    bad.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="JSON object"):
+        load_settings(bad)
+
+
+def load_jupyterhub_config(platform_json, monkeypatch):
+    monkeypatch.setenv("JUPYTERHUB_PLATFORM_CONFIG", str(platform_json))
+    loader = PyFileConfigLoader(CONFIG_FILE.name, path=str(CONFIG_FILE.parent))
+    return loader.load_config()
+
+
+def test_jupyterhub_config_file_applies_platform_json_then_config_d(
+    settings, write_settings, tmp_path, monkeypatch
+):
+    config_d = tmp_path / "jupyterhub_config.d"
+    config_d.mkdir()
+    (config_d / "10-first.py").write_text(
+        "c.PlatformSpawner.mem_limit = '8G'\nc.JupyterHub.log_level = 'INFO'\n"
+    )
+    # loaded after 10-first.py: name order, last one wins
+    (config_d / "20-second.py").write_text("c.JupyterHub.log_level = 'DEBUG'\n")
+    (config_d / "README").write_text("c.JupyterHub.log_level = 'NOT PYTHON CONFIG'\n")
+    settings["config_d"] = str(config_d)
+
+    c = load_jupyterhub_config(write_settings(settings), monkeypatch)
+    assert c.JupyterHub.bind_url == "http://127.0.0.1:8000/jupyterhub/"
+    assert c.JupyterHub.spawner_class == "hub_ext.spawner.PlatformSpawner"
+    assert c.PlatformSpawner.cpu_limit == 2.0
+    assert c.PlatformSpawner.mem_limit == "8G"  # site-local override
+    assert c.JupyterHub.log_level == "DEBUG"
+
+
+def test_jupyterhub_config_file_without_config_d(settings, write_settings, monkeypatch, tmp_path):
+    settings["config_d"] = str(tmp_path / "does-not-exist")
+    c = load_jupyterhub_config(write_settings(settings), monkeypatch)
+    assert c.PlatformSpawner.mem_limit == "4G"
+    settings["config_d"] = None
+    c = load_jupyterhub_config(write_settings(settings), monkeypatch)
+    assert c.NativeAuthenticator.minimum_password_length == 8
+
+
+def test_jupyterhub_config_file_refuses_bad_platform_json(settings, write_settings, monkeypatch):
+    settings["spawner"]["mem_limit"] = -5
+    with pytest.raises(ValueError, match="spawner.mem_limit"):
+        load_jupyterhub_config(write_settings(settings), monkeypatch)
