@@ -8,12 +8,14 @@ bound at the in-lab paths of the Docker original (docs/architecture.md).
 from __future__ import annotations
 
 import asyncio
+import os
 
 from jupyterhub.utils import random_port
 from systemdspawner import SystemdSpawner, systemd
 from traitlets import Unicode, default
 
 from . import accounts, storage
+from .process import run_command
 from .units import UnitSpec, build_unit_spec
 
 
@@ -53,6 +55,10 @@ class PlatformSpawner(SystemdSpawner):
         "/opt/jupyterlab",
         help="Virtual environment with jupyterhub-singleuser and the lab; its bin/ leads $PATH.",
     ).tag(config=True)
+
+    # seams for unit tests (plain attributes, not config)
+    command_runner = staticmethod(run_command)
+    chown = staticmethod(os.fchown)
 
     # SystemdSpawner's own knob for the unix name; kept coherent with ours
     @default("username_template")
@@ -131,9 +137,14 @@ class PlatformSpawner(SystemdSpawner):
     async def ensure_account(self) -> accounts.UnixAccount:
         """Create the unix account and the per-user directories if missing."""
         account = await accounts.ensure_unix_user(
-            self.unix_name, group=self.platform_group, home=self.home_in_lab
+            self.unix_name,
+            group=self.platform_group,
+            home=self.home_in_lab,
+            runner=self.command_runner,
         )
-        storage.ensure_user_dirs(self.unix_name, self.users_root, account.uid, account.gid)
+        storage.ensure_user_dirs(
+            self.unix_name, self.users_root, account.uid, account.gid, chown=self.chown
+        )
         return account
 
     async def _clear_leftover_unit(self):

@@ -1,0 +1,264 @@
+"""Unit properties built from config, down to the systemd-run command line."""
+
+import asyncio
+from types import SimpleNamespace
+
+import pytest
+from jupyterhub.objects import Hub
+from systemdspawner import systemd
+from traitlets.config import Config
+
+from hub_ext.config import apply_platform_settings
+from hub_ext.units import build_environment, build_unit_properties
+
+from .test_accounts import FakeSystem
+from .test_storage import RecordingChown
+
+
+def test_properties_from_options():
+    properties = build_unit_properties(
+        bind_paths=["/u/home:/home/x", "/u/ws:/home/x/workspace"],
+        mem_limit=4 * 1024**3,
+        cpu_limit=1.5,
+        isolate_tmp=True,
+        isolate_devices=True,
+        disable_user_sudo=True,
+        readonly_paths=["/opt"],
+        readwrite_paths=["/opt/scratch"],
+    )
+    assert properties == {
+        "BindPaths": ["/u/home:/home/x", "/u/ws:/home/x/workspace"],
+        "PrivateTmp": "yes",
+        "PrivateDevices": "yes",
+        "MemoryAccounting": "yes",
+        "MemoryMax": str(4 * 1024**3),
+        "CPUAccounting": "yes",
+        "CPUQuota": "150%",
+        "NoNewPrivileges": "yes",
+        "ReadOnlyPaths": ["/opt"],
+        "ReadWritePaths": ["/opt/scratch"],
+    }
+
+
+def test_properties_off():
+    properties = build_unit_properties(isolate_tmp=False, disable_user_sudo=False)
+    assert properties == {}
+
+
+def test_extra_properties_merge_bind_paths_and_override_others():
+    properties = build_unit_properties(
+        bind_paths=["/a:/home/x"],
+        cpu_limit=1.0,
+        extra_properties={
+            "BindPaths": "/data:/mnt/data",
+            "CPUQuota": "50%",
+            "DeviceAllow": ["/dev/nvidia0 rw", "/dev/nvidiactl rw"],
+        },
+    )
+    assert properties["BindPaths"] == ["/a:/home/x", "/data:/mnt/data"]  # platform first
+    assert properties["CPUQuota"] == "50%"
+    assert properties["DeviceAllow"] == ["/dev/nvidia0 rw", "/dev/nvidiactl rw"]
+
+
+def test_environment():
+    env = build_environment(
+        {"PATH": "/usr/bin:/bin", "JUPYTERHUB_USER": "alice"},
+        home="/home/jh-alice",
+        shell="/bin/bash",
+        extra_paths=["/opt/jupyterlab/bin"],
+    )
+    assert env == {
+        "PATH": "/opt/jupyterlab/bin:/usr/bin:/bin",
+        "JUPYTERHUB_USER": "alice",
+        "HOME": "/home/jh-alice",
+        "SHELL": "/bin/bash",
+    }
+
+
+# --- PlatformSpawner, configured from platform.json ---
+
+
+@pytest.fixture
+def make_spawner(monkeypatch, settings, tmp_path):
+    # no systemctl here; SystemdSpawner.__init__ asks for the version
+    monkeypatch.setattr(systemd, "get_systemd_version", lambda: 252)
+    from hub_ext.spawner import PlatformSpawner
+
+    users_root = tmp_path / "users"
+    users_root.mkdir()
+    settings["users_root"] = str(users_root)
+
+    def make(name="alice", extra_config=None, **spawner_settings):
+        settings["spawner"].update(spawner_settings)
+        c = Config()
+        apply_platform_settings(c, settings)
+        if extra_config:
+            c.merge(extra_config)
+        user = SimpleNamespace(
+            name=name, id=7, url=f"/jupyterhub/user/{name}/", base_url="/jupyterhub/",
+            server=None, settings={}, escaped_name=name, host="", spawners={},
+        )
+        spawner = PlatformSpawner(user=user, config=c, hub=Hub(base_url="/jupyterhub/hub/"))
+        spawner.command_runner = FakeSystem()
+        spawner.chown = RecordingChown()
+        return spawner
+
+    make.users_root = users_root
+    return make
+
+
+def test_spawner_defaults(make_spawner):
+    spawner = make_spawner()
+    assert spawner.unix_name == "jh-alice"
+    assert spawner.unit_name == "jupyter-alice-singleuser"
+    assert spawner.cmd == ["/opt/jupyterlab/bin/jupyterhub-singleuser"]
+    assert spawner.isolate_tmp is True
+    assert spawner.disable_user_sudo is True
+    assert spawner.extra_paths == []  # platform.json says [] explicitly
+    assert spawner._expand_user_vars(spawner.username_template) == "jh-alice"
+
+
+def test_unit_spec_from_platform_settings(make_spawner):
+    spawner = make_spawner(unit_extra_properties={"BindPaths": "/data/{UNIXNAME}:/mnt/data"})
+    spec = spawner.unit_spec({"PATH": "/usr/bin"})
+    users = make_spawner.users_root
+    assert spec.working_dir == "/home/jh-alice/workspace"
+    assert spec.properties["BindPaths"] == [
+        f"{users}/jh-alice/home:/home/jh-alice",
+        f"{users}/jh-alice/workspace:/home/jh-alice/workspace",
+        f"{users}/jh-alice/cache:/home/jh-alice/.cache",
+        "/srv/jupyterhub/shared:/mnt/shared",
+        "/data/jh-alice:/mnt/data",  # {UNIXNAME} expanded in extra properties too
+    ]
+    assert spec.properties["MemoryMax"] == str(4 * 1024**3)
+    assert spec.properties["CPUQuota"] == "200%"
+    assert spec.properties["PrivateTmp"] == "yes"
+    assert spec.properties["NoNewPrivileges"] == "yes"
+    assert spec.environment["HOME"] == "/home/jh-alice"
+    assert spec.environment["SHELL"] == "/bin/bash"
+
+
+def test_unit_spec_templates_and_defaults(make_spawner):
+    spawner = make_spawner(
+        user_workingdir="/home/{UNIXNAME}/projects/{USERNAME}",
+        readonly_paths=["/srv/data/{USERNAME}"],
+        isolate_tmp=False,
+        disable_user_sudo=False,
+        mem_limit=None,
+        cpu_limit=None,
+    )
+    spec = spawner.unit_spec({})
+    assert spec.working_dir == "/home/jh-alice/projects/alice"
+    assert spec.properties["ReadOnlyPaths"] == ["/srv/data/alice"]
+    for absent in ("PrivateTmp", "NoNewPrivileges", "MemoryMax", "CPUQuota"):
+        assert absent not in spec.properties
+
+
+def test_default_extra_paths_is_lab_venv(make_spawner, settings):
+    del settings["spawner"]["extra_paths"]
+    spawner = make_spawner()
+    assert spawner.extra_paths == ["/opt/jupyterlab/bin"]
+    assert spawner.unit_spec({"PATH": "/usr/bin"}).environment["PATH"] == (
+        "/opt/jupyterlab/bin:/usr/bin"
+    )
+
+
+def test_spawner_refuses_invalid_hub_name(make_spawner):
+    from hub_ext.accounts import InvalidNameError
+
+    with pytest.raises(InvalidNameError):
+        make_spawner(name="Bad.Name")
+
+
+class FakeSystemctl:
+    """Replaces asyncio.create_subprocess_exec for systemdspawner.systemd."""
+
+    def __init__(self):
+        self.calls = []
+        self.started = False
+
+    async def __call__(self, *argv, **kwargs):
+        self.calls.append(list(argv))
+        if argv[0] == "systemd-run":
+            self.started = True
+            code = 0
+        elif argv[:2] == ("systemctl", "is-active"):
+            code = 0 if self.started else 3
+        else:  # is-failed, stop, reset-failed
+            code = 1
+        return SimpleNamespace(wait=lambda: asyncio.sleep(0, code))
+
+    def systemd_run(self):
+        return next(c for c in self.calls if c[0] == "systemd-run")
+
+
+def test_start_builds_systemd_run_command(make_spawner, monkeypatch, tmp_path):
+    systemctl = FakeSystemctl()
+    monkeypatch.setattr(systemd.asyncio, "create_subprocess_exec", systemctl)
+    monkeypatch.setattr(systemd, "RUN_ROOT", str(tmp_path / "run"))
+    spawner = make_spawner(unit_extra_properties={"TasksMax": "256"})
+    spawner.api_token = "secret-token"
+
+    ip, port = asyncio.run(spawner.start())
+    assert ip == "127.0.0.1" and port == spawner.port
+
+    # account and directories were made first
+    assert spawner.command_runner.commands("useradd")[0][-1] == "jh-alice"
+    users = make_spawner.users_root
+    assert (users / "jh-alice" / "home" / ".cache").is_dir()
+    assert spawner.chown.calls[str(users / "jh-alice" / "workspace")] == (1001, 1001)
+
+    argv = systemctl.systemd_run()
+    assert argv[:5] == ["systemd-run", "--unit", "jupyter-alice-singleuser",
+                        "--working-directory", "/home/jh-alice/workspace"]
+    assert "--uid=1001" in argv and "--gid=1001" in argv
+    properties = [a.removeprefix("--property=") for a in argv if a.startswith("--property=")]
+    # one --property per BindPaths entry, home first
+    assert [p for p in properties if p.startswith("BindPaths=")] == [
+        f"BindPaths={users}/jh-alice/home:/home/jh-alice",
+        f"BindPaths={users}/jh-alice/workspace:/home/jh-alice/workspace",
+        f"BindPaths={users}/jh-alice/cache:/home/jh-alice/.cache",
+        "BindPaths=/srv/jupyterhub/shared:/mnt/shared",
+    ]
+    for expected in ("MemoryMax=4294967296", "CPUQuota=200%", "PrivateTmp=yes",
+                     "NoNewPrivileges=yes", "TasksMax=256"):
+        assert expected in properties
+    assert argv[-1] == "/opt/jupyterlab/bin/jupyterhub-singleuser"
+
+    env_file = tmp_path / "run" / "jupyter-alice-singleuser" / "jupyter-alice-singleuser.env"
+    env = env_file.read_text()
+    assert "HOME=/home/jh-alice\n" in env
+    assert "JUPYTERHUB_API_TOKEN=secret-token\n" in env
+
+
+def test_start_fails_fast_when_systemd_run_fails(make_spawner, monkeypatch, tmp_path):
+    async def failing_start(*args, **kwargs):
+        return 1
+
+    async def not_running(unit):
+        return False
+
+    monkeypatch.setattr(systemd, "start_transient_service", failing_start)
+    monkeypatch.setattr(systemd, "service_running", not_running)
+    monkeypatch.setattr(systemd, "service_failed", not_running)
+    spawner = make_spawner()
+    with pytest.raises(RuntimeError, match="systemd-run failed"):
+        asyncio.run(spawner.start())
+
+
+def test_start_refuses_foreign_account(make_spawner, monkeypatch):
+    from hub_ext.accounts import ForeignAccountError
+
+    async def not_running(unit):
+        return False
+
+    monkeypatch.setattr(systemd, "service_running", not_running)
+    monkeypatch.setattr(systemd, "service_failed", not_running)
+    spawner = make_spawner(name="root")
+    spawner.unix_username_template = "{USERNAME}"
+    spawner.command_runner = FakeSystem(
+        users={"root": (0, 0, "/root")}, groups={"jupyterhub-users": set()}
+    )
+    with pytest.raises(ForeignAccountError):
+        asyncio.run(spawner.start())
+    assert not (make_spawner.users_root / "root").exists()
