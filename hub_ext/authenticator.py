@@ -168,12 +168,18 @@ class PlatformAuthenticator(NativeAuthenticator):
                 is_authorized=True,
             )
             self.db.add(info)
-            self.log.info("Created admin account %s from %s", self.admin_name, self.admin_password_file)
+            self.log.info(
+                "Created admin account %s from %s", self.admin_name, self.admin_password_file
+            )
         else:
             if not info.is_valid_password(password):
                 # rehash only on change: the hash is salted, so it would always differ
                 info.password = bcrypt.hashpw(password.encode(), bcrypt.gensalt())
-                self.log.info("Reset password of admin %s from %s", self.admin_name, self.admin_password_file)
+                self.log.info(
+                    "Reset password of admin %s from %s",
+                    self.admin_name,
+                    self.admin_password_file,
+                )
             info.is_authorized = True
         self.db.commit()
 

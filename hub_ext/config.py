@@ -306,11 +306,11 @@ def load_settings(path: str | os.PathLike) -> dict[str, Any]:
         with open(path, encoding="utf-8") as f:
             settings = json.load(f)
     except FileNotFoundError:
-        raise ValueError(f"platform settings file {os.fspath(path)} does not exist") from None
+        raise ValueError(f"platform settings file {path} does not exist") from None
     except json.JSONDecodeError as e:
-        raise ValueError(f"platform settings file {os.fspath(path)} is not valid JSON: {e}") from None
+        raise ValueError(f"platform settings file {path} is not valid JSON: {e}") from None
     if not isinstance(settings, dict):
-        raise ValueError(f"platform settings file {os.fspath(path)} must hold a JSON object")
+        raise ValueError(f"platform settings file {path} must hold a JSON object")
     return settings
 
 

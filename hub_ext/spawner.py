@@ -154,7 +154,9 @@ class PlatformSpawner(SystemdSpawner):
         expose separately.
         """
         if await systemd.service_running(self.unit_name):
-            self.log.info("user:%s stopping unknown leftover unit %s", self.user.name, self.unit_name)
+            self.log.info(
+                "user:%s stopping unknown leftover unit %s", self.user.name, self.unit_name
+            )
             await systemd.stop_service(self.unit_name)
             if await systemd.service_running(self.unit_name):
                 raise RuntimeError(f"Could not stop already existing unit {self.unit_name}")

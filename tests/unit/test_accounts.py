@@ -120,12 +120,11 @@ class FakeSystem:
             case ["useradd", *options, name]:
                 if name in self.users:
                     return CommandResult(tuple(argv), 9, stderr="user exists")
-                opts = dict(zip(options[::2], options[1::2]))
                 uid = self.next_uid
                 self.next_uid += 1
                 self.users[name] = (uid, uid, options[options.index("--home-dir") + 1])
                 self.groups[name] = {name}  # --user-group
-                self.groups[opts["--groups"]].add(name)
+                self.groups[options[options.index("--groups") + 1]].add(name)
                 return CommandResult(tuple(argv), 0)
         raise AssertionError(f"unexpected command {argv}")
 
