@@ -26,6 +26,7 @@ from nativeauthenticator.orm import UserInfo
 from traitlets import Unicode
 
 from . import accounts
+from .handlers import session
 
 # bcrypt (>= 4.1/5.0) refuses longer passwords with ValueError
 BCRYPT_MAX_PASSWORD_BYTES = 72
@@ -208,7 +209,10 @@ class PlatformAuthenticator(NativeAuthenticator):
         return result
 
     def get_handlers(self, app):
-        return [
+        handlers = [
             (path, PlatformSignUpHandler if handler is SignUpHandler else handler)
             for path, handler in super().get_handlers(app)
         ]
+        # idle culler + session-info/extend-session API (app None: nothing started)
+        session.setup(app, parent=self)
+        return handlers + session.default_handlers

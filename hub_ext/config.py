@@ -9,8 +9,9 @@ Where values land (a site-local file in ``config_d`` overrides one by setting
 the SAME section; a more specific class section wins over a base one):
 ``c.JupyterHub``, ``c.ConfigurableHTTPProxy``, ``c.PlatformSpawner`` (every
 spawner option), ``c.Authenticator`` (admin_users, allow_all),
-``c.NativeAuthenticator`` (signup and lockout) and ``c.PlatformAuthenticator``
-(admin_password_file, unix_username_template).
+``c.NativeAuthenticator`` (signup and lockout), ``c.PlatformAuthenticator``
+(admin_password_file, unix_username_template) and ``c.SessionCuller`` (idle
+culling, from the optional ``idle_culler`` object; docs/culling.md).
 Classes are referenced by import string so this module does not import jupyterhub.
 """
 
@@ -31,6 +32,9 @@ from .accounts import (
 )
 
 SPAWNER_CLASS = "hub_ext.spawner.PlatformSpawner"
+# hub_ext's page templates (home.html with the Session Status card)
+TEMPLATES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
+SESSION_EXTENSIONS_FILE = "session_extensions.json"  # in state_dir, written by the hub
 AUTHENTICATOR_CLASS = "hub_ext.authenticator.PlatformAuthenticator"
 LOCALHOST = "127.0.0.1"
 _MEMORY_SPEC = re.compile(r"(\d+(\.\d+)?)[KMGT]")
@@ -262,6 +266,47 @@ SPAWNER_CHECKS: dict[str, Check] = {
 }
 
 
+# settings["idle_culler"] (optional object; a missing key takes the default below).
+# Mapped onto c.SessionCuller (hub_ext.handlers.session); docs/culling.md.
+MAX_EXTENSION_HOURS_LIMIT = 8760  # hub_ext.culler.MAX_REQUEST_HOURS
+
+
+def _extension_hours(key, value):
+    return _integer(key, value, 0, MAX_EXTENSION_HOURS_LIMIT)
+
+
+IDLE_CULLER_CHECKS: dict[str, Check] = {
+    "enabled": _boolean,
+    "timeout": _positive,
+    "interval": _positive,
+    "max_age": _non_negative,
+    "max_extension": _extension_hours,
+}
+IDLE_CULLER_DEFAULTS: dict[str, Any] = {
+    "enabled": False,
+    "timeout": 86400,
+    "interval": 600,
+    "max_age": 0,
+    "max_extension": 24,
+}
+
+
+def _idle_culler(key, value):
+    if not isinstance(value, Mapping):
+        raise PlatformSettingsError(key, "must be a JSON object", value)
+    unknown = sorted(set(value) - set(IDLE_CULLER_CHECKS))
+    if unknown:
+        raise PlatformSettingsError(
+            f"{key}.{unknown[0]}",
+            f"is not a known idle culler option (known: {', '.join(IDLE_CULLER_CHECKS)})",
+        )
+    checked = dict(IDLE_CULLER_DEFAULTS)
+    for sub, check in IDLE_CULLER_CHECKS.items():
+        if sub in value:
+            checked[sub] = check(f"{key}.{sub}", value[sub])
+    return checked
+
+
 def validate_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     """Check every known key; return a copy with normalised values.
 
@@ -288,6 +333,8 @@ def validate_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     checked["spawner"] = {
         key: SPAWNER_CHECKS[key](f"spawner.{key}", value) for key, value in spawner.items()
     }
+
+    checked["idle_culler"] = _idle_culler("idle_culler", settings.get("idle_culler", {}))
 
     try:
         unix_name(checked["admin_user"], checked["unix_username_template"])
@@ -329,6 +376,16 @@ def apply_platform_settings(c, settings: Mapping[str, Any]) -> dict[str, Any]:
     hub.cleanup_servers = False
     hub.spawner_class = SPAWNER_CLASS
     hub.authenticator_class = AUTHENTICATOR_CLASS
+    hub.template_paths = [TEMPLATES_DIR]
+
+    # idle culling inside the hub (hub_ext.handlers.session.SessionCuller)
+    culling = c.SessionCuller
+    culling.enabled = s["idle_culler"]["enabled"]
+    culling.timeout = s["idle_culler"]["timeout"]
+    culling.interval = s["idle_culler"]["interval"]
+    culling.max_age = s["idle_culler"]["max_age"]
+    culling.max_extension_hours = s["idle_culler"]["max_extension"]
+    culling.state_file = f"{s['state_dir']}/{SESSION_EXTENSIONS_FILE}"
 
     # the proxy runs in its own unit; its token comes from CONFIGPROXY_AUTH_TOKEN
     # (EnvironmentFile=/etc/jupyterhub/proxy.env), which the trait reads by default
