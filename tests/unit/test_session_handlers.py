@@ -1,0 +1,487 @@
+"""session-info / extend-session handlers and SessionCuller, with a fake clock and fake users.
+
+The handlers are JupyterHub APIHandlers; here only their authentication step
+is replaced (the caller and its scopes come from a test header), so access
+rules, input validation and the JSON answers are the real code. Cookie/XSRF
+and token authentication are JupyterHub's and are checked on the test host.
+"""
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from types import SimpleNamespace
+
+import pytest
+from jupyterhub.scopes import parse_scopes
+from tornado.testing import AsyncHTTPTestCase
+from tornado.web import Application
+from traitlets.config import Config
+
+from hub_ext.config import apply_platform_settings
+from hub_ext.culler import HOUR
+from hub_ext.handlers import session
+from hub_ext.handlers.session import (
+    SETTINGS_KEY,
+    ExtendSessionHandler,
+    SessionCuller,
+    SessionInfoHandler,
+    to_epoch,
+    to_iso,
+)
+
+T0 = 1_700_000_000.0
+
+
+def naive_utc(epoch):
+    return datetime.fromtimestamp(epoch, UTC).replace(tzinfo=None)
+
+
+class FakeSpawner:
+    def __init__(self, user, name=""):
+        self.user = user
+        self.name = name
+        self.orm_spawner = SimpleNamespace(started=None, last_activity=None)
+        self.pending = None
+
+    @property
+    def ready(self):
+        return self.orm_spawner.started is not None and not self.pending
+
+    @property
+    def active(self):
+        return bool(self.pending or self.ready)
+
+    def start(self, epoch):
+        self.orm_spawner.started = self.orm_spawner.last_activity = naive_utc(epoch)
+
+    def stop(self):
+        self.orm_spawner.started = None
+
+
+class FakeUser:
+    def __init__(self, name, admin=False):
+        self.name = name
+        self.admin = admin
+        self.spawner = FakeSpawner(self)
+        self.spawners = {"": self.spawner}
+        self.orm_spawners = {"": self.spawner.orm_spawner}
+
+
+def scopes_of(user):
+    if user.admin:
+        return {"read:servers", "servers", "admin:users"}
+    n = user.name
+    return {f"read:servers!user={n}", f"servers!user={n}", f"read:users!user={n}"}
+
+
+class Clock:
+    def __init__(self):
+        self.now = T0
+
+    def __call__(self):
+        return self.now
+
+
+def make_culler(tmp_path=None, **overrides):
+    c = Config()
+    c.SessionCuller.enabled = True
+    c.SessionCuller.timeout = 600
+    c.SessionCuller.max_extension_hours = 3
+    if tmp_path is not None:
+        c.SessionCuller.state_file = str(tmp_path / "session_extensions.json")
+    for key, value in overrides.items():
+        setattr(c.SessionCuller, key, value)
+    culler = SessionCuller(config=c)
+    culler.clock = Clock()
+    return culler
+
+
+class _AuthFromHeader:
+    """Replace JupyterHub's authentication by a header naming a fake user."""
+
+    async def prepare(self):
+        users = self.settings["test_users"]
+        caller = users.get(self.request.headers.get("X-Test-User", ""))
+        self._jupyterhub_user = caller
+        self.expanded_scopes = scopes_of(caller) if caller else set()
+        self.parsed_scopes = parse_scopes(self.expanded_scopes)
+
+    @property
+    def db(self):
+        return SimpleNamespace(dirty=[], rollback=lambda: None)
+
+    def find_user(self, name):
+        return self.settings["test_users"].get(name)
+
+
+class InfoHandler(_AuthFromHeader, SessionInfoHandler):
+    pass
+
+
+class ExtendHandler(_AuthFromHeader, ExtendSessionHandler):
+    pass
+
+
+def test_default_handlers_paths():
+    paths = dict(session.default_handlers)
+    assert paths[r"/api/users/([^/]+)/session-info"] is SessionInfoHandler
+    assert paths[r"/api/users/([^/]+)/extend-session"] is ExtendSessionHandler
+
+
+def test_time_conversion_is_utc():
+    assert to_epoch(naive_utc(T0)) == T0
+    assert to_iso(T0) == "2023-11-14T22:13:20Z"
+    assert to_epoch(None) is None and to_iso(None) is None
+
+
+def test_config_reaches_session_culler(settings, tmp_path):
+    settings["idle_culler"] = {
+        "enabled": True,
+        "timeout": 30,
+        "interval": 5,
+        "max_age": 120,
+        "max_extension": 2,
+    }
+    settings["state_dir"] = str(tmp_path)
+    c = Config()
+    apply_platform_settings(c, settings)
+    culler = SessionCuller(config=c)
+    p = culler.policy
+    assert (p.enabled, p.timeout, p.interval, p.max_age, p.max_extension_hours) == (
+        True,
+        30,
+        5,
+        120,
+        2,
+    )
+    assert culler.state_file == str(tmp_path / "session_extensions.json")
+
+
+def test_setup_without_app_starts_nothing():
+    culler = session.setup(None)
+    assert culler.task is None and culler.app is None
+
+
+def test_start_when_disabled_schedules_nothing():
+    culler = make_culler(enabled=False)
+    culler.start(SimpleNamespace())
+    assert culler.task is None
+
+
+def test_run_waits_for_hub_start_then_culls_periodically():
+    culler = make_culler(interval=1)
+    passes = []
+
+    async def fake_cull():
+        passes.append(culler.clock())
+
+    culler.cull = fake_cull
+
+    async def scenario():
+        started = asyncio.get_running_loop().create_future()
+        culler.start(SimpleNamespace(_start_future=started))
+        await asyncio.sleep(0.05)
+        assert passes == []  # hub not started yet
+        started.set_result(None)
+        await asyncio.sleep(0.05)
+        assert len(passes) == 1  # first pass at once
+        culler.task.cancel()
+
+    asyncio.run(scenario())
+
+
+class SessionAPITest(AsyncHTTPTestCase):
+    def get_app(self):
+        self.culler = make_culler()
+        self.alice = FakeUser("alice")
+        self.bob = FakeUser("bob")
+        self.admin = FakeUser("admin", admin=True)
+        users = {u.name: u for u in (self.alice, self.bob, self.admin)}
+        return Application(
+            [
+                (r"/hub/api/users/([^/]+)/session-info", InfoHandler),
+                (r"/hub/api/users/([^/]+)/extend-session", ExtendHandler),
+            ],
+            **{SETTINGS_KEY: self.culler, "test_users": users},
+            hub=SimpleNamespace(base_url="/hub/"),
+        )
+
+    def call(self, path, caller, body=None, raw=None):
+        kwargs = {
+            "headers": {"X-Test-User": caller, "Content-Type": "application/json"}
+        }
+        if body is not None or raw is not None:
+            kwargs.update(
+                method="POST", body=raw if raw is not None else json.dumps(body)
+            )
+        response = self.fetch(path, **kwargs)
+        return response.code, json.loads(response.body or b"null")
+
+    def info(self, user, caller):
+        return self.call(f"/hub/api/users/{user}/session-info", caller)
+
+    def extend(self, user, caller, body=None, raw=None):
+        return self.call(f"/hub/api/users/{user}/extend-session", caller, body, raw)
+
+    # --- session-info ---
+
+    def test_info_of_running_server(self):
+        self.alice.spawner.start(T0)
+        self.culler.clock.now = T0 + 100
+        code, info = self.info("alice", "alice")
+        assert code == 200
+        assert info == {
+            "user": "alice",
+            "server_name": "",
+            "culler_enabled": True,
+            "server_active": True,
+            "timeout_seconds": 600,
+            "max_age_seconds": 0,
+            "max_extension_hours": 3,
+            "started": to_iso(T0),
+            "last_activity": to_iso(T0),
+            "deadline": to_iso(T0 + 600),
+            "cull_reason": "idle",
+            "time_remaining_seconds": 500,
+            "extensions_used_hours": 0,
+            "extensions_available_hours": 3,
+        }
+
+    def test_info_of_stopped_server(self):
+        code, info = self.info("alice", "alice")
+        assert code == 200
+        assert info["server_active"] is False
+        assert info["time_remaining_seconds"] is None
+        assert info["extensions_available_hours"] == 3
+
+    def test_info_when_culler_disabled(self):
+        self.culler.policy = make_culler(enabled=False).policy
+        self.alice.spawner.start(T0)
+        code, info = self.info("alice", "alice")
+        assert code == 200 and info["culler_enabled"] is False
+        assert info["server_active"] is True and info["time_remaining_seconds"] is None
+
+    def test_other_user_is_forbidden(self):
+        self.bob.spawner.start(T0)
+        for path in ("session-info", "extend-session"):
+            code, body = self.call(
+                f"/hub/api/users/bob/{path}",
+                "alice",
+                {"hours": 1} if path == "extend-session" else None,
+            )
+            assert code == 403, path
+            assert "bob" in body["message"]
+        # unknown names answer the same (no probing for accounts)
+        assert self.info("nobody", "alice")[0] == 403
+
+    def test_anonymous_is_forbidden(self):
+        code, body = self.info("alice", "")
+        assert code == 403
+        assert "credentials" in body["message"]
+
+    def test_admin_reads_and_extends_anyone(self):
+        self.alice.spawner.start(T0)
+        assert self.info("alice", "admin")[0] == 200
+        code, body = self.extend("alice", "admin", {"hours": 2})
+        assert code == 200 and body["granted_hours"] == 2
+        assert self.info("alice", "alice")[1]["extensions_used_hours"] == 2
+        assert self.info("nobody", "admin")[0] == 404
+
+    # --- extend-session ---
+
+    def test_extend_then_truncate_then_refuse(self):
+        self.alice.spawner.start(T0)
+        code, body = self.extend("alice", "alice", {"hours": 2})
+        assert code == 200
+        assert (body["granted_hours"], body["truncated"]) == (2, False)
+        assert body["session_info"]["time_remaining_seconds"] == 600 + 2 * HOUR
+        assert body["session_info"]["extensions_available_hours"] == 1
+
+        code, body = self.extend("alice", "alice", {"hours": 5})
+        assert code == 200
+        assert (body["requested_hours"], body["granted_hours"], body["truncated"]) == (
+            5,
+            1,
+            True,
+        )
+        assert "truncated" in body["message"]
+        assert body["session_info"]["extensions_available_hours"] == 0
+
+        code, body = self.extend("alice", "alice", {"hours": 1})
+        assert code == 409
+        assert "No extension left" in body["message"]
+
+    def test_restart_resets_allowance(self):
+        self.alice.spawner.start(T0)
+        assert self.extend("alice", "alice", {"hours": 3})[0] == 200
+        self.alice.spawner.stop()
+        self.alice.spawner.start(T0 + 5000)
+        self.culler.clock.now = T0 + 5000
+        info = self.info("alice", "alice")[1]
+        assert info["extensions_used_hours"] == 0
+        assert info["time_remaining_seconds"] == 600
+        assert self.extend("alice", "alice", {"hours": 3})[1]["granted_hours"] == 3
+
+    def test_extend_stopped_server_or_disabled_culler_is_409(self):
+        code, body = self.extend("alice", "alice", {"hours": 1})
+        assert code == 409 and "not running" in body["message"]
+        self.alice.spawner.start(T0)
+        self.culler.policy = make_culler(enabled=False).policy
+        code, body = self.extend("alice", "alice", {"hours": 1})
+        assert code == 409 and "disabled" in body["message"]
+        self.culler.policy = make_culler(max_extension_hours=0).policy
+        code, body = self.extend("alice", "alice", {"hours": 1})
+        assert code == 409 and "disabled" in body["message"]
+
+    def test_bad_input_is_400_with_message(self):
+        self.alice.spawner.start(T0)
+        cases = [
+            ({"hours": 0}, "at least 1"),
+            ({"hours": -3}, "at least 1"),
+            ({"hours": 10**9}, "at most"),
+            ({"hours": "2"}, "whole number"),
+            ({"hours": 1.5}, "whole number"),
+            ({}, "Missing"),
+            ([], "JSON object"),
+        ]
+        for body, words in cases:
+            code, answer = self.extend("alice", "alice", body)
+            assert code == 400, body
+            assert words in answer["message"], (body, answer)
+        code, answer = self.extend("alice", "alice", raw="hours=2")
+        assert code == 400 and "JSON" in answer["message"]
+        code, answer = self.extend("alice", "alice", raw=" ")
+        assert code == 400 and "JSON" in answer["message"]
+        # nothing was granted by any of them
+        assert self.info("alice", "alice")[1]["extensions_used_hours"] == 0
+
+    def test_forbidden_comes_before_input_validation(self):
+        self.bob.spawner.start(T0)
+        assert self.extend("bob", "alice", {"hours": "x"})[0] == 403
+
+
+def test_extension_survives_hub_restart(tmp_path):
+    alice = FakeUser("alice")
+    alice.spawner.start(T0)
+    first = make_culler(tmp_path)
+    assert first.extend(alice, 2)["granted_hours"] == 2
+    second = make_culler(tmp_path)  # a new hub process, same state_dir
+    info = second.session_info(alice)
+    assert info["extensions_used_hours"] == 2
+    assert info["time_remaining_seconds"] == 600 + 2 * HOUR
+
+
+def test_cull_uses_hub_servers_and_stops_through_proxy_then_spawner():
+    """SessionCuller.cull over a fake app: lists started spawners, stops the expired one."""
+    alice, bob = FakeUser("alice"), FakeUser("bob")
+    alice.spawner.start(T0)
+    bob.spawner.start(T0 + 500)
+    culler = make_culler()
+    culler.clock.now = T0 + 700
+    calls = []
+
+    class Query:
+        def filter(self, *_):
+            return [u.spawner.orm_spawner for u in (alice, bob)]
+
+    for u in (alice, bob):
+        u.spawner.orm_spawner.user = u
+        u.spawner.orm_spawner.name = ""
+
+    class Proxy:
+        async def delete_user(self, user, server_name):
+            calls.append(("proxy", user.name, server_name))
+
+    async def user_stop(server_name, user=alice):
+        assert user.spawner._stop_pending
+        calls.append(("stop", user.name, server_name))
+        user.spawner.stop()
+
+    alice.stop = user_stop
+    alice.spawner._log_name = "alice"
+    app = SimpleNamespace(
+        db=SimpleNamespace(query=lambda _: Query()),
+        # UserDict answers for orm users and names alike
+        users={alice: alice, bob: bob, "alice": alice, "bob": bob},
+        proxy=Proxy(),
+    )
+    culler.app = app
+    report = asyncio.run(culler.cull())
+    assert [d.server.key for d in report.culled] == ["alice"]
+    assert calls == [("proxy", "alice", ""), ("stop", "alice", "")]
+    assert alice.spawner._stop_pending is False
+
+
+@pytest.mark.parametrize(
+    "culler_settings, message",
+    [
+        ({"enabled": 1}, "idle_culler.enabled must be true or false"),
+        ({"timeout": 0}, "idle_culler.timeout must be >= 1"),
+        ({"interval": "600"}, "idle_culler.interval must be an integer"),
+        ({"max_age": -1}, "idle_culler.max_age must be >= 0"),
+        ({"max_extension": 9000}, "idle_culler.max_extension must be <= 8760"),
+        ({"max_extensions": 2}, "idle_culler.max_extensions is not a known"),
+        ([], "idle_culler must be a JSON object"),
+    ],
+)
+def test_platform_json_idle_culler_errors_name_the_key(
+    settings, culler_settings, message
+):
+    settings["idle_culler"] = culler_settings
+    with pytest.raises(ValueError, match=message):
+        apply_platform_settings(Config(), settings)
+
+
+def test_platform_json_without_idle_culler_keeps_it_disabled(settings):
+    c = Config()
+    checked = apply_platform_settings(c, settings)
+    assert checked["idle_culler"] == {
+        "enabled": False,
+        "timeout": 86400,
+        "interval": 600,
+        "max_age": 0,
+        "max_extension": 24,
+    }
+    assert c.SessionCuller.enabled is False
+    assert c.SessionCuller.state_file == "/var/lib/jupyterhub/session_extensions.json"
+    assert c.JupyterHub.template_paths[0].endswith("hub_ext/templates")
+
+
+def test_home_template_extends_jupyterhubs_and_adds_the_card():
+    """Render hub_ext's home.html the way JupyterHub loads templates (template_paths first)."""
+    import os
+
+    from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PrefixLoader
+    from jupyterhub.app import JupyterHub
+
+    from hub_ext.config import TEMPLATES_DIR
+
+    base = os.path.join(JupyterHub().data_files_path, "templates")
+    env = Environment(
+        loader=ChoiceLoader(
+            [
+                PrefixLoader({"templates": FileSystemLoader([base])}, "/"),
+                FileSystemLoader([TEMPLATES_DIR, base]),
+            ]
+        ),
+        autoescape=True,
+    )
+    user = SimpleNamespace(
+        name="alice<x>",
+        json_escaped_name="alice",
+        all_spawners=lambda **_: [],
+        spawner=None,
+    )
+    html = env.get_template("home.html").render(
+        user=user,
+        default_server=SimpleNamespace(active=True),
+        url="/user/alice/",
+        base_url="/hub/",
+        xsrf_token="tok",
+        static_url=lambda *a, **k: "/static/x",
+        no_spawner_check=True,
+    )
+    assert "Stop My Server" in html  # JupyterHub's own page is still there
+    assert 'id="session-status"' in html and "Session Status" in html
+    assert 'data-user="alice&lt;x&gt;"' in html  # escaped
+    assert "X-XSRFToken" in html and "extend-session" in html
