@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import bcrypt
 from nativeauthenticator import NativeAuthenticator
-from nativeauthenticator.handlers import SignUpHandler
+from nativeauthenticator.handlers import LoginHandler, SignUpHandler
 from nativeauthenticator.orm import UserInfo
 from traitlets import Unicode
 
@@ -65,6 +65,45 @@ class PlatformSignUpHandler(SignUpHandler):
             if problem:
                 message = problem
         return alert, message
+
+
+class PlatformLoginHandler(LoginHandler):
+    """NativeAuthenticator's login page, working on JupyterHub 6.
+
+    Upstream 1.3.0's post() times the login with ``self.statsd``, which
+    JupyterHub 6 removed (every login was a 500), and its ``_render`` rejects the
+    keywords JupyterHub 6 passes when it renders a form error. The flow is
+    upstream's: log in, or say whether the account still awaits approval.
+    """
+
+    def _render(self, login_error=None, username=None, **_ignored):
+        return super()._render(login_error=login_error, username=username)
+
+    async def post(self):
+        data = {
+            arg: self.get_body_argument(arg, strip=False)
+            for arg in self.request.body_arguments
+            if arg != "_xsrf"
+        }
+        user = await self.login_user(data)
+        if user:
+            self._jupyterhub_user = user
+            self.redirect(self.get_next_url(user))
+            return
+        username = data.get("username", "")
+        error = "Invalid username or password."
+        info = self.authenticator.get_user(username)
+        if (
+            info is not None
+            and not info.is_authorized
+            and info.is_valid_password(data.get("password", ""))
+        ):
+            error = f"User {username} has not been authorized by an administrator yet."
+        self.finish(await self._render(login_error=error, username=username))
+
+
+# upstream handler -> its platform replacement
+PLATFORM_HANDLERS = {SignUpHandler: PlatformSignUpHandler, LoginHandler: PlatformLoginHandler}
 
 
 class PlatformAuthenticator(NativeAuthenticator):
@@ -210,7 +249,7 @@ class PlatformAuthenticator(NativeAuthenticator):
 
     def get_handlers(self, app):
         handlers = [
-            (path, PlatformSignUpHandler if handler is SignUpHandler else handler)
+            (path, PLATFORM_HANDLERS.get(handler, handler))
             for path, handler in super().get_handlers(app)
         ]
         # idle culler + session-info/extend-session API (app None: nothing started)

@@ -23,6 +23,8 @@ class HubClient:
         self.base = base_url if base_url.endswith("/") else base_url + "/"
         self.s = requests.Session()
         self.s.verify = False
+        # Else REQUESTS_CA_BUNDLE from the environment overrides verify=False.
+        self.s.trust_env = False
         if token:
             self.s.headers["Authorization"] = f"token {token}"
 

@@ -19,10 +19,11 @@ import requests
 
 from hubclient import HubClient, alert_text
 
-USER = "alice"
+# A fresh name per run, so a kept test host (TESTHOST_REUSE=1) can run it again.
+USER = "alice-" + secrets.token_hex(3)
 PASSWORD = "correct-horse-" + secrets.token_hex(4)
-UNIX = "jh-alice"
-UNIT = "jupyter-alice-singleuser"
+UNIX = f"jh-{USER}"
+UNIT = f"jupyter-{USER}-singleuser"
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +81,8 @@ def test_server_starts_as_hardened_unit_of_the_unix_user(host, alice):
                                  "PrivateTmp", "NoNewPrivileges", "MainPID", "BindPaths",
                                  "WorkingDirectory")
     assert props["ActiveState"] == "active"
-    assert props["User"] == UNIX
+    # SystemdSpawner passes the uid (systemd-run --uid); it must be alice's unix account.
+    assert props["User"] in (UNIX, host.exec("id", "-u", UNIX).stdout.strip())
     assert props["MemoryMax"] == str(2 * 1024**3)       # jupyterhub_spawner_mem_limit: 2G
     assert props["CPUQuotaPerSecUSec"] == "1s"          # jupyterhub_spawner_cpu_limit: 1.0
     assert props["PrivateTmp"] == "yes"
