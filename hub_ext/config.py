@@ -23,6 +23,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .culler import MAX_REQUEST_HOURS
 from .accounts import (
     InvalidNameError,
     check_hub_name,
@@ -268,11 +269,8 @@ SPAWNER_CHECKS: dict[str, Check] = {
 
 # settings["idle_culler"] (optional object; a missing key takes the default below).
 # Mapped onto c.SessionCuller (hub_ext.handlers.session); docs/culling.md.
-MAX_EXTENSION_HOURS_LIMIT = 8760  # hub_ext.culler.MAX_REQUEST_HOURS
-
-
 def _extension_hours(key, value):
-    return _integer(key, value, 0, MAX_EXTENSION_HOURS_LIMIT)
+    return _integer(key, value, 0, MAX_REQUEST_HOURS)
 
 
 IDLE_CULLER_CHECKS: dict[str, Check] = {
@@ -281,6 +279,7 @@ IDLE_CULLER_CHECKS: dict[str, Check] = {
     "interval": _positive,
     "max_age": _non_negative,
     "max_extension": _extension_hours,
+    "extension_unit_seconds": _positive,
 }
 IDLE_CULLER_DEFAULTS: dict[str, Any] = {
     "enabled": False,
@@ -288,6 +287,7 @@ IDLE_CULLER_DEFAULTS: dict[str, Any] = {
     "interval": 600,
     "max_age": 0,
     "max_extension": 24,
+    "extension_unit_seconds": 3600,
 }
 
 
@@ -385,6 +385,7 @@ def apply_platform_settings(c, settings: Mapping[str, Any]) -> dict[str, Any]:
     culling.interval = s["idle_culler"]["interval"]
     culling.max_age = s["idle_culler"]["max_age"]
     culling.max_extension_hours = s["idle_culler"]["max_extension"]
+    culling.extension_unit_seconds = s["idle_culler"]["extension_unit_seconds"]
     culling.state_file = f"{s['state_dir']}/{SESSION_EXTENSIONS_FILE}"
 
     # the proxy runs in its own unit; its token comes from CONFIGPROXY_AUTH_TOKEN

@@ -53,6 +53,9 @@ class CullPolicy:
     interval: int = 600  # seconds between cull passes
     max_age: int = 0  # seconds since start; 0 = no limit
     max_extension_hours: int = 24  # total extension allowed per server start
+    # Seconds one extension "hour" is worth: 3600 on every real deployment; the
+    # integration tests shrink it to see an extended deadline pass in seconds.
+    extension_unit: int = HOUR
 
     def __post_init__(self):
         def integer(name, minimum, maximum=None):
@@ -69,6 +72,7 @@ class CullPolicy:
         integer("interval", 1)
         integer("max_age", 0)
         integer("max_extension_hours", 0, MAX_REQUEST_HOURS)
+        integer("extension_unit", 1, HOUR)
 
 
 # --- remaining time ---------------------------------------------------------
@@ -115,7 +119,7 @@ def session_status(
     """
     extension = min(max(0, int(extension_hours)), policy.max_extension_hours)
     idle_since = started if last_activity is None else max(last_activity, started)
-    idle_deadline = idle_since + policy.timeout + extension * HOUR
+    idle_deadline = idle_since + policy.timeout + extension * policy.extension_unit
     age_deadline = started + policy.max_age if policy.max_age > 0 else None
     if age_deadline is not None and age_deadline <= idle_deadline:
         deadline, reason = age_deadline, REASON_MAX_AGE

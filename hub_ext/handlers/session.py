@@ -76,6 +76,10 @@ class SessionCuller(LoggingConfigurable):
     max_extension_hours = Integer(
         24, help="Total hours a user may extend one server start (0: no extensions)."
     ).tag(config=True)
+    extension_unit_seconds = Integer(
+        culler.HOUR,
+        help="Seconds one extension hour is worth (3600; smaller only to test culling quickly).",
+    ).tag(config=True)
     state_file = Unicode(
         None,
         allow_none=True,
@@ -94,6 +98,7 @@ class SessionCuller(LoggingConfigurable):
             interval=self.interval,
             max_age=self.max_age,
             max_extension_hours=self.max_extension_hours,
+            extension_unit=self.extension_unit_seconds,
         )
         self.store = culler.ExtensionStore(self.state_file)
         self.app = None

@@ -144,6 +144,12 @@ def test_extension_moves_idle_deadline_by_whole_hours():
     assert status.extensions_available_hours == 1
 
 
+def test_extension_unit_sets_what_one_extension_hour_is_worth():
+    p = policy(extension_unit=5)
+    status = session_status(p, now=T0, started=T0, last_activity=T0, extension_hours=2)
+    assert status.remaining == 600 + 2 * 5
+
+
 def test_extension_above_a_lowered_cap_is_clamped():
     p = policy(max_extension_hours=1)
     status = session_status(p, now=T0, started=T0, last_activity=T0, extension_hours=5)
@@ -242,6 +248,8 @@ def test_parse_refuses_bad_requests_with_a_message(body, words):
         ({"max_extension_hours": MAX_REQUEST_HOURS + 1}, "max_extension_hours"),
         ({"timeout": "600"}, "timeout"),
         ({"enabled": 1}, "enabled"),
+        ({"extension_unit": 0}, "extension_unit"),
+        ({"extension_unit": HOUR + 1}, "extension_unit"),
     ],
 )
 def test_policy_refuses_bad_values(kw, words):

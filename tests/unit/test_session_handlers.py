@@ -441,6 +441,7 @@ def test_platform_json_without_idle_culler_keeps_it_disabled(settings):
         "interval": 600,
         "max_age": 0,
         "max_extension": 24,
+        "extension_unit_seconds": 3600,
     }
     assert c.SessionCuller.enabled is False
     assert c.SessionCuller.state_file == "/var/lib/jupyterhub/session_extensions.json"
