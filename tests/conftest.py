@@ -67,3 +67,24 @@ def admin(host) -> HubClient:
     assert browser.logged_in_as() == host.admin_user
     return HubClient(host.https_url, token=browser.new_token(host.admin_user))
 
+
+
+@pytest.fixture(scope="module")
+def hub_dropin(host, admin):
+    """Install site-local hub config in jupyterhub_config.d (the escape hatch the
+    platform offers admins), restart the hub; removed and restarted afterwards."""
+    installed = []
+
+    def install(name: str, text: str) -> None:
+        path = f"/etc/jupyterhub/jupyterhub_config.d/{name}"
+        host.exec("tee", path, input=text)
+        if path not in installed:
+            installed.append(path)
+        host.exec("systemctl", "restart", "jupyterhub")
+        admin.wait_hub()
+
+    yield install
+    if installed:
+        host.exec("rm", "-f", *installed)
+        host.exec("systemctl", "restart", "jupyterhub")
+        admin.wait_hub()

@@ -128,6 +128,21 @@ class HubClient:
             time.sleep(0.25)
         raise AssertionError(f"server of {user} did not stop in {timeout}s")
 
+    def wait_hub(self, timeout: float = 90) -> None:
+        """Wait until the hub's REST API answers through the proxy (after a restart)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if self.get("hub/api/", timeout=5).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        raise AssertionError(f"the hub did not answer within {timeout}s")
+
+    def server_running(self, user: str) -> bool:
+        return bool(self.api("GET", f"users/{user}").json().get("servers"))
+
     def open_lab(self, user: str) -> requests.Response:
         """Open the lab page as a browser does (OAuth redirects included)."""
         return self.get(f"user/{user}/lab")
