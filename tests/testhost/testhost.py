@@ -254,6 +254,41 @@ def _find_init(nspawn_pid: int, timeout: float = 30) -> int:
     raise RuntimeError(f"systemd-nspawn {nspawn_pid} did not start a systemd")
 
 
+def _cgroup_dirs(name: str) -> list[Path]:
+    """This host's own cgroup on the build machine, one per writable hierarchy.
+
+    Without a host systemd, nspawn nests the container under the caller's cgroup
+    as ``payload``; two hosts started from the same cgroup would share
+    ``/payload/system.slice/<unit>`` and see each other's units (a lab
+    named jupyter-admin-singleuser in both, for instance). Each host therefore
+    boots from a cgroup of its own.
+    """
+    root = Path("/sys/fs/cgroup")
+    if (root / "cgroup.controllers").exists():  # pure cgroup v2
+        hierarchies = [root]
+    else:  # hybrid/v1: the named systemd hierarchy and the unified one
+        hierarchies = [h for h in (root / "systemd", root / "unified") if h.is_dir()]
+    return [h / f"testhost-{name}" for h in hierarchies]
+
+
+def _enter_cgroups(dirs: list[Path]):
+    def enter() -> None:  # runs in the child between fork and exec
+        for d in dirs:
+            (d / "cgroup.procs").write_text("0")
+    return enter
+
+
+def _remove_cgroups(dirs: list[Path]) -> None:
+    for top in dirs:
+        if not top.is_dir():
+            continue
+        for dirpath, _dirs, _files in os.walk(top, topdown=False):
+            try:
+                os.rmdir(dirpath)
+            except OSError as exc:
+                log(f"cgroup {dirpath} not removed: {exc}")
+
+
 def _ensure_ssh_key(path: Path) -> None:
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -287,9 +322,13 @@ def up(name: str, port_base: int, extra_vars: dict | None = None) -> Host:
     argv = ["systemd-nspawn", "-D", host.root, "--register=no", "--keep-unit", "-b",
             f"--machine=th-{name}", "--console=read-only"]
     argv += [f"--bind-ro={p}" for p in READONLY_BINDS if Path(p).is_dir()]
+    cgroups = _cgroup_dirs(name)
+    for d in cgroups:
+        d.mkdir(exist_ok=True)
     console = open(host.dir / "console.log", "wb")
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=console,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+                            stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=_enter_cgroups(cgroups))
     host.nspawn_pid = proc.pid
     host.init_pid = _find_init(proc.pid)
     host.save()
@@ -389,6 +428,7 @@ def down(name: str) -> None:
         if host.is_running():
             os.killpg(host.nspawn_pid, signal.SIGKILL)
             time.sleep(1)
+    _remove_cgroups(_cgroup_dirs(name))
     root = (hdir / "root").resolve()
     if any(line.split()[1].startswith(str(root)) for line in open("/proc/mounts")):
         raise RuntimeError(f"refusing to delete {root}: something is still mounted below it")
