@@ -367,9 +367,9 @@ def apply_platform_settings(c, settings: Mapping[str, Any]) -> dict[str, Any]:
     local = f"http://{LOCALHOST}"
 
     hub = c.JupyterHub
+    # the path of bind_url is the hub's base URL (setting base_url too only warns)
     hub.bind_url = f"{local}:{s['proxy_port']}{s['base_url']}"
     hub.hub_bind_url = f"{local}:{s['hub_port']}"
-    hub.base_url = s["base_url"]
     hub.db_url = f"sqlite:///{s['state_dir']}/jupyterhub.sqlite"
     hub.cookie_secret_file = f"{s['state_dir']}/jupyterhub_cookie_secret"
     # labs are transient units that outlive a hub restart; keep them

@@ -23,7 +23,7 @@ def test_hub_and_proxy(settings):
     c = rendered(settings)
     assert c.JupyterHub.bind_url == "http://127.0.0.1:8000/jupyterhub/"
     assert c.JupyterHub.hub_bind_url == "http://127.0.0.1:8081"
-    assert c.JupyterHub.base_url == "/jupyterhub/"
+    assert "base_url" not in c.JupyterHub  # taken from bind_url's path
     assert c.JupyterHub.db_url == "sqlite:////var/lib/jupyterhub/jupyterhub.sqlite"
     assert c.JupyterHub.cookie_secret_file == "/var/lib/jupyterhub/jupyterhub_cookie_secret"
     assert c.JupyterHub.cleanup_servers is False
