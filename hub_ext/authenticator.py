@@ -26,7 +26,7 @@ from nativeauthenticator.orm import UserInfo
 from traitlets import Unicode
 
 from . import accounts
-from .handlers import session
+from .handlers import platform_handlers
 
 # bcrypt (>= 4.1/5.0) refuses longer passwords with ValueError
 BCRYPT_MAX_PASSWORD_BYTES = 72
@@ -252,6 +252,5 @@ class PlatformAuthenticator(NativeAuthenticator):
             (path, PLATFORM_HANDLERS.get(handler, handler))
             for path, handler in super().get_handlers(app)
         ]
-        # idle culler + session-info/extend-session API (app None: nothing started)
-        session.setup(app, parent=self)
-        return handlers + session.default_handlers
+        # the platform's own pages and APIs (app None, in tests: nothing started)
+        return handlers + platform_handlers(app, parent=self)
