@@ -361,6 +361,9 @@ def load_settings(path: str | os.PathLike) -> dict[str, Any]:
     return settings
 
 
+ROUTE_CHECK_INTERVAL = 30  # seconds
+
+
 def apply_platform_settings(c, settings: Mapping[str, Any]) -> dict[str, Any]:
     """Validate settings and set them on the traitlets Config ``c``; return the checked settings."""
     s = validate_settings(settings)
@@ -374,6 +377,10 @@ def apply_platform_settings(c, settings: Mapping[str, Any]) -> dict[str, Any]:
     hub.cookie_secret_file = f"{s['state_dir']}/jupyterhub_cookie_secret"
     # labs are transient units that outlive a hub restart; keep them
     hub.cleanup_servers = False
+    # The proxy is its own unit and starts with an empty routing table after a
+    # restart or crash; JupyterHub re-adds missing routes (and collects activity
+    # from the proxy) on this interval, 300 s by default.
+    hub.last_activity_interval = ROUTE_CHECK_INTERVAL
     hub.spawner_class = SPAWNER_CLASS
     hub.authenticator_class = AUTHENTICATOR_CLASS
     hub.template_paths = [TEMPLATES_DIR]

@@ -27,6 +27,7 @@ def test_hub_and_proxy(settings):
     assert c.JupyterHub.db_url == "sqlite:////var/lib/jupyterhub/jupyterhub.sqlite"
     assert c.JupyterHub.cookie_secret_file == "/var/lib/jupyterhub/jupyterhub_cookie_secret"
     assert c.JupyterHub.cleanup_servers is False
+    assert c.JupyterHub.last_activity_interval == 30  # routes back within 30 s of a proxy restart
     assert c.JupyterHub.spawner_class == "hub_ext.spawner.PlatformSpawner"
     assert c.JupyterHub.authenticator_class == "hub_ext.authenticator.PlatformAuthenticator"
     assert c.ConfigurableHTTPProxy.should_start is False
