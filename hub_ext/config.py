@@ -10,8 +10,9 @@ the SAME section; a more specific class section wins over a base one):
 ``c.JupyterHub``, ``c.ConfigurableHTTPProxy``, ``c.PlatformSpawner`` (every
 spawner option), ``c.Authenticator`` (admin_users, allow_all),
 ``c.NativeAuthenticator`` (signup and lockout), ``c.PlatformAuthenticator``
-(admin_password_file, unix_username_template) and ``c.SessionCuller`` (idle
-culling, from the optional ``idle_culler`` object; docs/culling.md).
+(admin_password_file, unix_username_template), ``c.SessionCuller`` (idle
+culling, from the optional ``idle_culler`` object; docs/culling.md) and
+``c.GpuSupport`` (from the optional ``gpu`` object; docs/gpu.md).
 Classes are referenced by import string so this module does not import jupyterhub.
 """
 
@@ -24,6 +25,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .culler import MAX_REQUEST_HOURS
+from .gpu import MODES as GPU_MODES
+from .gpu import POLICIES as GPU_POLICIES
 from .accounts import (
     InvalidNameError,
     check_hub_name,
@@ -291,19 +294,81 @@ IDLE_CULLER_DEFAULTS: dict[str, Any] = {
 }
 
 
-def _idle_culler(key, value):
+def _options_object(key, value, checks, defaults, what):
+    """An optional object of sub-options: unknown names are errors, missing ones default."""
     if not isinstance(value, Mapping):
         raise PlatformSettingsError(key, "must be a JSON object", value)
-    unknown = sorted(set(value) - set(IDLE_CULLER_CHECKS))
+    unknown = sorted(set(value) - set(checks))
     if unknown:
         raise PlatformSettingsError(
             f"{key}.{unknown[0]}",
-            f"is not a known idle culler option (known: {', '.join(IDLE_CULLER_CHECKS)})",
+            f"is not a known {what} option (known: {', '.join(checks)})",
         )
-    checked = dict(IDLE_CULLER_DEFAULTS)
-    for sub, check in IDLE_CULLER_CHECKS.items():
+    checked = dict(defaults)
+    for sub, check in checks.items():
         if sub in value:
             checked[sub] = check(f"{key}.{sub}", value[sub])
+    return checked
+
+
+def _idle_culler(key, value):
+    return _options_object(key, value, IDLE_CULLER_CHECKS, IDLE_CULLER_DEFAULTS, "idle culler")
+
+
+# settings["gpu"] (optional object; a missing key takes the default below).
+# Mapped onto c.GpuSupport (hub_ext.gpu); docs/gpu.md.
+def _gpu_mode(key, value):
+    if not _is_int(value) or value not in GPU_MODES:
+        raise PlatformSettingsError(key, "must be 0 (off), 1 (on) or 2 (auto)", value)
+    return value
+
+
+def _gpu_policy(key, value):
+    if value not in GPU_POLICIES:
+        raise PlatformSettingsError(key, f"must be one of {', '.join(GPU_POLICIES)}", value)
+    return value
+
+
+def _group_map(key, value, check_value):
+    if not isinstance(value, Mapping):
+        raise PlatformSettingsError(key, "must be an object keyed by hub group name", value)
+    for group, item in value.items():
+        if not isinstance(group, str) or not group:
+            raise PlatformSettingsError(key, "must have non-empty group names as keys", value)
+        check_value(f"{key}.{group}", item)
+    return dict(value)
+
+
+def _gpu_indices(key, value):
+    if not isinstance(value, list) or not value:
+        raise PlatformSettingsError(key, "must be a non-empty list of GPU indices", value)
+    for index in value:
+        _non_negative(key, index)
+    return value
+
+
+GPU_CHECKS: dict[str, Check] = {
+    "enabled": _gpu_mode,
+    "policy": _gpu_policy,
+    "group_devices": lambda key, value: _group_map(key, value, _gpu_indices),
+    "group_counts": lambda key, value: _group_map(key, value, _positive),
+}
+GPU_DEFAULTS: dict[str, Any] = {
+    "enabled": 2,
+    "policy": "all",
+    "group_devices": {},
+    "group_counts": {},
+}
+
+
+def _gpu(key, value):
+    checked = _options_object(key, value, GPU_CHECKS, GPU_DEFAULTS, "gpu")
+    if checked["policy"] == "group" and not (checked["group_devices"] or checked["group_counts"]):
+        raise PlatformSettingsError(
+            f"{key}.policy",
+            "is 'group' but gpu.group_devices and gpu.group_counts are both empty "
+            "(nobody would get a GPU)",
+        )
     return checked
 
 
@@ -335,6 +400,12 @@ def validate_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     }
 
     checked["idle_culler"] = _idle_culler("idle_culler", settings.get("idle_culler", {}))
+    checked["gpu"] = _gpu("gpu", settings.get("gpu", {}))
+    if checked["gpu"]["enabled"] == 1 and checked["spawner"].get("isolate_devices"):
+        raise PlatformSettingsError(
+            "gpu.enabled/spawner.isolate_devices",
+            "cannot both be on: PrivateDevices hides the GPUs (GPU labs get DevicePolicy=closed)",
+        )
 
     try:
         unix_name(checked["admin_user"], checked["unix_username_template"])
@@ -394,6 +465,13 @@ def apply_platform_settings(c, settings: Mapping[str, Any]) -> dict[str, Any]:
     culling.max_extension_hours = s["idle_culler"]["max_extension"]
     culling.extension_unit_seconds = s["idle_culler"]["extension_unit_seconds"]
     culling.state_file = f"{s['state_dir']}/{SESSION_EXTENSIONS_FILE}"
+
+    # GPU detection and assignment (hub_ext.gpu.GpuSupport; docs/gpu.md)
+    gpus = c.GpuSupport
+    gpus.mode = s["gpu"]["enabled"]
+    gpus.policy = s["gpu"]["policy"]
+    gpus.group_devices = s["gpu"]["group_devices"]
+    gpus.group_counts = s["gpu"]["group_counts"]
 
     # the proxy runs in its own unit; its token comes from CONFIGPROXY_AUTH_TOKEN
     # (EnvironmentFile=/etc/jupyterhub/proxy.env), which the trait reads by default

@@ -14,7 +14,7 @@ from jupyterhub.utils import random_port
 from systemdspawner import SystemdSpawner, systemd
 from traitlets import Unicode, default
 
-from . import accounts, storage
+from . import accounts, gpu, storage
 from .process import run_command
 from .units import UnitSpec, build_unit_spec
 
@@ -55,6 +55,10 @@ class PlatformSpawner(SystemdSpawner):
         "/opt/jupyterlab",
         help="Virtual environment with jupyterhub-singleuser and the lab; its bin/ leads $PATH.",
     ).tag(config=True)
+
+    # GPU indices held by the running server (hub_ext.gpu); kept in the spawner
+    # state so a hub restart knows them (round-robin load, same devices)
+    gpu_indices: tuple[int, ...] = ()
 
     # seams for unit tests (plain attributes, not config)
     command_runner = staticmethod(run_command)
@@ -108,14 +112,46 @@ class PlatformSpawner(SystemdSpawner):
     def _expand_paths(self, paths):
         return None if paths is None else [self._expand_user_vars(p) for p in paths]
 
+    @property
+    def gpu_support(self) -> gpu.GpuSupport:
+        return gpu.GpuSupport.instance(config=self.config)
+
+    def get_state(self):
+        state = super().get_state()
+        if self.gpu_indices:
+            state["gpu_indices"] = list(self.gpu_indices)
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        self.gpu_indices = tuple(state.get("gpu_indices", ()))
+        if self.gpu_indices:
+            self.gpu_support.book.hold(self.unit_name, self.gpu_indices)
+
+    def clear_state(self):
+        super().clear_state()
+        self.gpu_support.book.release(self.unit_name)
+        self.gpu_indices = ()
+
+    def assign_gpus(self) -> tuple[int, ...]:
+        """Choose this server's GPUs by the policy (detects GPUs on first use)."""
+        groups = [g.name for g in getattr(self.user, "groups", None) or ()]
+        self.gpu_indices = self.gpu_support.assign(self.unit_name, groups)
+        return self.gpu_indices
+
     def unit_spec(self, base_env: dict[str, str]) -> UnitSpec:
         """Properties, environment and working directory of this user's lab unit.
 
         Pure given the traits (no systemd, no account changes), so tests can
         check what a configuration produces.
         """
+        support = self.gpu_support
+        assigned = support.by_index(self.gpu_indices) if support.enabled else []
         return build_unit_spec(
-            base_env=base_env,
+            base_env={
+                **base_env,
+                **gpu.lab_environment(support.enabled, bool(support.gpus), assigned),
+            },
             home=self.home_in_lab,
             working_dir=self._expand_user_vars(self.user_workingdir),
             shell=self.default_shell,
@@ -128,6 +164,7 @@ class PlatformSpawner(SystemdSpawner):
             disable_user_sudo=self.disable_user_sudo,
             readonly_paths=self._expand_paths(self.readonly_paths),
             readwrite_paths=self._expand_paths(self.readwrite_paths),
+            device_access=gpu.unit_properties(support.enabled, assigned),
             extra_properties={
                 key: self._expand_property(value)
                 for key, value in self.unit_extra_properties.items()
@@ -174,6 +211,7 @@ class PlatformSpawner(SystemdSpawner):
         self.port = random_port()
         await self._clear_leftover_unit()
         account = await self.ensure_account()
+        self.assign_gpus()
         spec = self.unit_spec(self.get_env())
         returncode = await systemd.start_transient_service(
             self.unit_name,
