@@ -10,9 +10,11 @@ the SAME section; a more specific class section wins over a base one):
 ``c.JupyterHub``, ``c.ConfigurableHTTPProxy``, ``c.PlatformSpawner`` (every
 spawner option), ``c.Authenticator`` (admin_users, allow_all),
 ``c.NativeAuthenticator`` (signup and lockout), ``c.PlatformAuthenticator``
-(admin_password_file, unix_username_template), ``c.SessionCuller`` (idle
-culling, from the optional ``idle_culler`` object; docs/culling.md) and
-``c.GpuSupport`` (from the optional ``gpu`` object; docs/gpu.md).
+(admin_password_file, unix_username_template, passwords; from the optional
+``accounts`` object), ``c.JupyterHub.load_groups`` (the built-in privilege
+groups), ``c.SessionCuller`` (idle culling, from the optional ``idle_culler``
+object; docs/culling.md) and ``c.GpuSupport`` (from the optional ``gpu``
+object; docs/gpu.md).
 Classes are referenced by import string so this module does not import jupyterhub.
 """
 
@@ -24,6 +26,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from . import passwords, privileges
 from .culler import MAX_REQUEST_HOURS
 from .gpu import MODES as GPU_MODES
 from .gpu import POLICIES as GPU_POLICIES
@@ -372,6 +375,71 @@ def _gpu(key, value):
     return checked
 
 
+# settings["accounts"] (optional object; a missing key takes the default below).
+# Mapped onto c.PlatformAuthenticator / c.PlatformSpawner; docs/accounts.md.
+def _password_words(key, value):
+    try:
+        return passwords.check_words(value)
+    except passwords.PasswordPolicyError as e:
+        raise PlatformSettingsError(key, f"is invalid: {e}") from None
+
+
+def _password_delimiter(key, value):
+    try:
+        return passwords.check_delimiter(value)
+    except passwords.PasswordPolicyError as e:
+        raise PlatformSettingsError(key, f"is invalid: {e}") from None
+
+
+_PROFILE_CHECKS: dict[str, Check] = {"mem_limit": _memory, "cpu_limit": _cpu}
+
+
+def _resource_profiles(key, value):
+    """{hub group: {mem_limit?, cpu_limit?}}; each profile sets at least one."""
+    if not isinstance(value, Mapping):
+        raise PlatformSettingsError(key, "must be an object of hub group -> profile", value)
+    checked = {}
+    for group, profile in value.items():
+        where = f"{key}.{group}"
+        if not isinstance(group, str) or not group or len(group) > 255:
+            raise PlatformSettingsError(key, "has an empty or over-long group name", group)
+        if not isinstance(profile, Mapping) or not profile:
+            raise PlatformSettingsError(
+                where, "must be an object with mem_limit and/or cpu_limit", profile
+            )
+        unknown = sorted(set(profile) - set(_PROFILE_CHECKS))
+        if unknown:
+            raise PlatformSettingsError(
+                f"{where}.{unknown[0]}", "is not a profile key (known: mem_limit, cpu_limit)"
+            )
+        checked[group] = {
+            sub: check(f"{where}.{sub}", profile[sub])
+            for sub, check in _PROFILE_CHECKS.items()
+            if sub in profile
+        }
+    return checked
+
+
+ACCOUNTS_CHECKS: dict[str, Check] = {
+    "password_words": _password_words,
+    "password_delimiter": _password_delimiter,
+    "resource_profiles": _resource_profiles,
+    "docker_group": _group_name,
+    "sudo_group": _group_name,
+}
+ACCOUNTS_DEFAULTS: dict[str, Any] = {
+    "password_words": passwords.DEFAULT_WORDS,
+    "password_delimiter": passwords.DEFAULT_DELIMITER,
+    "resource_profiles": {},
+    "docker_group": privileges.DEFAULT_DOCKER_UNIX_GROUP,
+    "sudo_group": privileges.DEFAULT_SUDO_UNIX_GROUP,
+}
+
+
+def _accounts(key, value):
+    return _options_object(key, value, ACCOUNTS_CHECKS, ACCOUNTS_DEFAULTS, "accounts")
+
+
 def validate_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     """Check every known key; return a copy with normalised values.
 
@@ -406,6 +474,7 @@ def validate_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
             "gpu.enabled/spawner.isolate_devices",
             "cannot both be on: PrivateDevices hides the GPUs (GPU labs get DevicePolicy=closed)",
         )
+    checked["accounts"] = _accounts("accounts", settings.get("accounts", {}))
 
     try:
         unix_name(checked["admin_user"], checked["unix_username_template"])
@@ -490,6 +559,15 @@ def apply_platform_settings(c, settings: Mapping[str, Any]) -> dict[str, Any]:
         if value is not None:  # null: keep the class default
             setattr(spawner, key, value)
 
+    # accounts and privileges (docs/accounts.md)
+    acc = s["accounts"]
+    spawner.resource_profiles = acc["resource_profiles"]
+    spawner.docker_unix_group = acc["docker_group"]
+    spawner.sudo_unix_group = acc["sudo_group"]
+    # the built-in privilege groups, recreated at every hub start if deleted
+    # (members are kept; JupyterHub only adds the users listed here)
+    hub.load_groups = {name: {} for name in privileges.BUILTIN_GROUPS}
+
     c.Authenticator.admin_users = {s["admin_user"]}
     # JupyterHub 5+ admits nobody but admins without this; NativeAuthenticator's
     # approval (UserInfo.is_authorized) is what gates logins here
@@ -507,4 +585,8 @@ def apply_platform_settings(c, settings: Mapping[str, Any]) -> dict[str, Any]:
     authenticator = c.PlatformAuthenticator
     authenticator.admin_password_file = s["admin_password_file"]
     authenticator.unix_username_template = s["unix_username_template"]
+    authenticator.password_words = acc["password_words"]
+    authenticator.password_delimiter = acc["password_delimiter"]
+    authenticator.platform_group = s["platform_group"]
+    authenticator.managed_unix_groups = [acc["docker_group"], acc["sudo_group"]]
     return s

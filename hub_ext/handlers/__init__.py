@@ -5,11 +5,11 @@ Each module ends in a ``default_handlers`` list of ``(path, handler)`` pairs
 registers them.
 """
 
-from . import gpu, session
+from . import accounts, gpu, session
 
 # Every feature module, in registration order. A new feature adds its module
 # here; `setup(app, parent)` (optional) runs first, once, with the hub app.
-FEATURES = [session, gpu]
+FEATURES = [session, gpu, accounts]
 
 
 def platform_handlers(app, parent=None) -> list:
