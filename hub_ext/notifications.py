@@ -221,7 +221,7 @@ def http_failure_reason(code: int) -> str:
 
 async def post_ingest(url: str, token: str, payload: Mapping[str, Any], timeout: float) -> None:
     """POST one notification to a lab's ingest endpoint; raise DeliveryError on failure."""
-    from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+    from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
     request = HTTPRequest(
         ingest_url(url),
@@ -238,9 +238,9 @@ async def post_ingest(url: str, token: str, payload: Mapping[str, Any], timeout:
         raise DeliveryError("The lab is not reachable (connection refused)") from None
     except OSError as e:
         raise DeliveryError(f"The lab is not reachable ({e.strerror or type(e).__name__})") from None
-    if response.code == 599:
-        # tornado's own code for a timeout or a network error
-        reason = "Timed out" if "timeout" in str(response.error).lower() else "The lab is not reachable"
-        raise DeliveryError(f"{reason} ({response.error})")
+    except HTTPClientError as e:  # 599: tornado's timeout or network error, raised even so
+        if "timeout" in str(e).lower():
+            raise DeliveryError(f"Timed out after {timeout:g}s") from None
+        raise DeliveryError(f"The lab is not reachable ({e})") from None
     if response.code != 200:
         raise DeliveryError(http_failure_reason(response.code))
