@@ -440,6 +440,75 @@ def _accounts(key, value):
     return _options_object(key, value, ACCOUNTS_CHECKS, ACCOUNTS_DEFAULTS, "accounts")
 
 
+# --- lab start, lab environment, branding (optional objects; docs/platform-features.md) ---
+LAB_ENV_NAME = re.compile(r"JUPYTERHUB_SERVICE_[A-Z0-9_]+|TF_CPP_MIN_LOG_LEVEL")
+
+
+def _lab_environment(key, value):
+    _string_dict(key, value)
+    for name in value:
+        if not LAB_ENV_NAME.fullmatch(name):
+            raise PlatformSettingsError(
+                f"{key}.{name}",
+                "is not a passthrough variable (JUPYTERHUB_SERVICE_<NAME> or TF_CPP_MIN_LOG_LEVEL)",
+            )
+    return dict(value)
+
+
+def _icon_uri(key, value):
+    # an http(s) URL or a URL path served on this site (the playbook's copy of a file://)
+    if not isinstance(value, str) or not re.fullmatch(r"(https?://|/)[^\s\"'<>]*", value):
+        raise PlatformSettingsError(key, "must be an http(s) URL or a path starting with '/'", value)
+    return value
+
+
+def _object(checks: Mapping[str, Check], defaults: Mapping[str, Any], what: str):
+    return lambda key, value: _options_object(key, value, checks, defaults, what)
+
+
+LAB_START_DEFAULTS: dict[str, Any] = {"launcher": None, "aux_scripts_path": None}
+BRANDING_DEFAULTS: dict[str, Any] = {
+    "logo_file": None, "lab_main_icon_uri": None, "lab_splash_icon_uri": None,
+}
+OPTIONAL_OBJECT_CHECKS: dict[str, tuple[Check, Any]] = {
+    "lab_start": (
+        _object(
+            {"launcher": _optional(_absolute_path), "aux_scripts_path": _optional(_absolute_path)},
+            LAB_START_DEFAULTS,
+            "lab start",
+        ),
+        LAB_START_DEFAULTS,
+    ),
+    "lab_environment": (_lab_environment, {}),
+    "branding": (
+        _object(
+            {
+                "logo_file": _optional(_absolute_path),
+                "lab_main_icon_uri": _optional(_icon_uri),
+                "lab_splash_icon_uri": _optional(_icon_uri),
+            },
+            BRANDING_DEFAULTS,
+            "branding",
+        ),
+        BRANDING_DEFAULTS,
+    ),
+}
+
+
+def lab_environment(s: Mapping[str, Any]) -> dict[str, str]:
+    """Environment every lab gets from the platform (before the admin's spawner environment)."""
+    env = dict(s["lab_environment"])
+    if s["lab_start"]["aux_scripts_path"]:
+        env["JUPYTERLAB_AUX_SCRIPTS_PATH"] = s["lab_start"]["aux_scripts_path"]
+    for key, name in (
+        ("lab_main_icon_uri", "JUPYTERLAB_MAIN_ICON_URI"),
+        ("lab_splash_icon_uri", "JUPYTERLAB_SPLASH_ICON_URI"),
+    ):
+        if s["branding"][key]:
+            env[name] = s["branding"][key]
+    return env
+
+
 def validate_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     """Check every known key; return a copy with normalised values.
 
@@ -475,6 +544,8 @@ def validate_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
             "cannot both be on: PrivateDevices hides the GPUs (GPU labs get DevicePolicy=closed)",
         )
     checked["accounts"] = _accounts("accounts", settings.get("accounts", {}))
+    for key, (check, default) in OPTIONAL_OBJECT_CHECKS.items():
+        checked[key] = check(key, settings[key]) if key in settings else dict(default)
 
     try:
         unix_name(checked["admin_user"], checked["unix_username_template"])
@@ -558,6 +629,17 @@ def apply_platform_settings(c, settings: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in s["spawner"].items():
         if value is not None:  # null: keep the class default
             setattr(spawner, key, value)
+    # platform environment first (service passthrough, startup scripts path, lab
+    # icons); the admin's spawner.environment wins on a name both set
+    spawner.environment = {**lab_environment(s), **s["spawner"]["environment"]}
+    if s["lab_start"]["launcher"]:
+        # startup scripts run as the user before the lab (hub_ext/lab_start.py)
+        spawner.cmd = [
+            f"{s['lab_venv']}/bin/python", "-I", s["lab_start"]["launcher"], "--",
+            f"{s['lab_venv']}/bin/jupyterhub-singleuser",
+        ]
+    if s["branding"]["logo_file"]:
+        hub.logo_file = s["branding"]["logo_file"]
 
     # accounts and privileges (docs/accounts.md)
     acc = s["accounts"]
