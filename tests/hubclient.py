@@ -80,6 +80,11 @@ class HubClient:
             "username": user, "signup_password": password,
             "signup_password_confirmation": password, "email": f"{user}@example.org"})
 
+    def approve(self, user: str) -> None:
+        """As an admin: approve a pending signup on the authorization page (POST + _xsrf)."""
+        r = self.post_form(f"hub/authorize/{user}", {"action": "approve"})
+        assert r.status_code == 200, f"approving {user}: {r.status_code}"
+
     def new_token(self, user: str) -> str:
         r = self.api("POST", f"users/{user}/tokens", json={"note": "tests", "expires_in": 3600})
         assert r.status_code in (200, 201), r.text

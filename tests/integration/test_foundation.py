@@ -68,9 +68,7 @@ def test_signup_is_pending_until_admin_approves(host, alice, admin):
     admin_browser.login(host.admin_user, host.admin_password)
     area = admin_browser.get("hub/authorize")
     assert area.status_code == 200 and USER in area.text
-    # approval is a POST with _xsrf (issue 4: the upstream GET link changed state)
-    approve = admin_browser.post_form(f"hub/authorize/{USER}", {"action": "approve"})
-    assert approve.status_code == 200
+    admin_browser.approve(USER)  # a POST with _xsrf: the upstream GET link changed state
 
     alice.login(USER, PASSWORD)
     assert alice.logged_in_as() == USER

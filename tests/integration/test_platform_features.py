@@ -60,7 +60,7 @@ def other_browser(host, admin_browser):
     name, password = "plain-" + secrets.token_hex(3), secrets.token_urlsafe(12)
     browser = HubClient(host.https_url)
     assert browser.signup(name, password).status_code == 200
-    assert admin_browser.get(f"hub/authorize/{name}").status_code == 200
+    admin_browser.approve(name)
     browser.login(name, password)
     assert browser.logged_in_as() == name
     return browser
