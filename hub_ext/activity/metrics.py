@@ -36,6 +36,7 @@ class ActivityCollector:
 
     def collect(self):
         m = self.monitor
+        known = {t.user for t in m.seen}  # deleted users' leftover samples are not exported
         cpu = CounterMetricFamily(
             "jupyterhub_activity_cpu_seconds",
             "CPU seconds used by the user's lab unit since it started",
@@ -73,7 +74,7 @@ class ActivityCollector:
             if f.get("gpu_memory_bytes") is not None:
                 gpu.add_metric([user], f["gpu_memory_bytes"])
         for user, (value, _samples) in sorted(m.score_view.items()):
-            if value is not None:
+            if value is not None and user in known:
                 ratio.add_metric([user], value)
         counts = {"active": 0, "idle": 0, "offline": 0}
         now = m.clock()

@@ -189,7 +189,9 @@ class ActivityMonitor(LoggingConfigurable):
                  **kwargs):
         super().__init__(**kwargs)
         if self.half_life <= 0 or self.inactive_after <= 0 or self.live_interval < 0:
-            raise ValueError("ActivityMonitor: half_life and inactive_after must be > 0")
+            raise ValueError(
+                "ActivityMonitor: half_life and inactive_after must be > 0, live_interval >= 0"
+            )
         self.rate = score.decay_rate(self.half_life)
         self.targets = targets or (lambda: [])
         self.accounting = accounting_reader
@@ -340,9 +342,17 @@ class ActivityMonitor(LoggingConfigurable):
         view = self._score_view() if for_sample else None
         return figures, written, view, time.perf_counter() - started
 
-    async def measure(self, for_sample: bool) -> dict[str, Any]:
-        """One pass: targets, cgroups, the worker's reading (and sample), publish."""
+    def _stale(self) -> bool:
+        return self.measured_at is None or self.clock() - self.measured_at >= self.live_interval
+
+    async def measure(self, for_sample: bool) -> dict[str, Any] | None:
+        """One pass: targets, cgroups, the worker's reading (and sample), publish.
+
+        A live pass (not ``for_sample``) that finds a fresh enough reading once
+        it has the lock (another request just took one) does nothing."""
         async with self._lock:
+            if not for_sample and not self._stale():
+                return None
             t0 = time.perf_counter()
             now = self.clock()
             targets = self.targets()
@@ -378,7 +388,7 @@ class ActivityMonitor(LoggingConfigurable):
 
     async def refresh(self) -> None:
         """A live reading for the page, unless the last one is recent enough."""
-        if self.measured_at is None or self.clock() - self.measured_at >= self.live_interval:
+        if self._stale():
             await self.measure(for_sample=False)
 
     async def reset(self) -> int:

@@ -396,3 +396,48 @@ def test_bad_activity_settings_name_the_key(settings, key, value, message):
     settings["activity"] = {key: value}
     with pytest.raises(config.PlatformSettingsError, match=message):
         config.validate_settings(settings)
+
+
+def test_concurrent_live_requests_take_one_reading(monitor_env):
+    m, clock, *_ = monitor_env
+    run(m.tick())
+    clock.t += m.live_interval
+    reads = []
+    original = m._read_units
+
+    def counting(*args):
+        reads.append(1)
+        return original(*args)
+
+    m._read_units = counting
+
+    async def many():
+        await asyncio.gather(*(m.refresh() for _ in range(5)))
+
+    run(many())
+    assert len(reads) == 1
+
+
+def test_handlers_module_routes_and_setup_without_an_app():
+    from hub_ext.handlers import activity as h
+
+    routes = dict(h.default_handlers)
+    assert routes["/activity"] is h.ActivityPageHandler
+    assert routes["/api/activity"] is h.ActivityAPIHandler
+    assert routes["/api/activity/reset"] is h.ActivityResetHandler
+    assert routes["/api/activity/history/([^/]+)"] is h.ActivityHistoryHandler
+    assert Path(h.STATIC_DIR, "uplot", "uPlot.iife.min.js").is_file()
+    assert Path(h.STATIC_DIR, "uplot", "LICENSE").read_text().startswith("The MIT License")
+    monitor = h.setup(None)
+    assert monitor.task is None and monitor.sizes_provider is None
+    assert h.sizes_provider(None) is None
+
+
+def test_running_units_uses_full_unit_names():
+    from types import SimpleNamespace as NS
+
+    from hub_ext.handlers.gpu import running_units
+
+    users = [NS(name="alice", spawners={"": NS(unit_name="jupyter-alice-singleuser", active=True)}),
+             NS(name="bob", spawners={"": NS(unit_name="jupyter-bob-singleuser", active=False)})]
+    assert running_units(users) == {"jupyter-alice-singleuser.service": "alice"}
