@@ -28,13 +28,13 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from traitlets import Any as AnyTrait
 from traitlets import Float, Integer, Unicode
 from traitlets.config import LoggingConfigurable
 
+from ..timeutil import to_epoch, to_iso
 from . import accounting, score
 from .store import Sample, Store, Total
 
@@ -51,23 +51,6 @@ class Target:
     last_activity: float | None = None  # the SERVER's last activity (epoch), not the hub page's
     mem_limit: int | None = None
     cpu_limit: float | None = None
-
-
-def to_epoch(value) -> float | None:
-    """JupyterHub's naive-UTC datetimes (or aware ones, or epochs) -> epoch seconds."""
-    if value is None:
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.timestamp()
-
-
-def to_iso(epoch: float | None) -> str | None:
-    if epoch is None:
-        return None
-    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
 
 
 def unit_of(spawner) -> str | None:

@@ -27,7 +27,7 @@ import pytest
 
 from hub_ext.activity import accounting, score
 from hub_ext.activity.sampler import ActivityMonitor, Target
-from hub_ext.activity.store import Sample, Store
+from hub_ext.activity.store import Store
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 V2 = Path(__file__).resolve().parents[1] / "unit" / "data" / "cgroup-v2"
