@@ -24,8 +24,6 @@ from __future__ import annotations
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from . import score
-
 
 class ActivityCollector:
     def __init__(self, monitor):
@@ -76,11 +74,7 @@ class ActivityCollector:
         for user, (value, _samples) in sorted(m.score_view.items()):
             if value is not None and user in known:
                 ratio.add_metric([user], value)
-        counts = {"active": 0, "idle": 0, "offline": 0}
-        now = m.clock()
-        for t in m.seen:
-            counts[score.status(t.running, t.last_activity, now, m.inactive_after * 60)] += 1
-        for state, n in counts.items():
+        for state, n in m.counts(m.clock()).items():
             users.add_metric([state], n)
         for part in ("loop_seconds", "worker_seconds"):
             if part in m.last_tick:

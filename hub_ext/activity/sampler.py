@@ -70,8 +70,7 @@ def targets_from_users(users: Iterable) -> list[Target]:
             targets.append(Target(user.name))
             continue
         running = bool(spawner.active)
-        orm_spawner = getattr(spawner, "orm_spawner", None)
-        last = getattr(orm_spawner, "last_activity", None) if orm_spawner is not None else None
+        last = getattr(getattr(spawner, "orm_spawner", None), "last_activity", None)
         mem = spawner.mem_limit
         targets.append(
             Target(
@@ -199,7 +198,6 @@ class ActivityMonitor(LoggingConfigurable):
         self.score_view: dict[str, tuple[float | None, int]] = {}
         self.measured_at: float | None = None
         self.last_tick: dict[str, Any] = {}
-        self.ticks = 0
         self.gpu_error: str | None = None
         self._sizes: tuple[float, dict] | None = None
 
@@ -285,16 +283,26 @@ class ActivityMonitor(LoggingConfigurable):
                     entry["gpu_memory_bytes"] = (used.get(user) or {}).get("memory_used", 0)
         return figures
 
+    def status(self, target: Target, now: float) -> str:
+        """active / idle / offline (:func:`.score.status` with ``inactive_after``)."""
+        return score.status(target.running, target.last_activity, now, self.inactive_after * 60)
+
+    def counts(self, now: float) -> dict[str, int]:
+        """Users per status, as of the last reading's user list."""
+        counts = {"active": 0, "idle": 0, "offline": 0}
+        for t in self.seen:
+            counts[self.status(t, now)] += 1
+        return counts
+
     def _sample(self, targets: list[Target], figures: Mapping[str, dict], now: float) -> dict:
         """Worker: write one sample per user, the total, prune, update the scores."""
-        inactive = self.inactive_after * 60
         samples = []
         for t in targets:
             f = figures.get(t.user) or {}
             samples.append(Sample(
                 user=t.user,
                 t=now,
-                active=score.status(t.running, t.last_activity, now, inactive) == "active",
+                active=self.status(t, now) == "active",
                 online=t.running,
                 cpu_percent=f.get("sample_cpu_percent"),
                 memory_bytes=f.get("memory_bytes"),
@@ -364,7 +372,6 @@ class ActivityMonitor(LoggingConfigurable):
     async def tick(self) -> dict[str, Any]:
         """One sampling tick (what the periodic task runs)."""
         result = await self.measure(for_sample=True)
-        self.ticks += 1
         self.last_tick = {**result, "at": to_iso(self.measured_at)}
         self.log.debug("Activity tick: %s", self.last_tick)
         return result
@@ -410,18 +417,14 @@ class ActivityMonitor(LoggingConfigurable):
     def model(self) -> dict[str, Any]:
         """What ``GET /hub/api/activity`` returns (O(users): nothing is scanned)."""
         now = self.clock()
-        inactive = self.inactive_after * 60
         sizes = self.sizes([t.user for t in self.seen])
         users = []
-        counts = {"active": 0, "idle": 0, "offline": 0}
         for t in self.seen:
             f = self.current.get(t.user) or {}
             ratio, samples = self.score_view.get(t.user, (None, 0))
-            state = score.status(t.running, t.last_activity, now, inactive)
-            counts[state] += 1
             users.append({
                 "name": t.user,
-                "status": state,
+                "status": self.status(t, now),
                 "last_activity": to_iso(t.last_activity),
                 "unit": t.unit,
                 "cpu_percent": _round(f.get("cpu_percent"), 1),
@@ -450,7 +453,7 @@ class ActivityMonitor(LoggingConfigurable):
             "sizes_available": self.sizes_provider is not None,
             "gpu_error": self.gpu_error,
             "last_tick": self.last_tick,
-            "counts": counts,
+            "counts": self.counts(now),
             "users": users,
         }
 
