@@ -13,8 +13,9 @@ spawner option), ``c.Authenticator`` (admin_users, allow_all),
 (admin_password_file, unix_username_template, passwords; from the optional
 ``accounts`` object), ``c.JupyterHub.load_groups`` (the built-in privilege
 groups), ``c.SessionCuller`` (idle culling, from the optional ``idle_culler``
-object; docs/culling.md) and ``c.GpuSupport`` (from the optional ``gpu``
-object; docs/gpu.md).
+object; docs/culling.md), ``c.GpuSupport`` (from the optional ``gpu``
+object; docs/gpu.md) and ``c.ActivityMonitor`` (from the optional
+``activity`` object; docs/activity.md).
 Classes are referenced by import string so this module does not import jupyterhub.
 """
 
@@ -42,6 +43,7 @@ SPAWNER_CLASS = "hub_ext.spawner.PlatformSpawner"
 # hub_ext's page templates (home.html with the Session Status card)
 TEMPLATES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 SESSION_EXTENSIONS_FILE = "session_extensions.json"  # in state_dir, written by the hub
+ACTIVITY_DB_FILE = "activity.sqlite"  # in state_dir, written only by the hub (docs/activity.md)
 AUTHENTICATOR_CLASS = "hub_ext.authenticator.PlatformAuthenticator"
 LOCALHOST = "127.0.0.1"
 _MEMORY_SPEC = re.compile(r"(\d+(\.\d+)?)[KMGT]")
@@ -440,6 +442,29 @@ def _accounts(key, value):
     return _options_object(key, value, ACCOUNTS_CHECKS, ACCOUNTS_DEFAULTS, "accounts")
 
 
+# settings["activity"] (optional object; a missing key takes the default below).
+# Mapped onto c.ActivityMonitor (hub_ext.activity.sampler); docs/activity.md.
+# The original's ranges (seconds, days, hours, minutes, seconds).
+ACTIVITY_RANGES: dict[str, tuple[int, int]] = {
+    "sample_interval": (60, 86400),
+    "retention_days": (1, 365),
+    "half_life": (1, 168),
+    "inactive_after": (1, 1440),
+    "volumes_update_interval": (60, 86400),
+}
+ACTIVITY_CHECKS: dict[str, Check] = {
+    name: (lambda low, high: lambda key, value: _integer(key, value, low, high))(*limits)
+    for name, limits in ACTIVITY_RANGES.items()
+}
+ACTIVITY_DEFAULTS: dict[str, Any] = {
+    "sample_interval": 600,
+    "retention_days": 7,
+    "half_life": 72,
+    "inactive_after": 60,
+    "volumes_update_interval": 3600,
+}
+
+
 # --- lab start, lab environment, branding (optional objects; docs/platform-features.md) ---
 LAB_ENV_NAME = re.compile(r"JUPYTERHUB_SERVICE_[A-Z0-9_]+|TF_CPP_MIN_LOG_LEVEL")
 
@@ -480,6 +505,7 @@ OPTIONAL_OBJECT_CHECKS: dict[str, tuple[Check, Any]] = {
         LAB_START_DEFAULTS,
     ),
     "lab_environment": (_lab_environment, {}),
+    "activity": (_object(ACTIVITY_CHECKS, ACTIVITY_DEFAULTS, "activity"), ACTIVITY_DEFAULTS),
     "branding": (
         _object(
             {
@@ -612,6 +638,15 @@ def apply_platform_settings(c, settings: Mapping[str, Any]) -> dict[str, Any]:
     gpus.policy = s["gpu"]["policy"]
     gpus.group_devices = s["gpu"]["group_devices"]
     gpus.group_counts = s["gpu"]["group_counts"]
+
+    # activity monitor: sampling, history, score (hub_ext.activity; docs/activity.md)
+    activity = c.ActivityMonitor
+    activity.sample_interval = s["activity"]["sample_interval"]
+    activity.retention_days = s["activity"]["retention_days"]
+    activity.half_life = float(s["activity"]["half_life"])
+    activity.inactive_after = float(s["activity"]["inactive_after"])
+    activity.volumes_update_interval = s["activity"]["volumes_update_interval"]
+    activity.db_file = f"{s['state_dir']}/{ACTIVITY_DB_FILE}"
 
     # the proxy runs in its own unit; its token comes from CONFIGPROXY_AUTH_TOKEN
     # (EnvironmentFile=/etc/jupyterhub/proxy.env), which the trait reads by default

@@ -7,11 +7,15 @@ API calls, and the OAuth redirect dance when a lab page is first opened.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 import time
 
 import requests
 import urllib3
+from tornado.httpclient import HTTPRequest
+from tornado.websocket import websocket_connect
 
 # The test host's certificate is self-signed by design (the playbook's default).
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
@@ -164,3 +168,41 @@ def alert_text(html: str) -> str:
     """The text of the first bootstrap alert on a page, whitespace collapsed."""
     m = re.search(r'class="alert[^"]*"[^>]*>(.*?)</div>', html, re.S)
     return " ".join(re.sub(r"<[^>]+>", " ", m.group(1)).split()) if m else ""
+
+
+def lab_shell(admin: HubClient, user: str, command: str, timeout: float = 60) -> tuple[str, int]:
+    """Run command in a new terminal of user's lab (its /api/terminals + websocket),
+    as the user would in JupyterLab's terminal; ``admin`` is a token client.
+
+    Returns (output, exit status)."""
+    r = admin.s.post(admin.url(f"user/{user}/api/terminals"), timeout=60)
+    assert r.status_code == 200, r.text
+    term = r.json()["name"]
+    url = admin.url(f"user/{user}/terminals/websocket/{term}").replace("https://", "wss://", 1)
+    # the typed line shows "$((6*7))"; only the shell's answer contains "42"
+    line = f"{command}; echo \"@@DONE:$((6*7)):$?@@\"\r"
+    done = re.compile(r"@@DONE:42:(\d+)@@")
+
+    async def talk() -> str:
+        request = HTTPRequest(url, headers={"Authorization": admin.s.headers["Authorization"]},
+                              validate_cert=False, request_timeout=30)
+        ws = await websocket_connect(request)
+        await ws.write_message(json.dumps(["stdin", line]))
+        out = ""
+        while not done.search(out):
+            msg = await asyncio.wait_for(ws.read_message(), timeout)
+            assert msg is not None, f"terminal closed; output so far: {out!r}"
+            kind, *data = json.loads(msg)
+            if kind == "stdout":
+                out += data[0]
+        ws.close()
+        return out
+
+    try:
+        out = asyncio.run(talk())
+    finally:
+        admin.s.delete(admin.url(f"user/{user}/api/terminals/{term}"), timeout=30)
+    status = int(done.search(out).group(1))
+    # what the command printed: between the echoed input line and the marker
+    body = out.split(line.strip("\r"), 1)[-1]
+    return body[: done.search(body).start()] if done.search(body) else body, status

@@ -13,6 +13,7 @@ from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.scopes import has_scope
 from tornado import web
 
+from ..activity.sampler import unit_of
 from ..gpu import GpuSupport
 
 
@@ -24,11 +25,15 @@ def setup(app, parent=None) -> GpuSupport:
 
 
 def running_units(users) -> dict[str, str]:
-    """Unit name -> hub user name of every active server (what usage maps processes by)."""
+    """Unit name -> hub user name of every active server (what usage maps processes by).
+
+    Full systemd names (``jupyter-alice-singleuser.service``), as
+    :func:`hub_ext.gpu.unit_of_cgroup` finds them in ``/proc/<pid>/cgroup``;
+    SystemdSpawner's ``unit_name`` lacks the suffix."""
     units = {}
     for user in users:
         for spawner in user.spawners.values():
-            unit = getattr(spawner, "unit_name", None)
+            unit = unit_of(spawner)
             if unit and spawner.active:
                 units[unit] = user.name
     return units

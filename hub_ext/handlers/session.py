@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime
 
 from jupyterhub import orm
 from jupyterhub.apihandlers.base import APIHandler
@@ -25,25 +24,9 @@ from traitlets import Bool, Integer, Unicode
 from traitlets.config import LoggingConfigurable
 
 from .. import culler
+from ..timeutil import to_epoch, to_iso
 
 SETTINGS_KEY = "hub_ext_session_culler"  # tornado settings key the handlers read
-
-
-# --- time conversion (JupyterHub stores naive UTC datetimes) -----------------
-
-
-def to_epoch(dt: datetime | None) -> float | None:
-    if dt is None:
-        return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
-
-
-def to_iso(epoch: float | None) -> str | None:
-    if epoch is None:
-        return None
-    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
 
 
 def _spawner(user, server_name: str):

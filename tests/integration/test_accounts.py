@@ -8,17 +8,13 @@ terminal websocket), resource profiles, and the brute-force lockout.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import secrets
 
 import pytest
-from tornado.httpclient import HTTPRequest
-from tornado.websocket import websocket_connect
-
 from hub_ext.privileges import memory_bytes
-from hubclient import HubClient
+from hubclient import HubClient, lab_shell
 
 G = 1024**3
 PROFILE_DROPIN = 'c.PlatformSpawner.resource_profiles = {"big-mem": {"mem_limit": "8G", "cpu_limit": 3}}\n'
@@ -52,43 +48,6 @@ def login(host, name: str, password: str) -> HubClient:
 def add_to_group(admin: HubClient, group: str, user: str) -> None:
     r = admin.api("POST", f"groups/{group}/users", json={"users": [user]})
     assert r.status_code == 200, r.text
-
-
-def lab_shell(admin: HubClient, user: str, command: str, timeout: float = 60) -> tuple[str, int]:
-    """Run command in a new terminal of user's lab (its /api/terminals + websocket).
-
-    Returns (output, exit status)."""
-    r = admin.s.post(admin.url(f"user/{user}/api/terminals"), timeout=60)
-    assert r.status_code == 200, r.text
-    term = r.json()["name"]
-    url = admin.url(f"user/{user}/terminals/websocket/{term}").replace("https://", "wss://", 1)
-    # the typed line shows "$((6*7))"; only the shell's answer contains "42"
-    line = f"{command}; echo \"@@DONE:$((6*7)):$?@@\"\r"
-    done = re.compile(r"@@DONE:42:(\d+)@@")
-
-    async def talk() -> str:
-        request = HTTPRequest(url, headers={"Authorization": admin.s.headers["Authorization"]},
-                              validate_cert=False, request_timeout=30)
-        ws = await websocket_connect(request)
-        await ws.write_message(json.dumps(["stdin", line]))
-        out = ""
-        while not done.search(out):
-            msg = await asyncio.wait_for(ws.read_message(), timeout)
-            assert msg is not None, f"terminal closed; output so far: {out!r}"
-            kind, *data = json.loads(msg)
-            if kind == "stdout":
-                out += data[0]
-        ws.close()
-        return out
-
-    try:
-        out = asyncio.run(talk())
-    finally:
-        admin.s.delete(admin.url(f"user/{user}/api/terminals/{term}"), timeout=30)
-    status = int(done.search(out).group(1))
-    # what the command printed: between the echoed input line and the marker
-    body = out.split(line.strip("\r"), 1)[-1]
-    return body[: done.search(body).start()] if done.search(body) else body, status
 
 
 # --- batch creation ---------------------------------------------------------------

@@ -1,0 +1,476 @@
+"""The activity monitor in the hub: periodic sampling, live readings, the models.
+
+:class:`ActivityMonitor` (``c.ActivityMonitor.*``, set from platform.json
+``activity``) runs a periodic task in the hub's event loop. A tick
+
+1. lists every hub user and its default server (``targets``: in memory, on
+   the event loop),
+2. looks up the ``ControlGroup`` of units it does not know yet (one
+   ``systemctl show`` for all of them, :class:`.accounting.ControlGroupCache`),
+3. in the monitor's single worker thread: reads each running unit's figures
+   (:class:`.accounting.Accounting`), the GPU memory per user
+   (:meth:`hub_ext.gpu.GpuSupport.usage`), and writes one sample per user, the
+   platform total, the retention pruning and the score sums in one SQLite
+   transaction (:mod:`.store`),
+4. publishes the new figures (attribute swaps the event loop reads).
+
+The page's API asks for a live reading (steps 1-3 without writing) when the
+last one is older than ``live_interval`` seconds, so CPU % there is the use
+since the previous reading. Everything that touches the SQLite file runs in
+the one worker thread: the hub process is its only writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from traitlets import Any as AnyTrait
+from traitlets import Float, Integer, Unicode
+from traitlets.config import LoggingConfigurable
+
+from ..timeutil import to_epoch, to_iso
+from . import accounting, score
+from .store import Sample, Store, Total
+
+DAY = 86400
+
+
+@dataclass(frozen=True)
+class Target:
+    """A hub user as the monitor sees it at one moment."""
+
+    user: str
+    unit: str | None = None  # full unit name (".service") of the running default server
+    running: bool = False
+    last_activity: float | None = None  # the SERVER's last activity (epoch), not the hub page's
+    mem_limit: int | None = None
+    cpu_limit: float | None = None
+
+
+def unit_of(spawner) -> str | None:
+    """The full systemd name of a spawner's unit (SystemdSpawner keeps it without ".service")."""
+    name = getattr(spawner, "unit_name", None)
+    if not name:
+        return None
+    return name if "." in name else f"{name}.service"
+
+
+def targets_from_users(users: Iterable) -> list[Target]:
+    """Targets from the hub's User objects (``app.users.values()``): default servers only."""
+    targets = []
+    for user in users:
+        spawner = user.spawners.get("")
+        if spawner is None:
+            targets.append(Target(user.name))
+            continue
+        running = bool(spawner.active)
+        last = getattr(getattr(spawner, "orm_spawner", None), "last_activity", None)
+        mem = spawner.mem_limit
+        targets.append(
+            Target(
+                user=user.name,
+                unit=unit_of(spawner) if running else None,
+                running=running,
+                last_activity=to_epoch(last) if running else None,
+                mem_limit=int(mem) if mem else None,
+                cpu_limit=float(spawner.cpu_limit) if spawner.cpu_limit else None,
+            )
+        )
+    return targets
+
+
+def sizes_entry(value: Mapping[str, Any] | None) -> dict | None:
+    """A provider's entry for one user -> ``{"total", "dirs"}``, None when nothing is measured.
+
+    Byte counts are the int values (other keys, e.g. a unix name or a time, are
+    ignored; None = that directory is not measured)."""
+    if not value:
+        return None
+    dirs = {
+        k: v for k, v in value.items() if isinstance(v, int) and not isinstance(v, bool)
+    }
+    if not dirs:
+        return None
+    return {"total": sum(dirs.values()), "dirs": dirs}
+
+
+def downsample(rows: list[tuple], max_points: int) -> list[tuple]:
+    """At most ``max_points`` rows: consecutive rows averaged per bucket (None ignored)."""
+    if len(rows) <= max_points or max_points <= 0:
+        return rows
+    size = math.ceil(len(rows) / max_points)
+    out = []
+    for start in range(0, len(rows), size):
+        bucket = rows[start:start + size]
+        merged = []
+        for column in zip(*bucket, strict=True):
+            values = [v for v in column if v is not None]
+            merged.append(sum(values) / len(values) if values else None)
+        out.append(tuple(merged))
+    return out
+
+
+def columns(rows: list[tuple], names: tuple[str, ...]) -> dict[str, list]:
+    """Row tuples -> one list per column (what the charting library draws)."""
+    return {name: [row[i] for row in rows] for i, name in enumerate(names)}
+
+
+USER_HISTORY_COLUMNS = ("t", "active", "online", "cpu_percent", "memory_bytes", "gpu_memory_bytes")
+TOTAL_HISTORY_COLUMNS = ("t", "online", "active", "cpu_percent", "memory_bytes", "gpu_memory_bytes")
+
+
+class ActivityMonitor(LoggingConfigurable):
+    """Samples every user's lab unit and keeps history and score (docs/activity.md)."""
+
+    sample_interval = Integer(
+        600, min=1, help="Seconds between two samples (orig JUPYTERHUB_ACTIVITYMON_SAMPLE_INTERVAL)."
+    ).tag(config=True)
+    retention_days = Integer(
+        7, min=1, help="Days samples are kept (orig JUPYTERHUB_ACTIVITYMON_RETENTION_DAYS)."
+    ).tag(config=True)
+    half_life = Float(
+        72.0, help="Half life in hours of a sample's weight in the score "
+        "(orig JUPYTERHUB_ACTIVITYMON_HALF_LIFE)."
+    ).tag(config=True)
+    inactive_after = Float(
+        60.0, help="Minutes after the server's last activity it counts as idle "
+        "(orig JUPYTERHUB_ACTIVITYMON_INACTIVE_AFTER)."
+    ).tag(config=True)
+    volumes_update_interval = Integer(
+        3600, min=1, help="Seconds the directory sizes taken from the sizes provider are reused "
+        "(orig JUPYTERHUB_ACTIVITYMON_VOLUMES_UPDATE_INTERVAL)."
+    ).tag(config=True)
+    live_interval = Float(
+        5.0, help="Seconds a live reading for the page is reused before a new one is taken."
+    ).tag(config=True)
+    history_points = Integer(
+        720, min=10, help="Most points per history series (longer ones are averaged down)."
+    ).tag(config=True)
+    db_file = Unicode(
+        ":memory:", help="SQLite file of the samples (the hub sets <state_dir>/activity.sqlite)."
+    ).tag(config=True)
+    sizes_provider = AnyTrait(
+        None,
+        allow_none=True,
+        help="Callable(hub names) -> {name: {directory: bytes}}: the directory sizes column. "
+        "None: no sizes (the page says n/a, the API gives null).",
+    )
+
+    # seams for tests and the benchmark
+    clock = staticmethod(time.time)
+
+    def __init__(self, *, targets: Callable[[], list[Target]] | None = None,
+                 accounting_reader: accounting.Accounting | None = None,
+                 cgroup_lookup=None, gpu_usage: Callable[[Mapping[str, str]], Mapping] | None = None,
+                 **kwargs):
+        super().__init__(**kwargs)
+        if self.half_life <= 0 or self.inactive_after <= 0 or self.live_interval < 0:
+            raise ValueError(
+                "ActivityMonitor: half_life and inactive_after must be > 0, live_interval >= 0"
+            )
+        self.rate = score.decay_rate(self.half_life)
+        self.targets = targets or (lambda: [])
+        self.accounting = accounting_reader
+        if cgroup_lookup is None:
+            from ..process import run_command
+
+            cgroup_lookup = accounting.systemctl_lookup(run_command)
+        self.cgroups = accounting.ControlGroupCache(cgroup_lookup)
+        self.gpu_usage = gpu_usage
+        self.store = Store(self.db_file)
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="activity")
+        self.task: asyncio.Task | None = None
+        self._lock = asyncio.Lock()
+        # worker-thread state
+        self.scores: dict[str, score.DecayScore] = {}
+        self._tick_readings: dict[str, accounting.Reading] = {}
+        self._last_readings: dict[str, accounting.Reading] = {}
+        self._loaded = False
+        # published state (replaced whole; the event loop reads it)
+        self.seen: list[Target] = []
+        self.current: dict[str, dict] = {}
+        self.score_view: dict[str, tuple[float | None, int]] = {}
+        self.measured_at: float | None = None
+        self.last_tick: dict[str, Any] = {}
+        self.gpu_error: str | None = None
+        self._sizes: tuple[float, dict] | None = None
+
+    # --- running in the hub ---
+
+    async def run_in_worker(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    def start(self, started: asyncio.Future | None = None) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.log.warning("Activity monitor not started: no running event loop")
+            return
+        self.task = loop.create_task(self.run(started))
+
+    async def run(self, started: asyncio.Future | None = None) -> None:
+        """Sample every ``sample_interval`` seconds, the first time once the hub serves."""
+        if started is not None:
+            await started
+        self.log.info(
+            "Activity monitor: sample every %ds, retention %dd, half life %gh, inactive after %gmin, "
+            "database %s",
+            self.sample_interval, self.retention_days, self.half_life, self.inactive_after,
+            self.db_file,
+        )
+        while True:
+            try:
+                await self.tick()
+            except Exception:
+                self.log.exception("Activity sampling tick failed")
+            await asyncio.sleep(self.sample_interval)
+
+    def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        self.executor.shutdown(wait=False)
+
+    # --- measuring ---
+
+    def _load(self) -> None:
+        """Worker: the persisted score sums (once)."""
+        if not self._loaded:
+            self.scores = self.store.load_scores(self.half_life, self.rate)
+            self.score_view = self._score_view()
+            self._loaded = True
+
+    def _score_view(self) -> dict[str, tuple[float | None, int]]:
+        return {user: (s.ratio, s.samples) for user, s in self.scores.items()}
+
+    def _read_units(self, targets: list[Target], cgroups: Mapping[str, str | None],
+                    now: float, for_sample: bool) -> dict[str, dict]:
+        """Worker: every running unit's figures, CPU % against the previous reading."""
+        if self.accounting is None:
+            self.accounting = accounting.Accounting()
+        figures: dict[str, dict] = {}
+        readings: dict[str, accounting.Reading] = {}
+        units: dict[str, str] = {}
+        for target in targets:
+            if not (target.running and target.unit):
+                continue
+            units[target.unit] = target.user
+            reading = self.accounting.read(target.unit, cgroups.get(target.unit), now)
+            readings[target.unit] = reading
+            figures[target.user] = {
+                "unit": target.unit,
+                "cpu_percent": accounting.cpu_percent(self._last_readings.get(target.unit), reading),
+                "sample_cpu_percent": accounting.cpu_percent(
+                    self._tick_readings.get(target.unit), reading
+                ),
+                **reading.as_dict(),
+                "gpu_memory_bytes": None,
+            }
+        self._last_readings = readings
+        if for_sample:
+            self._tick_readings = readings
+        if self.gpu_usage is not None and units:
+            snapshot = self.gpu_usage(units)
+            self.gpu_error = snapshot.get("error")
+            if snapshot.get("enabled"):
+                used = snapshot.get("users") or {}
+                for user, entry in figures.items():
+                    entry["gpu_memory_bytes"] = (used.get(user) or {}).get("memory_used", 0)
+        return figures
+
+    def status(self, target: Target, now: float) -> str:
+        """active / idle / offline (:func:`.score.status` with ``inactive_after``)."""
+        return score.status(target.running, target.last_activity, now, self.inactive_after * 60)
+
+    def counts(self, now: float) -> dict[str, int]:
+        """Users per status, as of the last reading's user list."""
+        counts = {"active": 0, "idle": 0, "offline": 0}
+        for t in self.seen:
+            counts[self.status(t, now)] += 1
+        return counts
+
+    def _sample(self, targets: list[Target], figures: Mapping[str, dict], now: float) -> dict:
+        """Worker: write one sample per user, the total, prune, update the scores."""
+        samples = []
+        for t in targets:
+            f = figures.get(t.user) or {}
+            samples.append(Sample(
+                user=t.user,
+                t=now,
+                active=self.status(t, now) == "active",
+                online=t.running,
+                cpu_percent=f.get("sample_cpu_percent"),
+                memory_bytes=f.get("memory_bytes"),
+                gpu_memory_bytes=f.get("gpu_memory_bytes"),
+            ))
+        total = Total(
+            t=now,
+            online=sum(s.online for s in samples),
+            active=sum(s.active for s in samples),
+            cpu_percent=sum(s.cpu_percent or 0.0 for s in samples),
+            memory_bytes=sum(s.memory_bytes or 0 for s in samples),
+            gpu_memory_bytes=sum(s.gpu_memory_bytes or 0 for s in samples),
+        )
+        cutoff = now - self.retention_days * DAY
+        try:
+            pruned = self.store.write_tick(samples, total, cutoff, self.scores, self.rate)
+        except Exception:
+            # the sums were changed in memory by a transaction that did not land
+            self.scores = self.store.load_scores(self.half_life, self.rate)
+            raise
+        return {"samples": len(samples), "pruned": pruned}
+
+    def _measure_job(self, targets, cgroups, now, for_sample):
+        started = time.perf_counter()
+        self._load()
+        figures = self._read_units(targets, cgroups, now, for_sample)
+        written = self._sample(targets, figures, now) if for_sample else {}
+        view = self._score_view() if for_sample else None
+        return figures, written, view, time.perf_counter() - started
+
+    def _stale(self) -> bool:
+        return self.measured_at is None or self.clock() - self.measured_at >= self.live_interval
+
+    async def measure(self, for_sample: bool) -> dict[str, Any] | None:
+        """One pass: targets, cgroups, the worker's reading (and sample), publish.
+
+        A live pass (not ``for_sample``) that finds a fresh enough reading once
+        it has the lock (another request just took one) does nothing."""
+        async with self._lock:
+            if not for_sample and not self._stale():
+                return None
+            t0 = time.perf_counter()
+            now = self.clock()
+            targets = self.targets()
+            units = [t.unit for t in targets if t.running and t.unit]
+            loop_seconds = time.perf_counter() - t0
+            cgroups = await self.cgroups.resolve(units)
+            figures, written, view, worker_seconds = await self.run_in_worker(
+                self._measure_job, targets, cgroups, now, for_sample
+            )
+            t1 = time.perf_counter()
+            self.seen = targets
+            self.current = figures
+            self.measured_at = now
+            if view is not None:
+                self.score_view = view
+            loop_seconds += time.perf_counter() - t1
+            return {
+                "units": len(units),
+                "loop_seconds": loop_seconds,
+                "worker_seconds": worker_seconds,
+                "total_seconds": time.perf_counter() - t0,
+                "systemctl_lookups": self.cgroups.lookups,
+                **written,
+            }
+
+    async def tick(self) -> dict[str, Any]:
+        """One sampling tick (what the periodic task runs)."""
+        result = await self.measure(for_sample=True)
+        self.last_tick = {**result, "at": to_iso(self.measured_at)}
+        self.log.debug("Activity tick: %s", self.last_tick)
+        return result
+
+    async def refresh(self) -> None:
+        """A live reading for the page, unless the last one is recent enough."""
+        if self._stale():
+            await self.measure(for_sample=False)
+
+    async def reset(self) -> int:
+        """Delete the history and the scores; returns the number of samples deleted."""
+        async with self._lock:
+
+            def job():
+                self._load()
+                deleted = self.store.reset()
+                self.scores = {}
+                return deleted
+
+            deleted = await self.run_in_worker(job)
+            self.score_view = {}
+            self.log.info("Activity history reset: %d samples deleted", deleted)
+            return deleted
+
+    # --- sizes ---
+
+    def sizes(self, names: list[str]) -> dict[str, dict | None]:
+        """Directory sizes per user from the provider, refreshed every volumes_update_interval."""
+        if self.sizes_provider is None:
+            return {}
+        now = self.clock()
+        if self._sizes is None or now - self._sizes[0] >= self.volumes_update_interval:
+            try:
+                raw = self.sizes_provider(names) or {}
+            except Exception:
+                self.log.exception("Activity monitor: the sizes provider failed")
+                raw = {}
+            self._sizes = (now, {name: sizes_entry(raw.get(name)) for name in raw})
+        return self._sizes[1]
+
+    # --- models ---
+
+    def model(self) -> dict[str, Any]:
+        """What ``GET /hub/api/activity`` returns (O(users): nothing is scanned)."""
+        now = self.clock()
+        sizes = self.sizes([t.user for t in self.seen])
+        users = []
+        for t in self.seen:
+            f = self.current.get(t.user) or {}
+            ratio, samples = self.score_view.get(t.user, (None, 0))
+            users.append({
+                "name": t.user,
+                "status": self.status(t, now),
+                "last_activity": to_iso(t.last_activity),
+                "unit": t.unit,
+                "cpu_percent": _round(f.get("cpu_percent"), 1),
+                "cpu_seconds": _round(f.get("cpu_seconds"), 2),
+                "cpu_limit": t.cpu_limit,
+                "memory_bytes": f.get("memory_bytes"),
+                "memory_limit": t.mem_limit,
+                "tasks": f.get("tasks"),
+                "io_read_bytes": f.get("io_read_bytes"),
+                "io_write_bytes": f.get("io_write_bytes"),
+                "gpu_memory_bytes": f.get("gpu_memory_bytes"),
+                "sources": f.get("sources", {}),
+                "sizes": sizes.get(t.user) if sizes else None,
+                "score": None if ratio is None else int(round(ratio * 100)),
+                "samples": samples,
+            })
+        return {
+            "measured_at": to_iso(self.measured_at),
+            "settings": {
+                "sample_interval": self.sample_interval,
+                "retention_days": self.retention_days,
+                "half_life_hours": self.half_life,
+                "inactive_after_minutes": self.inactive_after,
+                "volumes_update_interval": self.volumes_update_interval,
+            },
+            "sizes_available": self.sizes_provider is not None,
+            "gpu_error": self.gpu_error,
+            "last_tick": self.last_tick,
+            "counts": self.counts(now),
+            "users": users,
+        }
+
+    async def history(self, user: str | None) -> dict[str, Any]:
+        """CPU/memory/GPU over the retention window: one user's samples or the platform totals."""
+        since = self.clock() - self.retention_days * DAY
+
+        def job():
+            if user is None:
+                rows, names = self.store.totals_history(since), TOTAL_HISTORY_COLUMNS
+            else:
+                rows, names = self.store.user_history(user, since), USER_HISTORY_COLUMNS
+            return columns(downsample(rows, self.history_points), names)
+
+        series = await self.run_in_worker(job)
+        return {"user": user, "since": to_iso(since), "series": series}
+
+
+def _round(value, digits):
+    return None if value is None else round(value, digits)

@@ -1,0 +1,78 @@
+"""The activity monitor page in a real browser (Chromium): table and plots for
+an admin, 403 for anybody else."""
+
+from __future__ import annotations
+
+import secrets
+
+import pytest
+
+from browserutil import login, screenshot
+
+DROPIN = "c.ActivityMonitor.sample_interval = 3\nc.ActivityMonitor.live_interval = 1.0\n"
+
+
+@pytest.fixture(scope="module")
+def lab_user(admin, hub_dropin):
+    hub_dropin("90-test-activity-page.py", DROPIN)
+    name = "brw-act-" + secrets.token_hex(3)
+    assert admin.api("POST", f"users/{name}").status_code == 201
+    admin.start_server(name)
+    # wait for two samples, so each plot has a line to draw
+    import time
+    deadline = time.monotonic() + 30
+    while len(admin.api("GET", "activity/history").json()["series"]["t"]) < 2:
+        assert time.monotonic() < deadline, "no samples"
+        time.sleep(1)
+    yield name
+    admin.stop_server(name)
+
+
+def test_admin_sees_the_table_and_the_plots(host, admin, lab_user, page):
+    login(page, host.https_url, host.admin_user, host.admin_password)
+    page.goto(host.https_url + "hub/activity")
+    row = page.wait_for_selector(f"#activity-table tr.activity-row[data-user='{lab_user}']")
+    assert row.get_attribute("data-status") in ("active", "idle")
+    assert page.locator(f"tr[data-user='{lab_user}'] .activity-status").inner_text().strip() in (
+        "active", "idle")
+    # the sizes column without a sizes provider, and where the figures came from
+    assert page.locator(f"tr[data-user='{lab_user}'] .activity-sizes").inner_text() == "n/a"
+    assert "memory: psutil" in page.locator(f"tr[data-user='{lab_user}'] .activity-source").inner_text()
+    offline = page.locator(f"tr[data-user='{host.admin_user}'] .activity-status")
+    assert offline.inner_text().strip() in ("offline", "active", "idle")
+    # the platform plots: uPlot canvases with the stored samples
+    page.wait_for_selector("#activity-plot-cpu .uplot canvas")
+    page.wait_for_selector("#activity-plot-memory .uplot canvas")
+    assert int(page.get_attribute("#activity-plot-cpu", "data-points")) >= 2
+    screenshot(page, "activity-page")
+
+    # a user's own history, chosen by clicking the row
+    row.click()
+    page.wait_for_function(
+        "document.querySelector('#activity-history-user').value === %r" % lab_user)
+    page.wait_for_function(
+        "parseInt(document.querySelector('#activity-plot-memory').dataset.points || '0') >= 1")
+    assert page.locator(f"tr.table-active[data-user='{lab_user}']").count() == 1
+    screenshot(page, "activity-page-user")
+    assert page.console_errors == []
+
+
+def test_reset_button_clears_the_history(host, admin, lab_user, page):
+    login(page, host.https_url, host.admin_user, host.admin_password)
+    page.goto(host.https_url + "hub/activity")
+    page.wait_for_selector("#activity-plot-cpu .uplot canvas")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#activity-reset")
+    page.wait_for_selector("#activity-message.alert-success")
+    assert "samples deleted" in page.inner_text("#activity-message")
+    assert page.console_errors == []
+
+
+def test_non_admin_gets_403(host, admin, page):
+    name = "brw-act-" + secrets.token_hex(3)
+    r = admin.api("POST", "platform/users", json={"usernames": [name]})
+    assert r.status_code == 201, r.text
+    login(page, host.https_url, name, r.json()["users"][0]["password"])
+    response = page.goto(host.https_url + "hub/activity")
+    assert response.status == 403
+    assert page.locator("#activity-table").count() == 0
