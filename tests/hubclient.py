@@ -8,6 +8,7 @@ API calls, and the OAuth redirect dance when a lab page is first opened.
 from __future__ import annotations
 
 import re
+import secrets
 import time
 
 import requests
@@ -159,3 +160,24 @@ def alert_text(html: str) -> str:
     """The text of the first bootstrap alert on a page, whitespace collapsed."""
     m = re.search(r'class="alert[^"]*"[^>]*>(.*?)</div>', html, re.S)
     return " ".join(re.sub(r"<[^>]+>", " ", m.group(1)).split()) if m else ""
+
+
+def unique_names(n: int, prefix: str = "t") -> list[str]:
+    """n fresh hub names sharing a random tag (valid under the platform's name rule)."""
+    tag = secrets.token_hex(3)
+    return [f"{prefix}-{tag}-{i}" for i in range(n)]
+
+
+def batch_create(admin: HubClient, usernames) -> dict[str, str]:
+    """Create users with the platform's batch API; name -> generated password."""
+    r = admin.api("POST", "platform/users", json={"usernames": list(usernames)})
+    assert r.status_code == 201, r.text
+    assert "no-store" in r.headers.get("Cache-Control", "")
+    return {u["name"]: u["password"] for u in r.json()["users"]}
+
+
+def login_client(base_url: str, name: str, password: str) -> HubClient:
+    """A browser-like session logged in through the real login form."""
+    client = HubClient(base_url)
+    client.login(name, password)
+    return client
