@@ -72,7 +72,7 @@ def test_backup_restored_on_a_fresh_host_brings_back_users_passwords_files_and_s
         me = login_client(host.https_url, user, passwords[user])
         me.ensure_server(user)
         content = f"data of {user} {secrets.token_hex(8)}\n"
-        r = me.s.put(me.url(f"user/{user}/api/contents/workspace/backup-proof.txt"),
+        r = me.s.put(me.url(f"user/{user}/api/contents/backup-proof.txt"),
                      json={"type": "file", "format": "text", "content": content},
                      headers={"X-XSRFToken": me.lab_xsrf(user)}, timeout=60)
         assert r.status_code in (200, 201), r.text
@@ -120,7 +120,7 @@ def test_backup_restored_on_a_fresh_host_brings_back_users_passwords_files_and_s
         me = login_client(restore_host.https_url, user, passwords[user])
         assert me.logged_in_as() == user, f"{user} cannot log in with the old password"
         me.ensure_server(user)
-        r = me.get(f"user/{user}/api/contents/workspace/backup-proof.txt")
+        r = me.get(f"user/{user}/api/contents/backup-proof.txt")
         assert r.status_code == 200, r.text
         assert r.json()["content"] == files[user]
         # owned by the user's restored unix account, not by a number nobody has
