@@ -92,8 +92,20 @@ class PlatformLoginHandler(LoginHandler):
     upstream's: log in, or say whether the account still awaits approval.
     """
 
-    def _render(self, login_error=None, username=None, **_ignored):
-        return super()._render(login_error=login_error, username=username)
+    _render_sync = False
+
+    def _render(self, login_error=None, username=None, sync=False, **_ignored):
+        # write_error renders the form synchronously (sync=True: a login POST
+        # without a valid _xsrf); upstream's _render drops the flag, the page
+        # became an un-awaited coroutine and the 403 went out without a body
+        self._render_sync = sync
+        try:
+            return super()._render(login_error=login_error, username=username)
+        finally:
+            self._render_sync = False
+
+    def render_template(self, name, sync=False, **ns):
+        return super().render_template(name, sync=sync or self._render_sync, **ns)
 
     async def post(self):
         data = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
+from urllib.parse import quote, urlparse
 
 import requests
 import urllib3
@@ -68,9 +69,13 @@ class HubClient:
         return self.s.request(method, self.url("hub/api/" + path.lstrip("/")), headers=headers, **kw)
 
     # -- flows -------------------------------------------------------------
-    def login(self, user: str, password: str) -> requests.Response:
-        r = self.post_form("hub/login", {"username": user, "password": password})
-        return r
+    def login(self, user: str, password: str, spawn: bool = True) -> requests.Response:
+        """The login form; spawn=False lands on the hub's home page instead of
+        following the redirect to /hub/spawn (which starts the user's lab)."""
+        path = "hub/login"
+        if not spawn:
+            path += "?next=" + quote(urlparse(self.base).path + "hub/home")
+        return self.post_form(path, {"username": user, "password": password})
 
     def logged_in_as(self) -> str | None:
         r = self.api("GET", "user")
@@ -176,8 +181,8 @@ def batch_create(admin: HubClient, usernames) -> dict[str, str]:
     return {u["name"]: u["password"] for u in r.json()["users"]}
 
 
-def login_client(base_url: str, name: str, password: str) -> HubClient:
+def login_client(base_url: str, name: str, password: str, spawn: bool = True) -> HubClient:
     """A browser-like session logged in through the real login form."""
     client = HubClient(base_url)
-    client.login(name, password)
+    client.login(name, password, spawn=spawn)
     return client
