@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import time
 
 import pytest
 
@@ -83,9 +84,14 @@ def test_signup_approval_login_lab_cell_stop(host, admin, chromium, newcomer):
         # stop from the hub's home page
         page.goto(base + "hub/home")
         page.click("#stop")
-        page.wait_for_selector("#start", timeout=120_000)
+        page.wait_for_selector("#stop", state="hidden", timeout=120_000)
         screenshot(page, "e2e-5-stopped")
+        deadline = time.monotonic() + 60
+        while admin.server_running(name) and time.monotonic() < deadline:
+            time.sleep(0.5)
         assert admin.server_running(name) is False
+        assert host.exec("systemctl", "is-active", f"jupyter-{name}-singleuser",
+                         check=False).stdout.strip() != "active"
     finally:
         user_ctx.close()
         admin_ctx.close()
