@@ -51,7 +51,7 @@ c.JupyterHub.cookie_secret_file = "/var/lib/plainhub/cookie_secret"
 c.JupyterHub.pid_file = "/var/lib/plainhub/jupyterhub.pid"
 c.JupyterHub.services = [{{"name": "bench", "api_token": "{token}"}}]
 c.JupyterHub.load_roles = [{{"name": "bench", "services": ["bench"],
-                             "scopes": ["admin:users", "admin:servers", "access:servers"]}}]
+                             "scopes": ["admin:users", "admin:servers", "access:servers", "tokens"]}}]
 c.Spawner.cmd = ["/opt/jupyterlab/bin/jupyterhub-singleuser"]
 c.SystemdSpawner.unit_name_template = "plain-{{USERNAME}}"
 """
