@@ -24,7 +24,9 @@ Deleting a hub user disables its unix account (docs/accounts.md).
 from __future__ import annotations
 
 import bcrypt
+from jinja2 import ChoiceLoader, FileSystemLoader
 from nativeauthenticator import NativeAuthenticator
+from nativeauthenticator.handlers import TEMPLATE_DIR as NATIVE_TEMPLATE_DIR
 from nativeauthenticator.handlers import (
     AuthorizationAreaHandler,
     DiscardHandler,
@@ -83,6 +85,14 @@ class PlatformSignUpHandler(SignUpHandler):
         return alert, message
 
 
+def _add_native_templates(env) -> None:
+    """NativeAuthenticator adds its template dir to the async jinja env only."""
+    if getattr(env, "_native_templates_added", False):
+        return
+    env.loader = ChoiceLoader([env.loader, FileSystemLoader([NATIVE_TEMPLATE_DIR])])
+    env._native_templates_added = True
+
+
 class PlatformLoginHandler(LoginHandler):
     """NativeAuthenticator's login page, working on JupyterHub 6.
 
@@ -92,8 +102,23 @@ class PlatformLoginHandler(LoginHandler):
     upstream's: log in, or say whether the account still awaits approval.
     """
 
-    def _render(self, login_error=None, username=None, **_ignored):
-        return super()._render(login_error=login_error, username=username)
+    _render_sync = False
+
+    def _render(self, login_error=None, username=None, sync=False, **_ignored):
+        # write_error renders the form synchronously (sync=True: a login POST
+        # without a valid _xsrf); upstream's _render drops the flag, the page
+        # became an un-awaited coroutine and the 403 went out without a body
+        self._render_sync = sync
+        try:
+            return super()._render(login_error=login_error, username=username)
+        finally:
+            self._render_sync = False
+
+    def render_template(self, name, sync=False, **ns):
+        sync = sync or self._render_sync
+        if sync:
+            _add_native_templates(self.settings["jinja2_env_sync"])
+        return super().render_template(name, sync=sync, **ns)
 
     async def post(self):
         data = {

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import secrets
 import time
+from urllib.parse import quote, urlparse
 
 import requests
 import urllib3
@@ -71,9 +73,13 @@ class HubClient:
         return self.s.request(method, self.url("hub/api/" + path.lstrip("/")), headers=headers, **kw)
 
     # -- flows -------------------------------------------------------------
-    def login(self, user: str, password: str) -> requests.Response:
-        r = self.post_form("hub/login", {"username": user, "password": password})
-        return r
+    def login(self, user: str, password: str, spawn: bool = True) -> requests.Response:
+        """The login form; spawn=False lands on the hub's home page instead of
+        following the redirect to /hub/spawn (which starts the user's lab)."""
+        path = "hub/login"
+        if not spawn:
+            path += "?next=" + quote(urlparse(self.base).path + "hub/home")
+        return self.post_form(path, {"username": user, "password": password})
 
     def logged_in_as(self) -> str | None:
         r = self.api("GET", "user")
@@ -206,3 +212,24 @@ def lab_shell(admin: HubClient, user: str, command: str, timeout: float = 60) ->
     # what the command printed: between the echoed input line and the marker
     body = out.split(line.strip("\r"), 1)[-1]
     return body[: done.search(body).start()] if done.search(body) else body, status
+
+
+def unique_names(n: int, prefix: str = "t") -> list[str]:
+    """n fresh hub names sharing a random tag (valid under the platform's name rule)."""
+    tag = secrets.token_hex(3)
+    return [f"{prefix}-{tag}-{i}" for i in range(n)]
+
+
+def batch_create(admin: HubClient, usernames) -> dict[str, str]:
+    """Create users with the platform's batch API; name -> generated password."""
+    r = admin.api("POST", "platform/users", json={"usernames": list(usernames)})
+    assert r.status_code == 201, r.text
+    assert "no-store" in r.headers.get("Cache-Control", "")
+    return {u["name"]: u["password"] for u in r.json()["users"]}
+
+
+def login_client(base_url: str, name: str, password: str, spawn: bool = True) -> HubClient:
+    """A browser-like session logged in through the real login form."""
+    client = HubClient(base_url)
+    client.login(name, password, spawn=spawn)
+    return client

@@ -20,7 +20,9 @@ API (token, or cookie + ``X-XSRFToken``):
 * ``POST /hub/api/platform/users/<name>/password`` -> 200 ``{"name", "password"}``.
 
 Also: renaming a hub user (``PATCH /hub/api/users/<name>`` with a new
-``name``) is refused, and the built-in privilege groups cannot be deleted.
+``name``) is refused, deleting a user whose server is still starting is a 409
+(not JupyterHub's 500 after half the deletion), and the built-in privilege
+groups cannot be deleted.
 docs/accounts.md has the semantics.
 """
 
@@ -47,6 +49,10 @@ RENAME_REFUSED = (
     "Renaming users is not supported on this platform: a hub name is tied to its "
     "unix account and directories. Create a new user instead (and delete the old "
     "one once its data has been moved)."
+)
+DELETE_WHILE_STARTING = (
+    "The server of {name} is still starting; stop it (or wait until it runs), "
+    "then delete the user."
 )
 NO_STORE = "no-store, no-cache, must-revalidate, max-age=0"
 
@@ -188,6 +194,18 @@ class PlatformUserAPIHandler(UserAPIHandler):
                 raise web.HTTPError(403, "Not allowed to modify this user.")
             raise web.HTTPError(400, RENAME_REFUSED)
         return await super().patch(user_name)
+
+    async def delete(self, user_name):
+        # JupyterHub deletes the user's authenticator state (password, unix
+        # account) before it finds a server still starting, then fails with a
+        # 500 and leaves a half-deleted user: refuse first, with a 409.
+        user = self.find_user(user_name)
+        if user is not None and has_scope(f"delete:users!user={user_name}", self.parsed_scopes, db=self.db):
+            busy = [name or "default" for name, spawner in user.spawners.items()
+                    if spawner.pending in ("spawn", "check")]
+            if busy:
+                raise web.HTTPError(409, DELETE_WHILE_STARTING.format(name=user_name))
+        return await super().delete(user_name)
 
 
 class PlatformGroupAPIHandler(GroupAPIHandler):

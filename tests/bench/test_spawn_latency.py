@@ -1,26 +1,40 @@
-"""Benchmark: deploy time of a fresh test host, and spawn latency of the platform
-next to plain JupyterHub + SystemdSpawner (default settings) on the same host.
+"""Benchmark: deploy time of a fresh test host, spawn latency of the platform next
+to plain JupyterHub + SystemdSpawner (default settings) and next to the floor
+(a bare ``jupyterhub-singleuser``) on the same host, and bursts of concurrent spawns.
 
 Spawn latency = the hub's REST request to start a server -> the lab's
 ``/api/status`` answers through the proxy. Both hubs are measured through
-their configurable-http-proxy on loopback, alternately, 10 spawns each, in
-one run; the printout gives medians and their ratio. Nothing here asserts a
-time: the numbers are the result (see docs/benchmarks.md).
+their configurable-http-proxy on loopback. The floor is ``systemd-run`` of
+``jupyterhub-singleuser`` as a unix user with the JUPYTERHUB_* environment a
+spawner would give it -> its ``/api`` answers 200 on its own port (no hub, no
+proxy in the path). The three are measured alternately, 10 each, in one run;
+the printout gives medians and ratios.
+
+Burst: N = 10 and 20 users' servers requested at once on the platform: time
+until all labs answer through the proxy, and the hub API's latency (p50/p95)
+polled during the burst.
+
+Nothing here asserts a time: the numbers are the result (see docs/benchmarks.md);
+all of them go to artifacts/bench.json.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import secrets
 import statistics
+import threading
 import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from hubclient import HubClient
 
 SPAWNS = 10
+BURSTS = (10, 20)
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 
 PLAIN_CONFIG = """\
@@ -37,7 +51,7 @@ c.JupyterHub.cookie_secret_file = "/var/lib/plainhub/cookie_secret"
 c.JupyterHub.pid_file = "/var/lib/plainhub/jupyterhub.pid"
 c.JupyterHub.services = [{{"name": "bench", "api_token": "{token}"}}]
 c.JupyterHub.load_roles = [{{"name": "bench", "services": ["bench"],
-                             "scopes": ["admin:users", "admin:servers", "access:servers"]}}]
+                             "scopes": ["admin:users", "admin:servers", "access:servers", "tokens"]}}]
 c.Spawner.cmd = ["/opt/jupyterlab/bin/jupyterhub-singleuser"]
 c.SystemdSpawner.unit_name_template = "plain-{{USERNAME}}"
 """
@@ -80,24 +94,125 @@ def platform_hub(host, admin):
     client.api("DELETE", "users/benchp/server")
 
 
-def test_spawn_latency_platform_vs_plain_systemdspawner(host, platform_hub, plain_hub, capsys):
-    timings: dict[str, list[float]] = {"platform": [], "plain": []}
+FLOOR_UNIT = "bench-floor"
+
+
+def floor_spawn(host, plain_token: str, user: str) -> float:
+    """systemd-run of a bare jupyterhub-singleuser as ``user`` -> its /api answers 200."""
+    port = host.port_base + 13
+    prefix = f"/user/{user}/"
+    env = {
+        "JUPYTERHUB_API_TOKEN": plain_token,
+        "JUPYTERHUB_CLIENT_ID": f"jupyterhub-user-{user}",
+        "JUPYTERHUB_API_URL": f"http://127.0.0.1:{host.port_base + 12}/hub/api",
+        "JUPYTERHUB_BASE_URL": "/",
+        "JUPYTERHUB_SERVICE_PREFIX": prefix,
+        "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{port}{prefix}",
+        "JUPYTERHUB_OAUTH_CALLBACK_URL": f"{prefix}oauth_callback",
+        "JUPYTERHUB_USER": user,
+        "HOME": f"/home/{user}",
+    }
+    argv = ["systemd-run", f"--unit={FLOOR_UNIT}", f"--uid={user}", f"--gid={user}",
+            f"--working-directory=/home/{user}", "--collect"]
+    argv += [f"--setenv={k}={v}" for k, v in env.items()]
+    url = f"http://127.0.0.1:{port}{prefix}api"
+    started = time.monotonic()
+    host.exec(*argv, "/opt/jupyterlab/bin/jupyterhub-singleuser")
+    deadline = started + 120
+    try:
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(url, timeout=5).status_code == 200:
+                    return time.monotonic() - started
+            except requests.RequestException:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"bare jupyterhub-singleuser did not answer {url} in 120 s")
+    finally:
+        host.exec("systemctl", "stop", FLOOR_UNIT, check=False)
+
+
+def test_spawn_latency_platform_vs_plain_systemdspawner_vs_floor(host, platform_hub, plain_hub, capsys):
+    plain_client, plain_user = plain_hub
+    plain_token = plain_client.new_token(plain_user)
+    timings: dict[str, list[float]] = {"platform": [], "plain": [], "floor": []}
     for _ in range(SPAWNS):
         for label, (client, user) in (("platform", platform_hub), ("plain", plain_hub)):
             timings[label].append(client.start_server(user))
             client.stop_server(user)
+        timings["floor"].append(floor_spawn(host, plain_token, plain_user))
     deploy = json.loads((ARTIFACTS / "deploy-time.json").read_text()) \
         if (ARTIFACTS / "deploy-time.json").exists() else {}
     medians = {k: statistics.median(v) for k, v in timings.items()}
     result = {"deploy": deploy, "spawn_s": timings, "median_s": medians,
-              "ratio_platform_to_plain": medians["platform"] / medians["plain"]}
-    (ARTIFACTS / "bench.json").write_text(json.dumps(result, indent=2))
+              "ratio_platform_to_plain": medians["platform"] / medians["plain"],
+              "ratio_platform_to_floor": medians["platform"] / medians["floor"],
+              "ratio_plain_to_floor": medians["plain"] / medians["floor"]}
+    write_result("latency", result)
     with capsys.disabled():
         print("\n== benchmark (one run, same test host) ==")
         for key, value in deploy.items():
             print(f"deploy  {key:28s} {value:8.1f} s")
-        for label in ("platform", "plain"):
+        for label in ("platform", "plain", "floor"):
             runs = " ".join(f"{t:.2f}" for t in timings[label])
             print(f"spawn   {label:8s} median {medians[label]:6.2f} s  [{runs}]")
-        print(f"spawn   ratio platform/plain      {result['ratio_platform_to_plain']:8.2f}")
-    assert len(timings["platform"]) == len(timings["plain"]) == SPAWNS
+        for key in ("ratio_platform_to_plain", "ratio_platform_to_floor", "ratio_plain_to_floor"):
+            print(f"spawn   {key:26s} {result[key]:8.2f}")
+    assert all(len(v) == SPAWNS for v in timings.values())
+
+
+def write_result(key: str, value) -> None:
+    """Merge one benchmark's result into artifacts/bench.json."""
+    path = ARTIFACTS / "bench.json"
+    ARTIFACTS.mkdir(exist_ok=True)
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data[key] = value
+    path.write_text(json.dumps(data, indent=2))
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+@pytest.mark.parametrize("n", BURSTS)
+def test_burst_of_concurrent_spawns(host, platform_hub, n, capsys):
+    client, _ = platform_hub
+    users = [f"burst{n}-{i}-{secrets.token_hex(2)}" for i in range(n)]
+    for user in users:
+        assert client.api("POST", f"users/{user}").status_code == 201
+    latencies: list[float] = []
+    errors: list[str] = []
+    done = threading.Event()
+
+    def poll_hub_api() -> None:
+        poller = HubClient(client.base, token=client.s.headers["Authorization"].split()[1])
+        while not done.is_set():
+            started = time.monotonic()
+            r = poller.api("GET", f"users/{users[0]}", timeout=30)
+            latencies.append(time.monotonic() - started)
+            if r.status_code != 200:
+                errors.append(str(r.status_code))
+            time.sleep(0.1)
+
+    poller = threading.Thread(target=poll_hub_api)
+    poller.start()
+    started = time.monotonic()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(n) as pool:
+            ready = list(pool.map(lambda u: client.start_server(u, timeout=600), users))
+        all_ready = time.monotonic() - started
+    finally:
+        done.set()
+        poller.join()
+        with concurrent.futures.ThreadPoolExecutor(n) as pool:
+            list(pool.map(lambda u: client.api("DELETE", f"users/{u}"), users))
+    result = {"n": n, "all_ready_s": all_ready, "each_ready_s": ready,
+              "hub_api_p50_s": percentile(latencies, 0.5), "hub_api_p95_s": percentile(latencies, 0.95),
+              "hub_api_calls": len(latencies), "hub_api_errors": errors}
+    write_result(f"burst_{n}", result)
+    with capsys.disabled():
+        print(f"\nburst   N={n:<3d} all ready {all_ready:6.1f} s  (median one {statistics.median(ready):.1f} s); "
+              f"hub API p50 {result['hub_api_p50_s'] * 1000:.0f} ms, p95 {result['hub_api_p95_s'] * 1000:.0f} ms "
+              f"over {len(latencies)} calls")
+    assert len(ready) == n and errors == []

@@ -14,7 +14,7 @@ import secrets
 
 import pytest
 from hub_ext.privileges import memory_bytes
-from hubclient import HubClient, lab_shell
+from hubclient import HubClient, batch_create, lab_shell, login_client, unique_names
 
 G = 1024**3
 PROFILE_DROPIN = 'c.PlatformSpawner.resource_profiles = {"big-mem": {"mem_limit": "8G", "cpu_limit": 3}}\n'
@@ -28,21 +28,14 @@ def profiles(hub_dropin):
 
 
 def names(n: int, prefix: str = "acc") -> list[str]:
-    tag = secrets.token_hex(3)
-    return [f"{prefix}-{tag}-{i}" for i in range(n)]
+    return unique_names(n, prefix)
 
 
-def batch(admin: HubClient, usernames) -> dict[str, str]:
-    r = admin.api("POST", "platform/users", json={"usernames": usernames})
-    assert r.status_code == 201, r.text
-    assert "no-store" in r.headers.get("Cache-Control", "")
-    return {u["name"]: u["password"] for u in r.json()["users"]}
+batch = batch_create
 
 
 def login(host, name: str, password: str) -> HubClient:
-    client = HubClient(host.https_url)
-    client.login(name, password)
-    return client
+    return login_client(host.https_url, name, password)
 
 
 def add_to_group(admin: HubClient, group: str, user: str) -> None:

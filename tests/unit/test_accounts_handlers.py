@@ -96,3 +96,22 @@ def test_get_handlers_replace_the_get_based_state_changes(make_authenticator):  
     assert not hasattr(h.AuthorizeActionHandler, "get") or h.AuthorizeActionHandler.get is h._AuthorizationAction.get
     assert handlers["/api/platform/users"] is h.BatchCreateUsersHandler
     assert handlers["/api/users/([^/]+)"] is h.PlatformUserAPIHandler
+
+
+def test_deleting_a_user_whose_server_is_starting_is_a_409_not_a_half_deletion():
+    # found by the security matrix: JupyterHub's delete ran the authenticator's
+    # delete_user (password and unix account gone) and then failed with a 500
+    from tornado import web
+
+    from hub_ext.handlers.accounts import PlatformUserAPIHandler
+
+    starting = SimpleNamespace(spawners={"": SimpleNamespace(pending="spawn")})
+    handler = SimpleNamespace(find_user=lambda name: starting, parsed_scopes={"delete:users"}, db=None)
+    with pytest.raises(web.HTTPError) as e:
+        asyncio.run(PlatformUserAPIHandler.delete(handler, "alice"))
+    assert e.value.status_code == 409
+    # without the scope the platform adds nothing: JupyterHub's 403 comes first
+    handler.parsed_scopes = set()
+    with pytest.raises(Exception) as e:
+        asyncio.run(PlatformUserAPIHandler.delete(handler, "alice"))
+    assert getattr(e.value, "status_code", None) != 409
