@@ -124,6 +124,14 @@ MATRIX = [
     # --- settings --------------------------------------------------------------------
     E("GET",  "/settings",                   302, 403, 403, 200),
     E("GET",  "/api/settings",               403, 403, 403, 200),
+    # --- activity monitor ------------------------------------------------------------
+    E("GET",  "/activity",                   302, 403, 403, 200),
+    E("GET",  "/api/activity",               403, 403, 403, 200),
+    E("GET",  "/api/activity/history",       403, 403, 403, 200),
+    E("GET",  "/api/activity/history/{user}", 403, 403, 403, 200),
+    E("POST", "/api/activity/reset",         403, 403, 403, 200, json={}),
+    E("GET",  "/platform/static/uplot/uPlot.iife.min.js", 200, 200, 200, 200, note="public asset"),
+    E("HEAD", "/platform/static/uplot/uPlot.iife.min.js", 200, 200, 200, 200, note="public asset"),
     # --- health (public, one answer per client per second) ---------------------------
     E("GET",  "/api/health",                 200, 200, 200, 200, interval=1.1),
 ]
