@@ -10,8 +10,10 @@ the SAME section; a more specific class section wins over a base one):
 ``c.JupyterHub``, ``c.ConfigurableHTTPProxy``, ``c.PlatformSpawner`` (every
 spawner option), ``c.Authenticator`` (admin_users, allow_all),
 ``c.NativeAuthenticator`` (signup and lockout), ``c.PlatformAuthenticator``
-(admin_password_file, unix_username_template) and ``c.SessionCuller`` (idle
-culling, from the optional ``idle_culler`` object; docs/culling.md).
+(admin_password_file, unix_username_template), ``c.SessionCuller`` (idle
+culling, from the optional ``idle_culler`` object; docs/culling.md) and
+``c.StorageManager`` (reset/restore/sizes, from the optional ``storage``
+object; docs/storage.md).
 Classes are referenced by import string so this module does not import jupyterhub.
 """
 
@@ -24,6 +26,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .culler import MAX_REQUEST_HOURS
+from .storage import VOLUMES
 from .accounts import (
     InvalidNameError,
     check_hub_name,
@@ -307,6 +310,49 @@ def _idle_culler(key, value):
     return checked
 
 
+# settings["storage"] (optional object; a missing key takes the default below).
+# Mapped onto c.StorageManager (hub_ext.handlers.storage); docs/storage.md.
+def _volume_descriptions(key, value):
+    _string_dict(key, value)
+    unknown = sorted(set(value) - set(VOLUMES))
+    if unknown:
+        raise PlatformSettingsError(
+            f"{key}.{unknown[0]}", f"is not a per-user volume (known: {', '.join(VOLUMES)})"
+        )
+    return dict(value)
+
+
+STORAGE_CHECKS: dict[str, Check] = {
+    "trash_retention_days": _positive,
+    "sizes_interval": _positive,
+    "volume_descriptions": _volume_descriptions,
+}
+STORAGE_DEFAULTS: dict[str, Any] = {
+    "trash_retention_days": 7,
+    "sizes_interval": 3600,
+    "volume_descriptions": {},
+}
+
+
+def _sub_object(key, value, checks, defaults, what):
+    if not isinstance(value, Mapping):
+        raise PlatformSettingsError(key, "must be a JSON object", value)
+    unknown = sorted(set(value) - set(checks))
+    if unknown:
+        raise PlatformSettingsError(
+            f"{key}.{unknown[0]}", f"is not a known {what} option (known: {', '.join(checks)})"
+        )
+    checked = dict(defaults)
+    for sub, check in checks.items():
+        if sub in value:
+            checked[sub] = check(f"{key}.{sub}", value[sub])
+    return checked
+
+
+def _storage(key, value):
+    return _sub_object(key, value, STORAGE_CHECKS, STORAGE_DEFAULTS, "storage")
+
+
 def validate_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     """Check every known key; return a copy with normalised values.
 
@@ -335,6 +381,7 @@ def validate_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     }
 
     checked["idle_culler"] = _idle_culler("idle_culler", settings.get("idle_culler", {}))
+    checked["storage"] = _storage("storage", settings.get("storage", {}))
 
     try:
         unix_name(checked["admin_user"], checked["unix_username_template"])
@@ -387,6 +434,14 @@ def apply_platform_settings(c, settings: Mapping[str, Any]) -> dict[str, Any]:
     culling.max_extension_hours = s["idle_culler"]["max_extension"]
     culling.extension_unit_seconds = s["idle_culler"]["extension_unit_seconds"]
     culling.state_file = f"{s['state_dir']}/{SESSION_EXTENSIONS_FILE}"
+
+    # per-user storage: reset to trash, restore, sizes (hub_ext.handlers.storage)
+    storage = c.StorageManager
+    storage.users_root = s["users_root"]
+    storage.unix_username_template = s["unix_username_template"]
+    storage.trash_retention_days = s["storage"]["trash_retention_days"]
+    storage.sizes_interval = s["storage"]["sizes_interval"]
+    storage.volume_descriptions = s["storage"]["volume_descriptions"]
 
     # the proxy runs in its own unit; its token comes from CONFIGPROXY_AUTH_TOKEN
     # (EnvironmentFile=/etc/jupyterhub/proxy.env), which the trait reads by default
