@@ -28,8 +28,8 @@ from __future__ import annotations
 import asyncio
 import os
 import pwd
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 from jupyterhub import orm
 from jupyterhub.apihandlers.base import APIHandler
@@ -51,6 +51,36 @@ def _account_ids(unix: str) -> tuple[int, int] | None:
     except KeyError:
         return None
     return entry.pw_uid, entry.pw_gid
+
+
+def run_in_daemon_thread(name: str, fn, *args) -> asyncio.Future:
+    """Run ``fn(*args)`` in a new daemon thread; the future settles in the event loop.
+
+    Not a ThreadPoolExecutor: its threads are joined when the interpreter
+    exits, so a walk of millions of files would hold up every hub stop or
+    restart. A sizing pass only reads, so dropping it at exit is harmless.
+    """
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+
+    def settle(setter, value):
+        if not future.done():
+            setter(value)
+
+    def run():
+        try:
+            result = fn(*args)
+        except BaseException as e:  # noqa: BLE001 - handed to the awaiting coroutine
+            outcome = (future.set_exception, e)
+        else:
+            outcome = (future.set_result, result)
+        try:
+            loop.call_soon_threadsafe(settle, *outcome)
+        except RuntimeError:  # the loop is closed: the hub is stopping
+            pass
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return future
 
 
 def busy_reason(user) -> str | None:
@@ -116,8 +146,8 @@ class StorageManager(LoggingConfigurable):
         self.last_pass_seconds: float | None = None
         self.last_pass_at: float | None = None
         self.measuring = False
-        # one worker: passes never overlap, and the hub keeps its other threads
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="storage-sizes")
+        # one walk at a time (a full pass, or one user after a reset/restore)
+        self._walk_lock: asyncio.Lock | None = None
         self.task: asyncio.Task | None = None
 
     # --- names and models ---
@@ -227,15 +257,19 @@ class StorageManager(LoggingConfigurable):
             self.sizes.update(measured)
             self.measured_at.update({unix: at for unix in measured})
 
+    async def _walk(self, fn, *args):
+        """``fn(*args)`` in a worker thread, never two at once."""
+        if self._walk_lock is None:
+            self._walk_lock = asyncio.Lock()
+        async with self._walk_lock:
+            return await run_in_daemon_thread("storage-sizes", fn, *args)
+
     async def measure_all(self) -> None:
         """Measure every user's directories off the event loop, then swap the cache."""
-        loop = asyncio.get_running_loop()
         started = time.monotonic()
         self.measuring = True
         try:
-            measured = await loop.run_in_executor(
-                self.executor, storage.measure_all, self.users_root
-            )
+            measured = await self._walk(storage.measure_all, self.users_root)
         finally:
             self.measuring = False
         self._store(measured, self.clock(), complete=True)
@@ -246,10 +280,7 @@ class StorageManager(LoggingConfigurable):
     async def measure_user(self, hub_name: str) -> None:
         """Measure one user again (after a reset or restore)."""
         unix = self.unix_name(hub_name)
-        loop = asyncio.get_running_loop()
-        measured = await loop.run_in_executor(
-            self.executor, storage.measure_user, unix, self.users_root
-        )
+        measured = await self._walk(storage.measure_user, unix, self.users_root)
         if measured is None:
             self.sizes.pop(unix, None)
         else:

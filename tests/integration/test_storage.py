@@ -17,6 +17,7 @@ import re
 import secrets
 import threading
 import time
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -68,13 +69,12 @@ def people(host, admin):
     """Signed-up, approved, logged-in alice and bob, each with cookie and token clients."""
     clients = {}
     approver = HubClient(host.https_url)
-    approver.login(host.admin_user, host.admin_password)
+    login_home(approver, host.admin_user, host.admin_password)
     for name in (ALICE, BOB):
         browser = HubClient(host.https_url)
         assert browser.signup(name, PASSWORD).status_code == 200
         assert approver.get(f"hub/authorize/{name}").status_code == 200
-        browser.login(name, PASSWORD)
-        assert browser.logged_in_as() == name
+        login_home(browser, name, PASSWORD)
         token = HubClient(host.https_url, token=browser.new_token(name))
         # a first spawn creates the unix account and the directories
         token.start_server(name)
@@ -95,6 +95,14 @@ def people(host, admin):
         f"echo 'export EDITOR=vi' > {USERS_ROOT}/jh-{ALICE}/home/.profile",
     ]))
     return clients
+
+
+def login_home(client: HubClient, user: str, password: str) -> None:
+    """Log in and stop at the home page: a plain login goes on to /hub/spawn and
+    starts the user's server (the admin's would then disturb later tests)."""
+    home = urlsplit(client.base).path + "hub/home"
+    client.post_form(f"hub/login?next={home}", {"username": user, "password": password})
+    assert client.logged_in_as() == user
 
 
 def api(client: HubClient, method: str, user: str, path: str, **kw):
@@ -133,6 +141,12 @@ def test_cookie_requests_need_xsrf_and_another_users_cookie_gets_403(host, peopl
         restore = client.s.post(client.url(f"hub/api/users/{ALICE}/trash/restore"),
                                 json={"item": "20240101T000000.000000Z-home"}, timeout=30)
         assert restore.status_code == 403
+        restart = client.s.post(client.url(f"hub/api/users/{ALICE}/restart-server"), timeout=30)
+        assert restart.status_code == 403
+    # with the header, alice's own requests pass the XSRF check (and meet the real rules)
+    restart = alice.s.post(alice.url(f"hub/api/users/{ALICE}/restart-server"), timeout=30,
+                           headers={"X-XSRFToken": alice.hub_xsrf()})
+    assert restart.status_code == 400 and restart.json()["message"] == "Server is not running"
     with_xsrf = bob.s.delete(bob.url(f"hub/api/users/{ALICE}/manage-volumes"), json=body,
                              headers={"X-XSRFToken": bob.hub_xsrf()}, timeout=30)
     assert with_xsrf.status_code == 403, with_xsrf.text
@@ -324,7 +338,7 @@ def test_sizes_are_shown_to_the_user_and_to_admins(host, people, admin):
     page = people[ALICE]["cookie"].get("hub/storage")
     assert page.status_code == 403
     admin_browser = HubClient(host.https_url)
-    admin_browser.login(host.admin_user, host.admin_password)
+    login_home(admin_browser, host.admin_user, host.admin_password)
     page = admin_browser.get("hub/storage")
     assert page.status_code == 200 and f'data-storage-user="{ALICE}"' in page.text
 

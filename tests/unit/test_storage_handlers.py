@@ -524,3 +524,23 @@ def test_admin_page_lists_users_with_sizes():
     assert 'data-storage-user="alice"' in html and 'data-restart-user="alice"' in html
     assert "3.0 GiB" in html and 'data-bytes="2048"' in html
     assert 'id="storage-dialog"' in html and 'data-selected="alice"' in html
+
+
+def test_walks_run_in_daemon_threads_and_errors_reach_the_loop():
+    import threading
+
+    from hub_ext.handlers.storage import run_in_daemon_thread
+
+    def boom():
+        raise PermissionError("walk failed")
+
+    def who():
+        return threading.current_thread().name, threading.current_thread().daemon
+
+    async def scenario():
+        with pytest.raises(PermissionError, match="walk failed"):
+            await run_in_daemon_thread("storage-sizes", boom)
+        # a daemon thread: a walk still running never holds up the hub's exit
+        assert await run_in_daemon_thread("storage-sizes", who) == ("storage-sizes", True)
+
+    asyncio.run(scenario())
