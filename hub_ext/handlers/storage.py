@@ -42,6 +42,7 @@ from traitlets.config import LoggingConfigurable
 from .. import accounts, storage
 
 SETTINGS_KEY = "hub_ext_storage"  # tornado settings key the handlers read
+WALK_NICE = 10  # niceness of the sizing thread
 
 
 def _account_ids(unix: str) -> tuple[int, int] | None:
@@ -68,6 +69,12 @@ def run_in_daemon_thread(name: str, fn, *args) -> asyncio.Future:
             setter(value)
 
     def run():
+        try:
+            # this thread only (Linux nice is per thread): the hub's own thread
+            # keeps the CPU when both want it
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WALK_NICE)
+        except OSError:
+            pass
         try:
             result = fn(*args)
         except BaseException as e:  # noqa: BLE001 - handed to the awaiting coroutine

@@ -535,12 +535,15 @@ def test_walks_run_in_daemon_threads_and_errors_reach_the_loop():
         raise PermissionError("walk failed")
 
     def who():
-        return threading.current_thread().name, threading.current_thread().daemon
+        nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        return threading.current_thread().name, threading.current_thread().daemon, nice
 
     async def scenario():
         with pytest.raises(PermissionError, match="walk failed"):
             await run_in_daemon_thread("storage-sizes", boom)
         # a daemon thread: a walk still running never holds up the hub's exit
-        assert await run_in_daemon_thread("storage-sizes", who) == ("storage-sizes", True)
+        name, daemon, nice = await run_in_daemon_thread("storage-sizes", who)
+        assert (name, daemon) == ("storage-sizes", True)
+        assert nice >= os.getpriority(os.PRIO_PROCESS, 0)  # never more urgent than the hub
 
     asyncio.run(scenario())
