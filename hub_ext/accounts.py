@@ -205,4 +205,81 @@ async def ensure_unix_user(
                 f"member of the platform group {group!r}. If it really is a platform "
                 f"account, add it with: usermod -aG {group} {unix_name}"
             )
+        if await account_expired(unix_name, runner):
+            # disabled when its hub user was deleted; the hub user exists again
+            await _run_checked(
+                runner, ["usermod", "--expiredate", "", unix_name], f"re-enabling {unix_name}"
+            )
         return account
+
+
+async def _run_checked(runner: CommandRunner, argv: list[str], what: str) -> None:
+    result = await runner(argv)
+    if not result.ok:
+        raise UnixAccountError(str(CommandError(result, what)))
+
+
+async def account_expired(name: str, runner: CommandRunner = run_command) -> bool:
+    """True when the account has an expiry date set (disable_unix_user sets one)."""
+    result = await runner(["getent", "shadow", name])
+    if result.returncode == 2 or not result.ok:
+        return False
+    fields = result.stdout.splitlines()[0].split(":")
+    return len(fields) > 7 and fields[7].strip() != ""
+
+
+async def reconcile_unix_groups(
+    unix_name: str,
+    add: tuple[str, ...] | list[str] = (),
+    remove: tuple[str, ...] | list[str] = (),
+    runner: CommandRunner = run_command,
+) -> None:
+    """Put the account into ``add`` and out of ``remove`` (gpasswd, no shell).
+
+    The groups of ``add`` are created if missing (Ansible normally has).
+    """
+    check_unix_name(unix_name)
+    async with _account_lock:
+        for group in add:
+            await ensure_group(group, runner)
+            await _run_checked(
+                runner, ["gpasswd", "--add", unix_name, group], f"adding {unix_name} to {group}"
+            )
+        for group in remove:
+            await _run_checked(
+                runner,
+                ["gpasswd", "--delete", unix_name, group],
+                f"removing {unix_name} from {group}",
+            )
+
+
+async def disable_unix_user(
+    unix_name: str,
+    managed_groups: tuple[str, ...] | list[str] = (),
+    group: str = DEFAULT_PLATFORM_GROUP,
+    runner: CommandRunner = run_command,
+) -> bool:
+    """Disable a platform account whose hub user was deleted; False if there is none.
+
+    The account expires (``usermod --expiredate 1``: no login, no cron, no su)
+    and leaves the privilege groups in ``managed_groups``. It is not removed:
+    its uid keeps owning the user's directories until an admin purges them,
+    and a hub user of the same name created later gets it back (re-enabled on
+    spawn). Accounts outside the platform group are never touched.
+    """
+    check_unix_name(unix_name)
+    if await lookup_account(unix_name, runner) is None:
+        return False
+    current = await account_groups(unix_name, runner)
+    if group not in current:
+        raise ForeignAccountError(
+            f"Refusing to disable unix account {unix_name!r}: it is not in {group!r}"
+        )
+    await reconcile_unix_groups(
+        unix_name, remove=[g for g in managed_groups if g in current], runner=runner
+    )
+    async with _account_lock:
+        await _run_checked(
+            runner, ["usermod", "--expiredate", "1", unix_name], f"disabling {unix_name}"
+        )
+    return True

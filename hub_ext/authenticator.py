@@ -12,21 +12,37 @@ Admin account:
   the admin has signed up, the signup page stays open for the admin name
   alone even when signup is disabled.
 
-NOTE: NativeAuthenticator's /authorize/<name> and /discard/<name> links change
-state on GET (no _xsrf); they are kept as-is here and replaced by POST
-handlers in a later issue.
+NativeAuthenticator's /authorize, /authorize/<name> and /discard/<name> change
+state on GET (no _xsrf); PLATFORM_HANDLERS replaces them with the safe
+authorization page of hub_ext.handlers.accounts (POST + _xsrf, only pending
+signups can be discarded). Passwords the platform generates (batch creation,
+reset) are stored exactly like the admin's: ``set_password``.
+
+Deleting a hub user disables its unix account (docs/accounts.md).
 """
 
 from __future__ import annotations
 
 import bcrypt
 from nativeauthenticator import NativeAuthenticator
-from nativeauthenticator.handlers import LoginHandler, SignUpHandler
+from nativeauthenticator.handlers import (
+    AuthorizationAreaHandler,
+    DiscardHandler,
+    LoginHandler,
+    SignUpHandler,
+    ToggleAuthorizationHandler,
+)
 from nativeauthenticator.orm import UserInfo
-from traitlets import Unicode
+from traitlets import Integer, List, Unicode
 
-from . import accounts
+from . import accounts, passwords, privileges
 from .handlers import platform_handlers
+from .handlers.accounts import (
+    AuthorizationPageHandler,
+    AuthorizeActionHandler,
+    DiscardActionHandler,
+)
+from .process import CommandError, run_command
 
 # bcrypt (>= 4.1/5.0) refuses longer passwords with ValueError
 BCRYPT_MAX_PASSWORD_BYTES = 72
@@ -103,7 +119,14 @@ class PlatformLoginHandler(LoginHandler):
 
 
 # upstream handler -> its platform replacement
-PLATFORM_HANDLERS = {SignUpHandler: PlatformSignUpHandler, LoginHandler: PlatformLoginHandler}
+PLATFORM_HANDLERS = {
+    SignUpHandler: PlatformSignUpHandler,
+    LoginHandler: PlatformLoginHandler,
+    # state changes on GET upstream: replaced by POST + _xsrf handlers
+    AuthorizationAreaHandler: AuthorizationPageHandler,
+    ToggleAuthorizationHandler: AuthorizeActionHandler,
+    DiscardHandler: DiscardActionHandler,
+}
 
 
 class PlatformAuthenticator(NativeAuthenticator):
@@ -125,8 +148,34 @@ class PlatformAuthenticator(NativeAuthenticator):
         """,
     ).tag(config=True)
 
+    password_words = Integer(
+        passwords.DEFAULT_WORDS,
+        help="Words in a generated password (batch creation, reset), 3-10.",
+    ).tag(config=True)
+
+    password_delimiter = Unicode(
+        passwords.DEFAULT_DELIMITER,
+        help="What joins the words of a generated password (1-3 characters, e.g. '-').",
+    ).tag(config=True)
+
+    platform_group = Unicode(
+        accounts.DEFAULT_PLATFORM_GROUP,
+        help="Unix group of platform accounts; only those are disabled on hub user deletion.",
+    ).tag(config=True)
+
+    managed_unix_groups = List(
+        Unicode(),
+        [privileges.DEFAULT_DOCKER_UNIX_GROUP, privileges.DEFAULT_SUDO_UNIX_GROUP],
+        help="Privilege unix groups a disabled account is removed from.",
+    ).tag(config=True)
+
+    # seam for unit tests
+    command_runner = staticmethod(run_command)
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        passwords.check_words(self.password_words)
+        passwords.check_delimiter(self.password_delimiter)
         # what the operator configured; enable_signup itself may be opened
         # temporarily for the admin's own first signup
         self.signup_configured = self.enable_signup
@@ -195,6 +244,40 @@ class PlatformAuthenticator(NativeAuthenticator):
             )
         return password
 
+    def new_password(self) -> str:
+        """A fresh mnemonic password that passes this site's password rules."""
+        return passwords.generate_password(
+            self.password_words, self.password_delimiter, self.minimum_password_length
+        )
+
+    @staticmethod
+    def hash_password(password: str) -> bytes:
+        """bcrypt, as NativeAuthenticator stores it (slow: ~0.2 s)."""
+        return bcrypt.hashpw(password.encode(), bcrypt.gensalt())
+
+    def set_password(
+        self, username: str, password: str | None = None, hashed: bytes | None = None,
+        commit: bool = True,
+    ) -> tuple[UserInfo, bool]:
+        """Create or update ``username``'s UserInfo row, authorized, with this password.
+
+        Give ``password`` or its ``hashed`` form (hashing can then happen off
+        the event loop). Returns (row, created). Only the hash is stored.
+        """
+        info = self.get_user(username)
+        created = info is None
+        if hashed is None:
+            hashed = self.hash_password(password)
+        if created:
+            info = UserInfo(username=username, password=hashed, is_authorized=True)
+            self.db.add(info)
+        else:
+            info.password = hashed
+            info.is_authorized = True
+        if commit:
+            self.db.commit()
+        return info, created
+
     def sync_admin_from_password_file(self):
         """Create or update the admin's UserInfo row from admin_password_file."""
         if self.admin_name is None:
@@ -202,26 +285,19 @@ class PlatformAuthenticator(NativeAuthenticator):
         password = self.read_admin_password()
         info = self.get_user(self.admin_name)
         if info is None:
-            info = UserInfo(
-                username=self.admin_name,
-                password=bcrypt.hashpw(password.encode(), bcrypt.gensalt()),
-                is_authorized=True,
-            )
-            self.db.add(info)
+            self.set_password(self.admin_name, password)
             self.log.info(
                 "Created admin account %s from %s", self.admin_name, self.admin_password_file
             )
+        elif not info.is_valid_password(password):
+            # rehash only on change: the hash is salted, so it would always differ
+            self.set_password(self.admin_name, password)
+            self.log.info(
+                "Reset password of admin %s from %s", self.admin_name, self.admin_password_file
+            )
         else:
-            if not info.is_valid_password(password):
-                # rehash only on change: the hash is salted, so it would always differ
-                info.password = bcrypt.hashpw(password.encode(), bcrypt.gensalt())
-                self.log.info(
-                    "Reset password of admin %s from %s",
-                    self.admin_name,
-                    self.admin_password_file,
-                )
             info.is_authorized = True
-        self.db.commit()
+            self.db.commit()
 
     def admin_signup_pending(self) -> bool:
         """True while the admin must still sign up (no password file, no account yet)."""
@@ -242,10 +318,24 @@ class PlatformAuthenticator(NativeAuthenticator):
         self._refresh_signup()
         return user_info
 
-    def delete_user(self, user):
-        result = super().delete_user(user)
+    async def delete_user(self, user):
+        """Forget the hub user's password and disable its unix account.
+
+        JupyterHub stops the server first and awaits this. The unix account
+        and the user's directories are kept (docs/accounts.md): purging data
+        is an explicit admin action.
+        """
+        super().delete_user(user)
         self._refresh_signup()
-        return result
+        try:
+            unix = accounts.unix_name(user.name, self.unix_username_template)
+            if await accounts.disable_unix_user(
+                unix, self.managed_unix_groups, self.platform_group, runner=self.command_runner
+            ):
+                self.log.info("Disabled unix account %s of deleted hub user %s", unix, user.name)
+        except (accounts.InvalidNameError, accounts.UnixAccountError, CommandError) as e:
+            # the hub user is gone either way; say loudly what is left behind
+            self.log.error("Could not disable the unix account of %s: %s", user.name, e)
 
     def get_handlers(self, app):
         handlers = [

@@ -10,10 +10,12 @@ the SAME section; a more specific class section wins over a base one):
 ``c.JupyterHub``, ``c.ConfigurableHTTPProxy``, ``c.PlatformSpawner`` (every
 spawner option), ``c.Authenticator`` (admin_users, allow_all),
 ``c.NativeAuthenticator`` (signup and lockout), ``c.PlatformAuthenticator``
-(admin_password_file, unix_username_template), ``c.SessionCuller`` (idle
-culling, from the optional ``idle_culler`` object; docs/culling.md) and
-``c.StorageManager`` (reset/restore/sizes, from the optional ``storage``
-object; docs/storage.md).
+(admin_password_file, unix_username_template, passwords; from the optional
+``accounts`` object), ``c.JupyterHub.load_groups`` (the built-in privilege
+groups), ``c.SessionCuller`` (idle culling, from the optional ``idle_culler``
+object; docs/culling.md), ``c.StorageManager`` (reset/restore/sizes, from
+the optional ``storage`` object; docs/storage.md) and ``c.GpuSupport`` (from
+the optional ``gpu`` object; docs/gpu.md).
 Classes are referenced by import string so this module does not import jupyterhub.
 """
 
@@ -25,7 +27,10 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from . import passwords, privileges
 from .culler import MAX_REQUEST_HOURS
+from .gpu import MODES as GPU_MODES
+from .gpu import POLICIES as GPU_POLICIES
 from .storage import VOLUMES
 from .accounts import (
     InvalidNameError,
@@ -294,20 +299,216 @@ IDLE_CULLER_DEFAULTS: dict[str, Any] = {
 }
 
 
-def _idle_culler(key, value):
+def _options_object(key, value, checks, defaults, what):
+    """An optional object of sub-options: unknown names are errors, missing ones default."""
     if not isinstance(value, Mapping):
         raise PlatformSettingsError(key, "must be a JSON object", value)
-    unknown = sorted(set(value) - set(IDLE_CULLER_CHECKS))
+    unknown = sorted(set(value) - set(checks))
     if unknown:
         raise PlatformSettingsError(
             f"{key}.{unknown[0]}",
-            f"is not a known idle culler option (known: {', '.join(IDLE_CULLER_CHECKS)})",
+            f"is not a known {what} option (known: {', '.join(checks)})",
         )
-    checked = dict(IDLE_CULLER_DEFAULTS)
-    for sub, check in IDLE_CULLER_CHECKS.items():
+    checked = dict(defaults)
+    for sub, check in checks.items():
         if sub in value:
             checked[sub] = check(f"{key}.{sub}", value[sub])
     return checked
+
+
+def _idle_culler(key, value):
+    return _options_object(key, value, IDLE_CULLER_CHECKS, IDLE_CULLER_DEFAULTS, "idle culler")
+
+
+# settings["gpu"] (optional object; a missing key takes the default below).
+# Mapped onto c.GpuSupport (hub_ext.gpu); docs/gpu.md.
+def _gpu_mode(key, value):
+    if not _is_int(value) or value not in GPU_MODES:
+        raise PlatformSettingsError(key, "must be 0 (off), 1 (on) or 2 (auto)", value)
+    return value
+
+
+def _gpu_policy(key, value):
+    if value not in GPU_POLICIES:
+        raise PlatformSettingsError(key, f"must be one of {', '.join(GPU_POLICIES)}", value)
+    return value
+
+
+def _group_map(key, value, check_value):
+    if not isinstance(value, Mapping):
+        raise PlatformSettingsError(key, "must be an object keyed by hub group name", value)
+    for group, item in value.items():
+        if not isinstance(group, str) or not group:
+            raise PlatformSettingsError(key, "must have non-empty group names as keys", value)
+        check_value(f"{key}.{group}", item)
+    return dict(value)
+
+
+def _gpu_indices(key, value):
+    if not isinstance(value, list) or not value:
+        raise PlatformSettingsError(key, "must be a non-empty list of GPU indices", value)
+    for index in value:
+        _non_negative(key, index)
+    return value
+
+
+GPU_CHECKS: dict[str, Check] = {
+    "enabled": _gpu_mode,
+    "policy": _gpu_policy,
+    "group_devices": lambda key, value: _group_map(key, value, _gpu_indices),
+    "group_counts": lambda key, value: _group_map(key, value, _positive),
+}
+GPU_DEFAULTS: dict[str, Any] = {
+    "enabled": 2,
+    "policy": "all",
+    "group_devices": {},
+    "group_counts": {},
+}
+
+
+def _gpu(key, value):
+    checked = _options_object(key, value, GPU_CHECKS, GPU_DEFAULTS, "gpu")
+    if checked["policy"] == "group" and not (checked["group_devices"] or checked["group_counts"]):
+        raise PlatformSettingsError(
+            f"{key}.policy",
+            "is 'group' but gpu.group_devices and gpu.group_counts are both empty "
+            "(nobody would get a GPU)",
+        )
+    return checked
+
+
+# settings["accounts"] (optional object; a missing key takes the default below).
+# Mapped onto c.PlatformAuthenticator / c.PlatformSpawner; docs/accounts.md.
+def _password_words(key, value):
+    try:
+        return passwords.check_words(value)
+    except passwords.PasswordPolicyError as e:
+        raise PlatformSettingsError(key, f"is invalid: {e}") from None
+
+
+def _password_delimiter(key, value):
+    try:
+        return passwords.check_delimiter(value)
+    except passwords.PasswordPolicyError as e:
+        raise PlatformSettingsError(key, f"is invalid: {e}") from None
+
+
+_PROFILE_CHECKS: dict[str, Check] = {"mem_limit": _memory, "cpu_limit": _cpu}
+
+
+def _resource_profiles(key, value):
+    """{hub group: {mem_limit?, cpu_limit?}}; each profile sets at least one."""
+    if not isinstance(value, Mapping):
+        raise PlatformSettingsError(key, "must be an object of hub group -> profile", value)
+    checked = {}
+    for group, profile in value.items():
+        where = f"{key}.{group}"
+        if not isinstance(group, str) or not group or len(group) > 255:
+            raise PlatformSettingsError(key, "has an empty or over-long group name", group)
+        if not isinstance(profile, Mapping) or not profile:
+            raise PlatformSettingsError(
+                where, "must be an object with mem_limit and/or cpu_limit", profile
+            )
+        unknown = sorted(set(profile) - set(_PROFILE_CHECKS))
+        if unknown:
+            raise PlatformSettingsError(
+                f"{where}.{unknown[0]}", "is not a profile key (known: mem_limit, cpu_limit)"
+            )
+        checked[group] = {
+            sub: check(f"{where}.{sub}", profile[sub])
+            for sub, check in _PROFILE_CHECKS.items()
+            if sub in profile
+        }
+    return checked
+
+
+ACCOUNTS_CHECKS: dict[str, Check] = {
+    "password_words": _password_words,
+    "password_delimiter": _password_delimiter,
+    "resource_profiles": _resource_profiles,
+    "docker_group": _group_name,
+    "sudo_group": _group_name,
+}
+ACCOUNTS_DEFAULTS: dict[str, Any] = {
+    "password_words": passwords.DEFAULT_WORDS,
+    "password_delimiter": passwords.DEFAULT_DELIMITER,
+    "resource_profiles": {},
+    "docker_group": privileges.DEFAULT_DOCKER_UNIX_GROUP,
+    "sudo_group": privileges.DEFAULT_SUDO_UNIX_GROUP,
+}
+
+
+def _accounts(key, value):
+    return _options_object(key, value, ACCOUNTS_CHECKS, ACCOUNTS_DEFAULTS, "accounts")
+
+
+# --- lab start, lab environment, branding (optional objects; docs/platform-features.md) ---
+LAB_ENV_NAME = re.compile(r"JUPYTERHUB_SERVICE_[A-Z0-9_]+|TF_CPP_MIN_LOG_LEVEL")
+
+
+def _lab_environment(key, value):
+    _string_dict(key, value)
+    for name in value:
+        if not LAB_ENV_NAME.fullmatch(name):
+            raise PlatformSettingsError(
+                f"{key}.{name}",
+                "is not a passthrough variable (JUPYTERHUB_SERVICE_<NAME> or TF_CPP_MIN_LOG_LEVEL)",
+            )
+    return dict(value)
+
+
+def _icon_uri(key, value):
+    # an http(s) URL or a URL path served on this site (the playbook's copy of a file://)
+    if not isinstance(value, str) or not re.fullmatch(r"(https?://|/)[^\s\"'<>]*", value):
+        raise PlatformSettingsError(key, "must be an http(s) URL or a path starting with '/'", value)
+    return value
+
+
+def _object(checks: Mapping[str, Check], defaults: Mapping[str, Any], what: str):
+    return lambda key, value: _options_object(key, value, checks, defaults, what)
+
+
+LAB_START_DEFAULTS: dict[str, Any] = {"launcher": None, "aux_scripts_path": None}
+BRANDING_DEFAULTS: dict[str, Any] = {
+    "logo_file": None, "lab_main_icon_uri": None, "lab_splash_icon_uri": None,
+}
+OPTIONAL_OBJECT_CHECKS: dict[str, tuple[Check, Any]] = {
+    "lab_start": (
+        _object(
+            {"launcher": _optional(_absolute_path), "aux_scripts_path": _optional(_absolute_path)},
+            LAB_START_DEFAULTS,
+            "lab start",
+        ),
+        LAB_START_DEFAULTS,
+    ),
+    "lab_environment": (_lab_environment, {}),
+    "branding": (
+        _object(
+            {
+                "logo_file": _optional(_absolute_path),
+                "lab_main_icon_uri": _optional(_icon_uri),
+                "lab_splash_icon_uri": _optional(_icon_uri),
+            },
+            BRANDING_DEFAULTS,
+            "branding",
+        ),
+        BRANDING_DEFAULTS,
+    ),
+}
+
+
+def lab_environment(s: Mapping[str, Any]) -> dict[str, str]:
+    """Environment every lab gets from the platform (before the admin's spawner environment)."""
+    env = dict(s["lab_environment"])
+    if s["lab_start"]["aux_scripts_path"]:
+        env["JUPYTERLAB_AUX_SCRIPTS_PATH"] = s["lab_start"]["aux_scripts_path"]
+    for key, name in (
+        ("lab_main_icon_uri", "JUPYTERLAB_MAIN_ICON_URI"),
+        ("lab_splash_icon_uri", "JUPYTERLAB_SPLASH_ICON_URI"),
+    ):
+        if s["branding"][key]:
+            env[name] = s["branding"][key]
+    return env
 
 
 # settings["storage"] (optional object; a missing key takes the default below).
@@ -334,23 +535,8 @@ STORAGE_DEFAULTS: dict[str, Any] = {
 }
 
 
-def _sub_object(key, value, checks, defaults, what):
-    if not isinstance(value, Mapping):
-        raise PlatformSettingsError(key, "must be a JSON object", value)
-    unknown = sorted(set(value) - set(checks))
-    if unknown:
-        raise PlatformSettingsError(
-            f"{key}.{unknown[0]}", f"is not a known {what} option (known: {', '.join(checks)})"
-        )
-    checked = dict(defaults)
-    for sub, check in checks.items():
-        if sub in value:
-            checked[sub] = check(f"{key}.{sub}", value[sub])
-    return checked
-
-
 def _storage(key, value):
-    return _sub_object(key, value, STORAGE_CHECKS, STORAGE_DEFAULTS, "storage")
+    return _options_object(key, value, STORAGE_CHECKS, STORAGE_DEFAULTS, "storage")
 
 
 def validate_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -382,6 +568,15 @@ def validate_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
 
     checked["idle_culler"] = _idle_culler("idle_culler", settings.get("idle_culler", {}))
     checked["storage"] = _storage("storage", settings.get("storage", {}))
+    checked["gpu"] = _gpu("gpu", settings.get("gpu", {}))
+    if checked["gpu"]["enabled"] == 1 and checked["spawner"].get("isolate_devices"):
+        raise PlatformSettingsError(
+            "gpu.enabled/spawner.isolate_devices",
+            "cannot both be on: PrivateDevices hides the GPUs (GPU labs get DevicePolicy=closed)",
+        )
+    checked["accounts"] = _accounts("accounts", settings.get("accounts", {}))
+    for key, (check, default) in OPTIONAL_OBJECT_CHECKS.items():
+        checked[key] = check(key, settings[key]) if key in settings else dict(default)
 
     try:
         unix_name(checked["admin_user"], checked["unix_username_template"])
@@ -408,6 +603,9 @@ def load_settings(path: str | os.PathLike) -> dict[str, Any]:
     return settings
 
 
+ROUTE_CHECK_INTERVAL = 30  # seconds
+
+
 def apply_platform_settings(c, settings: Mapping[str, Any]) -> dict[str, Any]:
     """Validate settings and set them on the traitlets Config ``c``; return the checked settings."""
     s = validate_settings(settings)
@@ -421,6 +619,10 @@ def apply_platform_settings(c, settings: Mapping[str, Any]) -> dict[str, Any]:
     hub.cookie_secret_file = f"{s['state_dir']}/jupyterhub_cookie_secret"
     # labs are transient units that outlive a hub restart; keep them
     hub.cleanup_servers = False
+    # The proxy is its own unit and starts with an empty routing table after a
+    # restart or crash; JupyterHub re-adds missing routes (and collects activity
+    # from the proxy) on this interval, 300 s by default.
+    hub.last_activity_interval = ROUTE_CHECK_INTERVAL
     hub.spawner_class = SPAWNER_CLASS
     hub.authenticator_class = AUTHENTICATOR_CLASS
     hub.template_paths = [TEMPLATES_DIR]
@@ -443,6 +645,13 @@ def apply_platform_settings(c, settings: Mapping[str, Any]) -> dict[str, Any]:
     storage.sizes_interval = s["storage"]["sizes_interval"]
     storage.volume_descriptions = s["storage"]["volume_descriptions"]
 
+    # GPU detection and assignment (hub_ext.gpu.GpuSupport; docs/gpu.md)
+    gpus = c.GpuSupport
+    gpus.mode = s["gpu"]["enabled"]
+    gpus.policy = s["gpu"]["policy"]
+    gpus.group_devices = s["gpu"]["group_devices"]
+    gpus.group_counts = s["gpu"]["group_counts"]
+
     # the proxy runs in its own unit; its token comes from CONFIGPROXY_AUTH_TOKEN
     # (EnvironmentFile=/etc/jupyterhub/proxy.env), which the trait reads by default
     c.ConfigurableHTTPProxy.should_start = False
@@ -459,6 +668,26 @@ def apply_platform_settings(c, settings: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in s["spawner"].items():
         if value is not None:  # null: keep the class default
             setattr(spawner, key, value)
+    # platform environment first (service passthrough, startup scripts path, lab
+    # icons); the admin's spawner.environment wins on a name both set
+    spawner.environment = {**lab_environment(s), **s["spawner"]["environment"]}
+    if s["lab_start"]["launcher"]:
+        # startup scripts run as the user before the lab (hub_ext/lab_start.py)
+        spawner.cmd = [
+            f"{s['lab_venv']}/bin/python", "-I", s["lab_start"]["launcher"], "--",
+            f"{s['lab_venv']}/bin/jupyterhub-singleuser",
+        ]
+    if s["branding"]["logo_file"]:
+        hub.logo_file = s["branding"]["logo_file"]
+
+    # accounts and privileges (docs/accounts.md)
+    acc = s["accounts"]
+    spawner.resource_profiles = acc["resource_profiles"]
+    spawner.docker_unix_group = acc["docker_group"]
+    spawner.sudo_unix_group = acc["sudo_group"]
+    # the built-in privilege groups, recreated at every hub start if deleted
+    # (members are kept; JupyterHub only adds the users listed here)
+    hub.load_groups = {name: {} for name in privileges.BUILTIN_GROUPS}
 
     c.Authenticator.admin_users = {s["admin_user"]}
     # JupyterHub 5+ admits nobody but admins without this; NativeAuthenticator's
@@ -477,4 +706,8 @@ def apply_platform_settings(c, settings: Mapping[str, Any]) -> dict[str, Any]:
     authenticator = c.PlatformAuthenticator
     authenticator.admin_password_file = s["admin_password_file"]
     authenticator.unix_username_template = s["unix_username_template"]
+    authenticator.password_words = acc["password_words"]
+    authenticator.password_delimiter = acc["password_delimiter"]
+    authenticator.platform_group = s["platform_group"]
+    authenticator.managed_unix_groups = [acc["docker_group"], acc["sudo_group"]]
     return s

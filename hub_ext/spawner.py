@@ -1,8 +1,11 @@
 """PlatformSpawner: SystemdSpawner running each lab as its own platform unix user.
 
 On start it creates the unix account (``jh-<hubname>``) and the per-user
-directories if needed, then starts the transient unit with those directories
-bound at the in-lab paths of the Docker original (docs/architecture.md).
+directories if needed, reconciles the account's privilege groups with the
+user's hub groups (docker-sock, docker-privileged), resolves the resource
+profile of those groups, then starts the transient unit with the directories
+bound at the in-lab paths of the Docker original (docs/architecture.md,
+docs/accounts.md).
 """
 
 from __future__ import annotations
@@ -12,9 +15,9 @@ import os
 
 from jupyterhub.utils import random_port
 from systemdspawner import SystemdSpawner, systemd
-from traitlets import Unicode, default
+from traitlets import Dict, Unicode, default
 
-from . import accounts, storage
+from . import accounts, gpu, privileges, storage
 from .process import run_command
 from .units import UnitSpec, build_unit_spec
 
@@ -55,6 +58,38 @@ class PlatformSpawner(SystemdSpawner):
         "/opt/jupyterlab",
         help="Virtual environment with jupyterhub-singleuser and the lab; its bin/ leads $PATH.",
     ).tag(config=True)
+
+    # GPU indices held by the running server (hub_ext.gpu); kept in the spawner
+    # state so a hub restart knows them (round-robin load, same devices)
+    gpu_indices: tuple[int, ...] = ()
+
+    resource_profiles = Dict(
+        help="""Hub group -> {"mem_limit": ..., "cpu_limit": ...}.
+
+        A user in several of these groups gets the largest value of each key;
+        a user in none gets mem_limit / cpu_limit. The lab's MEM_LIMIT and
+        CPU_LIMIT environment variables show what its unit got.
+        """,
+    ).tag(config=True)
+
+    docker_unix_group = Unicode(
+        privileges.DEFAULT_DOCKER_UNIX_GROUP,
+        help="""Unix group given to members of the docker-sock hub group
+        (SupplementaryGroups= of the lab unit, and membership reconciled at spawn).
+        """,
+    ).tag(config=True)
+
+    sudo_unix_group = Unicode(
+        privileges.DEFAULT_SUDO_UNIX_GROUP,
+        help="""Unix group whose members may sudo (sudoers drop-in installed by
+        Ansible); membership follows the docker-privileged hub group at every spawn.
+        """,
+    ).tag(config=True)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # the configured limits; a resource profile may replace them per start
+        self.default_limits = privileges.Limits(self.mem_limit, self.cpu_limit)
 
     # seams for unit tests (plain attributes, not config)
     command_runner = staticmethod(run_command)
@@ -108,14 +143,88 @@ class PlatformSpawner(SystemdSpawner):
     def _expand_paths(self, paths):
         return None if paths is None else [self._expand_user_vars(p) for p in paths]
 
-    def unit_spec(self, base_env: dict[str, str]) -> UnitSpec:
+    @property
+    def gpu_support(self) -> gpu.GpuSupport:
+        return gpu.GpuSupport.instance(config=self.config)
+
+    def get_state(self):
+        state = super().get_state()
+        if self.gpu_indices:
+            state["gpu_indices"] = list(self.gpu_indices)
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        self.gpu_indices = tuple(state.get("gpu_indices", ()))
+        if self.gpu_indices:
+            self.gpu_support.book.hold(self.unit_name, self.gpu_indices)
+
+    def clear_state(self):
+        super().clear_state()
+        self.gpu_support.book.release(self.unit_name)
+        self.gpu_indices = ()
+
+    def assign_gpus(self) -> tuple[int, ...]:
+        """Choose this server's GPUs by the policy (detects GPUs on first use)."""
+        groups = [g.name for g in getattr(self.user, "groups", None) or ()]
+        self.gpu_indices = self.gpu_support.assign(self.unit_name, groups)
+        return self.gpu_indices
+
+    @property
+    def hub_groups(self) -> list[str]:
+        return sorted(g.name for g in self.user.groups)
+
+    @property
+    def privileges(self) -> privileges.Privileges:
+        return privileges.privileges_for(self.hub_groups)
+
+    def apply_resource_profile(self) -> privileges.Limits:
+        """Set mem_limit/cpu_limit from the user's groups (before get_env, which
+        turns them into MEM_LIMIT/CPU_LIMIT)."""
+        limits = privileges.resolve_limits(
+            self.hub_groups, self.resource_profiles, self.default_limits
+        )
+        self.mem_limit = limits.mem_limit
+        self.cpu_limit = limits.cpu_limit
+        return limits
+
+    async def reconcile_privileges(self, granted: privileges.Privileges) -> None:
+        """Make the unix account's docker/sudo groups follow the hub groups."""
+        current = await accounts.account_groups(self.unix_name, self.command_runner)
+        plan = privileges.unix_group_plan(
+            granted, current, self.docker_unix_group, self.sudo_unix_group
+        )
+        if plan.add or plan.remove:
+            self.log.info(
+                "user:%s unix groups of %s: adding %s, removing %s",
+                self.user.name, self.unix_name, list(plan.add), list(plan.remove),
+            )
+            await accounts.reconcile_unix_groups(
+                self.unix_name, plan.add, plan.remove, runner=self.command_runner
+            )
+
+    def unit_spec(
+        self, base_env: dict[str, str], granted: privileges.Privileges | None = None
+    ) -> UnitSpec:
         """Properties, environment and working directory of this user's lab unit.
 
-        Pure given the traits (no systemd, no account changes), so tests can
-        check what a configuration produces.
+        Pure given the traits and ``granted`` (no systemd, no account changes),
+        so tests can check what a configuration produces. docker-sock adds the
+        docker group; docker-privileged lifts NoNewPrivileges (so sudo's setuid
+        bit works). unit_extra_properties still win over both.
         """
+        support = self.gpu_support
+        assigned = support.by_index(self.gpu_indices) if support.enabled else []
+        granted = granted or privileges.Privileges()
+        extra = privileges.unit_privilege_properties(granted, self.docker_unix_group)
+        extra.update(
+            {key: self._expand_property(value) for key, value in self.unit_extra_properties.items()}
+        )
         return build_unit_spec(
-            base_env=base_env,
+            base_env={
+                **base_env,
+                **gpu.lab_environment(support.enabled, bool(support.gpus), assigned),
+            },
             home=self.home_in_lab,
             working_dir=self._expand_user_vars(self.user_workingdir),
             shell=self.default_shell,
@@ -125,13 +234,11 @@ class PlatformSpawner(SystemdSpawner):
             cpu_limit=self.cpu_limit,
             isolate_tmp=self.isolate_tmp,
             isolate_devices=self.isolate_devices,
-            disable_user_sudo=self.disable_user_sudo,
+            disable_user_sudo=self.disable_user_sudo and not granted.sudo,
             readonly_paths=self._expand_paths(self.readonly_paths),
             readwrite_paths=self._expand_paths(self.readwrite_paths),
-            extra_properties={
-                key: self._expand_property(value)
-                for key, value in self.unit_extra_properties.items()
-            },
+            device_access=gpu.unit_properties(support.enabled, assigned),
+            extra_properties=extra,
         )
 
     async def ensure_account(self) -> accounts.UnixAccount:
@@ -174,7 +281,12 @@ class PlatformSpawner(SystemdSpawner):
         self.port = random_port()
         await self._clear_leftover_unit()
         account = await self.ensure_account()
-        spec = self.unit_spec(self.get_env())
+        # the hub groups are the source of truth, read at every start
+        granted = self.privileges
+        await self.reconcile_privileges(granted)
+        self.apply_resource_profile()
+        self.assign_gpus()
+        spec = self.unit_spec(self.get_env(), granted)
         returncode = await systemd.start_transient_service(
             self.unit_name,
             cmd=[self._expand_user_vars(c) for c in self.cmd],

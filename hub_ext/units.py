@@ -39,10 +39,14 @@ def build_unit_properties(
     disable_user_sudo: bool = True,
     readonly_paths: Sequence[str] | None = None,
     readwrite_paths: Sequence[str] | None = None,
+    device_access: Mapping[str, PropertyValue] | None = None,
     extra_properties: Mapping[str, PropertyValue] | None = None,
 ) -> dict[str, PropertyValue]:
     """The systemd properties of a lab unit, same semantics as SystemdSpawner 1.0.2.
 
+    ``device_access`` (hub_ext.gpu.unit_properties: DevicePolicy/DeviceAllow)
+    is added as given; when it grants devices, PrivateDevices is left out
+    (it would hide the granted nodes; DevicePolicy=closed isolates instead).
     ``extra_properties`` (``unit_extra_properties``) win over the computed
     ones, except ``BindPaths``, which is merged: platform entries first
     (home must be mounted before what is mounted inside it), then the extra ones.
@@ -68,6 +72,10 @@ def build_unit_properties(
         properties["ReadOnlyPaths"] = list(readonly_paths)
     if readwrite_paths is not None:
         properties["ReadWritePaths"] = list(readwrite_paths)
+    if device_access:
+        if device_access.get("DeviceAllow"):
+            properties.pop("PrivateDevices", None)
+        properties.update(device_access)
 
     for key, value in (extra_properties or {}).items():
         if key == "BindPaths":

@@ -93,6 +93,13 @@ class HubClient:
         self.wait_lab(user, timeout)
         return time.monotonic() - started
 
+    def ensure_server(self, user: str, timeout: float = 180) -> None:
+        """Start the user's server unless it runs (logging in as a browser starts it too)."""
+        if self.server_running(user):
+            self.wait_lab(user, timeout)
+        else:
+            self.start_server(user, timeout)
+
     def wait_lab(self, user: str, timeout: float = 180) -> None:
         """Wait until the lab API answers: with a token directly; with a browser
         session once the hub reports the server ready and the lab page is opened

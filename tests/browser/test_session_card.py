@@ -24,7 +24,7 @@ def remaining(page) -> int:
 
 
 def test_card_counts_down_and_extend_updates_it(host, admin, culling, page):
-    admin.start_server(host.admin_user)
+    admin.ensure_server(host.admin_user)
     login(page, host.https_url, host.admin_user, host.admin_password)
     page.goto(host.https_url + "hub/home")
     page.wait_for_selector("#session-status[data-remaining]", state="visible")

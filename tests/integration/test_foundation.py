@@ -68,7 +68,8 @@ def test_signup_is_pending_until_admin_approves(host, alice, admin):
     admin_browser.login(host.admin_user, host.admin_password)
     area = admin_browser.get("hub/authorize")
     assert area.status_code == 200 and USER in area.text
-    approve = admin_browser.get(f"hub/authorize/{USER}")
+    # approval is a POST with _xsrf (issue 4: the upstream GET link changed state)
+    approve = admin_browser.post_form(f"hub/authorize/{USER}", {"action": "approve"})
     assert approve.status_code == 200
 
     alice.login(USER, PASSWORD)

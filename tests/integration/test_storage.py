@@ -73,7 +73,8 @@ def people(host, admin):
     for name in (ALICE, BOB):
         browser = HubClient(host.https_url)
         assert browser.signup(name, PASSWORD).status_code == 200
-        assert approver.get(f"hub/authorize/{name}").status_code == 200
+        approve = approver.post_form(f"hub/authorize/{name}", {"action": "approve"})
+        assert approve.status_code == 200
         login_home(browser, name, PASSWORD)
         token = HubClient(host.https_url, token=browser.new_token(name))
         # a first spawn creates the unix account and the directories

@@ -58,3 +58,13 @@ def write_settings(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture(autouse=True)
+def _fresh_gpu_support():
+    """hub_ext.gpu.GpuSupport is one per hub process; one per test here."""
+    from hub_ext.gpu import GpuSupport
+
+    GpuSupport.clear_instance()
+    yield
+    GpuSupport.clear_instance()

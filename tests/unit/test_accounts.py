@@ -96,6 +96,7 @@ class FakeSystem:
         self.groups = {name: set(members) for name, members in (groups or {}).items()}
         self.calls = []
         self.next_uid = 1001
+        self.expired = set()  # names with an expiry date in shadow
 
     async def __call__(self, argv):
         argv = list(argv)
@@ -113,6 +114,22 @@ class FakeSystem:
                 if name in self.groups:
                     return CommandResult(tuple(argv), 9, stderr="group exists")
                 self.groups[name] = set()
+                return CommandResult(tuple(argv), 0)
+            case ["getent", "shadow", name]:
+                if name not in self.users:
+                    return CommandResult(tuple(argv), 2)
+                expire = "1" if name in self.expired else ""
+                return CommandResult(tuple(argv), 0, stdout=f"{name}:!:19000:0:99999:7::{expire}:\n")
+            case ["gpasswd", "--add", name, group]:
+                self.groups[group].add(name)
+                return CommandResult(tuple(argv), 0)
+            case ["gpasswd", "--delete", name, group]:
+                if name not in self.groups.get(group, ()):
+                    return CommandResult(tuple(argv), 3, stderr="not a member")
+                self.groups[group].discard(name)
+                return CommandResult(tuple(argv), 0)
+            case ["usermod", "--expiredate", date, name]:
+                (self.expired.add if date else self.expired.discard)(name)
                 return CommandResult(tuple(argv), 0)
             case ["id", "-Gn", name]:
                 member_of = sorted(g for g, members in self.groups.items() if name in members)
@@ -230,3 +247,55 @@ def test_concurrent_spawns_create_user_once():
     first, second = run(both())
     assert first == second
     assert len(system.commands("useradd")) == 1
+
+
+# --- group reconciliation and disabling -------------------------------------------
+
+
+def test_reconcile_adds_and_removes_only_the_named_groups():
+    system = FakeSystem(
+        users={"jh-alice": (1001, 1001, "/home/jh-alice")},
+        groups={"jupyterhub-users": {"jh-alice"}, "docker": {"jh-alice"}, "other": {"jh-alice"}},
+    )
+    run(accounts.reconcile_unix_groups("jh-alice", add=["jupyterhub-sudo"], remove=["docker"],
+                                       runner=system))
+    assert "jh-alice" in system.groups["jupyterhub-sudo"]  # created, then joined
+    assert "jh-alice" not in system.groups["docker"]
+    assert "jh-alice" in system.groups["other"]  # not managed: untouched
+    assert ["groupadd", "jupyterhub-sudo"] in system.calls
+
+
+def test_reconcile_failure_is_an_account_error():
+    system = FakeSystem(users={"jh-alice": (1001, 1001, "/h")}, groups={"docker": set()})
+    with pytest.raises(UnixAccountError, match="removing jh-alice from docker"):
+        run(accounts.reconcile_unix_groups("jh-alice", remove=["docker"], runner=system))
+
+
+def test_disable_expires_account_drops_privileges_and_keeps_it():
+    system = FakeSystem(
+        users={"jh-alice": (1001, 1001, "/home/jh-alice")},
+        groups={"jupyterhub-users": {"jh-alice"}, "docker": {"jh-alice"}, "jupyterhub-sudo": set()},
+    )
+    assert run(accounts.disable_unix_user("jh-alice", ["docker", "jupyterhub-sudo"], runner=system))
+    assert "jh-alice" in system.expired
+    assert "jh-alice" not in system.groups["docker"]
+    assert "jh-alice" in system.users  # never userdel: the uid keeps owning the data
+    assert not system.commands("userdel")
+
+
+def test_disable_missing_account_is_a_no_op_and_foreign_is_refused():
+    system = FakeSystem(users={"nginx": (33, 33, "/var/www")}, groups={"jupyterhub-users": set()})
+    assert run(accounts.disable_unix_user("jh-bob", runner=system)) is False
+    with pytest.raises(ForeignAccountError):
+        run(accounts.disable_unix_user("nginx", runner=system))
+    assert not system.commands("usermod")
+
+
+def test_ensure_unix_user_re_enables_a_disabled_account():
+    system = FakeSystem()
+    run(ensure_unix_user("jh-alice", runner=system))
+    run(accounts.disable_unix_user("jh-alice", runner=system))
+    assert "jh-alice" in system.expired
+    run(ensure_unix_user("jh-alice", runner=system))
+    assert "jh-alice" not in system.expired
+    assert ["usermod", "--expiredate", "", "jh-alice"] in system.calls

@@ -27,6 +27,7 @@ def test_hub_and_proxy(settings):
     assert c.JupyterHub.db_url == "sqlite:////var/lib/jupyterhub/jupyterhub.sqlite"
     assert c.JupyterHub.cookie_secret_file == "/var/lib/jupyterhub/jupyterhub_cookie_secret"
     assert c.JupyterHub.cleanup_servers is False
+    assert c.JupyterHub.last_activity_interval == 30  # routes back within 30 s of a proxy restart
     assert c.JupyterHub.spawner_class == "hub_ext.spawner.PlatformSpawner"
     assert c.JupyterHub.authenticator_class == "hub_ext.authenticator.PlatformAuthenticator"
     assert c.ConfigurableHTTPProxy.should_start is False
@@ -220,3 +221,56 @@ def test_jupyterhub_config_file_refuses_bad_platform_json(settings, write_settin
     settings["spawner"]["mem_limit"] = -5
     with pytest.raises(ValueError, match="spawner.mem_limit"):
         load_jupyterhub_config(write_settings(settings), monkeypatch)
+
+
+# --- accounts (passwords, privilege groups, resource profiles) ------------------------
+
+
+def test_accounts_defaults_and_traits(settings):
+    from traitlets.config import Config
+
+    from hub_ext.config import apply_platform_settings
+
+    c = Config()
+    s = apply_platform_settings(c, settings)  # no "accounts" key: the defaults
+    assert s["accounts"]["password_words"] == 3 and s["accounts"]["password_delimiter"] == "-"
+    assert c.PlatformSpawner.resource_profiles == {}
+    assert c.PlatformSpawner.docker_unix_group == "docker"
+    assert c.PlatformAuthenticator.managed_unix_groups == ["docker", "jupyterhub-sudo"]
+    assert set(c.JupyterHub.load_groups) == {"docker-sock", "docker-privileged"}
+
+
+def test_accounts_values_applied(settings):
+    from traitlets.config import Config
+
+    from hub_ext.config import apply_platform_settings
+
+    settings["accounts"] = {
+        "password_words": 5, "password_delimiter": ".",
+        "resource_profiles": {"big": {"mem_limit": "16G", "cpu_limit": 8}},
+    }
+    c = Config()
+    apply_platform_settings(c, settings)
+    assert c.PlatformAuthenticator.password_words == 5
+    assert c.PlatformAuthenticator.password_delimiter == "."
+    assert c.PlatformSpawner.resource_profiles == {"big": {"mem_limit": "16G", "cpu_limit": 8.0}}
+
+
+@pytest.mark.parametrize("accounts, key", [
+    ({"password_words": 2}, "accounts.password_words"),
+    ({"password_delimiter": " "}, "accounts.password_delimiter"),
+    ({"resource_profiles": []}, "accounts.resource_profiles"),
+    ({"resource_profiles": {"big": {}}}, "accounts.resource_profiles.big"),
+    ({"resource_profiles": {"big": {"mem_limit": "lots"}}}, "accounts.resource_profiles.big.mem_limit"),
+    ({"resource_profiles": {"big": {"cpu_limit": 0}}}, "accounts.resource_profiles.big.cpu_limit"),
+    ({"resource_profiles": {"big": {"gpus": 1}}}, "accounts.resource_profiles.big.gpus"),
+    ({"sudo_group": "Bad Group"}, "accounts.sudo_group"),
+    ({"colour": "red"}, "accounts.colour"),
+])
+def test_accounts_errors_name_the_key(settings, accounts, key):
+    from hub_ext.config import PlatformSettingsError, validate_settings
+
+    settings["accounts"] = accounts
+    with pytest.raises(PlatformSettingsError) as e:
+        validate_settings(settings)
+    assert e.value.key == key

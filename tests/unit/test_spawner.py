@@ -88,7 +88,7 @@ def make_spawner(monkeypatch, settings, tmp_path):
     users_root.mkdir()
     settings["users_root"] = str(users_root)
 
-    def make(name="alice", extra_config=None, **spawner_settings):
+    def make(name="alice", extra_config=None, groups=(), **spawner_settings):
         settings["spawner"].update(spawner_settings)
         c = Config()
         apply_platform_settings(c, settings)
@@ -97,6 +97,7 @@ def make_spawner(monkeypatch, settings, tmp_path):
         user = SimpleNamespace(
             name=name, id=7, url=f"/jupyterhub/user/{name}/", base_url="/jupyterhub/",
             server=None, settings={}, escaped_name=name, host="", spawners={},
+            groups=[SimpleNamespace(name=g) for g in groups],
         )
         spawner = PlatformSpawner(user=user, config=c, hub=Hub(base_url="/jupyterhub/hub/"))
         spawner.command_runner = FakeSystem()
@@ -262,3 +263,79 @@ def test_start_refuses_foreign_account(make_spawner, monkeypatch):
     with pytest.raises(ForeignAccountError):
         asyncio.run(spawner.start())
     assert not (make_spawner.users_root / "root").exists()
+
+
+# --- privilege groups and resource profiles at start -------------------------------
+
+
+def _start(make_spawner, monkeypatch, tmp_path, system=None, **kw):
+    systemctl = FakeSystemctl()
+    monkeypatch.setattr(systemd.asyncio, "create_subprocess_exec", systemctl)
+    monkeypatch.setattr(systemd, "RUN_ROOT", str(tmp_path / "run"))
+    spawner = make_spawner(**kw)
+    if system is not None:
+        spawner.command_runner = system
+    spawner.api_token = "t"
+    asyncio.run(spawner.start())
+    argv = systemctl.systemd_run()
+    properties = [a.removeprefix("--property=") for a in argv if a.startswith("--property=")]
+    env = (tmp_path / "run" / spawner.unit_name / f"{spawner.unit_name}.env").read_text()
+    return spawner, properties, env
+
+
+def test_docker_sock_member_gets_docker_group_and_keeps_no_new_privileges(
+    make_spawner, monkeypatch, tmp_path
+):
+    spawner, properties, _ = _start(make_spawner, monkeypatch, tmp_path, groups=["docker-sock"])
+    assert "SupplementaryGroups=docker" in properties
+    assert "NoNewPrivileges=yes" in properties
+    assert "jh-alice" in spawner.command_runner.groups["docker"]
+    assert "jh-alice" not in spawner.command_runner.groups.get("jupyterhub-sudo", set())
+
+
+def test_docker_privileged_member_gets_sudo_group_without_no_new_privileges(
+    make_spawner, monkeypatch, tmp_path
+):
+    spawner, properties, _ = _start(
+        make_spawner, monkeypatch, tmp_path, groups=["docker-privileged"]
+    )
+    assert not any(p.startswith("NoNewPrivileges") for p in properties)
+    assert not any(p.startswith("SupplementaryGroups") for p in properties)
+    assert "jh-alice" in spawner.command_runner.groups["jupyterhub-sudo"]
+
+
+def test_non_member_is_removed_from_stale_unix_groups(make_spawner, monkeypatch, tmp_path):
+    # the unix groups still list alice (e.g. added by hand, or she left the hub group)
+    system = FakeSystem(
+        users={"jh-alice": (1001, 1001, "/home/jh-alice")},
+        groups={"jupyterhub-users": {"jh-alice"}, "docker": {"jh-alice"},
+                "jupyterhub-sudo": {"jh-alice"}, "jh-alice": {"jh-alice"}},
+    )
+    spawner, properties, _ = _start(make_spawner, monkeypatch, tmp_path, system=system)
+    assert "jh-alice" not in system.groups["docker"]
+    assert "jh-alice" not in system.groups["jupyterhub-sudo"]
+    assert "NoNewPrivileges=yes" in properties
+    assert not any(p.startswith("SupplementaryGroups") for p in properties)
+
+
+def test_resource_profile_largest_wins_and_env_matches_unit(
+    make_spawner, monkeypatch, tmp_path, settings
+):
+    settings["accounts"] = {"resource_profiles": {
+        "big-mem": {"mem_limit": "16G"},
+        "gpu-team": {"mem_limit": "8G", "cpu_limit": 6},
+    }}
+    spawner, properties, env = _start(
+        make_spawner, monkeypatch, tmp_path, groups=["big-mem", "gpu-team"]
+    )
+    assert f"MemoryMax={16 * 1024**3}" in properties
+    assert "CPUQuota=600%" in properties
+    assert f"MEM_LIMIT={16 * 1024**3}\n" in env
+    assert "CPU_LIMIT=6.0\n" in env
+
+
+def test_no_profiled_group_gives_the_defaults(make_spawner, monkeypatch, tmp_path, settings):
+    settings["accounts"] = {"resource_profiles": {"big-mem": {"mem_limit": "16G"}}}
+    spawner, properties, env = _start(make_spawner, monkeypatch, tmp_path, groups=["other"])
+    assert f"MemoryMax={4 * 1024**3}" in properties and "CPUQuota=200%" in properties
+    assert f"MEM_LIMIT={4 * 1024**3}\n" in env and "CPU_LIMIT=2.0\n" in env

@@ -1,0 +1,315 @@
+"""Accounts: batch user creation, password reset, the safe authorization page.
+
+Pages (admin only, ``admin:users`` held unfiltered):
+
+* ``GET  /hub/platform/users``: create users in batches, reset passwords; the
+  generated passwords appear once in a credentials modal (copy per row, copy
+  all, download as text). Nothing keeps them: only the bcrypt hash is stored.
+* ``GET  /hub/authorize``: signups and their state; Approve / Unauthorize /
+  Discard are POST forms with ``_xsrf``. Only a pending signup (not
+  authorized, no hub user) can be discarded. Replaces NativeAuthenticator's
+  page, whose links changed state on GET.
+* ``POST /hub/authorize/<name>`` (``action=approve|unauthorize``),
+  ``POST /hub/discard/<name>``; GET on them is 405.
+
+API (token, or cookie + ``X-XSRFToken``):
+
+* ``POST /hub/api/platform/users`` ``{"usernames": [...]}`` -> 201
+  ``{"users": [{"name", "password"}]}``; any bad name -> 400 with per-name
+  ``errors`` and nothing created.
+* ``POST /hub/api/platform/users/<name>/password`` -> 200 ``{"name", "password"}``.
+
+Also: renaming a hub user (``PATCH /hub/api/users/<name>`` with a new
+``name``) is refused, and the built-in privilege groups cannot be deleted.
+docs/accounts.md has the semantics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from urllib.parse import urlencode
+
+from jupyterhub import orm
+from jupyterhub.apihandlers.base import APIHandler
+from jupyterhub.apihandlers.groups import GroupAPIHandler
+from jupyterhub.apihandlers.users import UserAPIHandler
+from jupyterhub.handlers import BaseHandler
+from jupyterhub.scopes import has_scope
+from jupyterhub.utils import maybe_future
+from nativeauthenticator.orm import UserInfo
+from tornado import web
+
+from .. import passwords, privileges
+
+MAX_BATCH = 100
+RENAME_REFUSED = (
+    "Renaming users is not supported on this platform: a hub name is tied to its "
+    "unix account and directories. Create a new user instead (and delete the old "
+    "one once its data has been moved)."
+)
+NO_STORE = "no-store, no-cache, must-revalidate, max-age=0"
+
+
+def _require_admin(handler) -> None:
+    """403 unless the caller holds admin:users on every user."""
+    if handler.current_user is None:
+        raise web.HTTPError(403, "Missing or invalid credentials.")
+    if not has_scope("admin:users", handler.parsed_scopes, db=handler.db):
+        raise web.HTTPError(403, "Only administrators can manage accounts.")
+
+
+def check_batch(
+    raw_names, normalize, name_problem, exists
+) -> tuple[list[str], list[dict]]:
+    """Validate a batch of names: (normalized names, per-name errors).
+
+    ``normalize``/``name_problem``/``exists`` are the authenticator's rules
+    and a lookup, passed in so this stays testable without a hub.
+    """
+    if not isinstance(raw_names, list) or not raw_names:
+        raise ValueError('"usernames" must be a non-empty list of names')
+    if len(raw_names) > MAX_BATCH:
+        raise ValueError(
+            f"at most {MAX_BATCH} users can be created at once (got {len(raw_names)}); "
+            "nothing was created"
+        )
+    names, errors, seen = [], [], set()
+    for raw in raw_names:
+        if not isinstance(raw, str):
+            errors.append({"name": repr(raw), "error": "not a string"})
+            continue
+        name = normalize(raw.strip())
+        problem = name_problem(name)
+        if problem:
+            errors.append({"name": raw, "error": problem})
+        elif name in seen:
+            errors.append({"name": raw, "error": "listed more than once"})
+        elif exists(name):
+            errors.append({"name": raw, "error": "a user of this name already exists"})
+        else:
+            names.append(name)
+        seen.add(name)
+    return names, errors
+
+
+# --- API ------------------------------------------------------------------------
+
+
+class BatchCreateUsersHandler(APIHandler):
+    async def post(self):
+        _require_admin(self)
+        body = self.get_json_body()  # 400 on invalid JSON
+        if not isinstance(body, dict):
+            raise web.HTTPError(400, 'Expected a JSON object {"usernames": [...]}')
+        auth = self.authenticator
+        try:
+            names, errors = check_batch(
+                body.get("usernames"),
+                auth.normalize_username,
+                auth.name_problem,
+                lambda n: self.find_user(n) is not None or auth.get_user(n) is not None,
+            )
+        except ValueError as e:
+            raise web.HTTPError(400, str(e)) from None
+        if errors:
+            self.set_status(400)
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps({
+                "status": 400,
+                "message": f"{len(errors)} of {len(body['usernames'])} names refused; "
+                "nothing was created.",
+                "errors": errors,
+            }))
+            return
+
+        plain = {name: auth.new_password() for name in names}
+        # bcrypt is slow on purpose: hash in threads, off the event loop
+        hashes = await asyncio.gather(
+            *(asyncio.to_thread(auth.hash_password, plain[n]) for n in names)
+        )
+        created = []
+        try:
+            for name, hashed in zip(names, hashes, strict=True):
+                auth.set_password(name, hashed=hashed, commit=False)
+            self.db.commit()
+            for name in names:
+                user = self.user_from_username(name)
+                created.append(user)
+                await maybe_future(auth.add_user(user))
+        except Exception as e:
+            self.log.error("Batch creation failed, rolling back: %s", e)
+            self.db.rollback()
+            for user in created:
+                self.users.delete(user)
+            for name in names:
+                info = auth.get_user(name)
+                if info is not None:
+                    self.db.delete(info)
+            self.db.commit()
+            raise web.HTTPError(500, "Creating the users failed; nothing was created.") from None
+        self.log.info("%s created users %s", self.current_user.name, ", ".join(names))
+        self.set_status(201)
+        self.set_header("Cache-Control", NO_STORE)
+        self.finish({
+            "users": [{"name": n, "password": plain[n]} for n in names],
+            "password_entropy_bits": round(passwords.entropy_bits(auth.password_words), 1),
+        })
+
+
+class ResetPasswordHandler(APIHandler):
+    async def post(self, name):
+        _require_admin(self)
+        auth = self.authenticator
+        if self.find_user(name) is None and auth.get_user(name) is None:
+            raise web.HTTPError(404, f"No such user: {name!r}")
+        if auth.admin_password_file and name == auth.admin_name:
+            raise web.HTTPError(
+                400,
+                "The admin's password comes from jupyterhub_admin_password "
+                "(re-applied at every hub start); change it there.",
+            )
+        password = auth.new_password()
+        hashed = await asyncio.to_thread(auth.hash_password, password)
+        auth.set_password(name, hashed=hashed)
+        auth.successful_login(name)  # a reset also lifts a brute-force lockout
+        self.log.info("%s reset the password of %s", self.current_user.name, name)
+        self.set_header("Cache-Control", NO_STORE)
+        self.finish({"name": name, "password": password})
+
+
+class PlatformUserAPIHandler(UserAPIHandler):
+    """JupyterHub's user API, refusing renames (the unix identity is derived from the name)."""
+
+    async def patch(self, user_name):
+        data = self.get_json_body()
+        if isinstance(data, dict) and "name" in data and data["name"] != user_name:
+            if not has_scope(f"admin:users!user={user_name}", self.parsed_scopes, db=self.db):
+                raise web.HTTPError(403, "Not allowed to modify this user.")
+            raise web.HTTPError(400, RENAME_REFUSED)
+        return await super().patch(user_name)
+
+
+class PlatformGroupAPIHandler(GroupAPIHandler):
+    """JupyterHub's group API; the built-in privilege groups cannot be deleted."""
+
+    def delete(self, group_name):
+        if group_name in privileges.BUILTIN_GROUPS and has_scope(
+            f"delete:groups!group={group_name}", self.parsed_scopes, db=self.db
+        ):
+            raise web.HTTPError(
+                400,
+                f"{group_name} is a built-in group (it grants unix privileges) and "
+                "cannot be deleted; remove its members instead.",
+            )
+        return super().delete(group_name)
+
+
+# --- pages ------------------------------------------------------------------------
+
+
+def signup_state(info: UserInfo, hub_user_exists: bool) -> str:
+    """'pending' (discardable), 'authorized' or 'unauthorized' (an existing user)."""
+    if info.is_authorized:
+        return "authorized"
+    return "unauthorized" if hub_user_exists else "pending"
+
+
+class _AdminPage(BaseHandler):
+    def _check(self):
+        if not has_scope("admin:users", self.parsed_scopes, db=self.db):
+            raise web.HTTPError(403, "Only administrators can manage accounts.")
+
+
+class AuthorizationPageHandler(_AdminPage):
+    @web.authenticated
+    async def get(self):
+        self._check()
+        hub_users = {u.name for u in self.db.query(orm.User.name)}
+        rows = [
+            {"name": info.username, "email": info.email,
+             "state": signup_state(info, info.username in hub_users)}
+            for info in self.db.query(UserInfo).order_by(UserInfo.username)
+        ]
+        html = await self.render_template(
+            "platform-authorize.html",
+            rows=rows,
+            admin_name=self.authenticator.admin_name,
+            message=self.get_argument("message", ""),
+        )
+        self.finish(html)
+
+
+class _AuthorizationAction(_AdminPage):
+    async def get(self, name):
+        raise web.HTTPError(405, "Use the buttons of the authorization page (POST).")
+
+    def _back(self, message: str):
+        self.redirect(self.hub.base_url + "authorize?" + urlencode({"message": message}))
+
+    def _info(self, name) -> UserInfo:
+        info = UserInfo.find(self.db, name)
+        if info is None:
+            raise web.HTTPError(404, f"No signup for {name!r}")
+        return info
+
+
+class AuthorizeActionHandler(_AuthorizationAction):
+    @web.authenticated
+    async def post(self, name):
+        self._check()
+        info = self._info(name)
+        action = self.get_body_argument("action", "approve")
+        if action == "approve":
+            info.is_authorized = True
+        elif action == "unauthorize":
+            if name == self.authenticator.admin_name:
+                raise web.HTTPError(400, "The admin cannot be unauthorized.")
+            info.is_authorized = False
+        else:
+            raise web.HTTPError(400, f"Unknown action {action!r} (approve or unauthorize)")
+        self.db.commit()
+        self.log.info("%s: %s %s", self.current_user.name, action, name)
+        self._back(f"{name}: {'approved' if info.is_authorized else 'unauthorized'}")
+
+
+class DiscardActionHandler(_AuthorizationAction):
+    @web.authenticated
+    async def post(self, name):
+        self._check()
+        info = self._info(name)
+        state = signup_state(info, self.find_user(name) is not None)
+        if state != "pending":
+            raise web.HTTPError(
+                400,
+                f"{name} is an existing user, not a pending signup; it cannot be "
+                "discarded here (delete users from the admin panel).",
+            )
+        self.db.delete(info)
+        self.db.commit()
+        self.log.info("%s discarded the signup of %s", self.current_user.name, name)
+        self._back(f"{name}: signup discarded")
+
+
+class UsersPageHandler(_AdminPage):
+    @web.authenticated
+    async def get(self):
+        self._check()
+        users = sorted(u.name for u in self.db.query(orm.User.name))
+        html = await self.render_template(
+            "platform-users.html",
+            users=users,
+            max_batch=MAX_BATCH,
+            admin_name=self.authenticator.admin_name,
+            admin_from_file=bool(self.authenticator.admin_password_file),
+        )
+        self.finish(html)
+
+
+default_handlers = [
+    (r"/api/platform/users", BatchCreateUsersHandler),
+    (r"/api/platform/users/([^/]+)/password", ResetPasswordHandler),
+    (r"/api/users/([^/]+)", PlatformUserAPIHandler),
+    (r"/api/groups/([^/]+)", PlatformGroupAPIHandler),
+    (r"/platform/users", UsersPageHandler),
+]

@@ -1,0 +1,98 @@
+"""Batch name checking, the authenticator's password and deletion hooks, handler wiring."""
+
+import asyncio
+from types import SimpleNamespace
+
+import pytest
+
+from hub_ext.handlers.accounts import MAX_BATCH, check_batch, signup_state
+
+from .test_accounts import FakeSystem
+from .test_authenticator import make_authenticator  # noqa: F401 (fixture)
+
+
+def _check(raw, existing=()):
+    auth_rule = lambda n: None if n.replace("-", "").isalnum() and n[:1].isalpha() else "bad name"  # noqa: E731
+    return check_batch(raw, str.lower, auth_rule, lambda n: n in existing)
+
+
+def test_batch_ok_and_normalized():
+    assert _check(["Alice", "bob"]) == (["alice", "bob"], [])
+
+
+def test_batch_per_name_errors():
+    names, errors = _check(["alice", "ALICE", "b.c", 7, "carol"], existing={"carol"})
+    assert names == ["alice"]
+    assert errors == [
+        {"name": "ALICE", "error": "listed more than once"},
+        {"name": "b.c", "error": "bad name"},
+        {"name": "7", "error": "not a string"},
+        {"name": "carol", "error": "a user of this name already exists"},
+    ]
+
+
+@pytest.mark.parametrize("raw", [[], None, "alice", {"a": 1}])
+def test_batch_must_be_a_non_empty_list(raw):
+    with pytest.raises(ValueError, match="non-empty list"):
+        _check(raw)
+
+
+def test_batch_size_limit():
+    with pytest.raises(ValueError, match=f"at most {MAX_BATCH}"):
+        _check([f"u{i}" for i in range(MAX_BATCH + 1)])
+
+
+def test_signup_states():
+    assert signup_state(SimpleNamespace(is_authorized=False), False) == "pending"
+    assert signup_state(SimpleNamespace(is_authorized=False), True) == "unauthorized"
+    assert signup_state(SimpleNamespace(is_authorized=True), True) == "authorized"
+
+
+def test_generated_password_is_stored_as_bcrypt_and_authorized(make_authenticator):  # noqa: F811
+    auth = make_authenticator()
+    password = auth.new_password()
+    assert len(password.split("-")) == 3 and len(password) >= auth.minimum_password_length
+    info, created = auth.set_password("alice", password)
+    assert created and info.is_authorized and info.password.startswith(b"$2")
+    assert password.encode() not in info.password
+    assert info.is_valid_password(password)
+    info, created = auth.set_password("alice", hashed=auth.hash_password("other-one"))
+    assert not created and info.is_valid_password("other-one")
+
+
+def test_delete_user_disables_the_unix_account(make_authenticator):  # noqa: F811
+    auth = make_authenticator()
+    auth.create_user("alice", "long-enough-pw")
+    system = FakeSystem(
+        users={"jh-alice": (1001, 1001, "/home/jh-alice")},
+        groups={"jupyterhub-users": {"jh-alice"}, "docker": {"jh-alice"}, "jupyterhub-sudo": set()},
+    )
+    auth.command_runner = system
+    asyncio.run(auth.delete_user(SimpleNamespace(name="alice")))
+    assert auth.get_user("alice") is None
+    assert "jh-alice" in system.expired and "jh-alice" not in system.groups["docker"]
+
+
+def test_delete_user_survives_a_failing_disable(make_authenticator):  # noqa: F811
+    auth = make_authenticator()
+    auth.create_user("alice", "long-enough-pw")
+
+    async def broken(argv):
+        from hub_ext.process import CommandResult
+        return CommandResult(tuple(argv), 1, stderr="boom")
+
+    auth.command_runner = broken
+    asyncio.run(auth.delete_user(SimpleNamespace(name="alice")))  # logs, does not raise
+    assert auth.get_user("alice") is None
+
+
+def test_get_handlers_replace_the_get_based_state_changes(make_authenticator):  # noqa: F811
+    from hub_ext.handlers import accounts as h
+
+    handlers = dict(make_authenticator().get_handlers(None))
+    assert handlers["/authorize"] is h.AuthorizationPageHandler
+    assert handlers["/authorize/([^/]*)"] is h.AuthorizeActionHandler
+    assert handlers["/discard/([^/]*)"] is h.DiscardActionHandler
+    assert not hasattr(h.AuthorizeActionHandler, "get") or h.AuthorizeActionHandler.get is h._AuthorizationAction.get
+    assert handlers["/api/platform/users"] is h.BatchCreateUsersHandler
+    assert handlers["/api/users/([^/]+)"] is h.PlatformUserAPIHandler
