@@ -13,9 +13,10 @@ spawner option), ``c.Authenticator`` (admin_users, allow_all),
 (admin_password_file, unix_username_template, passwords; from the optional
 ``accounts`` object), ``c.JupyterHub.load_groups`` (the built-in privilege
 groups), ``c.SessionCuller`` (idle culling, from the optional ``idle_culler``
-object; docs/culling.md), ``c.GpuSupport`` (from the optional ``gpu``
-object; docs/gpu.md) and ``c.ActivityMonitor`` (from the optional
-``activity`` object; docs/activity.md).
+object; docs/culling.md), ``c.StorageManager`` (reset/restore/sizes, from
+the optional ``storage`` object; docs/storage.md), ``c.GpuSupport`` (from the
+optional ``gpu`` object; docs/gpu.md) and ``c.ActivityMonitor`` (from the
+optional ``activity`` object; docs/activity.md).
 Classes are referenced by import string so this module does not import jupyterhub.
 """
 
@@ -31,6 +32,7 @@ from . import passwords, privileges
 from .culler import MAX_REQUEST_HOURS
 from .gpu import MODES as GPU_MODES
 from .gpu import POLICIES as GPU_POLICIES
+from .storage import VOLUMES
 from .accounts import (
     InvalidNameError,
     check_hub_name,
@@ -535,6 +537,34 @@ def lab_environment(s: Mapping[str, Any]) -> dict[str, str]:
     return env
 
 
+# settings["storage"] (optional object; a missing key takes the default below).
+# Mapped onto c.StorageManager (hub_ext.handlers.storage); docs/storage.md.
+def _volume_descriptions(key, value):
+    _string_dict(key, value)
+    unknown = sorted(set(value) - set(VOLUMES))
+    if unknown:
+        raise PlatformSettingsError(
+            f"{key}.{unknown[0]}", f"is not a per-user volume (known: {', '.join(VOLUMES)})"
+        )
+    return dict(value)
+
+
+STORAGE_CHECKS: dict[str, Check] = {
+    "trash_retention_days": _positive,
+    "sizes_interval": _positive,
+    "volume_descriptions": _volume_descriptions,
+}
+STORAGE_DEFAULTS: dict[str, Any] = {
+    "trash_retention_days": 7,
+    "sizes_interval": 3600,
+    "volume_descriptions": {},
+}
+
+
+def _storage(key, value):
+    return _options_object(key, value, STORAGE_CHECKS, STORAGE_DEFAULTS, "storage")
+
+
 def validate_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     """Check every known key; return a copy with normalised values.
 
@@ -563,6 +593,7 @@ def validate_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     }
 
     checked["idle_culler"] = _idle_culler("idle_culler", settings.get("idle_culler", {}))
+    checked["storage"] = _storage("storage", settings.get("storage", {}))
     checked["gpu"] = _gpu("gpu", settings.get("gpu", {}))
     if checked["gpu"]["enabled"] == 1 and checked["spawner"].get("isolate_devices"):
         raise PlatformSettingsError(
@@ -631,6 +662,14 @@ def apply_platform_settings(c, settings: Mapping[str, Any]) -> dict[str, Any]:
     culling.max_extension_hours = s["idle_culler"]["max_extension"]
     culling.extension_unit_seconds = s["idle_culler"]["extension_unit_seconds"]
     culling.state_file = f"{s['state_dir']}/{SESSION_EXTENSIONS_FILE}"
+
+    # per-user storage: reset to trash, restore, sizes (hub_ext.handlers.storage)
+    storage = c.StorageManager
+    storage.users_root = s["users_root"]
+    storage.unix_username_template = s["unix_username_template"]
+    storage.trash_retention_days = s["storage"]["trash_retention_days"]
+    storage.sizes_interval = s["storage"]["sizes_interval"]
+    storage.volume_descriptions = s["storage"]["volume_descriptions"]
 
     # GPU detection and assignment (hub_ext.gpu.GpuSupport; docs/gpu.md)
     gpus = c.GpuSupport

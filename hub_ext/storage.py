@@ -5,17 +5,36 @@ mode 0700. ``<users_root>/<unix>`` itself stays root-owned so the user cannot
 swap its children for symlinks. The hub runs as root, so every step opens
 directories without following symlinks: a user who replaces
 ``home/workspace`` with a link to ``/etc`` gets an error, not ``/etc`` chowned.
+
+Reset, restore, purge and sizing (below) are plain functions over directory
+file descriptors, never paths that a user could swap for a symlink:
+
+* reset: rename each directory into ``<users_root>/<unix>/.trash`` (same
+  filesystem, so constant time) and recreate it empty with owner and mode;
+* restore: the current directory goes to the trash first, then the item is
+  renamed back with ``RENAME_NOREPLACE``: nothing is ever overwritten;
+* purge: items older than the retention are deleted fd-relative, symlinks
+  removed as links (``python -m hub_ext.storage purge``, run by a systemd timer);
+* sizes: ``os.fwalk`` without following symlinks, meant for a worker thread.
+
+Docs: docs/storage.md.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
+import re
+import shutil
+import stat
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
-from .accounts import check_unix_name
+from .accounts import check_unix_name, is_valid_unix_name
 
 USER_DIR_MODE = 0o700
 # traverse-only: the lab reaches its dirs through bind mounts, nobody lists them
@@ -129,19 +148,580 @@ def ensure_user_dirs(
     try:
         os.fchmod(root_fd, USER_ROOT_MODE)
         for path in dirs.all():
-            fd = _open_dir_nofollow(path.name, root_fd, USER_DIR_MODE)
-            try:
-                _claim(fd, uid, gid, USER_DIR_MODE, chown)
-                if path == dirs.home:
-                    # empty mount points, owned by the user so ls -la looks sane
-                    for in_home in _IN_HOME.values():
-                        mount_fd = _open_dir_nofollow(in_home, fd, USER_DIR_MODE)
-                        try:
-                            _claim(mount_fd, uid, gid, USER_DIR_MODE, chown)
-                        finally:
-                            os.close(mount_fd)
-            finally:
-                os.close(fd)
+            _ensure_volume(root_fd, path.name, uid, gid, chown)
     finally:
         os.close(root_fd)
     return dirs
+
+
+# --- reset to a trash, restore, purge --------------------------------------------
+#
+# Trash layout: <users_root>/<unix>/.trash/<UTC stamp>-<volume>[-<n>], root-owned
+# 0700, beside the directories it receives: a reset is one rename(2) within the
+# user's root, so it never copies and costs the same for 1 file or 100k. A
+# trashed directory keeps its owner and contents; the user cannot reach it (the
+# lab binds only home/workspace/cache), only restore it through the hub.
+
+VOLUMES = ("home", "workspace", "cache")
+TRASH_DIR = ".trash"
+TRASH_MODE = 0o700
+DAY = 86400
+_STAMP_FORMAT = "%Y%m%dT%H%M%S"
+_TRASH_NAME = re.compile(
+    r"(?P<stamp>\d{8}T\d{6})\.(?P<micro>\d{6})Z-(?P<volume>home|workspace|cache)(?:-(?P<n>\d{1,4}))?"
+)
+# how a rejected name is quoted back in messages
+_MAX_QUOTED = 40
+
+
+class VolumeNameError(ValueError):
+    """A requested volume list or trash item name is malformed or unknown."""
+
+
+class TrashItemNotFoundError(LookupError):
+    """No trash item of that name for this user."""
+
+
+class StorageError(OSError):
+    """A storage operation could not be carried out (reported, never half-done)."""
+
+
+def _quote(value) -> str:
+    text = repr(value)
+    return text if len(text) <= _MAX_QUOTED else text[: _MAX_QUOTED - 3] + "..."
+
+
+def check_volume_names(volumes) -> list[str]:
+    """The request's volume names, validated and de-duplicated (order kept).
+
+    Only the per-user names of :data:`VOLUMES` are accepted; anything else
+    (``shared``, paths, ``..``, empty, non-strings) raises VolumeNameError.
+    """
+    if not isinstance(volumes, list):
+        raise VolumeNameError(f"'volumes' must be a list of names, got {_quote(volumes)}")
+    if not volumes:
+        raise VolumeNameError("No volumes specified")
+    checked: list[str] = []
+    for name in volumes:
+        if not isinstance(name, str) or name not in VOLUMES:
+            raise VolumeNameError(
+                f"Invalid volume {_quote(name)}: choose from {', '.join(VOLUMES)}"
+            )
+        if name not in checked:
+            checked.append(name)
+    return checked
+
+
+@dataclass(frozen=True)
+class TrashItem:
+    """One trashed directory, named ``<stamp>-<volume>``."""
+
+    id: str
+    volume: str
+    trashed_at: float  # epoch seconds, from the name
+
+    def to_json(self, retention_seconds: int | None = None, size: int | None = None) -> dict:
+        model = {
+            "id": self.id,
+            "volume": self.volume,
+            "trashed_at": _iso(self.trashed_at),
+            "expires_at": None,
+            "size_bytes": size,
+        }
+        if retention_seconds is not None:
+            model["expires_at"] = _iso(self.trashed_at + retention_seconds)
+        return model
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def trash_item_name(volume: str, now: float, n: int = 0) -> str:
+    stamp = datetime.fromtimestamp(now, UTC)
+    name = f"{stamp.strftime(_STAMP_FORMAT)}.{stamp.microsecond:06d}Z-{volume}"
+    return f"{name}-{n}" if n else name
+
+
+def parse_trash_name(name) -> TrashItem | None:
+    """The TrashItem a directory entry of the trash stands for, or None."""
+    if not isinstance(name, str):
+        return None
+    match = _TRASH_NAME.fullmatch(name)
+    if match is None:
+        return None
+    try:
+        stamp = datetime.strptime(match["stamp"], _STAMP_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return TrashItem(
+        id=name,
+        volume=match["volume"],
+        trashed_at=stamp.timestamp() + int(match["micro"]) / 1e6,
+    )
+
+
+def check_trash_item_id(item_id) -> TrashItem:
+    item = parse_trash_name(item_id)
+    if item is None:
+        raise VolumeNameError(f"Invalid trash item {_quote(item_id)}")
+    return item
+
+
+def _open_user_root(dirs: UserDirs) -> int:
+    """Open ``users_root/<unix>`` refusing a symlink; FileNotFoundError if missing."""
+    parent_fd = os.open(dirs.root.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return _open_existing_dir(dirs.root.name, parent_fd)
+    finally:
+        os.close(parent_fd)
+
+
+def _open_existing_dir(name: str, dir_fd: int) -> int:
+    try:
+        return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise UnsafePathError(
+                f"{name!r} is a symlink or not a directory; refusing to use it"
+            ) from None
+        raise
+
+
+def _open_trash(root_fd: int, create: bool) -> int:
+    if create:
+        fd = _open_dir_nofollow(TRASH_DIR, root_fd, TRASH_MODE)
+    else:
+        fd = _open_existing_dir(TRASH_DIR, root_fd)
+    os.fchmod(fd, TRASH_MODE)
+    return fd
+
+
+def _exists(name: str, dir_fd: int) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+_RENAME_NOREPLACE = 1
+_AT_FDCWD = -100
+try:
+    _libc = ctypes.CDLL(None, use_errno=True)
+    _renameat2 = _libc.renameat2
+    _renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    _renameat2.restype = ctypes.c_int
+except (OSError, AttributeError):  # not glibc >= 2.28
+    _renameat2 = None
+
+
+def rename_noreplace(src: str, src_dir_fd: int, dst: str, dst_dir_fd: int) -> None:
+    """rename(2) that fails with FileExistsError instead of replacing ``dst``.
+
+    renameat2(RENAME_NOREPLACE) where the kernel and filesystem have it; else
+    a check then a rename (the parents are root-owned, so nobody else can
+    create ``dst`` in between).
+    """
+    if _renameat2 is not None:
+        if _renameat2(src_dir_fd, os.fsencode(src), dst_dir_fd, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOSYS):
+            raise OSError(err, os.strerror(err), dst)
+    if _exists(dst, dst_dir_fd):
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dst)
+    os.rename(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
+
+
+def _move_to_trash(root_fd: int, trash_fd: int, volume: str, now: float) -> TrashItem:
+    """Rename ``root/volume`` (whatever it is: never followed) into the trash."""
+    if os.fstat(trash_fd).st_dev != os.fstat(root_fd).st_dev:
+        raise StorageError(
+            errno.EXDEV, f"the trash is on another filesystem than {volume}; refusing to copy"
+        )
+    for n in range(1000):
+        name = trash_item_name(volume, now, n)
+        try:
+            rename_noreplace(volume, root_fd, name, trash_fd)
+        except FileExistsError:
+            if not _exists(volume, root_fd):
+                raise
+            continue  # same microsecond as an earlier item: next suffix
+        return parse_trash_name(name)
+    raise StorageError(errno.EEXIST, f"no free trash name for {volume}")
+
+
+def _ensure_volume(root_fd: int, volume: str, uid: int, gid: int, chown: Chown) -> None:
+    fd = _open_dir_nofollow(volume, root_fd, USER_DIR_MODE)
+    try:
+        _claim(fd, uid, gid, USER_DIR_MODE, chown)
+        if volume == "home":
+            # empty mount points, owned by the user so ls -la looks sane
+            for in_home in _IN_HOME.values():
+                mount_fd = _open_dir_nofollow(in_home, fd, USER_DIR_MODE)
+                try:
+                    _claim(mount_fd, uid, gid, USER_DIR_MODE, chown)
+                finally:
+                    os.close(mount_fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class ResetResult:
+    reset_volumes: list[str] = field(default_factory=list)
+    failed_volumes: list[dict] = field(default_factory=list)
+    trashed: list[TrashItem] = field(default_factory=list)
+
+
+def reset_volumes(
+    unix: str,
+    users_root: str | os.PathLike,
+    volumes,
+    *,
+    owner: tuple[int, int] | None = None,
+    now: float | None = None,
+    chown: Chown = os.fchown,
+) -> ResetResult:
+    """Move each named directory into the user's trash and recreate it empty.
+
+    ``owner`` (uid, gid) of the new directories; None: the old directory's.
+    The caller makes sure the user's server is not running. A volume that does
+    not exist or is not a directory is reported in ``failed_volumes`` and left
+    alone. Raises VolumeNameError before touching anything for a bad name.
+    """
+    volumes = check_volume_names(volumes)
+    dirs = user_dirs(unix, users_root)
+    now = time.time() if now is None else now
+    result = ResetResult()
+    try:
+        root_fd = _open_user_root(dirs)
+    except FileNotFoundError:
+        result.failed_volumes = [{"volume": v, "reason": "not found"} for v in volumes]
+        return result
+    try:
+        trash_fd = _open_trash(root_fd, create=True)
+        try:
+            for volume in volumes:
+                try:
+                    st = os.stat(volume, dir_fd=root_fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    result.failed_volumes.append({"volume": volume, "reason": "not found"})
+                    continue
+                if not stat.S_ISDIR(st.st_mode):
+                    result.failed_volumes.append(
+                        {"volume": volume, "reason": "not a directory; left alone"}
+                    )
+                    continue
+                try:
+                    item = _move_to_trash(root_fd, trash_fd, volume, now)
+                    uid, gid = owner if owner is not None else (st.st_uid, st.st_gid)
+                    _ensure_volume(root_fd, volume, uid, gid, chown)
+                except OSError as e:
+                    result.failed_volumes.append(
+                        {"volume": volume, "reason": e.strerror or str(e)}
+                    )
+                    continue
+                result.reset_volumes.append(volume)
+                result.trashed.append(item)
+        finally:
+            os.close(trash_fd)
+    finally:
+        os.close(root_fd)
+    return result
+
+
+def list_trash(unix: str, users_root: str | os.PathLike) -> list[TrashItem]:
+    """The user's trash items, newest first (names that are not items are skipped)."""
+    dirs = user_dirs(unix, users_root)
+    try:
+        root_fd = _open_user_root(dirs)
+    except FileNotFoundError:
+        return []
+    try:
+        try:
+            trash_fd = _open_existing_dir(TRASH_DIR, root_fd)
+        except FileNotFoundError:
+            return []
+        try:
+            items = [parse_trash_name(name) for name in os.listdir(trash_fd)]
+        finally:
+            os.close(trash_fd)
+    finally:
+        os.close(root_fd)
+    return sorted((i for i in items if i is not None), key=lambda i: i.id, reverse=True)
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    volume: str
+    restored: TrashItem
+    displaced: TrashItem | None  # the directory that was in place, now in the trash
+
+
+def restore_trash_item(
+    unix: str,
+    users_root: str | os.PathLike,
+    item_id,
+    *,
+    now: float | None = None,
+    chown: Chown = os.fchown,
+) -> RestoreResult:
+    """Put a trashed directory back in place; the current one goes to the trash first.
+
+    Never overwrites: the rename into place refuses an existing target.
+    The caller makes sure the user's server is not running.
+    """
+    item = check_trash_item_id(item_id)
+    dirs = user_dirs(unix, users_root)
+    now = time.time() if now is None else now
+    try:
+        root_fd = _open_user_root(dirs)
+    except FileNotFoundError:
+        raise TrashItemNotFoundError(item.id) from None
+    try:
+        try:
+            trash_fd = _open_existing_dir(TRASH_DIR, root_fd)
+        except FileNotFoundError:
+            raise TrashItemNotFoundError(item.id) from None
+        try:
+            try:
+                st = os.stat(item.id, dir_fd=trash_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                raise TrashItemNotFoundError(item.id) from None
+            if not stat.S_ISDIR(st.st_mode):
+                raise StorageError(errno.ENOTDIR, f"trash item {item.id} is not a directory")
+            displaced = None
+            if _exists(item.volume, root_fd):
+                displaced = _move_to_trash(root_fd, trash_fd, item.volume, now)
+            rename_noreplace(item.id, trash_fd, item.volume, root_fd)
+            # modes and the mount points in home, as a spawn would repair them
+            _ensure_volume(root_fd, item.volume, st.st_uid, st.st_gid, chown)
+        finally:
+            os.close(trash_fd)
+    finally:
+        os.close(root_fd)
+    return RestoreResult(volume=item.volume, restored=item, displaced=displaced)
+
+
+def _remove_at(dir_fd: int, name: str) -> None:
+    """Delete ``name`` under dir_fd; a directory tree without following any symlink."""
+    st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    if stat.S_ISDIR(st.st_mode):
+        # the fd-based rmtree: opens every directory with O_NOFOLLOW and
+        # unlinks symlinks as entries (shutil.rmtree.avoids_symlink_attacks)
+        shutil.rmtree(name, dir_fd=dir_fd)
+    else:
+        os.unlink(name, dir_fd=dir_fd)
+
+
+@dataclass
+class PurgeReport:
+    purged: list[tuple[str, str]] = field(default_factory=list)  # (unix, item id)
+    kept: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def purge_trash(
+    users_root: str | os.PathLike,
+    retention_seconds: float,
+    *,
+    now: float | None = None,
+    dry_run: bool = False,
+) -> PurgeReport:
+    """Delete every trash item older than ``retention_seconds`` (by its name's time).
+
+    Walks ``users_root/<unix>/.trash`` for valid unix names only, opens each
+    level without following symlinks and deletes trees fd-relative, so a link
+    planted anywhere inside is removed as a link, never followed.
+    """
+    if not Path(users_root).is_absolute():
+        raise UnsafePathError(f"users_root must be absolute, got {str(users_root)!r}")
+    now = time.time() if now is None else now
+    cutoff = now - retention_seconds
+    report = PurgeReport()
+    top_fd = os.open(users_root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for unix in sorted(os.listdir(top_fd)):
+            if not is_valid_unix_name(unix):
+                continue
+            try:
+                root_fd = _open_existing_dir(unix, top_fd)
+            except (UnsafePathError, FileNotFoundError) as e:
+                report.errors.append(f"{unix}: {e}")
+                continue
+            try:
+                try:
+                    trash_fd = _open_existing_dir(TRASH_DIR, root_fd)
+                except FileNotFoundError:
+                    continue
+                except UnsafePathError as e:
+                    report.errors.append(f"{unix}/{TRASH_DIR}: {e}")
+                    continue
+                try:
+                    for name in sorted(os.listdir(trash_fd)):
+                        item = parse_trash_name(name)
+                        if item is None or item.trashed_at >= cutoff:
+                            report.kept += item is not None
+                            continue
+                        try:
+                            if not dry_run:
+                                _remove_at(trash_fd, name)
+                            report.purged.append((unix, name))
+                        except OSError as e:
+                            report.errors.append(f"{unix}/{TRASH_DIR}/{name}: {e}")
+                finally:
+                    os.close(trash_fd)
+            finally:
+                os.close(root_fd)
+    finally:
+        os.close(top_fd)
+    return report
+
+
+# --- sizes -----------------------------------------------------------------------
+
+
+def tree_usage(name: str, dir_fd: int) -> int:
+    """Disk usage in bytes of ``name`` under dir_fd (like ``du -s --bytes`` of blocks).
+
+    Never follows a symlink (os.fwalk with follow_symlinks=False re-checks each
+    directory it opens); hard links inside the tree count once.
+    """
+    st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    total = st.st_blocks * 512
+    if not stat.S_ISDIR(st.st_mode):
+        return total
+    seen: set[tuple[int, int]] = set()
+    for _path, dirnames, filenames, fd in os.fwalk(name, dir_fd=dir_fd, follow_symlinks=False):
+        for entry in filenames + dirnames:
+            try:
+                est = os.stat(entry, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:  # removed while we walk
+                continue
+            if est.st_nlink > 1 and not stat.S_ISDIR(est.st_mode):
+                key = (est.st_dev, est.st_ino)
+                if key in seen:
+                    continue
+                seen.add(key)
+            total += est.st_blocks * 512
+    return total
+
+
+def measure_user(unix: str, users_root: str | os.PathLike) -> dict | None:
+    """Sizes of one user's directories and trash items; None when the user has none.
+
+    ``{"home": bytes|None, "workspace": ..., "cache": ..., "trash": bytes,
+    "trash_items": {id: bytes}}`` (None: that directory does not exist).
+    """
+    dirs = user_dirs(unix, users_root)
+    try:
+        root_fd = _open_user_root(dirs)
+    except (FileNotFoundError, UnsafePathError):
+        return None
+    try:
+        sizes: dict = {}
+        for volume in VOLUMES:
+            try:
+                sizes[volume] = tree_usage(volume, root_fd)
+            except FileNotFoundError:
+                sizes[volume] = None
+        items: dict[str, int] = {}
+        try:
+            trash_fd = _open_existing_dir(TRASH_DIR, root_fd)
+        except (FileNotFoundError, UnsafePathError):
+            trash_fd = None
+        if trash_fd is not None:
+            try:
+                for name in os.listdir(trash_fd):
+                    if parse_trash_name(name) is not None:
+                        try:
+                            items[name] = tree_usage(name, trash_fd)
+                        except FileNotFoundError:
+                            pass
+            finally:
+                os.close(trash_fd)
+        sizes["trash_items"] = items
+        sizes["trash"] = sum(items.values())
+        return sizes
+    finally:
+        os.close(root_fd)
+
+
+def measure_all(users_root: str | os.PathLike) -> dict[str, dict]:
+    """:func:`measure_user` for every per-user directory under users_root."""
+    sizes = {}
+    for unix in sorted(os.listdir(users_root)):
+        if is_valid_unix_name(unix):
+            measured = measure_user(unix, users_root)
+            if measured is not None:
+                sizes[unix] = measured
+    return sizes
+
+
+# --- command line: the purge timer's service, and sizes for an operator ---------
+
+DEFAULT_PLATFORM_CONFIG = "/etc/jupyterhub/platform.json"
+
+
+def _storage_settings(path: str) -> dict:
+    from .config import load_settings, validate_settings  # config imports this module's peers
+
+    return validate_settings(load_settings(path))
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import json
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog="python -m hub_ext.storage",
+        description="Per-user storage of the platform: purge expired trash, report sizes.",
+    )
+    parser.add_argument(
+        "--config",
+        default=DEFAULT_PLATFORM_CONFIG,
+        help="platform.json giving users_root and storage.trash_retention_days",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    purge = sub.add_parser("purge", help="delete trash items older than the retention")
+    purge.add_argument(
+        "--retention-days", type=int, help="override storage.trash_retention_days"
+    )
+    purge.add_argument("--dry-run", action="store_true", help="list, delete nothing")
+    sub.add_parser("sizes", help="print every user's sizes as JSON")
+    args = parser.parse_args(argv)
+
+    try:
+        settings = _storage_settings(args.config)
+    except ValueError as e:
+        print(f"hub_ext.storage: {e}", file=sys.stderr)
+        return 2
+    users_root = settings["users_root"]
+    if args.command == "sizes":
+        print(json.dumps(measure_all(users_root), indent=2, sort_keys=True))
+        return 0
+
+    days = args.retention_days
+    if days is None:
+        days = settings["storage"]["trash_retention_days"]
+    if days < 1:
+        print("hub_ext.storage: --retention-days must be >= 1", file=sys.stderr)
+        return 2
+    report = purge_trash(users_root, days * DAY, dry_run=args.dry_run)
+    verb = "would purge" if args.dry_run else "purged"
+    for unix, name in report.purged:
+        print(f"{verb} {unix}/{TRASH_DIR}/{name}")
+    for error in report.errors:
+        print(f"error: {error}", file=sys.stderr)
+    print(
+        f"{len(report.purged)} item(s) {verb}, {report.kept} kept "
+        f"(retention {days} day(s)), {len(report.errors)} error(s)"
+    )
+    return 1 if report.errors else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

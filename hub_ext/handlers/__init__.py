@@ -5,11 +5,11 @@ Each module ends in a ``default_handlers`` list of ``(path, handler)`` pairs
 registers them.
 """
 
-from . import accounts, activity, gpu, health, notifications, session, settings
+from . import accounts, activity, gpu, health, notifications, session, settings, storage
 
 # Every feature module, in registration order. A new feature adds its module
 # here; `setup(app, parent)` (optional) runs first, once, with the hub app.
-FEATURES = [session, gpu, activity, accounts, notifications, settings, health]
+FEATURES = [session, storage, gpu, activity, accounts, notifications, settings, health]
 
 
 def platform_handlers(app, parent=None) -> list:
