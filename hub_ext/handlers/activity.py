@@ -34,12 +34,15 @@ STATIC_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 
 
 def sizes_provider(app):
-    """Where the directory sizes column comes from: None = not available ("n/a").
+    """Where the directory sizes column comes from: the storage feature's
+    background sizing (docs/storage.md), a callable (hub names) -> {name: {dir: bytes}}."""
+    from .storage import SETTINGS_KEY as STORAGE_KEY
 
-    The storage feature's background sizing plugs in here (docs/activity.md,
-    "Directory sizes"): return a callable (hub names) -> {name: {dir: bytes}}.
-    """
-    return None
+    def provider(names):
+        manager = app.tornado_settings.get(STORAGE_KEY)
+        return manager.sizes_model(names)["users"] if manager else {}
+
+    return provider
 
 
 def setup(app, parent=None) -> ActivityMonitor:

@@ -22,8 +22,8 @@ ADMIN_PAGES = [
     ("platform-users", "hub/platform/users", "#users-table"),
     ("notifications", "hub/notifications", "#notify-form"),
     ("settings", "hub/settings", "#settings-table"),
-    # ("activity", "hub/activity", "..."),            # issue 6: add when merged
-    # ("storage", "hub/platform/storage", "..."),     # issue 3: add when merged
+    ("activity", "hub/activity", "#activity-page"),
+    ("storage", "hub/storage", "#storage-table"),
 ]
 
 

@@ -124,6 +124,16 @@ MATRIX = [
     # --- settings --------------------------------------------------------------------
     E("GET",  "/settings",                   302, 403, 403, 200),
     E("GET",  "/api/settings",               403, 403, 403, 200),
+    # --- storage (each row's user has no running server) -------------------------------
+    E("GET",  "/api/users/{user}/manage-volumes", 403, 403, 200, 200),
+    E("DELETE", "/api/users/{user}/manage-volumes", 403, 403, 200, 200, json={"volumes": ["cache"]}),
+    E("POST", "/api/users/{user}/restart-server", 403, 403, 400, 400,
+      note="400: the server is not running"),
+    E("GET",  "/api/users/{user}/trash",     403, 403, 200, 200),
+    E("POST", "/api/users/{user}/trash/restore", 403, 403, 404, 404,
+      json={"item": "19700101T000000.000000Z-cache"}, note="404: no such trash item"),
+    E("GET",  "/api/storage",                403, 403, 403, 200),
+    E("GET",  "/storage",                    302, 403, 403, 200),
     # --- activity monitor ------------------------------------------------------------
     E("GET",  "/activity",                   302, 403, 403, 200),
     E("GET",  "/api/activity",               403, 403, 403, 200),
