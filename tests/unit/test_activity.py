@@ -430,7 +430,19 @@ def test_handlers_module_routes_and_setup_without_an_app():
     assert Path(h.STATIC_DIR, "uplot", "LICENSE").read_text().startswith("The MIT License")
     monitor = h.setup(None)
     assert monitor.task is None and monitor.sizes_provider is None
-    assert h.sizes_provider(None) is None
+    # the sizes come from the storage feature's manager in the hub's tornado settings
+    class App:
+        tornado_settings = {}
+    app = App()
+    provider = h.sizes_provider(app)
+    assert provider(["alice"]) == {}  # no storage manager: no sizes
+
+    class Manager:
+        def sizes_model(self, names):
+            return {"users": {n: {"home": 1, "workspace": 2, "cache": 3} for n in names}}
+    from hub_ext.handlers.storage import SETTINGS_KEY
+    app.tornado_settings[SETTINGS_KEY] = Manager()
+    assert provider(["alice"]) == {"alice": {"home": 1, "workspace": 2, "cache": 3}}
 
 
 def test_running_units_uses_full_unit_names():
