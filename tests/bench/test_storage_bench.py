@@ -22,7 +22,6 @@ from pathlib import Path
 import pytest
 import requests
 
-from hubclient import HubClient
 
 ROUNDS = 10
 BIG_FILES = 100_000
