@@ -111,14 +111,7 @@ def _open_dir_nofollow(name: str, dir_fd: int, mode: int) -> int:
         os.mkdir(name, mode, dir_fd=dir_fd)
     except FileExistsError:
         pass
-    try:
-        return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
-    except OSError as e:
-        if e.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise UnsafePathError(
-                f"{name!r} is a symlink or not a directory; refusing to use it"
-            ) from None
-        raise
+    return _open_existing_dir(name, dir_fd)
 
 
 def _claim(fd: int, uid: int, gid: int, mode: int, chown: Chown) -> None:

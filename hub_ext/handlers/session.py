@@ -17,14 +17,13 @@ import asyncio
 import time
 
 from jupyterhub import orm
-from jupyterhub.apihandlers.base import APIHandler
-from jupyterhub.scopes import has_scope
 from tornado import web
 from traitlets import Bool, Integer, Unicode
 from traitlets.config import LoggingConfigurable
 
 from .. import culler
 from ..timeutil import to_epoch, to_iso
+from .base import UserResourceHandler
 
 SETTINGS_KEY = "hub_ext_session_culler"  # tornado settings key the handlers read
 
@@ -288,29 +287,12 @@ def setup(app, parent=None) -> SessionCuller:
 # --- handlers -------------------------------------------------------------------
 
 
-class _SessionHandler(APIHandler):
+class _SessionHandler(UserResourceHandler):
+    resource = "the session"
+
     @property
     def session_culler(self) -> SessionCuller:
         return self.settings[SETTINGS_KEY]
-
-    def check_access(self, scope: str, user_name: str):
-        """403 unless the caller has ``scope`` on ``user_name`` (own user, or admin).
-
-        JupyterHub's needs_scope answers 404 for another user's resources; the
-        platform's API contract is 403, the same for existing and unknown names.
-        """
-        if self.current_user is None:
-            raise web.HTTPError(403, "Missing or invalid credentials.")
-        if not has_scope(f"{scope}!user={user_name}", self.parsed_scopes, db=self.db):
-            raise web.HTTPError(
-                403, f"Not allowed to access the session of {user_name!r}"
-            )
-
-    def target_user(self, user_name: str):
-        user = self.find_user(user_name)
-        if user is None:
-            raise web.HTTPError(404, f"No such user: {user_name!r}")
-        return user
 
 
 class SessionInfoHandler(_SessionHandler):

@@ -32,7 +32,6 @@ import threading
 import time
 
 from jupyterhub import orm
-from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.handlers.base import BaseHandler
 from jupyterhub.scopes import has_scope
 from tornado import web
@@ -40,6 +39,7 @@ from traitlets import Dict, Integer, Unicode
 from traitlets.config import LoggingConfigurable
 
 from .. import accounts, storage
+from .base import UserResourceHandler
 
 SETTINGS_KEY = "hub_ext_storage"  # tornado settings key the handlers read
 WALK_NICE = 10  # niceness of the sizing thread
@@ -374,27 +374,12 @@ def setup(app, parent=None) -> StorageManager:
 # --- handlers ---------------------------------------------------------------------
 
 
-class _StorageHandler(APIHandler):
+class _StorageHandler(UserResourceHandler):
+    resource = "the storage"
+
     @property
     def storage_manager(self) -> StorageManager:
         return self.settings[SETTINGS_KEY]
-
-    def check_access(self, scope: str, user_name: str) -> None:
-        """403 unless the caller has ``scope`` on ``user_name`` (own user, or admin).
-
-        Checked before anything else, and the same for unknown names, so a
-        user learns nothing about other accounts.
-        """
-        if self.current_user is None:
-            raise web.HTTPError(403, "Missing or invalid credentials.")
-        if not has_scope(f"{scope}!user={user_name}", self.parsed_scopes, db=self.db):
-            raise web.HTTPError(403, f"Not allowed to manage the storage of {user_name!r}")
-
-    def target_user(self, user_name: str):
-        user = self.find_user(user_name)
-        if user is None:
-            raise web.HTTPError(404, f"No such user: {user_name!r}")
-        return user
 
     def check_stopped(self, user) -> None:
         reason = busy_reason(user)
