@@ -37,7 +37,7 @@ from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.apihandlers.groups import GroupAPIHandler
 from jupyterhub.apihandlers.users import UserAPIHandler
 from jupyterhub.handlers import BaseHandler
-from jupyterhub.scopes import has_scope
+from jupyterhub.scopes import has_scope, needs_scope
 from jupyterhub.utils import maybe_future
 from nativeauthenticator.orm import UserInfo
 from tornado import web
@@ -210,6 +210,15 @@ class PlatformUserAPIHandler(UserAPIHandler):
 
 class PlatformGroupAPIHandler(GroupAPIHandler):
     """JupyterHub's group API; the built-in privilege groups cannot be deleted."""
+
+    @needs_scope("admin:groups")
+    async def post(self, group_name):
+        # upstream answers {"users": [null]} with a 500 (it normalises each name)
+        model = self.get_json_body() or {}
+        users = model.get("users", []) if isinstance(model, dict) else None
+        if not isinstance(users, list) or not all(isinstance(u, str) for u in users):
+            raise web.HTTPError(400, 'The body must be an object whose "users" is a list of names')
+        return await super().post(group_name)
 
     def delete(self, group_name):
         if group_name in privileges.BUILTIN_GROUPS and has_scope(

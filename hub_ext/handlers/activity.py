@@ -103,6 +103,8 @@ class ActivityHistoryHandler(_ActivityAPI):
 class ActivityResetHandler(_ActivityAPI):
     async def post(self):
         require_scope(self, SCOPE, "reset the activity history")
+        if self.request.body:
+            self.get_json_body()  # a body, if any, must be JSON (400 otherwise)
         deleted = await self.monitor.reset()
         self.log.info("Activity history reset by %s", self.current_user.name)
         self.finish({"deleted_samples": deleted})

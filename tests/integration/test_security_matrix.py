@@ -141,7 +141,8 @@ MATRIX = [
     E("GET",  "/api/activity/history/{user}", 403, 403, 403, 200),
     E("POST", "/api/activity/reset",         403, 403, 403, 200, json={}),
     E("GET",  "/platform/static/uplot/uPlot.iife.min.js", 200, 200, 200, 200, note="public asset"),
-    E("HEAD", "/platform/static/uplot/uPlot.iife.min.js", 200, 200, 200, 200, note="public asset"),
+    E("HEAD", "/platform/static/uplot/uPlot.iife.min.js", 200, 200, 200, 200, no_xsrf=200,
+      note="public asset; HEAD is safe"),
     # --- health (public, one answer per client per second) ---------------------------
     E("GET",  "/api/health",                 200, 200, 200, 200, interval=1.1),
 ]
