@@ -18,6 +18,7 @@ import json
 import re
 import secrets
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -340,8 +341,8 @@ def test_malformed_json_bodies_are_4xx_never_5xx(people, row):
 
 
 def test_user_lab_unit_exposure_is_reported(host, admin):
-    from conftest import ARTIFACTS
-
+    # not `from conftest import`: with tests/browser collected, "conftest" is another module
+    artifacts = Path(__file__).resolve().parents[2] / "artifacts"
     name, = unique_names(1, "mx-lab")
     assert admin.api("POST", f"users/{name}").status_code == 201
     admin.start_server(name)
@@ -353,6 +354,6 @@ def test_user_lab_unit_exposure_is_reported(host, admin):
     m = re.search(rf"Overall exposure level for {re.escape(unit)}: ([\d.]+) (\S+)", out)
     assert m, out[-2000:]
     score = float(m.group(1))
-    (ARTIFACTS / "security-user-unit.txt").write_text(out)
+    (artifacts / "security-user-unit.txt").write_text(out)
     print(f"\n{unit} exposure: {score} {m.group(2)} (details: artifacts/security-user-unit.txt)")
     assert 0.0 <= score <= 10.0
