@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pytest
-from jupyterhub.scopes import parse_scopes
 from tornado.testing import AsyncHTTPTestCase
 from tornado.web import Application
 from traitlets.config import Config
@@ -28,6 +27,8 @@ from hub_ext.handlers.session import (
     to_epoch,
     to_iso,
 )
+
+from .fakehub import AuthFromHeader
 
 T0 = 1_700_000_000.0
 
@@ -67,13 +68,6 @@ class FakeUser:
         self.orm_spawners = {"": self.spawner.orm_spawner}
 
 
-def scopes_of(user):
-    if user.admin:
-        return {"read:servers", "servers", "admin:users"}
-    n = user.name
-    return {f"read:servers!user={n}", f"servers!user={n}", f"read:users!user={n}"}
-
-
 class Clock:
     def __init__(self):
         self.now = T0
@@ -96,29 +90,11 @@ def make_culler(tmp_path=None, **overrides):
     return culler
 
 
-class _AuthFromHeader:
-    """Replace JupyterHub's authentication by a header naming a fake user."""
-
-    async def prepare(self):
-        users = self.settings["test_users"]
-        caller = users.get(self.request.headers.get("X-Test-User", ""))
-        self._jupyterhub_user = caller
-        self.expanded_scopes = scopes_of(caller) if caller else set()
-        self.parsed_scopes = parse_scopes(self.expanded_scopes)
-
-    @property
-    def db(self):
-        return SimpleNamespace(dirty=[], rollback=lambda: None)
-
-    def find_user(self, name):
-        return self.settings["test_users"].get(name)
-
-
-class InfoHandler(_AuthFromHeader, SessionInfoHandler):
+class InfoHandler(AuthFromHeader, SessionInfoHandler):
     pass
 
 
-class ExtendHandler(_AuthFromHeader, ExtendSessionHandler):
+class ExtendHandler(AuthFromHeader, ExtendSessionHandler):
     pass
 
 

@@ -12,7 +12,6 @@ import os
 from types import SimpleNamespace
 
 import pytest
-from jupyterhub.scopes import parse_scopes
 from tornado.testing import AsyncHTTPTestCase
 from tornado.web import Application
 from traitlets.config import Config
@@ -30,6 +29,8 @@ from hub_ext.handlers.storage import (
     TrashHandler,
     busy_reason,
 )
+
+from .fakehub import AuthFromHeader
 
 T0 = 1_700_000_000.0
 
@@ -61,49 +62,23 @@ class FakeUser:
         self.orm_spawners = {"": self.spawner.orm_spawner}
 
 
-def scopes_of(user):
-    if user.admin:
-        return {"read:servers", "servers", "admin:users", "admin:servers"}
-    n = user.name
-    return {f"read:servers!user={n}", f"servers!user={n}", f"read:users!user={n}"}
-
-
-class _AuthFromHeader:
-    async def prepare(self):
-        users = self.settings["test_users"]
-        caller = users.get(self.request.headers.get("X-Test-User", ""))
-        self._jupyterhub_user = caller
-        self.expanded_scopes = scopes_of(caller) if caller else set()
-        self.parsed_scopes = parse_scopes(self.expanded_scopes)
-
-    @property
-    def db(self):
-        users = self.settings["test_users"]
-        return SimpleNamespace(
-            dirty=[], rollback=lambda: None, query=lambda _: list(users.values())
-        )
-
-    def find_user(self, name):
-        return self.settings["test_users"].get(name)
-
-
-class Manage(_AuthFromHeader, ManageVolumesHandler):
+class Manage(AuthFromHeader, ManageVolumesHandler):
     pass
 
 
-class Trash(_AuthFromHeader, TrashHandler):
+class Trash(AuthFromHeader, TrashHandler):
     pass
 
 
-class Restore(_AuthFromHeader, RestoreHandler):
+class Restore(AuthFromHeader, RestoreHandler):
     pass
 
 
-class Sizes(_AuthFromHeader, StorageSizesHandler):
+class Sizes(AuthFromHeader, StorageSizesHandler):
     pass
 
 
-class Restart(_AuthFromHeader, RestartServerHandler):
+class Restart(AuthFromHeader, RestartServerHandler):
     async def stop_single_user(self, user, server_name=""):
         self.settings["calls"].append(("stop", user.name, server_name))
         user.spawner.running = False
