@@ -100,12 +100,13 @@ class HubClient:
         assert r.status_code in (200, 201), r.text
         return r.json()["token"]
 
-    def start_server(self, user: str, timeout: float = 180) -> float:
-        """Ask the hub for the user's server, return seconds until its lab API answers."""
+    def start_server(self, user: str, timeout: float = 180, poll: float = 0.25) -> float:
+        """Ask the hub for the user's server, return seconds until its lab API answers
+        (asked every ``poll`` seconds)."""
         started = time.monotonic()
         r = self.api("POST", f"users/{user}/server")
         assert r.status_code in (201, 202), f"{r.status_code} {r.text}"
-        self.wait_lab(user, timeout)
+        self.wait_lab(user, timeout, poll)
         return time.monotonic() - started
 
     def ensure_server(self, user: str, timeout: float = 180) -> None:
@@ -115,7 +116,7 @@ class HubClient:
         else:
             self.start_server(user, timeout)
 
-    def wait_lab(self, user: str, timeout: float = 180) -> None:
+    def wait_lab(self, user: str, timeout: float = 180, poll: float = 0.25) -> None:
         """Wait until the lab API answers: with a token directly; with a browser
         session once the hub reports the server ready and the lab page is opened
         (a lab answers cookie-less API calls with 403, not with a login redirect)."""
@@ -126,7 +127,7 @@ class HubClient:
                 server = self.api("GET", f"users/{user}").json().get("servers", {}).get("", {})
                 if server.get("ready"):
                     break
-                time.sleep(0.25)
+                time.sleep(poll)
             last = self.open_lab(user)
             assert last.status_code == 200, f"lab page of {user}: {last.status_code}"
         while time.monotonic() < deadline:
@@ -136,7 +137,7 @@ class HubClient:
                     return
             except requests.RequestException as exc:
                 last = exc
-            time.sleep(0.25)
+            time.sleep(poll)
         raise AssertionError(f"lab of {user} did not answer in {timeout}s: {getattr(last, 'status_code', last)}")
 
     def stop_server(self, user: str, timeout: float = 120) -> None:

@@ -1,3 +1,7 @@
+import asyncio
+import threading
+
+import bcrypt
 import pytest
 from jupyterhub import orm
 from nativeauthenticator.orm import UserInfo
@@ -114,3 +118,44 @@ def test_signup_handler_replaced(make_authenticator):
     handlers = dict(make_authenticator().get_handlers(None))
     assert handlers["/signup"] is PlatformSignUpHandler
     assert "/login" in handlers and "/authorize" in handlers
+
+
+# --- login: NativeAuthenticator's rules, bcrypt off the event loop ----------------------
+
+
+def login(authenticator, username, password):
+    return asyncio.run(authenticator.authenticate(None, {"username": username, "password": password}))
+
+
+def test_login_rules(make_authenticator):
+    authenticator = make_authenticator(password="admin-password-1")
+    authenticator.create_user("alice", "alice-password")  # signed up, not approved yet
+    assert login(authenticator, "admin", "admin-password-1") == "admin"
+    assert login(authenticator, "admin", "wrong-password") is None
+    assert login(authenticator, "alice", "alice-password") is None  # awaits approval
+    assert login(authenticator, "nobody", "whatever-pass") is None
+    assert login(authenticator, "admin", "x" * 100) is None  # over bcrypt's limit: refused, no error
+    assert asyncio.run(authenticator.authenticate(None, {"username": "admin"})) is None
+
+
+def test_failed_logins_still_block(make_authenticator):
+    authenticator = make_authenticator(password="admin-password-1")
+    authenticator.allowed_failed_logins = 2
+    authenticator.seconds_before_next_try = 600
+    for _ in range(2):
+        assert login(authenticator, "admin", "wrong-password") is None
+    assert login(authenticator, "admin", "admin-password-1") is None  # blocked for now
+
+
+def test_password_checked_in_a_worker_thread(make_authenticator, monkeypatch):
+    authenticator = make_authenticator(password="admin-password-1")
+    threads = []
+    real_checkpw = bcrypt.checkpw
+
+    def recording_checkpw(password, hashed):
+        threads.append(threading.current_thread())
+        return real_checkpw(password, hashed)
+
+    monkeypatch.setattr(bcrypt, "checkpw", recording_checkpw)
+    assert login(authenticator, "admin", "admin-password-1") == "admin"
+    assert threads and threads[0] is not threading.main_thread()

@@ -78,6 +78,10 @@ def test_environment():
 # --- PlatformSpawner, configured from platform.json ---
 
 
+async def listening(ip, port):
+    return True
+
+
 @pytest.fixture
 def make_spawner(monkeypatch, settings, tmp_path):
     # no systemctl here; SystemdSpawner.__init__ asks for the version
@@ -102,6 +106,7 @@ def make_spawner(monkeypatch, settings, tmp_path):
         spawner = PlatformSpawner(user=user, config=c, hub=Hub(base_url="/jupyterhub/hub/"))
         spawner.command_runner = FakeSystem()
         spawner.chown = RecordingChown()
+        spawner.port_probe = listening  # the lab "listens" at once (readiness has its own tests)
         return spawner
 
     make.users_root = users_root
@@ -244,6 +249,29 @@ def test_start_fails_fast_when_systemd_run_fails(make_spawner, monkeypatch, tmp_
     monkeypatch.setattr(systemd, "service_failed", not_running)
     spawner = make_spawner()
     with pytest.raises(RuntimeError, match="systemd-run failed"):
+        asyncio.run(spawner.start())
+
+
+# --- start() waits for the lab's port (hub_ext.readiness) ---------------------------
+
+
+def test_start_fails_with_the_unit_name_when_the_lab_exits_before_listening(
+    make_spawner, monkeypatch, tmp_path
+):
+    systemctl = FakeSystemctl()
+    monkeypatch.setattr(systemd.asyncio, "create_subprocess_exec", systemctl)
+    monkeypatch.setattr(systemd, "RUN_ROOT", str(tmp_path / "run"))
+    spawner = make_spawner()
+    spawner.api_token = "t"
+
+    async def never_listens(ip, port):
+        # the lab dies while starting: systemd reports the unit inactive from now on
+        systemctl.started = False
+        return False
+
+    spawner.port_probe = never_listens
+    spawner.ready_poll_interval = 0.01  # the unit check comes after 1 s of probes
+    with pytest.raises(RuntimeError, match="jupyter-alice-singleuser exited before listening"):
         asyncio.run(spawner.start())
 
 

@@ -1,0 +1,83 @@
+"""hub_ext.readiness: the spawner's wait for a starting lab to listen."""
+
+import asyncio
+import socket
+
+import pytest
+
+from hub_ext.readiness import Readiness, port_open, wait_until_listening
+
+
+class FakeClock:
+    """Time advances only when the waiter sleeps."""
+
+    def __init__(self):
+        self.now = 100.0
+        self.sleeps = []
+
+    def __call__(self):
+        return self.now
+
+    async def sleep(self, seconds):
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def answers(*values):
+    """An async check returning the given values in turn, then the last one forever."""
+    calls = []
+
+    async def check():
+        calls.append(None)
+        return values[min(len(calls), len(values)) - 1]
+
+    check.calls = calls
+    return check
+
+
+def run_wait(probe, alive, clock, **kw):
+    return asyncio.run(wait_until_listening(probe, alive, clock=clock, sleep=clock.sleep, **kw))
+
+
+def test_listening_on_the_first_probe_needs_no_sleep():
+    clock = FakeClock()
+    alive = answers(True)
+    assert run_wait(answers(True), alive, clock, timeout=60) is Readiness.LISTENING
+    assert clock.sleeps == [] and alive.calls == []
+
+
+def test_probes_at_the_interval_until_listening():
+    clock = FakeClock()
+    probe = answers(False, False, False, True)
+    assert run_wait(probe, answers(True), clock, timeout=60, interval=0.05) is Readiness.LISTENING
+    assert clock.sleeps == [0.05, 0.05, 0.05]
+    assert len(probe.calls) == 4
+
+
+def test_unit_checked_once_per_alive_every_and_exit_ends_the_wait():
+    clock = FakeClock()
+    alive = answers(True, False)
+    state = run_wait(answers(False), alive, clock, timeout=60, interval=0.25, alive_every=1.0)
+    assert state is Readiness.EXITED
+    # first check after 1 s, the second (False) 1 s later: not one per probe
+    assert len(alive.calls) == 2
+    assert clock.now - 100.0 == pytest.approx(2.0)
+
+
+def test_times_out_while_the_unit_runs_but_never_listens():
+    clock = FakeClock()
+    state = run_wait(answers(False), answers(True), clock, timeout=3, interval=0.5)
+    assert state is Readiness.TIMED_OUT
+    assert clock.now - 100.0 == pytest.approx(3.0)
+
+
+def test_port_open_against_a_real_socket():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    try:
+        assert asyncio.run(port_open("127.0.0.1", port)) is False  # bound, not listening
+        listener.listen()
+        assert asyncio.run(port_open("127.0.0.1", port)) is True
+    finally:
+        listener.close()
