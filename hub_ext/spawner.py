@@ -10,11 +10,11 @@ docs/accounts.md).
 
 from __future__ import annotations
 
-import asyncio
 import os
 
 from jupyterhub.utils import random_port
 from systemdspawner import SystemdSpawner, systemd
+from tornado import web
 from traitlets import Dict, Float, Unicode, default
 
 from . import accounts, gpu, privileges, readiness, storage
@@ -317,17 +317,14 @@ class PlatformSpawner(SystemdSpawner):
                 f"systemd-run failed ({returncode}) for {self.unit_name}; "
                 f"see the hub's journal"
             )
-        for _ in range(self.start_timeout):
-            if await self.poll() is None:
-                break
-            await asyncio.sleep(1)
-        else:
-            return None
+        # no wait for "active" first (SystemdSpawner's loop): a lab that
+        # already exited would keep it polling until start_timeout
         return await self.wait_until_listening()
 
     async def wait_until_listening(self) -> tuple[str, int]:
-        """(ip, port) once the lab accepts connections; RuntimeError if it exits
-        first or does not listen within http_timeout."""
+        """(ip, port) once the lab accepts connections; an HTTPError JupyterHub
+        relays to the user (spawn page, API) if it exits first or does not
+        listen within http_timeout."""
         ip = self.ip or "127.0.0.1"
         state = await readiness.wait_until_listening(
             lambda: self.port_probe(ip, self.port),
@@ -336,8 +333,12 @@ class PlatformSpawner(SystemdSpawner):
             interval=self.ready_poll_interval,
         )
         if state is not readiness.Readiness.LISTENING:
-            raise RuntimeError(
-                f"{self.unit_name} {state.value} on port {self.port} "
-                f"(http_timeout {self.http_timeout} s); see journalctl -u {self.unit_name}"
+            # the lab's own failure, not the request's: a server error with the
+            # message the hub shows instead of a bare "Internal Server Error"
+            raise web.HTTPError(
+                500,
+                f"The lab {state.value} on port {self.port} (http_timeout "
+                f"{self.http_timeout} s); an admin finds why with "
+                f"journalctl -u {self.unit_name}",
             )
         return (ip, self.port)

@@ -144,7 +144,7 @@ class BatchCreateUsersHandler(APIHandler):
                 created.append(user)
                 await maybe_future(auth.add_user(user))
         except Exception as e:
-            self.log.error("Batch creation failed, rolling back: %s", e)
+            self.log.exception("Batch creation failed, rolling back: %s", e)
             self.db.rollback()
             for user in created:
                 self.users.delete(user)

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 import pytest
 from jupyterhub.objects import Hub
 from systemdspawner import systemd
+from tornado import web
 from traitlets.config import Config
 
 from hub_ext.config import apply_platform_settings
@@ -271,7 +272,7 @@ def test_start_fails_with_the_unit_name_when_the_lab_exits_before_listening(
 
     spawner.port_probe = never_listens
     spawner.ready_poll_interval = 0.01  # the unit check comes after 1 s of probes
-    with pytest.raises(RuntimeError, match="jupyter-alice-singleuser exited before listening"):
+    with pytest.raises(web.HTTPError, match="exited before listening.*journalctl -u jupyter-alice-singleuser"):
         asyncio.run(spawner.start())
 
 
@@ -339,7 +340,7 @@ def test_non_member_is_removed_from_stale_unix_groups(make_spawner, monkeypatch,
         groups={"jupyterhub-users": {"jh-alice"}, "docker": {"jh-alice"},
                 "jupyterhub-sudo": {"jh-alice"}, "jh-alice": {"jh-alice"}},
     )
-    spawner, properties, _ = _start(make_spawner, monkeypatch, tmp_path, system=system)
+    _spawner, properties, _ = _start(make_spawner, monkeypatch, tmp_path, system=system)
     assert "jh-alice" not in system.groups["docker"]
     assert "jh-alice" not in system.groups["jupyterhub-sudo"]
     assert "NoNewPrivileges=yes" in properties
@@ -353,7 +354,7 @@ def test_resource_profile_largest_wins_and_env_matches_unit(
         "big-mem": {"mem_limit": "16G"},
         "gpu-team": {"mem_limit": "8G", "cpu_limit": 6},
     }}
-    spawner, properties, env = _start(
+    _spawner, properties, env = _start(
         make_spawner, monkeypatch, tmp_path, groups=["big-mem", "gpu-team"]
     )
     assert f"MemoryMax={16 * 1024**3}" in properties
@@ -364,6 +365,6 @@ def test_resource_profile_largest_wins_and_env_matches_unit(
 
 def test_no_profiled_group_gives_the_defaults(make_spawner, monkeypatch, tmp_path, settings):
     settings["accounts"] = {"resource_profiles": {"big-mem": {"mem_limit": "16G"}}}
-    spawner, properties, env = _start(make_spawner, monkeypatch, tmp_path, groups=["other"])
+    _spawner, properties, env = _start(make_spawner, monkeypatch, tmp_path, groups=["other"])
     assert f"MemoryMax={4 * 1024**3}" in properties and "CPUQuota=200%" in properties
     assert f"MEM_LIMIT={4 * 1024**3}\n" in env and "CPU_LIMIT=2.0\n" in env
