@@ -24,6 +24,7 @@ import pytest
 from hubclient import HubClient, lab_cell, lab_shell, unique_names
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+PRIVILEGED_LAB_EXPOSURE_LIMIT = 7.0
 FAKE_DOCKER_SOCKET = "/run/sandbox-test-docker.sock"
 # a root-owned socket of the docker group, as dockerd's /var/run/docker.sock
 FAKE_DOCKERD = textwrap.dedent("""
@@ -125,6 +126,9 @@ def test_normal_lab_works_inside_its_sandbox(host, admin, fake_docker_socket):
     try:
         out, status = lab_cell(admin, user, notebook_cell(hub_api))
         assert status == "ok" and "cell-ok" in out, out
+        # jupyter-resource-usage still reads the lab's own processes
+        r = admin.s.get(admin.url(f"user/{user}/api/metrics/v1"), timeout=30)
+        assert r.status_code == 200 and r.json()["rss"] > 0, r.text
 
         shell_ok(admin, user, "cd && echo home > t1 && echo tmp > /tmp/t2 && cat t1 /tmp/t2"
                  " && echo ws > workspace/t3 && cat workspace/t3")
@@ -185,5 +189,6 @@ def test_privileged_lab_keeps_sudo_and_apt(host, admin):
     (ARTIFACTS / "security-privileged-unit.txt").write_text(report)
     print(f"\n{unit(user)} (docker-privileged) exposure: {score}"
           " (details: artifacts/security-privileged-unit.txt)")
-    # reported, not bounded: root inside is root-equivalent by design (docs/accounts.md)
-    assert 0.0 <= score <= 10.0
+    # root inside stays root-equivalent by design (docs/accounts.md); measured:
+    # 8.8 without the sandbox, 7.0 with it
+    assert score <= PRIVILEGED_LAB_EXPOSURE_LIMIT, report
