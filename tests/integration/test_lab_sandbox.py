@@ -132,8 +132,15 @@ def test_normal_lab_works_inside_its_sandbox(host, admin, fake_docker_socket):
 
         shell_ok(admin, user, "cd && echo home > t1 && echo tmp > /tmp/t2 && cat t1 /tmp/t2"
                  " && echo ws > workspace/t3 && cat workspace/t3")
-        # new files are private (the shared dir's default ACL still wins there)
+        # new files are private, except in the shared dir, whose default ACL wins
         assert shell_ok(admin, user, "umask").split()[-1] == "0077"
+        shared = f"/mnt/shared/sbx-{user}"
+        shell_ok(admin, user, f"mkdir {shared} && echo x > {shared}/f")
+        try:
+            modes = shell_ok(admin, user, f"stat -c %A {shared} {shared}/f").split()
+            assert modes[-2][5] == "w" and modes[-1][5] == "w", modes  # group-writable
+        finally:
+            host.exec("rm", "-rf", f"/srv/jupyterhub/shared/sbx-{user}")
         shell_ok(admin, user, "node -e \"require('http').get('" + hub_api + "',"
                  " r => process.exit(r.statusCode === 200 ? 0 : 1))"
                  ".on('error', () => process.exit(2))\"")
