@@ -267,6 +267,7 @@ SPAWNER_CHECKS: dict[str, Check] = {
     "isolate_tmp": _boolean,
     "isolate_devices": _boolean,
     "disable_user_sudo": _boolean,
+    "lab_hardening": _boolean,
     "readonly_paths": _optional(_string_list),
     "readwrite_paths": _optional(_string_list),
     "dynamic_users": _must_be_false,

@@ -15,7 +15,7 @@ import os
 from jupyterhub.utils import random_port
 from systemdspawner import SystemdSpawner, systemd
 from tornado import web
-from traitlets import Dict, Float, Unicode, default
+from traitlets import Bool, Dict, Float, Unicode, default
 
 from . import accounts, gpu, privileges, readiness, storage
 from .process import run_command
@@ -95,6 +95,17 @@ class PlatformSpawner(SystemdSpawner):
         notices a ready lab up to seconds late (docs/benchmarks.md). Whether
         the unit still runs is checked once a second meanwhile; the wait is
         bounded by http_timeout.
+        """,
+    ).tag(config=True)
+
+    lab_hardening = Bool(
+        True,
+        help="""Sandbox each lab unit (ProtectSystem, ProtectHome, capability
+        bounding set, system call filter, ...: hub_ext.units.lab_hardening).
+
+        Labs of users who may sudo (docker-privileged) get a looser profile that
+        lets root inside install packages. unit_extra_properties override any
+        single directive; False leaves the units as plain SystemdSpawner makes them.
         """,
     ).tag(config=True)
 
@@ -224,7 +235,8 @@ class PlatformSpawner(SystemdSpawner):
         Pure given the traits and ``granted`` (no systemd, no account changes),
         so tests can check what a configuration produces. docker-sock adds the
         docker group; docker-privileged lifts NoNewPrivileges (so sudo's setuid
-        bit works). unit_extra_properties still win over both.
+        bit works) and selects the sudo profile of the sandbox (lab_hardening).
+        unit_extra_properties still win over all of these.
         """
         support = self.gpu_support
         assigned = support.by_index(self.gpu_indices) if support.enabled else []
@@ -248,6 +260,7 @@ class PlatformSpawner(SystemdSpawner):
             isolate_tmp=self.isolate_tmp,
             isolate_devices=self.isolate_devices,
             disable_user_sudo=self.disable_user_sudo and not granted.sudo,
+            hardening=self.lab_hardening,
             readonly_paths=self._expand_paths(self.readonly_paths),
             readwrite_paths=self._expand_paths(self.readwrite_paths),
             device_access=gpu.unit_properties(support.enabled, assigned),

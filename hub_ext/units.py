@@ -29,6 +29,77 @@ def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
+# Sandbox of every lab unit (docs/accounts.md, "Lab unit sandbox"). Each
+# directive was checked on the test host against what labs must keep doing:
+# JupyterLab, terminals, pip/conda/node, JIT (so no MemoryDenyWriteExecute),
+# network, the docker socket, GPUs (DevicePolicy/DeviceAllow untouched).
+#
+# Common to all labs: only what works by mounts and capabilities. Every
+# seccomp-based directive makes systemd set NoNewPrivileges for a non-root
+# User=, which would break sudo for docker-privileged members.
+_HARDENING_COMMON: dict[str, PropertyValue] = {
+    "ProtectControlGroups": "yes",
+    # other users' processes invisible; the hub reads the unit from outside
+    "ProtectProc": "invisible",
+    "RemoveIPC": "yes",
+    "KeyringMode": "private",
+}
+
+# A lab without sudo (NoNewPrivileges): no capabilities, no setuid, seccomp,
+# nothing writable outside the bound directories, /tmp and /dev/shm.
+_HARDENING_NO_SUDO: dict[str, PropertyValue] = {
+    "ProtectSystem": "strict",
+    # strict leaves /run (world-writable /run/lock) writable next to
+    # ProtectKernelTunables/ProtectProc on systemd 252; RuntimeDirectory stays rw
+    "ReadOnlyPaths": ["/run"],
+    # other homes hidden; BindPaths= still mounts the user's own home into it
+    "ProtectHome": "tmpfs",
+    "ProtectKernelTunables": "yes",
+    "ProtectKernelModules": "yes",
+    "ProtectKernelLogs": "yes",
+    "ProtectHostname": "yes",
+    "RestrictNamespaces": "yes",
+    "RestrictRealtime": "yes",
+    "RestrictSUIDSGID": "yes",
+    "LockPersonality": "yes",
+    "SystemCallArchitectures": "native",
+    # AF_UNIX: the docker socket, the lab's own sockets; AF_NETLINK: getifaddrs
+    "RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6 AF_NETLINK",
+    "CapabilityBoundingSet": "",
+    "UMask": "0077",
+    # @debug: gdb/strace/py-spy on the user's own processes, as in Docker
+    "SystemCallFilter": ["@system-service @debug", "~@privileged"],
+    # a filtered call fails with EPERM instead of killing the user's process
+    "SystemCallErrorNumber": "EPERM",
+}
+
+# A lab whose user may sudo (docker-privileged): root inside must install
+# packages (writable /usr, /etc, /var, /root; setuid files; chown), so the
+# file system stays open and capabilities are cut to Docker's default set for
+# a container's root, which apt, dpkg and sudo need (no CAP_SYS_ADMIN: no
+# mount, no remount of what is read-only below).
+SUDO_CAPABILITIES = (
+    "CAP_CHOWN CAP_DAC_OVERRIDE CAP_FOWNER CAP_FSETID CAP_KILL CAP_SETGID "
+    "CAP_SETUID CAP_SETPCAP CAP_NET_BIND_SERVICE CAP_NET_RAW CAP_SYS_CHROOT "
+    "CAP_MKNOD CAP_AUDIT_WRITE CAP_SETFCAP"
+)
+_HARDENING_SUDO: dict[str, PropertyValue] = {
+    "CapabilityBoundingSet": SUDO_CAPABILITIES,
+    # ProtectKernelTunables by mounts alone (it would imply NoNewPrivileges):
+    # root inside cannot write sysctls or reboot the host through sysrq
+    # ("-": a container may lack sysrq-trigger)
+    "ReadOnlyPaths": ["/proc/sys", "-/proc/sysrq-trigger", "/sys"],
+}
+
+
+def lab_hardening(*, sudo: bool) -> dict[str, PropertyValue]:
+    """Sandbox properties of a lab unit; ``sudo``: the lab runs without
+    NoNewPrivileges (docker-privileged), so root inside must be able to work."""
+    chosen = {**_HARDENING_COMMON, **(_HARDENING_SUDO if sudo else _HARDENING_NO_SUDO)}
+    # fresh lists: callers extend them
+    return {key: list(value) if isinstance(value, list) else value for key, value in chosen.items()}
+
+
 def build_unit_properties(
     *,
     bind_paths: Sequence[str] = (),
@@ -37,6 +108,7 @@ def build_unit_properties(
     isolate_tmp: bool = True,
     isolate_devices: bool = False,
     disable_user_sudo: bool = True,
+    hardening: bool = False,
     readonly_paths: Sequence[str] | None = None,
     readwrite_paths: Sequence[str] | None = None,
     device_access: Mapping[str, PropertyValue] | None = None,
@@ -44,7 +116,8 @@ def build_unit_properties(
 ) -> dict[str, PropertyValue]:
     """The systemd properties of a lab unit, same semantics as SystemdSpawner 1.0.2.
 
-    ``device_access`` (hub_ext.gpu.unit_properties: DevicePolicy/DeviceAllow)
+    ``hardening`` adds ``lab_hardening`` (the profile follows
+    ``disable_user_sudo``). ``device_access`` (hub_ext.gpu.unit_properties: DevicePolicy/DeviceAllow)
     is added as given; when it grants devices, PrivateDevices is left out
     (it would hide the granted nodes; DevicePolicy=closed isolates instead).
     ``extra_properties`` (``unit_extra_properties``) win over the computed
@@ -68,8 +141,11 @@ def build_unit_properties(
     if disable_user_sudo:
         # no setuid escalation (sudo, su) from inside the lab
         properties["NoNewPrivileges"] = "yes"
+    if hardening:
+        properties.update(lab_hardening(sudo=not disable_user_sudo))
     if readonly_paths is not None:
-        properties["ReadOnlyPaths"] = list(readonly_paths)
+        # after the sandbox's own read-only paths
+        properties["ReadOnlyPaths"] = [*properties.get("ReadOnlyPaths", []), *readonly_paths]
     if readwrite_paths is not None:
         properties["ReadWritePaths"] = list(readwrite_paths)
     if device_access:

@@ -215,6 +215,51 @@ def lab_shell(admin: HubClient, user: str, command: str, timeout: float = 60) ->
     return body[: done.search(body).start()] if done.search(body) else body, status
 
 
+def lab_cell(admin: HubClient, user: str, code: str, timeout: float = 60) -> tuple[str, str]:
+    """Run code as a notebook cell in a new Python kernel of user's lab (its
+    /api/kernels + the kernel's channels websocket), as JupyterLab does; ``admin``
+    is a token client. Returns (stdout + stderr of the cell, execute_reply status)."""
+    r = admin.s.post(admin.url(f"user/{user}/api/kernels"), json={"name": "python3"}, timeout=60)
+    assert r.status_code == 201, r.text
+    kernel = r.json()["id"]
+    url = admin.url(f"user/{user}/api/kernels/{kernel}/channels").replace("https://", "wss://", 1)
+    msg_id = secrets.token_hex(8)
+    request = {
+        "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": user,
+                   "session": secrets.token_hex(8), "version": "5.3"},
+        "parent_header": {}, "metadata": {}, "channel": "shell",
+        "content": {"code": code, "silent": False, "store_history": False,
+                    "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},
+    }
+
+    async def talk() -> tuple[str, str]:
+        ws = await websocket_connect(HTTPRequest(
+            url, headers={"Authorization": admin.s.headers["Authorization"]},
+            validate_cert=False, request_timeout=30))
+        await ws.write_message(json.dumps(request))
+        out, status = "", None
+        while status is None:
+            raw = await asyncio.wait_for(ws.read_message(), timeout)
+            assert raw is not None, f"kernel channel closed; output so far: {out!r}"
+            msg = json.loads(raw)
+            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            kind = msg["header"]["msg_type"]
+            if kind == "stream":
+                out += msg["content"]["text"]
+            elif kind == "error":
+                out += "\n".join(msg["content"]["traceback"])
+            elif kind == "execute_reply":
+                status = msg["content"]["status"]
+        ws.close()
+        return out, status
+
+    try:
+        return asyncio.run(talk())
+    finally:
+        admin.s.delete(admin.url(f"user/{user}/api/kernels/{kernel}"), timeout=30)
+
+
 def unique_names(n: int, prefix: str = "t") -> list[str]:
     """n fresh hub names sharing a random tag (valid under the platform's name rule)."""
     tag = secrets.token_hex(3)

@@ -337,23 +337,24 @@ def test_malformed_json_bodies_are_4xx_never_5xx(people, row):
     print(f"\n{row.id}: {len(seen)} bodies, statuses {sorted(set(seen))}")
 
 
-# --- the user lab unit's sandbox, reported -----------------------------------------------
+# --- the user lab unit's sandbox ---------------------------------------------------------
+
+# measured on the test host (Debian 12, systemd 252) with the platform's defaults:
+# 8.7 EXPOSED before lab_hardening, 2.0 OK with it (docs/accounts.md)
+USER_LAB_EXPOSURE_LIMIT = 2.0
 
 
-def test_user_lab_unit_exposure_is_reported(host, admin):
+def test_user_lab_unit_exposure_is_at_most_the_limit(host, admin):
     # not `from conftest import`: with tests/browser collected, "conftest" is another module
     artifacts = Path(__file__).resolve().parents[2] / "artifacts"
     name, = unique_names(1, "mx-lab")
     assert admin.api("POST", f"users/{name}").status_code == 201
     admin.start_server(name)
+    unit = f"jupyter-{name}-singleuser.service"
     try:
-        unit = f"jupyter-{name}-singleuser.service"
-        out = host.exec("systemd-analyze", "security", "--no-pager", unit).stdout
+        score, report = host.exposure(unit)
     finally:
         admin.stop_server(name)
-    m = re.search(rf"Overall exposure level for {re.escape(unit)}: ([\d.]+) (\S+)", out)
-    assert m, out[-2000:]
-    score = float(m.group(1))
-    (artifacts / "security-user-unit.txt").write_text(out)
-    print(f"\n{unit} exposure: {score} {m.group(2)} (details: artifacts/security-user-unit.txt)")
-    assert 0.0 <= score <= 10.0
+    (artifacts / "security-user-unit.txt").write_text(report)
+    print(f"\n{unit} exposure: {score} (details: artifacts/security-user-unit.txt)")
+    assert score <= USER_LAB_EXPOSURE_LIMIT, report

@@ -26,6 +26,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -211,6 +212,13 @@ class Host:
     def unit_properties(self, unit: str, *props: str) -> dict[str, str]:
         out = self.exec("systemctl", "show", unit, *[f"--property={p}" for p in props]).stdout
         return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+    def exposure(self, unit: str) -> tuple[float, str]:
+        """``systemd-analyze security`` of a unit: (overall exposure, full report)."""
+        out = self.exec("systemd-analyze", "security", "--no-pager", unit).stdout
+        found = re.search(rf"Overall exposure level for {re.escape(unit)}: ([\d.]+)", out)
+        assert found, out[-2000:]
+        return float(found.group(1)), out
 
     def save(self) -> None:
         (self.dir / "host.json").write_text(json.dumps(asdict(self), indent=2))

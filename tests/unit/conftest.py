@@ -33,6 +33,7 @@ SAMPLE_SETTINGS = {
         "isolate_tmp": True,
         "isolate_devices": False,
         "disable_user_sudo": True,
+        "lab_hardening": True,
         "readonly_paths": None,
         "readwrite_paths": None,
         "dynamic_users": False,

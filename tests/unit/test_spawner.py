@@ -10,7 +10,7 @@ from tornado import web
 from traitlets.config import Config
 
 from hub_ext.config import apply_platform_settings
-from hub_ext.units import build_environment, build_unit_properties
+from hub_ext.units import SUDO_CAPABILITIES, build_environment, build_unit_properties
 
 from .test_accounts import FakeSystem
 from .test_storage import RecordingChown
@@ -156,7 +156,8 @@ def test_unit_spec_templates_and_defaults(make_spawner):
     )
     spec = spawner.unit_spec({})
     assert spec.working_dir == "/home/jh-alice/projects/alice"
-    assert spec.properties["ReadOnlyPaths"] == ["/srv/data/alice"]
+    # the admin's read-only paths come after the (sudo profile's) sandbox ones
+    assert spec.properties["ReadOnlyPaths"][-1] == "/srv/data/alice"
     for absent in ("PrivateTmp", "NoNewPrivileges", "MemoryMax", "CPUQuota"):
         assert absent not in spec.properties
 
@@ -331,6 +332,15 @@ def test_docker_privileged_member_gets_sudo_group_without_no_new_privileges(
     assert not any(p.startswith("NoNewPrivileges") for p in properties)
     assert not any(p.startswith("SupplementaryGroups") for p in properties)
     assert "jh-alice" in spawner.command_runner.groups["jupyterhub-sudo"]
+    # the sudo profile of the sandbox: capabilities cut, no seccomp
+    assert f"CapabilityBoundingSet={SUDO_CAPABILITIES}" in properties
+    assert not any(p.startswith(("SystemCallFilter", "ProtectSystem")) for p in properties)
+
+
+def test_lab_hardening_from_settings(make_spawner):
+    assert make_spawner().unit_spec({}).properties["ProtectSystem"] == "strict"
+    spawner = make_spawner(lab_hardening=False)
+    assert "ProtectSystem" not in spawner.unit_spec({}).properties
 
 
 def test_non_member_is_removed_from_stale_unix_groups(make_spawner, monkeypatch, tmp_path):
