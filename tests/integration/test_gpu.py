@@ -166,8 +166,7 @@ def test_hub_with_the_gpu_drop_in_stays_hardened(host):
     host.exec("tee", path, input=body)
     try:
         host.exec("systemctl", "daemon-reload")
-        out = host.exec("systemd-analyze", "security", "--no-pager", "jupyterhub.service").stdout
-        score = float(re.search(r"Overall exposure level for jupyterhub\.service: ([\d.]+)", out).group(1))
+        score, out = host.exposure("jupyterhub.service")
         print(f"\njupyterhub.service exposure with the GPU drop-in: {score}")
         assert score <= 4.0, out[-3000:]
         assert "DevicePolicy=closed" in host.exec("systemctl", "cat", "jupyterhub").stdout

@@ -13,7 +13,6 @@ before and after every step that changes alice's storage.
 from __future__ import annotations
 
 import json
-import re
 import secrets
 import threading
 import time
@@ -309,9 +308,7 @@ def test_purge_timer_deletes_expired_items_without_following_links(host, people,
     assert outside(host) == original["outside"]
     log = host.exec("journalctl", "-u", "jupyterhub-storage-purge.service", "--no-pager").stdout
     assert f"purged jh-{ALICE}/.trash/{expired}" in log
-    out = host.exec("systemd-analyze", "security", "--no-pager",
-                    "jupyterhub-storage-purge.service").stdout
-    score = float(re.search(r"Overall exposure level for \S+: ([\d.]+)", out).group(1))
+    score, out = host.exposure("jupyterhub-storage-purge.service")
     print(f"\njupyterhub-storage-purge.service exposure: {score}")
     assert score <= 2.0, out[-2000:]
 
