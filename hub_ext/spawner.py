@@ -56,7 +56,8 @@ class PlatformSpawner(SystemdSpawner):
 
     lab_venv = Unicode(
         "/opt/jupyterlab",
-        help="Virtual environment with jupyterhub-singleuser and the lab; its bin/ leads $PATH.",
+        help="""Virtual environment with jupyterhub-singleuser and the lab; its bin/
+        leads $PATH in every lab, before extra_paths.""",
     ).tag(config=True)
 
     # GPU indices held by the running server (hub_ext.gpu); kept in the spawner
@@ -135,10 +136,6 @@ class PlatformSpawner(SystemdSpawner):
     @default("disable_user_sudo")
     def _default_disable_user_sudo(self):
         return True
-
-    @default("extra_paths")
-    def _default_extra_paths(self):
-        return [f"{self.lab_venv}/bin"]
 
     @default("cmd")
     def _default_cmd(self):
@@ -227,6 +224,16 @@ class PlatformSpawner(SystemdSpawner):
                 self.unix_name, plan.add, plan.remove, runner=self.command_runner
             )
 
+    def lab_paths(self) -> list[str]:
+        """What the lab's $PATH starts with: the lab venv's bin (python, pip and
+        jupyter in terminals are the lab's), then extra_paths."""
+        paths = [f"{self.lab_venv}/bin"]
+        for path in self.extra_paths:
+            expanded = self._expand_user_vars(path)
+            if expanded not in paths:
+                paths.append(expanded)
+        return paths
+
     def unit_spec(
         self, base_env: dict[str, str], granted: privileges.Privileges | None = None
     ) -> UnitSpec:
@@ -253,7 +260,7 @@ class PlatformSpawner(SystemdSpawner):
             home=self.home_in_lab,
             working_dir=self._expand_user_vars(self.user_workingdir),
             shell=self.default_shell,
-            extra_paths=[self._expand_user_vars(p) for p in self.extra_paths],
+            extra_paths=self.lab_paths(),
             bind_paths=storage.bind_paths(self.unix_name, self.users_root, self.shared_dir),
             mem_limit=self.mem_limit,
             cpu_limit=self.cpu_limit,

@@ -9,11 +9,13 @@ as ``--property=Key=value`` to systemd-run and a list value as one
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 PropertyValue = str | list[str]
+
+# what a service gets from systemd when its environment names no PATH
+SYSTEMD_DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 @dataclass(frozen=True)
@@ -175,7 +177,8 @@ def build_environment(
     env["SHELL"] = shell
     if extra_paths:
         # same rule as SystemdSpawner: extra paths first, then the inherited PATH
-        current = env.get("PATH", os.defpath)
+        # (JupyterHub passes none unless env_keep has it: then systemd's default)
+        current = env.get("PATH", SYSTEMD_DEFAULT_PATH)
         env["PATH"] = ":".join([*extra_paths, *([current] if current else [])])
     return env
 

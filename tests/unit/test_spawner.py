@@ -10,7 +10,12 @@ from tornado import web
 from traitlets.config import Config
 
 from hub_ext.config import apply_platform_settings
-from hub_ext.units import SUDO_CAPABILITIES, build_environment, build_unit_properties
+from hub_ext.units import (
+    SUDO_CAPABILITIES,
+    SYSTEMD_DEFAULT_PATH,
+    build_environment,
+    build_unit_properties,
+)
 
 from .test_accounts import FakeSystem
 from .test_storage import RecordingChown
@@ -162,13 +167,17 @@ def test_unit_spec_templates_and_defaults(make_spawner):
         assert absent not in spec.properties
 
 
-def test_default_extra_paths_is_lab_venv(make_spawner, settings):
-    del settings["spawner"]["extra_paths"]
-    spawner = make_spawner()
-    assert spawner.extra_paths == ["/opt/jupyterlab/bin"]
-    assert spawner.unit_spec({"PATH": "/usr/bin"}).environment["PATH"] == (
-        "/opt/jupyterlab/bin:/usr/bin"
+def test_lab_venv_bin_leads_path_whatever_extra_paths_says(make_spawner, settings):
+    # platform.json's extra_paths is [] by default: the venv is still first
+    assert make_spawner().unit_spec({}).environment["PATH"] == (
+        "/opt/jupyterlab/bin:" + SYSTEMD_DEFAULT_PATH
     )
+    spawner = make_spawner(extra_paths=["/opt/tools/{UNIXNAME}/bin", "/opt/jupyterlab/bin"])
+    assert spawner.unit_spec({"PATH": "/usr/bin"}).environment["PATH"] == (
+        "/opt/jupyterlab/bin:/opt/tools/jh-alice/bin:/usr/bin"  # no second venv entry
+    )
+    del settings["spawner"]["extra_paths"]
+    assert make_spawner().unit_spec({}).environment["PATH"].startswith("/opt/jupyterlab/bin:")
 
 
 def test_spawner_refuses_invalid_hub_name(make_spawner):
