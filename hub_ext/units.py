@@ -16,6 +16,8 @@ PropertyValue = str | list[str]
 
 # what a service gets from systemd when its environment names no PATH
 SYSTEMD_DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# the lab's PATH again, for ansible/roles/user_env's /etc/profile.d/jupyterhub-lab-path.sh
+LAB_PATH_VARIABLE = "PLATFORM_LAB_PATH"
 
 
 @dataclass(frozen=True)
@@ -180,6 +182,9 @@ def build_environment(
         # (JupyterHub passes none unless env_keep has it: then systemd's default)
         current = env.get("PATH", SYSTEMD_DEFAULT_PATH)
         env["PATH"] = ":".join([*extra_paths, *([current] if current else [])])
+        # JupyterLab's terminals run login shells, whose /etc/profile resets
+        # PATH; the playbook's /etc/profile.d script puts this one back
+        env[LAB_PATH_VARIABLE] = env["PATH"]
     return env
 
 

@@ -75,6 +75,7 @@ def test_environment():
     )
     assert env == {
         "PATH": "/opt/jupyterlab/bin:/usr/bin:/bin",
+        "PLATFORM_LAB_PATH": "/opt/jupyterlab/bin:/usr/bin:/bin",
         "JUPYTERHUB_USER": "alice",
         "HOME": "/home/jh-alice",
         "SHELL": "/bin/bash",
