@@ -8,7 +8,8 @@ and torn down afterwards (TESTHOST_KEEP=1 keeps it).
 
 What must come back: every user (and the admin flag, groups, a pending signup),
 every password (a real login through nginx), every user's files (read through
-their restarted lab), and an API token issued before the backup.
+their restarted lab), an API token issued before the backup, and every
+activity sample taken before it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 import re
 import secrets
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -41,11 +43,36 @@ def doc_shell_block(heading: str) -> str:
     return m.group(1)
 
 
-def activity_history_restored(source_admin: HubClient, restored_admin: HubClient,
-                              users: list[str]) -> None:
-    """HOOK for the activity monitor (issue 6): assert that the activity history of
-    ``users`` read from ``restored_admin`` equals what ``source_admin`` saw before
-    the backup. Until that monitor is merged there is no history to compare."""
+def recorded_activity(host, admin: HubClient, users: list[str], timeout: float = 90) -> dict:
+    """Each user's activity samples (user -> list of sample rows), once every user
+    has at least one. The monitor samples when the hub starts serving and then
+    every sample_interval (600 s): a hub restart gives the running labs their
+    first sample now."""
+    host.exec("systemctl", "restart", "jupyterhub")
+    admin.wait_hub()
+    deadline = time.monotonic() + timeout
+    while True:
+        history = {user: history_rows(admin, user) for user in users}
+        if all(history.values()):
+            return history
+        assert time.monotonic() < deadline, f"no activity sample within {timeout}s: {history}"
+        time.sleep(2)
+
+
+def history_rows(admin: HubClient, user: str) -> list[tuple]:
+    r = admin.api("GET", f"activity/history/{user}")
+    assert r.status_code == 200, r.text
+    series = r.json()["series"]
+    return list(zip(*(series[name] for name in sorted(series)), strict=True))
+
+
+def assert_activity_restored(before: dict, restored_admin: HubClient) -> None:
+    """Every sample taken before the backup is there on the restored host (which
+    may have added its own since: its hub samples when it starts)."""
+    for user, rows in before.items():
+        after = set(history_rows(restored_admin, user))
+        missing = [row for row in rows if row not in after]
+        assert not missing, f"activity samples of {user} lost in the restore: {missing}"
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +111,7 @@ def test_backup_restored_on_a_fresh_host_brings_back_users_passwords_files_and_s
     assert HubClient(host.https_url).signup(pending, "pending-" + secrets.token_hex(8)).status_code == 200
     token = admin.new_token(users[0])
     source_users = {u["name"] for u in admin.api("GET", "users").json()}
+    activity = recorded_activity(host, admin, users)
 
     # --- backup, as documented --------------------------------------------------------
     host.exec("mkdir", "-p", "/root/backup")
@@ -127,6 +155,6 @@ def test_backup_restored_on_a_fresh_host_brings_back_users_passwords_files_and_s
         unix = f"jh-{user}"
         owner = restore_host.exec("stat", "-c", "%U", f"/srv/jupyterhub/users/{unix}/workspace/backup-proof.txt")
         assert owner.stdout.strip() == unix
-    activity_history_restored(admin, restored_admin, users)
+    assert_activity_restored(activity, restored_admin)
     for user in users:
         admin.api("DELETE", f"users/{user}/server")
