@@ -30,6 +30,7 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -164,6 +165,19 @@ def ports(base: int) -> dict[str, int]:
         "jupyterhub_proxy_api_port": base + 4,
         "jupyterhub_hub_port": base + 5,
     }
+
+
+def ports_in_use(candidates) -> list[int]:
+    """The ports something on this machine already listens on (loopback or any address)."""
+    taken = []
+    for port in candidates:
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                taken.append(port)
+    return taken
 
 
 @dataclass
@@ -309,6 +323,12 @@ def up(name: str, port_base: int, extra_vars: dict | None = None) -> Host:
         if old.is_running():
             raise SystemExit(f"test host {name!r} is already up; run `down {name}` first")
         down(name)
+    taken = ports_in_use(ports(port_base).values())
+    if taken:
+        # hosts share this machine's network: a second sshd on the port would
+        # answer for this host (and refuse its key)
+        raise SystemExit(f"test host {name!r}: port(s) {taken} on 127.0.0.1 are in use "
+                         f"(another test host?); choose another port base than {port_base}")
     base = build()
     host = Host(name=name, port_base=port_base, root=str(HOSTS / name / "root"),
                 ports=ports(port_base), extra_vars=extra_vars or {},
