@@ -360,8 +360,13 @@ def up(name: str, port_base: int, extra_vars: dict | None = None) -> Host:
     host.nspawn_pid = proc.pid
     host.init_pid = _find_init(proc.pid)
     host.save()
-    _wait_running(host)
-    _wait_ssh(host)
+    try:
+        _wait_running(host)
+        _wait_ssh(host)
+    except BaseException:
+        # a host that booted but never became usable is not left running
+        down(name)
+        raise
     log(f"{name} is up (init pid {host.init_pid}, ssh 127.0.0.1:{host.ports['ssh']})")
     return host
 
