@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 class Readiness(enum.Enum):
     LISTENING = "listening"
     EXITED = "exited before listening"
-    TIMED_OUT = "not listening in time"
+    TIMED_OUT = "did not listen in time"
 
 
 async def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
