@@ -1,7 +1,9 @@
-"""Fake JupyterHub authentication for handler unit tests: a header names the caller."""
+"""JupyterHub stand-ins for handler unit tests: fake authentication (a header
+names the caller) and the template environment the hub renders pages with."""
 
 from __future__ import annotations
 
+import os
 from types import SimpleNamespace
 
 from jupyterhub.scopes import parse_scopes
@@ -35,3 +37,23 @@ class AuthFromHeader:
 
     def find_user(self, name):
         return self.settings["test_users"].get(name)
+
+
+def hub_template_env():
+    """hub_ext's templates loaded the way JupyterHub loads them (template_paths
+    first, JupyterHub's own reachable as ``templates/<name>``)."""
+    from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PrefixLoader
+    from jupyterhub.app import JupyterHub
+
+    from hub_ext.config import TEMPLATES_DIR
+
+    base = os.path.join(JupyterHub().data_files_path, "templates")
+    return Environment(
+        loader=ChoiceLoader(
+            [
+                PrefixLoader({"templates": FileSystemLoader([base])}, "/"),
+                FileSystemLoader([TEMPLATES_DIR, base]),
+            ]
+        ),
+        autoescape=True,
+    )

@@ -28,7 +28,7 @@ from hub_ext.handlers.session import (
     to_iso,
 )
 
-from .fakehub import AuthFromHeader
+from .fakehub import AuthFromHeader, hub_template_env
 
 T0 = 1_700_000_000.0
 
@@ -426,23 +426,7 @@ def test_platform_json_without_idle_culler_keeps_it_disabled(settings):
 
 def test_home_template_extends_jupyterhubs_and_adds_the_card():
     """Render hub_ext's home.html the way JupyterHub loads templates (template_paths first)."""
-    import os
-
-    from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PrefixLoader
-    from jupyterhub.app import JupyterHub
-
-    from hub_ext.config import TEMPLATES_DIR
-
-    base = os.path.join(JupyterHub().data_files_path, "templates")
-    env = Environment(
-        loader=ChoiceLoader(
-            [
-                PrefixLoader({"templates": FileSystemLoader([base])}, "/"),
-                FileSystemLoader([TEMPLATES_DIR, base]),
-            ]
-        ),
-        autoescape=True,
-    )
+    env = hub_template_env()
     user = SimpleNamespace(
         name="alice<x>",
         json_escaped_name="alice",

@@ -30,7 +30,7 @@ from hub_ext.handlers.storage import (
     busy_reason,
 )
 
-from .fakehub import AuthFromHeader
+from .fakehub import AuthFromHeader, hub_template_env
 
 T0 = 1_700_000_000.0
 
@@ -429,24 +429,6 @@ def test_platform_json_storage_errors_name_the_key(settings, value, message):
         apply_platform_settings(Config(), settings)
 
 
-def _template_env():
-    from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PrefixLoader
-    from jupyterhub.app import JupyterHub
-
-    from hub_ext.config import TEMPLATES_DIR
-
-    base = os.path.join(JupyterHub().data_files_path, "templates")
-    return Environment(
-        loader=ChoiceLoader(
-            [
-                PrefixLoader({"templates": FileSystemLoader([base])}, "/"),
-                FileSystemLoader([TEMPLATES_DIR, base]),
-            ]
-        ),
-        autoescape=True,
-    )
-
-
 PAGE = dict(
     base_url="/hub/",
     xsrf_token="tok",
@@ -461,7 +443,7 @@ def test_home_has_restart_manage_volumes_and_the_session_card(active):
     user = SimpleNamespace(
         name="alice<x>", json_escaped_name="alice", all_spawners=lambda **_: [], spawner=None
     )
-    html = _template_env().get_template("home.html").render(
+    html = hub_template_env().get_template("home.html").render(
         user=user, default_server=SimpleNamespace(active=active),
         parsed_scopes={"read:servers"}, **PAGE,
     )
@@ -479,7 +461,7 @@ def test_home_has_restart_manage_volumes_and_the_session_card(active):
 
 def test_home_links_admins_to_the_storage_page():
     user = SimpleNamespace(name="admin", json_escaped_name="admin", all_spawners=lambda **_: [], spawner=None)
-    html = _template_env().get_template("home.html").render(
+    html = hub_template_env().get_template("home.html").render(
         user=user, default_server=SimpleNamespace(active=False),
         parsed_scopes={"admin:users": None}, **PAGE,
     )
@@ -487,7 +469,7 @@ def test_home_links_admins_to_the_storage_page():
 
 
 def test_admin_page_lists_users_with_sizes():
-    html = _template_env().get_template("storage_admin.html").render(
+    html = hub_template_env().get_template("storage_admin.html").render(
         user=SimpleNamespace(name="admin"), parsed_scopes={"admin:users": None},
         rows=[{"name": "alice", "admin": False, "server": "running",
                "sizes": {"home": 2048, "workspace": 3 * 1024**3, "cache": None, "trash": 0,
