@@ -177,11 +177,14 @@ def alert_text(html: str) -> str:
     return " ".join(re.sub(r"<[^>]+>", " ", m.group(1)).split()) if m else ""
 
 
+TERMINAL_CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
 def lab_shell(admin: HubClient, user: str, command: str, timeout: float = 60) -> tuple[str, int]:
     """Run command in a new terminal of user's lab (its /api/terminals + websocket),
     as the user would in JupyterLab's terminal; ``admin`` is a token client.
 
-    Returns (output, exit status)."""
+    Returns (output as text, exit status)."""
     r = admin.s.post(admin.url(f"user/{user}/api/terminals"), timeout=60)
     assert r.status_code == 200, r.text
     term = r.json()["name"]
@@ -210,9 +213,11 @@ def lab_shell(admin: HubClient, user: str, command: str, timeout: float = 60) ->
     finally:
         admin.s.delete(admin.url(f"user/{user}/api/terminals/{term}"), timeout=30)
     status = int(done.search(out).group(1))
-    # what the command printed: between the echoed input line and the marker
+    # what the command printed: between the echoed input line and the marker,
+    # without the terminal's control sequences (bracketed paste mode)
     body = out.split(line.strip("\r"), 1)[-1]
-    return body[: done.search(body).start()] if done.search(body) else body, status
+    body = body[: done.search(body).start()] if done.search(body) else body
+    return TERMINAL_CONTROL.sub("", body), status
 
 
 def lab_cell(admin: HubClient, user: str, code: str, timeout: float = 60) -> tuple[str, str]:
