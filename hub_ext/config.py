@@ -182,6 +182,12 @@ def _cpu(key, value):
     return float(value)
 
 
+def _ready_poll_interval(key, value):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.01 <= value <= 5:
+        raise PlatformSettingsError(key, "must be a number of seconds in 0.01-5", value)
+    return float(value)
+
+
 def _hub_name(key, value):
     try:
         return check_hub_name(_string(key, value))
@@ -274,6 +280,7 @@ SPAWNER_CHECKS: dict[str, Check] = {
     "slice": _optional(_slice),
     "start_timeout": _positive,
     "http_timeout": _positive,
+    "ready_poll_interval": _ready_poll_interval,
     "environment": _string_dict,
 }
 

@@ -89,7 +89,10 @@ class PlatformSpawner(SystemdSpawner):
 
     ready_poll_interval = Float(
         0.05,
-        help="""Seconds between connection attempts to a starting lab's port.
+        min=0.01,
+        max=5,
+        help="""Seconds between connection attempts to a starting lab's port
+        (platform.json spawner.ready_poll_interval).
 
         start() returns once the lab listens (the hub's own HTTP check then
         passes at once) instead of leaving it to JupyterHub's backoff, which

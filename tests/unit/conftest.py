@@ -40,6 +40,7 @@ SAMPLE_SETTINGS = {
         "slice": None,
         "start_timeout": 120,
         "http_timeout": 60,
+        "ready_poll_interval": 0.05,
         "environment": {},
     },
     "config_d": "/etc/jupyterhub/jupyterhub_config.d",

@@ -49,6 +49,7 @@ def test_spawner(settings):
     assert c.isolate_tmp is True and c.disable_user_sudo is True
     assert c.isolate_devices is False and c.dynamic_users is False
     assert c.start_timeout == 120 and c.http_timeout == 60
+    assert c.ready_poll_interval == 0.05
     assert c.environment == {"TZ": "UTC"}
     assert c.unit_extra_properties == {"TasksMax": "512"}
     assert c.users_root == "/srv/jupyterhub/users"
@@ -116,6 +117,8 @@ def test_config_reaches_real_traits(settings):
         ("spawner.cpu_limit", 0, "spawner.cpu_limit must be a positive number"),
         ("spawner.cpu_limit", -0.5, "spawner.cpu_limit must be a positive number"),
         ("spawner.start_timeout", 0, "spawner.start_timeout must be >= 1"),
+        ("spawner.ready_poll_interval", 0, "spawner.ready_poll_interval must be a number of seconds in 0.01-5"),
+        ("spawner.ready_poll_interval", "fast", "spawner.ready_poll_interval must be a number"),
         ("spawner.isolate_tmp", 1, "spawner.isolate_tmp must be true or false"),
         ("spawner.dynamic_users", True, "spawner.dynamic_users is not supported"),
         ("spawner.extra_paths", "/opt/bin", "spawner.extra_paths must be a list"),
