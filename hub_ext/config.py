@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from urllib.parse import quote
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -47,7 +48,6 @@ TEMPLATES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templa
 SESSION_EXTENSIONS_FILE = "session_extensions.json"  # in state_dir, written by the hub
 ACTIVITY_DB_FILE = "activity.sqlite"  # in state_dir, written only by the hub (docs/activity.md)
 AUTHENTICATOR_CLASS = "hub_ext.authenticator.PlatformAuthenticator"
-LOCALHOST = "127.0.0.1"
 _MEMORY_SPEC = re.compile(r"(\d+(\.\d+)?)[KMGT]")
 
 _MISSING = object()
@@ -79,8 +79,14 @@ def _integer(key, value, minimum=None, maximum=None):
     return value
 
 
-def _port(key, value):
-    return _integer(key, value, 1, 65535)
+def _socket_path(key, value):
+    # an absolute path in a directory of its own (the unit's RuntimeDirectory)
+    _absolute_path(key, value)
+    if re.search(r"[\s%]", value) or value.endswith("/") or value.count("/") < 2:
+        raise PlatformSettingsError(
+            key, "must be an absolute socket path like /run/<dir>/<name>.sock", value
+        )
+    return value
 
 
 def _non_negative(key, value):
@@ -241,9 +247,10 @@ Check = Callable[[str, Any], Any]
 TOP_LEVEL_CHECKS: dict[str, Check] = {
     "state_dir": _absolute_path,
     "base_url": _base_url,
-    "hub_port": _port,
-    "proxy_port": _port,
-    "proxy_api_port": _port,
+    "hub_socket": _socket_path,
+    "proxy_socket": _socket_path,
+    "proxy_api_socket": _socket_path,
+    "proxy_user": _group_name,
     "admin_user": _hub_name,
     "admin_password_file": _optional(_absolute_path),
     "signup_enabled": _boolean,
@@ -617,9 +624,11 @@ def validate_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     except InvalidNameError as e:
         raise PlatformSettingsError("admin_user", f"has no valid unix name: {e}") from None
 
-    ports = {k: checked[k] for k in ("hub_port", "proxy_port", "proxy_api_port")}
-    if len(set(ports.values())) != len(ports):
-        raise PlatformSettingsError("hub_port/proxy_port/proxy_api_port", "must differ", ports)
+    sockets = {k: checked[k] for k in ("hub_socket", "proxy_socket", "proxy_api_socket")}
+    if len(set(sockets.values())) != len(sockets):
+        raise PlatformSettingsError(
+            "hub_socket/proxy_socket/proxy_api_socket", "must differ", sockets
+        )
     return checked
 
 
@@ -638,17 +647,31 @@ def load_settings(path: str | os.PathLike) -> dict[str, Any]:
 
 
 ROUTE_CHECK_INTERVAL = 30  # seconds
+# The hub's socket: root's directory keeps labs from creating or replacing it;
+# labs connect to call the hub's API, so the socket itself is open to all.
+HUB_SOCKET_MODE = 0o666
+# tornado_settings key naming the proxy's unix user, the only peer whose
+# X-Real-IP the hub believes (hub_ext.handlers.base.request_client)
+FRONT_END_USER_SETTING = "platform_front_end_user"
+
+
+def socket_url(path: str, url_path: str = "") -> str:
+    """JupyterHub's URL of a unix socket: http+unix://<path, %-encoded><url_path>."""
+    return "http+unix://" + quote(path, safe="") + url_path
 
 
 def apply_platform_settings(c, settings: Mapping[str, Any]) -> dict[str, Any]:
     """Validate settings and set them on the traitlets Config ``c``; return the checked settings."""
     s = validate_settings(settings)
-    local = f"http://{LOCALHOST}"
 
     hub = c.JupyterHub
-    # the path of bind_url is the hub's base URL (setting base_url too only warns)
-    hub.bind_url = f"{local}:{s['proxy_port']}{s['base_url']}"
-    hub.hub_bind_url = f"{local}:{s['hub_port']}"
+    # Everything internal listens on unix sockets in directories no lab can
+    # write (docs/security.md). The path of bind_url is the hub's base URL
+    # (setting base_url too only warns); the proxy's own unit binds it.
+    hub.bind_url = socket_url(s["proxy_socket"], s["base_url"])
+    hub.hub_bind_url = hub.hub_connect_url = socket_url(s["hub_socket"])
+    hub.hub_socket_mode = HUB_SOCKET_MODE
+    hub.tornado_settings = {FRONT_END_USER_SETTING: s["proxy_user"]}
     hub.db_url = f"sqlite:///{s['state_dir']}/jupyterhub.sqlite"
     hub.cookie_secret_file = f"{s['state_dir']}/jupyterhub_cookie_secret"
     # labs are transient units that outlive a hub restart; keep them
@@ -698,7 +721,7 @@ def apply_platform_settings(c, settings: Mapping[str, Any]) -> dict[str, Any]:
     # the proxy runs in its own unit; its token comes from CONFIGPROXY_AUTH_TOKEN
     # (EnvironmentFile=/etc/jupyterhub/proxy.env), which the trait reads by default
     c.ConfigurableHTTPProxy.should_start = False
-    c.ConfigurableHTTPProxy.api_url = f"{local}:{s['proxy_api_port']}"
+    c.ConfigurableHTTPProxy.api_url = socket_url(s["proxy_api_socket"])
 
     spawner = c.PlatformSpawner
     spawner.cmd = [f"{s['lab_venv']}/bin/jupyterhub-singleuser"]

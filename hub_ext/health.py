@@ -1,40 +1,26 @@
-"""Rules of the unauthenticated health endpoint: client address, rate limit, uptime.
+"""Rules of the health endpoint: client address, rate limit, uptime, what whom sees.
 
 Pure (no tornado, no jupyterhub); hub_ext.handlers.health does the I/O.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections.abc import Callable, Mapping
 
 
-def _is_loopback(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address.strip()).is_loopback
-    except ValueError:
-        return False
+def client_address(peer: str, headers: Mapping[str, str], *, via_front_end: bool) -> str:
+    """Who a request came from, as a key for rate limits and throttles.
 
-
-def client_address(peer: str, headers: Mapping[str, str]) -> str:
-    """The address a request came from, behind nginx and configurable-http-proxy.
-
-    The hub only listens on 127.0.0.1, so forwarded headers are trusted only
-    from a loopback peer. nginx sets ``X-Real-IP`` to the address it saw
-    (replacing whatever the client sent), so it wins; otherwise the right-most
-    non-loopback ``X-Forwarded-For`` entry (the proxy appends 127.0.0.1 itself).
+    nginx sets ``X-Real-IP`` to the address it saw (replacing whatever the
+    client sent). The header counts only when the connection came from the
+    front end (the proxy's unix user on the hub's socket): a lab connects to
+    the hub's socket directly and could send any header, so it is known by its
+    peer (``uid:<n>``, from the socket's peer credentials) instead.
     """
-    if not _is_loopback(peer):
+    if not via_front_end:
         return peer
-    real_ip = (headers.get("X-Real-IP") or "").strip()
-    if real_ip:
-        return real_ip
-    forwarded = [a.strip() for a in (headers.get("X-Forwarded-For") or "").split(",") if a.strip()]
-    for address in reversed(forwarded):
-        if not _is_loopback(address):
-            return address
-    return forwarded[0] if forwarded else peer
+    return (headers.get("X-Real-IP") or "").strip() or peer
 
 
 class RateLimiter:
@@ -77,9 +63,13 @@ def format_uptime(seconds: float) -> str:
     return f"{days}d {hours}h {minutes}m"
 
 
+ANONYMOUS_REPORT = {"status": "ok"}
+
+
 def health_report(*, started: float, now: float, versions: Mapping[str, str],
                   users: int, active_servers: int) -> dict:
-    """The endpoint's JSON: nothing in it is secret (no names, no paths, no settings)."""
+    """The endpoint's JSON for a caller allowed to read the hub's details
+    (versions and counts help an attacker; anonymous callers get ANONYMOUS_REPORT)."""
     uptime = int(max(0, now - started))
     return {
         "status": "ok",

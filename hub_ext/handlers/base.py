@@ -1,10 +1,56 @@
-"""What the platform's per-user API handlers share: the access rule and the user lookup."""
+"""What the platform's handlers share: who the client is, the access rule and the user lookup."""
 
 from __future__ import annotations
+
+import functools
+import pwd
+import socket
+import struct
 
 from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.scopes import has_scope
 from tornado import web
+
+from .. import health
+from ..config import FRONT_END_USER_SETTING
+
+_PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+def peer_of(request) -> tuple[str, int | None]:
+    """The other end of a request's connection: (label, uid).
+
+    On the hub's unix socket the kernel tells the peer's uid (SO_PEERCRED),
+    which no client can forge; on TCP only the address is known (uid None).
+    """
+    stream = getattr(request.connection, "stream", None)
+    sock = getattr(stream, "socket", None)
+    if sock is not None and sock.family == socket.AF_UNIX:
+        _pid, uid, _gid = _PEERCRED.unpack(
+            sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+        )
+        return f"uid:{uid}", uid
+    # tornado (xheaders=True in JupyterHub) keeps the socket's own peer here
+    context = getattr(request.connection, "context", None)
+    return getattr(context, "_orig_remote_ip", None) or request.remote_ip, None
+
+
+@functools.cache
+def _uid_of(user: str) -> int | None:
+    try:
+        return pwd.getpwnam(user).pw_uid
+    except KeyError:
+        return None
+
+
+def request_client(handler) -> str:
+    """The client of a request, for rate limits and login throttles: nginx's
+    X-Real-IP when the connection came from the proxy, the peer itself otherwise
+    (a lab's direct connection cannot claim another address)."""
+    label, uid = peer_of(handler.request)
+    front_end = handler.settings.get(FRONT_END_USER_SETTING)
+    via_front_end = uid is not None and front_end is not None and uid == _uid_of(front_end)
+    return health.client_address(label, handler.request.headers, via_front_end=via_front_end)
 
 
 class UserResourceHandler(APIHandler):

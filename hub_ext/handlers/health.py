@@ -1,10 +1,12 @@
-"""``GET /hub/api/health``: unauthenticated JSON for monitoring (the original's shape).
+"""``GET /hub/api/health``: JSON for monitoring (the original's shape).
 
-``{"status": "ok", "uptime_seconds", "uptime", "version": {"platform",
-"jupyterhub", "python"}, "users": {"total", "active_servers"}}``, rate limited
-to one request per ``c.HealthEndpoint.min_interval`` seconds per client address
-(nginx's X-Real-IP; :func:`hub_ext.health.client_address`); a faster request
-gets 429 with ``Retry-After``. JupyterHub's own ``/hub/health`` (an empty 200,
+Anonymous callers get ``{"status": "ok"}``; a caller with the ``read:hub``
+scope (the admin, or a token made with it) gets ``{"status": "ok",
+"uptime_seconds", "uptime", "version": {"platform", "jupyterhub", "python"},
+"users": {"total", "active_servers"}}``. Rate limited to one request per
+``c.HealthEndpoint.min_interval`` seconds per client
+(:func:`hub_ext.handlers.base.request_client`); a faster request gets 429 with
+``Retry-After``. JupyterHub's own ``/hub/health`` (an empty 200,
 used by the playbook to wait for the hub) is left as it is.
 """
 
@@ -21,8 +23,12 @@ from traitlets import Float
 from traitlets.config import LoggingConfigurable
 
 from .. import __version__, health
+from .base import request_client
 
 SETTINGS_KEY = "hub_ext_health"
+# versions, uptime and counts only for callers who may read the hub's details
+# (the admin, or a token with this scope); everybody else gets the status
+DETAILS_SCOPE = "read:hub"
 
 
 class HealthEndpoint(LoggingConfigurable):
@@ -50,16 +56,15 @@ class HealthHandler(APIHandler):
     async def get(self):
         endpoint: HealthEndpoint = self.settings[SETTINGS_KEY]
         self.set_header("Cache-Control", "no-cache, no-store")
-        # tornado (xheaders=True in JupyterHub) keeps the socket's peer here
-        context = getattr(self.request.connection, "context", None)
-        peer = getattr(context, "_orig_remote_ip", None) or self.request.remote_ip
-        client = health.client_address(peer, self.request.headers)
-        wait = endpoint.limiter.check(client)
+        wait = endpoint.limiter.check(request_client(self))
         if wait:
             retry = max(1, math.ceil(wait))
             self.set_status(429)
             self.set_header("Retry-After", str(retry))
             self.finish({"status": 429, "message": "Too many requests", "retry_after": retry})
+            return
+        if self.current_user is None or DETAILS_SCOPE not in self.parsed_scopes:
+            self.finish(health.ANONYMOUS_REPORT)
             return
         users = self.db.query(orm.User).count()
         active = self.db.query(orm.Spawner).filter(orm.Spawner.server_id.isnot(None)).count()

@@ -7,9 +7,10 @@ import pytest
 SAMPLE_SETTINGS = {
     "state_dir": "/var/lib/jupyterhub",
     "base_url": "/jupyterhub/",
-    "hub_port": 8081,
-    "proxy_port": 8000,
-    "proxy_api_port": 8001,
+    "hub_socket": "/run/jupyterhub/hub.sock",
+    "proxy_socket": "/run/jupyterhub-proxy/proxy.sock",
+    "proxy_api_socket": "/run/jupyterhub-proxy/api.sock",
+    "proxy_user": "jupyterhub-proxy",
     "admin_user": "admin",
     "admin_password_file": None,
     "signup_enabled": True,

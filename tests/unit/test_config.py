@@ -21,8 +21,6 @@ def rendered(settings):
 
 def test_hub_and_proxy(settings):
     c = rendered(settings)
-    assert c.JupyterHub.bind_url == "http://127.0.0.1:8000/jupyterhub/"
-    assert c.JupyterHub.hub_bind_url == "http://127.0.0.1:8081"
     assert "base_url" not in c.JupyterHub  # taken from bind_url's path
     assert c.JupyterHub.db_url == "sqlite:////var/lib/jupyterhub/jupyterhub.sqlite"
     assert c.JupyterHub.cookie_secret_file == "/var/lib/jupyterhub/jupyterhub_cookie_secret"
@@ -31,7 +29,6 @@ def test_hub_and_proxy(settings):
     assert c.JupyterHub.spawner_class == "hub_ext.spawner.PlatformSpawner"
     assert c.JupyterHub.authenticator_class == "hub_ext.authenticator.PlatformAuthenticator"
     assert c.ConfigurableHTTPProxy.should_start is False
-    assert c.ConfigurableHTTPProxy.api_url == "http://127.0.0.1:8001"
     # the token comes from CONFIGPROXY_AUTH_TOKEN, never from the config file
     assert "auth_token" not in c.ConfigurableHTTPProxy
 
@@ -97,9 +94,10 @@ def test_config_reaches_real_traits(settings):
 @pytest.mark.parametrize(
     "path, value, message",
     [
-        ("hub_port", 0, "hub_port must be >= 1"),
-        ("proxy_port", 70000, "proxy_port must be <= 65535"),
-        ("proxy_api_port", "8001", "proxy_api_port must be an integer"),
+        ("hub_socket", "run/hub.sock", "hub_socket must be an absolute path"),
+        ("proxy_socket", "/proxy.sock", "proxy_socket must be an absolute socket path"),
+        ("proxy_api_socket", "/run/x/api%.sock", "proxy_api_socket must be an absolute socket path"),
+        ("proxy_user", "Bad User", "proxy_user is invalid"),
         ("base_url", "jupyterhub", "base_url must start and end with '/'"),
         ("state_dir", "var/lib", "state_dir must be an absolute path"),
         ("admin_user", "Admin", "admin_user is invalid"),
@@ -142,15 +140,25 @@ def test_bad_values_name_the_key(settings, path, value, message):
 
 
 def test_missing_key_is_named(settings):
-    del settings["proxy_api_port"]
-    with pytest.raises(ValueError, match="proxy_api_port is missing"):
+    del settings["proxy_api_socket"]
+    with pytest.raises(ValueError, match="proxy_api_socket is missing"):
         rendered(settings)
 
 
-def test_ports_must_differ(settings):
-    settings["hub_port"] = settings["proxy_port"]
+def test_sockets_must_differ(settings):
+    settings["hub_socket"] = settings["proxy_socket"]
     with pytest.raises(ValueError, match="must differ"):
         rendered(settings)
+
+
+def test_internal_endpoints_are_unix_sockets(settings):
+    """No internal endpoint of the platform is a TCP port a lab could bind first."""
+    c = rendered(settings)
+    assert c.JupyterHub.hub_bind_url == "http+unix://%2Frun%2Fjupyterhub%2Fhub.sock"
+    assert c.JupyterHub.hub_connect_url == c.JupyterHub.hub_bind_url
+    assert c.JupyterHub.bind_url == "http+unix://%2Frun%2Fjupyterhub-proxy%2Fproxy.sock/jupyterhub/"
+    assert c.ConfigurableHTTPProxy.api_url == "http+unix://%2Frun%2Fjupyterhub-proxy%2Fapi.sock"
+    assert c.JupyterHub.hub_socket_mode == 0o666
 
 
 def test_admin_name_too_long_for_template(settings):
@@ -204,7 +212,7 @@ def test_jupyterhub_config_file_applies_platform_json_then_config_d(
     settings["config_d"] = str(config_d)
 
     c = load_jupyterhub_config(write_settings(settings), monkeypatch)
-    assert c.JupyterHub.bind_url == "http://127.0.0.1:8000/jupyterhub/"
+    assert c.JupyterHub.bind_url == "http+unix://%2Frun%2Fjupyterhub-proxy%2Fproxy.sock/jupyterhub/"
     assert c.JupyterHub.spawner_class == "hub_ext.spawner.PlatformSpawner"
     assert c.PlatformSpawner.cpu_limit == 2.0
     assert c.PlatformSpawner.mem_limit == "8G"  # site-local override

@@ -5,18 +5,16 @@ import pytest
 from hub_ext import health
 
 
-@pytest.mark.parametrize("peer, headers, expected", [
-    # nginx sets X-Real-IP (replacing the client's own); the proxy appends 127.0.0.1 to XFF
-    ("127.0.0.1", {"X-Real-IP": "203.0.113.7", "X-Forwarded-For": "1.2.3.4, 203.0.113.7, 127.0.0.1"},
-     "203.0.113.7"),
-    ("127.0.0.1", {"X-Forwarded-For": "1.2.3.4, 203.0.113.7, 127.0.0.1"}, "203.0.113.7"),
-    ("::1", {"X-Forwarded-For": "127.0.0.1"}, "127.0.0.1"),
-    ("127.0.0.1", {}, "127.0.0.1"),
-    # headers from a non-local peer are not trusted
-    ("198.51.100.1", {"X-Real-IP": "203.0.113.7"}, "198.51.100.1"),
+@pytest.mark.parametrize("peer, headers, via_front_end, expected", [
+    # nginx sets X-Real-IP (replacing the client's own) and the proxy passes it on
+    ("uid:998", {"X-Real-IP": "203.0.113.7", "X-Forwarded-For": "1.2.3.4"}, True, "203.0.113.7"),
+    ("uid:998", {}, True, "uid:998"),
+    # a lab on the hub's socket (or any other peer) cannot claim an address
+    ("uid:1001", {"X-Real-IP": "203.0.113.7"}, False, "uid:1001"),
+    ("127.0.0.1", {"X-Real-IP": "203.0.113.7", "X-Forwarded-For": "203.0.113.7"}, False, "127.0.0.1"),
 ])
-def test_client_address(peer, headers, expected):
-    assert health.client_address(peer, headers) == expected
+def test_client_address(peer, headers, via_front_end, expected):
+    assert health.client_address(peer, headers, via_front_end=via_front_end) == expected
 
 
 def test_rate_limit_is_per_client_and_recovers():
