@@ -508,14 +508,18 @@ def _object(checks: Mapping[str, Check], defaults: Mapping[str, Any], what: str)
     return lambda key, value: _options_object(key, value, checks, defaults, what)
 
 
-LAB_START_DEFAULTS: dict[str, Any] = {"launcher": None, "aux_scripts_path": None}
+LAB_START_DEFAULTS: dict[str, Any] = {"launcher": None, "aux_scripts_path": None, "server": None}
 BRANDING_DEFAULTS: dict[str, Any] = {
     "logo_file": None, "lab_main_icon_uri": None, "lab_splash_icon_uri": None,
 }
 OPTIONAL_OBJECT_CHECKS: dict[str, tuple[Check, Any]] = {
     "lab_start": (
         _object(
-            {"launcher": _optional(_absolute_path), "aux_scripts_path": _optional(_absolute_path)},
+            {
+                "launcher": _optional(_absolute_path),
+                "aux_scripts_path": _optional(_absolute_path),
+                "server": _optional(_absolute_path),
+            },
             LAB_START_DEFAULTS,
             "lab start",
         ),
@@ -724,7 +728,12 @@ def apply_platform_settings(c, settings: Mapping[str, Any]) -> dict[str, Any]:
     c.ConfigurableHTTPProxy.api_url = socket_url(s["proxy_api_socket"])
 
     spawner = c.PlatformSpawner
-    spawner.cmd = [f"{s['lab_venv']}/bin/jupyterhub-singleuser"]
+    if s["lab_start"]["server"]:
+        # jupyterhub-singleuser serving on the socket systemd holds (hub_ext/lab_server.py)
+        lab_command = [f"{s['lab_venv']}/bin/python", s["lab_start"]["server"]]
+    else:
+        lab_command = [f"{s['lab_venv']}/bin/jupyterhub-singleuser"]
+    spawner.cmd = lab_command
     spawner.default_url = s["default_url"]
     spawner.lab_venv = s["lab_venv"]
     spawner.users_root = s["users_root"]
@@ -740,8 +749,7 @@ def apply_platform_settings(c, settings: Mapping[str, Any]) -> dict[str, Any]:
     if s["lab_start"]["launcher"]:
         # startup scripts run as the user before the lab (hub_ext/lab_start.py)
         spawner.cmd = [
-            f"{s['lab_venv']}/bin/python", "-I", s["lab_start"]["launcher"], "--",
-            f"{s['lab_venv']}/bin/jupyterhub-singleuser",
+            f"{s['lab_venv']}/bin/python", "-I", s["lab_start"]["launcher"], "--", *lab_command,
         ]
     if s["branding"]["logo_file"]:
         hub.logo_file = s["branding"]["logo_file"]

@@ -3,8 +3,8 @@
 JupyterHub waits for a new server with exponential backoff (random sleeps
 growing to 5 s), so a lab that starts listening after 4 s is noticed one to
 three seconds later; SystemdSpawner adds a 1 s poll of the unit on top. The
-platform's spawner instead tries to connect to the lab's port every
-``interval`` (a refused loopback connect costs microseconds) and asks systemd
+platform's spawner instead asks the lab for its API root every ``interval``
+(the request waits in the socket's queue until the lab serves) and asks systemd
 whether the unit still runs every ``alive_every`` seconds, so the hub's own
 HTTP check then succeeds on its first try, and a lab that exits before it
 listens fails the spawn at once instead of after ``http_timeout``.
@@ -27,16 +27,28 @@ class Readiness(enum.Enum):
     TIMED_OUT = "did not listen in time"
 
 
-async def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
-    """True when a TCP connection to host:port is accepted."""
+async def http_answers(host: str, port: int, path: str, timeout: float = 1.0) -> bool:
+    """True when an HTTP server answers a GET of ``path`` on host:port.
+
+    A connect alone proves nothing for a socket-activated lab: systemd holds
+    the listening socket before the lab runs, so the lab is ready only once it
+    answers.
+    """
+    writer = None
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-    except OSError:  # refused, unreachable, or TimeoutError (an OSError since 3.11)
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(f"GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\n\r\n".encode())
+            await writer.drain()
+            status_line = await reader.readline()
+    except OSError:  # refused, reset, unreachable, or TimeoutError (an OSError since 3.11)
         return False
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return True
+    finally:
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+    return status_line.startswith(b"HTTP/")
 
 
 async def wait_until_listening(

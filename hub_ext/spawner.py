@@ -10,16 +10,26 @@ docs/accounts.md).
 
 from __future__ import annotations
 
+import asyncio
 import os
 
-from jupyterhub.utils import random_port
+from jupyterhub.utils import random_port, url_path_join
 from systemdspawner import SystemdSpawner, systemd
 from tornado import web
 from traitlets import Bool, Dict, Float, Unicode, default
 
-from . import accounts, gpu, privileges, readiness, storage
+from . import accounts, gpu, privileges, readiness, storage, units
 from .process import run_command
 from .units import UnitSpec, build_unit_spec
+
+# ports tried when another process holds the chosen one (the socket unit fails to bind)
+PORT_ATTEMPTS = 3
+
+
+async def _run_logged(argv: list[str]) -> int:
+    """Run a systemd command, its output into the hub's journal; its exit status."""
+    proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL)
+    return await proc.wait()
 
 
 class PlatformSpawner(SystemdSpawner):
@@ -121,7 +131,7 @@ class PlatformSpawner(SystemdSpawner):
     # seams for unit tests (plain attributes, not config)
     command_runner = staticmethod(run_command)
     chown = staticmethod(os.fchown)
-    port_probe = staticmethod(readiness.port_open)
+    lab_probe = staticmethod(readiness.http_answers)
 
     # SystemdSpawner's own knob for the unix name; kept coherent with ours
     @default("username_template")
@@ -143,6 +153,11 @@ class PlatformSpawner(SystemdSpawner):
     @default("cmd")
     def _default_cmd(self):
         return [f"{self.lab_venv}/bin/jupyterhub-singleuser"]
+
+    @property
+    def socket_unit(self) -> str:
+        """The unit holding the lab's listening socket (units.lab_socket_properties)."""
+        return f"{self.unit_name}.socket"
 
     @property
     def unix_name(self) -> str:
@@ -291,30 +306,28 @@ class PlatformSpawner(SystemdSpawner):
         return account
 
     async def _clear_leftover_unit(self):
-        """Stop a unit of the same name JupyterHub does not know, reset a failed one.
+        """Stop units of this lab JupyterHub does not know, reset failed ones.
 
         Same as the opening of SystemdSpawner.start, which 1.0.2 does not
-        expose separately.
+        expose separately, plus the lab's socket unit.
         """
-        if await systemd.service_running(self.unit_name):
-            self.log.info(
-                "user:%s stopping unknown leftover unit %s", self.user.name, self.unit_name
-            )
-            await systemd.stop_service(self.unit_name)
-            if await systemd.service_running(self.unit_name):
-                raise RuntimeError(f"Could not stop already existing unit {self.unit_name}")
-        if await systemd.service_failed(self.unit_name):
-            await systemd.reset_service(self.unit_name)
+        for unit in (self.socket_unit, self.unit_name):
+            if await systemd.service_running(unit):
+                self.log.info("user:%s stopping unknown leftover unit %s", self.user.name, unit)
+                await systemd.stop_service(unit)
+                if await systemd.service_running(unit):
+                    raise RuntimeError(f"Could not stop already existing unit {unit}")
+            if await systemd.service_failed(unit):
+                await systemd.reset_service(unit)
 
     async def start(self):
         # SystemdSpawner.start inlines the property assembly; replaced as a
-        # whole so BindPaths and list-valued properties work
+        # whole so BindPaths, list-valued properties and the socket unit work
         if self.dynamic_users:
             raise ValueError(
                 "PlatformSpawner.dynamic_users is not supported: platform users "
                 "are real unix accounts with bound per-user directories"
             )
-        self.port = random_port()
         await self._clear_leftover_unit()
         account = await self.ensure_account()
         # the hub groups are the source of truth, read at every start
@@ -322,40 +335,72 @@ class PlatformSpawner(SystemdSpawner):
         await self.reconcile_privileges(granted)
         self.apply_resource_profile()
         self.assign_gpus()
-        spec = self.unit_spec(self.get_env(), granted)
-        returncode = await systemd.start_transient_service(
-            self.unit_name,
-            cmd=[self._expand_user_vars(c) for c in self.cmd],
-            args=[self._expand_user_vars(a) for a in self.get_args()],
-            working_dir=spec.working_dir,
-            environment_variables=spec.environment,
-            properties=spec.properties,
-            uid=account.uid,
-            gid=account.gid,
-            slice=self.slice,
-        )
-        if returncode != 0:
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            self.port = random_port()
+            returncode = await self.start_unit(self.unit_spec(self.get_env(), granted), account)
+            if returncode == 0:
+                break
+            # most likely another process took the port before systemd bound it
+            self.log.warning(
+                "user:%s systemd-run failed (%s) for %s on port %s (attempt %s of %s)",
+                self.user.name, returncode, self.unit_name, self.port, attempt, PORT_ATTEMPTS,
+            )
+            await self._clear_leftover_unit()
+        else:
             # fail now instead of polling a unit that never started
             raise RuntimeError(
-                f"systemd-run failed ({returncode}) for {self.unit_name}; "
-                f"see the hub's journal"
+                f"systemd-run failed ({returncode}) for {self.unit_name}; see the hub's journal"
             )
         # no wait for "active" first (SystemdSpawner's loop): a lab that
         # already exited would keep it polling until start_timeout
         return await self.wait_until_listening()
+
+    async def start_unit(self, spec: UnitSpec, account: accounts.UnixAccount) -> int:
+        """Start the lab's socket unit (systemd binds the port), then the lab;
+        the exit status of the first command that failed, else 0. Their output
+        goes to the hub's journal, as SystemdSpawner's does."""
+        ip = self.ip or "127.0.0.1"
+        properties = {**units.transient_defaults(self.unit_name), **spec.properties}
+        runtime_dir = os.path.join(systemd.RUN_ROOT, properties["RuntimeDirectory"].split()[0])
+        env_file = systemd.make_environment_file(runtime_dir, self.unit_name, spec.environment)
+        properties["EnvironmentFile"] = env_file
+        argv = units.systemd_run_argv(
+            self.unit_name,
+            [self._expand_user_vars(c) for c in self.cmd]
+            + [self._expand_user_vars(a) for a in self.get_args()],
+            working_dir=spec.working_dir,
+            properties=properties,
+            socket_properties=units.lab_socket_properties(ip, self.port),
+            uid=account.uid,
+            gid=account.gid,
+            slice=self.slice,
+        )
+        returncode = await _run_logged(argv)
+        if returncode == 0:
+            # systemd would start the lab on the first connection; start it now
+            returncode = await _run_logged(["systemctl", "start", f"{self.unit_name}.service"])
+        return returncode
+
+    async def stop(self, now=False):
+        # the socket first: systemd would start the lab again on the next connection
+        await systemd.stop_service(self.socket_unit)
+        await super().stop(now)
 
     async def wait_until_listening(self) -> tuple[str, int]:
         """(ip, port) once the lab accepts connections; an HTTPError JupyterHub
         relays to the user (spawn page, API) if it exits first or does not
         listen within http_timeout."""
         ip = self.ip or "127.0.0.1"
+        api = url_path_join(self.server.base_url if self.server else "/", "api")
         state = await readiness.wait_until_listening(
-            lambda: self.port_probe(ip, self.port),
+            lambda: self.lab_probe(ip, self.port, api),
             lambda: systemd.service_running(self.unit_name),
             timeout=self.http_timeout,
             interval=self.ready_poll_interval,
         )
         if state is not readiness.Readiness.LISTENING:
+            # nothing may start the lab again through its socket
+            await systemd.stop_service(self.socket_unit)
             # the lab's own failure, not the request's: a server error with the
             # message the hub shows instead of a bare "Internal Server Error"
             raise web.HTTPError(

@@ -1,10 +1,10 @@
 """Assemble the properties and environment of a lab's transient unit.
 
 Pure: no systemd, no jupyterhub. ``PlatformSpawner.start`` collects its traits,
-expands the name templates and hands them here; the result goes to
-``systemdspawner.systemd.start_transient_service``, which passes each property
-as ``--property=Key=value`` to systemd-run and a list value as one
-``--property`` per item (BindPaths= entries accumulate).
+expands the name templates and hands them here; ``systemd_run_argv`` turns
+the result into systemd-run's command line, each property as
+``--property=Key=value`` and a list value as one ``--property`` per item
+(BindPaths= entries accumulate), plus the lab's socket unit.
 """
 
 from __future__ import annotations
@@ -208,3 +208,53 @@ def build_unit_spec(
         ),
         working_dir=working_dir,
     )
+
+
+# SystemdSpawner's defaults for every unit it starts, kept: the environment file
+# lives in the unit's runtime directory, and a kernel killed for memory does not
+# stop the whole lab.
+def transient_defaults(unit_name: str) -> dict[str, PropertyValue]:
+    return {
+        "RuntimeDirectory": unit_name,
+        "RuntimeDirectoryMode": "700",
+        "RuntimeDirectoryPreserve": "restart",
+        "OOMPolicy": "continue",
+    }
+
+
+def lab_socket_properties(ip: str, port: int) -> dict[str, PropertyValue]:
+    """The lab's listening socket as a socket unit of its own: systemd (PID 1)
+    binds it before the lab starts and holds it until the hub stops the lab, so
+    no other user's lab can take the port, whatever happens to the lab's
+    processes (docs/security.md). The lab serves on the inherited socket
+    (hub_ext/lab_server.py)."""
+    return {"ListenStream": f"{ip}:{port}"}
+
+
+def systemd_run_argv(
+    unit_name: str,
+    command: Sequence[str],
+    *,
+    working_dir: str,
+    properties: Mapping[str, PropertyValue],
+    socket_properties: Mapping[str, PropertyValue] | None = None,
+    uid: int | None = None,
+    gid: int | None = None,
+    slice: str | None = None,
+) -> list[str]:
+    """systemd-run's argv for a lab: one --property per value (a list value
+    repeats the key, as BindPaths= needs), --socket-property likewise."""
+    argv = ["systemd-run", "--unit", unit_name, "--working-directory", working_dir]
+    if uid is not None:
+        argv.append(f"--uid={uid}")
+    if gid is not None:
+        argv.append(f"--gid={gid}")
+    if slice:
+        argv.append(f"--slice={slice}")
+    for flag, props in (("--property", properties), ("--socket-property", socket_properties or {})):
+        for key, value in props.items():
+            argv += [f"{flag}={key}={v}" for v in ([value] if isinstance(value, str) else value)]
+    if not command or not command[0].startswith("/"):
+        # systemd-run does not search the unit's PATH
+        raise ValueError(f"the lab command must start with an absolute path, got {list(command)}")
+    return [*argv, *command]

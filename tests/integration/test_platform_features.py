@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import subprocess
+import textwrap
 import time
 
 import pytest
 import requests
 
-from hubclient import HubClient
+from hubclient import HubClient, lab_cell
 
 SCRIPTS = "/etc/jupyterhub/start-platform.d"
 TOKEN_NOTE = "platform notification broadcast (single delivery)"
@@ -227,32 +229,77 @@ def test_nothing_secret_on_the_settings_page_or_files(host, admin, admin_browser
 # --- health ---------------------------------------------------------------------------
 
 
-def test_health_is_public_json_and_rate_limited(host, admin):
+def test_health_is_status_only_for_anonymous_callers_and_rate_limited(host, admin):
     url = admin.url("hub/api/health")
     time.sleep(1.1)  # an earlier request from this address may be within the interval
     first = requests.get(url, verify=False, timeout=10)
     second = requests.get(url, verify=False, timeout=10)
     assert first.status_code == 200, first.text
-    body = first.json()
-    assert body["status"] == "ok" and body["uptime_seconds"] >= 0 and body["uptime"]
-    assert body["version"]["jupyterhub"] and body["version"]["platform"]
-    assert body["users"]["total"] >= 1 and body["users"]["active_servers"] >= 0
+    # versions, uptime and user counts help an attacker: status only
+    assert first.json() == {"status": "ok"}
     assert second.status_code == 429 and int(second.headers["Retry-After"]) >= 1
     time.sleep(1.1)
     assert requests.get(url, verify=False, timeout=10).status_code == 200
-    for secret in (host.admin_password, host.admin_user):
-        assert secret not in first.text
+
+
+def test_health_details_need_a_token_with_read_hub(host, admin):
+    time.sleep(1.1)
+    body = admin.api("GET", "health").json()
+    assert body["status"] == "ok" and body["uptime_seconds"] >= 0 and body["uptime"]
+    assert body["version"]["jupyterhub"] and body["version"]["platform"]
+    assert body["users"]["total"] >= 1 and body["users"]["active_servers"] >= 0
+    # a token without read:hub (a user's own) sees the status only
+    user = as_user(admin, new_user(admin, "hlt"))
+    time.sleep(1.1)
+    r = user.api("GET", "health")
+    assert r.status_code == 200 and r.json() == {"status": "ok"}, r.text
+
+
+def _health_codes(host, client_addresses, headers=()):
+    """GET the health endpoint through nginx, one request per client address in turn
+    (curl --interface: the demo's nginx listens on every loopback address)."""
+    url = f"https://127.0.0.1:{host.ports['nginx_https_port']}/jupyterhub/hub/api/health"
+    codes = []
+    for address in client_addresses:
+        argv = ["curl", "-sk", "--interface", address, "-o", "/dev/null", "-w", "%{http_code}"]
+        for header in headers:
+            argv += ["-H", header]
+        codes.append(subprocess.run(argv + [url], capture_output=True, text=True,
+                                    check=True).stdout.strip())
+    return codes
 
 
 def test_health_limit_is_per_client_address(host):
-    """Straight to the hub (as nginx would, with X-Real-IP): another address is not limited."""
-    hub = f"http://127.0.0.1:{host.ports['jupyterhub_hub_port']}/jupyterhub/hub/api/health"
-    codes = []
-    for ip in ("192.0.2.10", "192.0.2.10", "192.0.2.11"):
-        out = host.exec("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
-                        "-H", f"X-Real-IP: {ip}", hub).stdout
-        codes.append(out.strip())
-    assert codes == ["200", "429", "200"]
+    """Through nginx: the limit is per client address, and a client cannot pick
+    another address with X-Real-IP (nginx replaces it)."""
+    time.sleep(1.1)
+    assert _health_codes(host, ["127.0.0.2", "127.0.0.2", "127.0.0.3"]) == ["200", "429", "200"]
+    time.sleep(1.1)
+    spoofed = _health_codes(host, ["127.0.0.2", "127.0.0.2"], headers=["X-Real-IP: 192.0.2.99"])
+    assert spoofed == ["200", "429"]
+
+
+def test_a_lab_cannot_claim_a_client_address(host, admin):
+    """A lab reaches the hub's socket directly; its X-Real-IP is not believed, so
+    every request of its user shares one limit (the peer's uid)."""
+    user = new_user(admin, "hip")
+    admin.start_server(user)
+    try:
+        out, status = lab_cell(admin, user, textwrap.dedent("""
+            import subprocess
+            codes = []
+            for ip in ("192.0.2.10", "192.0.2.11", "192.0.2.12"):
+                codes.append(subprocess.run(
+                    ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                     "--unix-socket", "/run/jupyterhub/hub.sock",
+                     "-H", f"X-Real-IP: {ip}", "http://hub/jupyterhub/hub/api/health"],
+                    capture_output=True, text=True).stdout)
+            print("codes", codes)
+        """))
+        assert status == "ok", out
+        assert "codes ['200', '429', '429']" in out, out
+    finally:
+        admin.stop_server(user)
 
 
 # --- startup scripts and the lab's environment ------------------------------------

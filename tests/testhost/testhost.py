@@ -156,14 +156,12 @@ def _post_install(root: Path) -> None:
 # ---------------------------------------------------------------- hosts
 
 def ports(base: int) -> dict[str, int]:
-    """Every port a host listens on, from its base (all on 127.0.0.1 except nginx)."""
+    """Every port a host listens on, from its base: sshd on 127.0.0.1 and nginx
+    (the hub, the proxy and its API listen on unix sockets inside the host)."""
     return {
         "ssh": base,
         "nginx_http_port": base + 1,
         "nginx_https_port": base + 2,
-        "jupyterhub_proxy_port": base + 3,
-        "jupyterhub_proxy_api_port": base + 4,
-        "jupyterhub_hub_port": base + 5,
     }
 
 

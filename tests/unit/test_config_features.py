@@ -7,7 +7,8 @@ from hub_ext.config import PlatformSettingsError, apply_platform_settings, valid
 
 FEATURES = {
     "lab_start": {"launcher": "/usr/local/lib/jupyterhub/lab_start.py",
-                  "aux_scripts_path": "/etc/jupyterhub/start-platform.d"},
+                  "aux_scripts_path": "/etc/jupyterhub/start-platform.d",
+                  "server": "/usr/local/lib/jupyterhub/lab_server.py"},
     "lab_environment": {"JUPYTERHUB_SERVICE_MLFLOW": "1", "JUPYTERHUB_SERVICE_TENSORBOARD": "0",
                         "TF_CPP_MIN_LOG_LEVEL": "3"},
     "branding": {"logo_file": "/usr/local/share/jupyterhub/branding/logo.svg",
@@ -32,7 +33,7 @@ def test_features_reach_the_spawner_and_the_hub(settings):
     }
     assert c.PlatformSpawner.cmd == [
         "/opt/jupyterlab/bin/python", "-I", "/usr/local/lib/jupyterhub/lab_start.py", "--",
-        "/opt/jupyterlab/bin/jupyterhub-singleuser"]
+        "/opt/jupyterlab/bin/python", "/usr/local/lib/jupyterhub/lab_server.py"]
     assert c.JupyterHub.logo_file == "/usr/local/share/jupyterhub/branding/logo.svg"
 
 
@@ -42,13 +43,14 @@ def test_without_the_objects_nothing_changes(settings):
     assert c.PlatformSpawner.cmd == ["/opt/jupyterlab/bin/jupyterhub-singleuser"]
     assert c.PlatformSpawner.environment == {}
     assert "logo_file" not in c.JupyterHub
-    assert s["lab_start"] == {"launcher": None, "aux_scripts_path": None}
+    assert s["lab_start"] == {"launcher": None, "aux_scripts_path": None, "server": None}
 
 
 @pytest.mark.parametrize("key, value, message", [
     ("lab_environment", {"PATH": "/x"}, "lab_environment.PATH is not a passthrough variable"),
     ("lab_environment", {"JUPYTERHUB_SERVICE_X": 1}, "lab_environment must be an object of string"),
     ("lab_start", {"launcher": "relative.py"}, "lab_start.launcher must be an absolute path"),
+    ("lab_start", {"server": "lab_server.py"}, "lab_start.server must be an absolute path"),
     ("lab_start", {"other": 1}, "lab_start.other is not a known lab start option"),
     ("lab_start", [], "lab_start must be a JSON object"),
     ("branding", {"lab_main_icon_uri": "javascript:alert(1)"}, "branding.lab_main_icon_uri must be"),

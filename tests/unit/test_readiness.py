@@ -1,11 +1,12 @@
 """hub_ext.readiness: the spawner's wait for a starting lab to listen."""
 
 import asyncio
+import contextlib
 import socket
 
 import pytest
 
-from hub_ext.readiness import Readiness, port_open, wait_until_listening
+from hub_ext.readiness import Readiness, http_answers, wait_until_listening
 
 
 class FakeClock:
@@ -71,13 +72,39 @@ def test_times_out_while_the_unit_runs_but_never_listens():
     assert clock.now - 100.0 == pytest.approx(3.0)
 
 
-def test_port_open_against_a_real_socket():
+def test_http_answers_only_once_a_server_answers():
+    """A bound and even a listening socket is not enough: systemd holds the lab's
+    socket before the lab runs; only an HTTP answer counts."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     try:
-        assert asyncio.run(port_open("127.0.0.1", port)) is False  # bound, not listening
+        assert asyncio.run(http_answers("127.0.0.1", port, "/api", timeout=0.3)) is False
         listener.listen()
-        assert asyncio.run(port_open("127.0.0.1", port)) is True
+        # accepted by the kernel, nobody serving: times out
+        assert asyncio.run(http_answers("127.0.0.1", port, "/api", timeout=0.3)) is False
+
+        def serve():
+            conn, _ = listener.accept()
+            request = conn.recv(1024)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            conn.close()
+            return request
+
+        async def ask():
+            loop = asyncio.get_running_loop()
+            served = loop.run_in_executor(None, serve)
+            answered = await http_answers("127.0.0.1", port, "/user/a/api", timeout=5)
+            return answered, await served
+
+        # the timed-out connections above are still queued: drain them first
+        listener.settimeout(0.2)
+        with contextlib.suppress(OSError):
+            while True:
+                listener.accept()[0].close()
+        listener.settimeout(None)
+        answered, request = asyncio.run(ask())
+        assert answered is True
+        assert request.startswith(b"GET /user/a/api HTTP/1.0\r\n")
     finally:
         listener.close()

@@ -10,11 +10,13 @@ from tornado import web
 from traitlets.config import Config
 
 from hub_ext.config import apply_platform_settings
+from hub_ext.spawner import PORT_ATTEMPTS
 from hub_ext.units import (
     SUDO_CAPABILITIES,
     SYSTEMD_DEFAULT_PATH,
     build_environment,
     build_unit_properties,
+    systemd_run_argv,
 )
 
 from .test_accounts import FakeSystem
@@ -85,7 +87,7 @@ def test_environment():
 # --- PlatformSpawner, configured from platform.json ---
 
 
-async def listening(ip, port):
+async def answering(ip, port, path):
     return True
 
 
@@ -113,7 +115,7 @@ def make_spawner(monkeypatch, settings, tmp_path):
         spawner = PlatformSpawner(user=user, config=c, hub=Hub(base_url="/jupyterhub/hub/"))
         spawner.command_runner = FakeSystem()
         spawner.chown = RecordingChown()
-        spawner.port_probe = listening  # the lab "listens" at once (readiness has its own tests)
+        spawner.lab_probe = answering  # the lab answers at once (readiness has its own tests)
         return spawner
 
     make.users_root = users_root
@@ -197,7 +199,7 @@ class FakeSystemctl:
 
     async def __call__(self, *argv, **kwargs):
         self.calls.append(list(argv))
-        if argv[0] == "systemd-run":
+        if argv[0] == "systemd-run" or argv[:2] == ("systemctl", "start"):
             self.started = True
             code = 0
         elif argv[:2] == ("systemctl", "is-active"):
@@ -249,19 +251,53 @@ def test_start_builds_systemd_run_command(make_spawner, monkeypatch, tmp_path):
     assert "JUPYTERHUB_API_TOKEN=secret-token\n" in env
 
 
-def test_start_fails_fast_when_systemd_run_fails(make_spawner, monkeypatch, tmp_path):
-    async def failing_start(*args, **kwargs):
-        return 1
+def test_start_tries_other_ports_then_fails_when_systemd_run_fails(
+    make_spawner, monkeypatch, tmp_path
+):
+    class FailingSystemd(FakeSystemctl):
+        async def __call__(self, *argv, **kwargs):
+            if argv[0] == "systemd-run":
+                self.calls.append(list(argv))
+                return SimpleNamespace(wait=lambda: asyncio.sleep(0, 1))
+            return await super().__call__(*argv, **kwargs)
 
-    async def not_running(unit):
-        return False
-
-    monkeypatch.setattr(systemd, "start_transient_service", failing_start)
-    monkeypatch.setattr(systemd, "service_running", not_running)
-    monkeypatch.setattr(systemd, "service_failed", not_running)
+    systemctl = FailingSystemd()
+    monkeypatch.setattr(systemd.asyncio, "create_subprocess_exec", systemctl)
+    monkeypatch.setattr(systemd, "RUN_ROOT", str(tmp_path / "run"))
     spawner = make_spawner()
+    spawner.api_token = "t"
     with pytest.raises(RuntimeError, match="systemd-run failed"):
         asyncio.run(spawner.start())
+    runs = [c for c in systemctl.calls if c[0] == "systemd-run"]
+    assert len(runs) == PORT_ATTEMPTS
+    # a new port each time: another process may hold the one just tried
+    ports = {a for run in runs for a in run if a.startswith("--socket-property=ListenStream=")}
+    assert len(ports) == PORT_ATTEMPTS
+
+
+def test_the_labs_port_is_a_socket_unit_started_before_the_lab(
+    make_spawner, monkeypatch, tmp_path, settings
+):
+    settings["lab_start"] = {"server": "/usr/local/lib/jupyterhub/lab_server.py"}
+    systemctl = FakeSystemctl()
+    monkeypatch.setattr(systemd.asyncio, "create_subprocess_exec", systemctl)
+    monkeypatch.setattr(systemd, "RUN_ROOT", str(tmp_path / "run"))
+    spawner = make_spawner()
+    spawner.api_token = "t"
+    asyncio.run(spawner.start())
+    argv = systemctl.systemd_run()
+    assert f"--socket-property=ListenStream=127.0.0.1:{spawner.port}" in argv
+    started = [c for c in systemctl.calls if c[:2] == ["systemctl", "start"]]
+    assert started == [["systemctl", "start", "jupyter-alice-singleuser.service"]]
+    # the lab serves on the inherited socket
+    assert argv[-2:] == ["/opt/jupyterlab/bin/python", "/usr/local/lib/jupyterhub/lab_server.py"]
+
+    systemctl.calls.clear()
+    asyncio.run(spawner.stop())
+    stops = [c for c in systemctl.calls if c[:2] == ["systemctl", "stop"]]
+    # the socket first, or a connection would start the lab again
+    assert stops == [["systemctl", "stop", "jupyter-alice-singleuser.socket"],
+                     ["systemctl", "stop", "jupyter-alice-singleuser"]]
 
 
 # --- start() waits for the lab's port (hub_ext.readiness) ---------------------------
@@ -276,12 +312,12 @@ def test_start_fails_with_the_unit_name_when_the_lab_exits_before_listening(
     spawner = make_spawner()
     spawner.api_token = "t"
 
-    async def never_listens(ip, port):
+    async def never_listens(ip, port, path):
         # the lab dies while starting: systemd reports the unit inactive from now on
         systemctl.started = False
         return False
 
-    spawner.port_probe = never_listens
+    spawner.lab_probe = never_listens
     spawner.ready_poll_interval = 0.01  # the unit check comes after 1 s of probes
     with pytest.raises(web.HTTPError, match="exited before listening.*journalctl -u jupyter-alice-singleuser"):
         asyncio.run(spawner.start())
@@ -388,3 +424,17 @@ def test_no_profiled_group_gives_the_defaults(make_spawner, monkeypatch, tmp_pat
     _spawner, properties, env = _start(make_spawner, monkeypatch, tmp_path, groups=["other"])
     assert f"MemoryMax={4 * 1024**3}" in properties and "CPUQuota=200%" in properties
     assert f"MEM_LIMIT={4 * 1024**3}\n" in env and "CPU_LIMIT=2.0\n" in env
+
+
+def test_systemd_run_argv_repeats_list_values_and_needs_an_absolute_command():
+    argv = systemd_run_argv(
+        "u", ["/bin/lab", "--x"], working_dir="/w",
+        properties={"BindPaths": ["/a:/b", "/c:/d"], "MemoryMax": "1"},
+        socket_properties={"ListenStream": "127.0.0.1:5"}, uid=7, gid=8, slice="s.slice",
+    )
+    assert argv == ["systemd-run", "--unit", "u", "--working-directory", "/w", "--uid=7",
+                    "--gid=8", "--slice=s.slice", "--property=BindPaths=/a:/b",
+                    "--property=BindPaths=/c:/d", "--property=MemoryMax=1",
+                    "--socket-property=ListenStream=127.0.0.1:5", "/bin/lab", "--x"]
+    with pytest.raises(ValueError, match="absolute path"):
+        systemd_run_argv("u", ["lab"], working_dir="/w", properties={})
