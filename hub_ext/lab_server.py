@@ -71,10 +71,10 @@ def main() -> None:
             self.http_server.add_sockets([listening])
             return True
 
-    class PlatformSingleUser(JupyterHubSingleUser):
-        serverapp_class = SocketActivatedServerApp
-
-    PlatformSingleUser.launch_instance()
+    # set on JupyterHub's own extension app (a subclass would be looked up as an
+    # extension package of its own, "__main__"); this process only
+    JupyterHubSingleUser.serverapp_class = SocketActivatedServerApp
+    JupyterHubSingleUser.launch_instance()
 
 
 if __name__ == "__main__":
