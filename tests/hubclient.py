@@ -11,11 +11,13 @@ import asyncio
 import json
 import re
 import secrets
+import socket
 import time
 from urllib.parse import quote, urlparse
 
 import requests
 import urllib3
+from requests.adapters import HTTPAdapter
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
@@ -23,10 +25,53 @@ from tornado.websocket import websocket_connect
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
 
+class _UnixConnection(urllib3.connection.HTTPConnection):
+    def __init__(self, *args, socket_path: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.socket_path = socket_path
+
+    def _new_conn(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX)
+        sock.settimeout(self.timeout if isinstance(self.timeout, int | float) else None)
+        sock.connect(self.socket_path)
+        return sock
+
+
+class UnixSocketAdapter(HTTPAdapter):
+    """Sends every request of a session to one unix socket (the hub's or the
+    proxy's), whatever the URL's host says."""
+
+    def __init__(self, socket_path: str):
+        self.socket_path = socket_path
+        super().__init__()
+
+    def get_connection_with_tls_context(self, request, verify, proxies=None, cert=None):
+        pool = urllib3.HTTPConnectionPool("localhost")
+        pool.ConnectionCls = lambda *a, **kw: _UnixConnection(*a, socket_path=self.socket_path, **kw)
+        return pool
+
+
 class HubClient:
+    @classmethod
+    def over_socket(cls, socket_path: str, base_path: str, token: str) -> HubClient:
+        """A client straight to an internal unix socket (bypassing nginx), e.g.
+        ``Host.internal_socket("proxy")``."""
+        client = cls(f"http://localhost{base_path}", token=token)
+        client.s.mount("http://localhost/", UnixSocketAdapter(socket_path))
+        client.socket_path = socket_path
+        return client
+
+    def copy(self) -> HubClient:
+        """A new session to the same place with the same token (for another thread)."""
+        token = self.s.headers.get("Authorization", "").split()[-1] or None
+        if self.socket_path:
+            return HubClient.over_socket(self.socket_path, urlparse(self.base).path, token)
+        return HubClient(self.base, token=token)
+
     def __init__(self, base_url: str, token: str | None = None):
         # base_url is the public prefix, e.g. https://127.0.0.1:23002/jupyterhub/
         self.base = base_url if base_url.endswith("/") else base_url + "/"
+        self.socket_path: str | None = None
         self.s = requests.Session()
         self.s.verify = False
         # Else REQUESTS_CA_BUNDLE from the environment overrides verify=False.

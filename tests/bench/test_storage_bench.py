@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 import pytest
-import requests
 
+from hubclient import HubClient
 
 ROUNDS = 10
 BIG_FILES = 100_000
@@ -114,11 +114,10 @@ def test_reset_time_does_not_depend_on_the_number_of_files(host, admin, bench_us
 
 
 def hub_latencies(host, token: str, user: str, seconds: float) -> list[float]:
-    """Sequential hub API requests for ``seconds``, straight to the hub's own port."""
-    base = f"http://127.0.0.1:{host.ports['jupyterhub_hub_port']}/jupyterhub/hub/api/"
-    session = requests.Session()
-    session.trust_env = False
-    session.headers["Authorization"] = f"token {token}"
+    """Sequential hub API requests for ``seconds``, straight to the hub's own socket."""
+    client = HubClient.over_socket(host.internal_socket("hub"), "/jupyterhub/", token)
+    base = client.url("hub/api/")
+    session = client.s
     paths = ["user", f"users/{user}/manage-volumes", f"users/{user}"]
     out = []
     end = time.monotonic() + seconds

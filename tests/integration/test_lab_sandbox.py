@@ -2,8 +2,8 @@
 checked from inside real labs on the test host.
 
 A normal user's lab still runs a notebook cell and a terminal that write to
-home, workspace, cache, /tmp and /mnt/shared, reach the hub over loopback (IPv4,
-IPv6, Python and node), map W+X memory (JIT), use /dev/shm and build a venv with
+home, workspace, cache, /tmp and /mnt/shared, speak HTTP over loopback (IPv4,
+IPv6, Python and node) and reach the hub's API on its unix socket, map W+X memory (JIT), use /dev/shm and build a venv with
 pip; while other homes and other users' processes are invisible, the file
 system outside the bound directories is read-only and it holds no capability.
 A docker-sock member reaches a root-owned socket of the docker group. A
@@ -90,7 +90,7 @@ def fake_docker_socket(host):
     host.exec("rm", "-f", FAKE_DOCKER_SOCKET)
 
 
-def notebook_cell(hub_api: str) -> str:
+def notebook_cell() -> str:
     """A cell doing what notebooks do; prints cell-ok when all of it worked."""
     return textwrap.dedent(f"""
         import mmap, multiprocessing, os, socket, urllib.request
@@ -107,7 +107,9 @@ def notebook_cell(hub_api: str) -> str:
                 srv.bind((address, 0))
                 srv.listen()
                 socket.create_connection((address, srv.getsockname()[1])).close()
-        assert urllib.request.urlopen("{hub_api}").status == 200
+        # HTTP over loopback: the lab's own server (what a tool running in the lab talks to)
+        lab_api = os.environ["JUPYTERHUB_SERVICE_URL"].rstrip("/") + "/api"
+        assert urllib.request.urlopen(lab_api).status == 200
         with multiprocessing.Pool(2) as pool:  # semaphores in /dev/shm
             assert pool.map(abs, [-1, -2]) == [1, 2]
         print("cell-ok")
@@ -117,11 +119,10 @@ def notebook_cell(hub_api: str) -> str:
 def test_normal_lab_works_inside_its_sandbox(host, admin, fake_docker_socket):
     user, other, docker_user = new_users(admin, 3, "sbx")
     add_to_group(admin, "docker-sock", docker_user)
-    hub_api = f"http://127.0.0.1:{host.ports['jupyterhub_hub_port']}/jupyterhub/hub/api"
     for name in (user, other, docker_user):
         admin.start_server(name)
     try:
-        out, status = lab_cell(admin, user, notebook_cell(hub_api))
+        out, status = lab_cell(admin, user, notebook_cell())
         assert status == "ok" and "cell-ok" in out, out
         # jupyter-resource-usage still reads the lab's own processes
         r = admin.s.get(admin.url(f"user/{user}/api/metrics/v1"), timeout=30)
@@ -138,9 +139,12 @@ def test_normal_lab_works_inside_its_sandbox(host, admin, fake_docker_socket):
             assert modes[-2][5] == "w" and modes[-1][5] == "w", modes  # group-writable
         finally:
             host.exec("rm", "-rf", f"/srv/jupyterhub/shared/sbx-{user}")
-        shell_ok(admin, user, "node -e \"require('http').get('" + hub_api + "',"
+        shell_ok(admin, user, "node -e \"require('http').get(process.env.JUPYTERHUB_SERVICE_URL + 'api',"
                  " r => process.exit(r.statusCode === 200 ? 0 : 1))"
                  ".on('error', () => process.exit(2))\"")
+        # the hub's API, over its unix socket, as jupyterhub-singleuser reaches it
+        shell_ok(admin, user, "curl -sf --unix-socket /run/jupyterhub/hub.sock"
+                 " http://hub/jupyterhub/hub/api/ >/dev/null")
         # pip into the user's own venv (the lab venv itself is root's)
         shell_ok(admin, user, "/opt/jupyterlab/bin/python -m venv ~/.sbx-venv && ~/.sbx-venv/bin/pip --version"
                  " && rm -rf ~/.sbx-venv")

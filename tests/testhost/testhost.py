@@ -213,6 +213,13 @@ class Host:
     def https_url(self) -> str:
         return f"https://127.0.0.1:{self.ports['nginx_https_port']}/jupyterhub/"
 
+    def internal_socket(self, name: str) -> str:
+        """Path, from this machine, of the host's internal unix socket ``name``
+        ("hub", "proxy", "api"): through the container's root as its init sees it."""
+        paths = {"hub": "/run/jupyterhub/hub.sock", "proxy": "/run/jupyterhub-proxy/proxy.sock",
+                 "api": "/run/jupyterhub-proxy/api.sock"}
+        return f"/proc/{self.init_pid}/root{paths[name]}"
+
     def exec(self, *argv: str, check: bool = True, timeout: float | None = 600,
              input: str | None = None) -> subprocess.CompletedProcess:
         return subprocess.run(self.exec_prefix + list(argv), check=check, text=True,
