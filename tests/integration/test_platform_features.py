@@ -345,11 +345,11 @@ def test_every_lab_gets_the_service_variables(host, admin, two_labs):
     assert env["JUPYTERHUB_SERVICE_TENSORBOARD"] == "1"
     assert env["TF_CPP_MIN_LOG_LEVEL"] == "3"
     assert env["JUPYTERLAB_AUX_SCRIPTS_PATH"] == SCRIPTS
-    # the launcher exec'd the lab: the unit's main process is jupyterhub-singleuser itself
+    # the launcher exec'd the lab: the unit's main process is the lab server itself
     pid = host.exec("systemctl", "show", "-p", "MainPID", "--value",
                     f"jupyter-{two_labs[0]}-singleuser").stdout.strip()
     cmdline = host.exec("cat", f"/proc/{pid}/cmdline").stdout.split("\0")
-    assert any(part.endswith("jupyterhub-singleuser") for part in cmdline[:3]), cmdline
+    assert any(part.endswith("lab_server.py") for part in cmdline[:3]), cmdline
 
 
 def test_lab_reports_memory_against_its_limit(host, admin, two_labs):
