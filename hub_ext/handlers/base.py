@@ -6,6 +6,19 @@ from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.scopes import has_scope
 from tornado import web
 
+from .. import health
+
+
+def request_client_address(request) -> str:
+    """Who sent ``request``: :func:`hub_ext.health.client_address` over the socket's peer.
+
+    Every per-client rule (health rate limit, login delays, signup quota) asks this.
+    """
+    # tornado (xheaders=True in JupyterHub) keeps the socket's peer here
+    context = getattr(request.connection, "context", None)
+    peer = getattr(context, "_orig_remote_ip", None) or request.remote_ip
+    return health.client_address(peer, request.headers)
+
 
 class UserResourceHandler(APIHandler):
     """An API about one user's resource (``/api/users/<name>/...``).

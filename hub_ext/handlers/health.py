@@ -21,6 +21,7 @@ from traitlets import Float
 from traitlets.config import LoggingConfigurable
 
 from .. import __version__, health
+from .base import request_client_address
 
 SETTINGS_KEY = "hub_ext_health"
 
@@ -50,10 +51,7 @@ class HealthHandler(APIHandler):
     async def get(self):
         endpoint: HealthEndpoint = self.settings[SETTINGS_KEY]
         self.set_header("Cache-Control", "no-cache, no-store")
-        # tornado (xheaders=True in JupyterHub) keeps the socket's peer here
-        context = getattr(self.request.connection, "context", None)
-        peer = getattr(context, "_orig_remote_ip", None) or self.request.remote_ip
-        client = health.client_address(peer, self.request.headers)
+        client = request_client_address(self.request)
         wait = endpoint.limiter.check(client)
         if wait:
             retry = max(1, math.ceil(wait))
