@@ -5,8 +5,7 @@ Admin account:
 * ``admin_password_file`` set: at hub start the admin's UserInfo row is
   created or updated with that password (bcrypt, as NativeAuthenticator stores
   it) and authorized. The file is the source of truth: a password changed in
-  the UI lasts until the next hub start, and the admin cannot be locked out
-  for good.
+  the UI lasts until the next hub start.
 * not set: the admin signs up like anybody else and NativeAuthenticator
   approves the signup at once (admins are in ``get_authed_users``). Until
   the admin has signed up, the signup page stays open for the admin name
@@ -18,7 +17,10 @@ authorization page of hub_ext.handlers.accounts (POST + _xsrf, only pending
 signups can be discarded). Passwords the platform generates (batch creation,
 reset) are stored exactly like the admin's: ``set_password``.
 
-Deleting a hub user disables its unix account (docs/accounts.md).
+Deleting a hub user archives its directories and disables its unix account
+(docs/accounts.md). Logins are delayed per account and client address
+(hub_ext.throttle) instead of NativeAuthenticator's lockout; signups are
+bounded (fields, pending cap, per-address quota) and hashed off the event loop.
 """
 
 from __future__ import annotations
@@ -586,13 +588,28 @@ class PlatformAuthenticator(NativeAuthenticator):
         self._refresh_signup()
         return user_info
 
-    async def delete_user(self, user):
-        """Forget the hub user's password and disable its unix account.
+    def _storage_manager(self):
+        # set up by get_handlers (hub_ext.handlers.storage); absent in unit tests
+        return getattr(self.parent, "tornado_settings", {}).get(STORAGE_SETTINGS_KEY)
 
-        JupyterHub stops the server first and awaits this. The unix account
-        and the user's directories are kept (docs/accounts.md): purging data
-        is an explicit admin action.
+    async def delete_user(self, user):
+        """Archive the user's directories, forget the password, disable the unix account.
+
+        JupyterHub stops the server first and awaits this. The directories go
+        to the admin-only archive (docs/accounts.md), so a later user of the
+        same name starts empty; if they cannot be moved, the user is not deleted.
         """
+        manager = self._storage_manager()
+        if manager is not None and accounts.is_valid_hub_name(user.name):
+            try:
+                manager.archive_user(user.name)
+            except (OSError, ValueError) as e:  # UnsafePathError is a ValueError
+                self.log.error("Could not archive the directories of %s: %s", user.name, e)
+                raise web.HTTPError(
+                    500,
+                    f"The directories of {user.name} could not be moved to the archive; "
+                    "the user was not deleted (see the hub log).",
+                ) from None
         super().delete_user(user)
         self._refresh_signup()
         try:
