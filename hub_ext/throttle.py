@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-ADDRESS_FREE_FACTOR = 4
+ADDRESS_FREE_FACTOR = 20  # generous: many people may share one NAT address
 FIRST_DELAY_SECONDS = 1.0
 DEFAULT_FORGET_AFTER = 86400.0
 

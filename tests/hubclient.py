@@ -284,3 +284,28 @@ def login_client(base_url: str, name: str, password: str, spawn: bool = True) ->
     client = HubClient(base_url)
     client.login(name, password, spawn=spawn)
     return client
+
+
+def client_from(host, address: str, token: str | None = None) -> HubClient:
+    """A client whose requests come from ``address`` (a loopback address)."""
+    return HubClient(host.https_url.replace("127.0.0.1", address, 1), token=token)
+
+
+def fail_until_delayed(client: HubClient, name: str, free: int, min_delay: int = 8) -> None:
+    """Wrong logins until the client's next try waits at least ``min_delay`` seconds.
+
+    The first ``free`` failures are answered at once; after that each delay is
+    waited out (the server's Retry-After) so the next failure counts: 1 + 2 + 4 s.
+    """
+    failures = 0
+    for _ in range(free + 20):
+        r = client.login(name, "not-the-password", spawn=False)
+        if r.status_code == 429:
+            wait = int(r.headers["Retry-After"])
+            if failures >= free and wait >= min_delay:
+                return
+            time.sleep(wait)
+        else:
+            assert "Invalid username or password" in alert_text(r.text), alert_text(r.text)
+            failures += 1
+    raise AssertionError(f"{failures} wrong logins for {name} and still no delay")
