@@ -423,7 +423,7 @@ class PlatformAuthenticator(NativeAuthenticator):
         if (not is_admin and self.signup_max_pending
                 and self.pending_signups() >= self.signup_max_pending):
             raise SignupRefused(
-                "Too many signups are waiting for an administrator's approval; "
+                "Too many signups are waiting for approval by an administrator; "
                 "please try again later.",
                 429,
             )

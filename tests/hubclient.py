@@ -15,6 +15,7 @@ import time
 from urllib.parse import quote, urlparse
 
 import requests
+import requests.adapters
 import urllib3
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
@@ -23,11 +24,28 @@ from tornado.websocket import websocket_connect
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
 
+class _SourceAddressAdapter(requests.adapters.HTTPAdapter):
+    """Connections from a chosen local address (another loopback address is another client)."""
+
+    def __init__(self, source_address: str, **kw):
+        self.source_address = (source_address, 0)
+        super().__init__(**kw)
+
+    def init_poolmanager(self, *args, **kw):
+        kw["source_address"] = self.source_address
+        super().init_poolmanager(*args, **kw)
+
+
 class HubClient:
-    def __init__(self, base_url: str, token: str | None = None):
+    def __init__(self, base_url: str, token: str | None = None, source_address: str | None = None):
         # base_url is the public prefix, e.g. https://127.0.0.1:23002/jupyterhub/
         self.base = base_url if base_url.endswith("/") else base_url + "/"
         self.s = requests.Session()
+        if source_address:
+            # connecting to 127.0.0.2 still comes from 127.0.0.1 (the kernel picks
+            # the source): nginx sees another client only when the source differs
+            self.s.mount("https://", _SourceAddressAdapter(source_address))
+            self.s.mount("http://", _SourceAddressAdapter(source_address))
         self.s.verify = False
         # Else REQUESTS_CA_BUNDLE from the environment overrides verify=False.
         self.s.trust_env = False
@@ -287,8 +305,9 @@ def login_client(base_url: str, name: str, password: str, spawn: bool = True) ->
 
 
 def client_from(host, address: str, token: str | None = None) -> HubClient:
-    """A client whose requests come from ``address`` (a loopback address)."""
-    return HubClient(host.https_url.replace("127.0.0.1", address, 1), token=token)
+    """A client whose requests come from ``address`` (a loopback address: nginx
+    listens on 127.0.0.1, and sees ``address`` as the client's)."""
+    return HubClient(host.https_url, token=token, source_address=address)
 
 
 def fail_until_delayed(client: HubClient, name: str, free: int, min_delay: int = 8) -> None:
@@ -306,6 +325,6 @@ def fail_until_delayed(client: HubClient, name: str, free: int, min_delay: int =
                 return
             time.sleep(wait)
         else:
-            assert "Invalid username or password" in alert_text(r.text), alert_text(r.text)
+            assert "Invalid username or password" in r.text, r.status_code
             failures += 1
     raise AssertionError(f"{failures} wrong logins for {name} and still no delay")

@@ -9,8 +9,8 @@
   e-mail address is refused, pending signups are capped, signups per address
   are limited.
 
-nginx listens on every loopback address, so https://127.0.0.2:<port>/ and
-https://127.0.0.3:<port>/ are two clients with two addresses.
+Two clients with two addresses: connections from 127.0.0.2 and 127.0.0.3 (a
+bound source address, hubclient.client_from); nginx passes the address on.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def test_wrong_logins_from_one_address_do_not_lock_the_admin_out(host):
     # the attacker's address now waits, even with the right password, and is told how long
     r = attacker.login(host.admin_user, host.admin_password, spawn=False)
     assert r.status_code == 429 and attacker.logged_in_as() is None
-    assert re.search(r"Try again in \d+ seconds?", alert_text(r.text)), alert_text(r.text)
+    assert re.search(r"Try again in \d+ seconds?", r.text), r.text[-3000:]
     # the admin, from another address, gets in at once
     admin_browser(host, "127.0.0.3")
 
@@ -230,7 +230,7 @@ def test_pending_signups_are_capped_and_signups_per_address_limited(host, hub_dr
     elsewhere = client_from(host, "127.0.2.2")
     r = elsewhere.signup(fourth, "limit-" + secrets.token_hex(8))
     assert r.status_code == 429
-    assert "waiting for an administrator's approval" in alert_text(r.text)
+    assert "waiting for approval" in alert_text(r.text)
     discard(admin, first)
     assert elsewhere.signup(fourth, "limit-" + secrets.token_hex(8)).status_code == 200
     discard(admin, second, fourth)

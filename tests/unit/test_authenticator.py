@@ -264,7 +264,7 @@ def test_pending_signups_are_capped(make_authenticator):
     sign_up(authenticator, "alice", client="10.0.0.1")
     sign_up(authenticator, "bob", client="10.0.0.2")
     refused = refusal(authenticator, "carol", client="10.0.0.3")
-    assert refused.status == 429 and "waiting for an administrator" in refused.message
+    assert refused.status == 429 and "waiting for approval" in refused.message
     # approving one makes room; the admin's own signup is never capped
     authenticator.get_user("alice").is_authorized = True
     authenticator.db.commit()
