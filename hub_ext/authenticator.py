@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import bcrypt
 from jinja2 import ChoiceLoader, FileSystemLoader
+from jupyterhub import orm
 from nativeauthenticator import NativeAuthenticator
 from nativeauthenticator.handlers import TEMPLATE_DIR as NATIVE_TEMPLATE_DIR
 from nativeauthenticator.handlers import (
@@ -44,20 +45,19 @@ from nativeauthenticator.handlers import (
 )
 from nativeauthenticator.orm import UserInfo
 from tornado import web
-from jupyterhub import orm
 from traitlets import Integer, List, Unicode
 
 from . import accounts, passwords, privileges
 from .handlers import platform_handlers
-from .handlers.base import request_client_address
-from .handlers.storage import SETTINGS_KEY as STORAGE_SETTINGS_KEY
-from .throttle import LoginThrottle, WindowQuota, format_wait
 from .handlers.accounts import (
     AuthorizationPageHandler,
     AuthorizeActionHandler,
     DiscardActionHandler,
 )
+from .handlers.base import request_client_address
+from .handlers.storage import SETTINGS_KEY as STORAGE_SETTINGS_KEY
 from .process import CommandError, run_command
+from .throttle import LoginThrottle, WindowQuota, format_wait
 
 # bcrypt (>= 4.1/5.0) refuses longer passwords with ValueError
 BCRYPT_MAX_PASSWORD_BYTES = 72
@@ -65,8 +65,6 @@ BCRYPT_MAX_PASSWORD_BYTES = 72
 SIGNUP_CLOSED_MESSAGE = "Signup is closed. Only the administrator account can be created now."
 # UserInfo.email is a String(128) column
 MAX_EMAIL_LENGTH = 128
-# the form's fields are bounded before anything else looks at them
-MAX_USERNAME_LENGTH = 64
 SIGNUP_WINDOW_SECONDS = 3600
 LOGIN_FAILED_MESSAGE = "Invalid username or password."
 
