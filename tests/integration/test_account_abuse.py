@@ -155,32 +155,33 @@ def api_latency(client: HubClient) -> float:
 
 
 def test_a_signup_flood_does_not_stall_the_hub(host, admin):
-    """30 signups at once, each from its own address: the hub's API stays responsive.
+    """30 signups at once, each from its own address: the hub's API keeps answering.
 
-    Upstream hashed on the event loop: every API call queued behind the bcrypt
-    runs (0.03 s -> 2.6 s). Asserted on the ratio to the quiet median.
+    Upstream hashed on the event loop, so an API call made during the flood
+    waited for all 30 bcrypt runs: its latency was about the flood's whole
+    duration (0.03 s -> 2.6 s in the finding). Asserted on that ratio: the
+    slowest API call during the flood against the time the flood took.
     """
-    quiet = statistics.median(api_latency(admin) for _ in range(15))
     names = unique_names(30, "flood")
 
-    def sign_up(index_name):
-        index, name = index_name
+    def sign_up(index: int, name: str):
         return client_from(host, f"127.0.1.{index + 1}").signup(name, "flood-" + secrets.token_hex(8))
 
-    busy = []
+    latencies = []
     with ThreadPoolExecutor(len(names)) as pool:
-        signups = pool.map(sign_up, enumerate(names))
         started = time.monotonic()
-        # sample while the hashes run (30 bcrypt runs: several seconds on two cores)
-        while len(busy) < 15 and time.monotonic() - started < 60:
-            busy.append(api_latency(admin))
-        statuses = [r.status_code for r in signups]
+        signups = [pool.submit(sign_up, i, name) for i, name in enumerate(names)]
+        while not all(f.done() for f in signups):
+            latencies.append(api_latency(admin))
+        flood_seconds = time.monotonic() - started
+        statuses = [f.result().status_code for f in signups]
     try:
         assert statuses == [200] * len(names), statuses
-        ratio = statistics.median(busy) / max(quiet, 0.005)
-        print(f"API latency: quiet median {quiet:.3f}s, during the flood {statistics.median(busy):.3f}s "
-              f"(x{ratio:.1f}), max {max(busy):.3f}s")
-        assert ratio < 15, f"quiet {quiet:.3f}s, flood {busy}"
+        ratio = max(latencies) / flood_seconds
+        print(f"flood {flood_seconds:.2f}s, {len(latencies)} API calls meanwhile, "
+              f"median {statistics.median(latencies):.3f}s, slowest {max(latencies):.3f}s "
+              f"({ratio:.2f} of the flood)")
+        assert ratio < 0.5, f"the slowest API call took {ratio:.2f} of the flood's {flood_seconds:.2f}s"
     finally:
         browser = admin_browser(host)
         discard(browser, *(pending_signups(browser) & set(names)))
