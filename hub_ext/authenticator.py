@@ -54,7 +54,7 @@ from .handlers.accounts import (
     AuthorizeActionHandler,
     DiscardActionHandler,
 )
-from .handlers.base import request_client_address
+from .handlers.base import request_client
 from .handlers.storage import SETTINGS_KEY as STORAGE_SETTINGS_KEY
 from .process import CommandError, run_command
 from .throttle import LoginThrottle, WindowQuota, format_wait
@@ -125,7 +125,7 @@ class PlatformSignUpHandler(SignUpHandler):
                 form["signup_password_confirmation"],
                 email=form["email"],
                 has_2fa=bool(form["2fa"]),
-                client=request_client_address(self.request),
+                client=request_client(self),
             )
         except SignupRefused as refused:
             self.set_status(refused.status)
@@ -444,7 +444,7 @@ class PlatformAuthenticator(NativeAuthenticator):
     async def authenticate(self, handler, data):
         """Check a login; the outcome also goes to ``handler.login_outcome`` for its message."""
         username = self.normalize_username(data.get("username", ""))
-        client = request_client_address(handler.request) if handler is not None else "local"
+        client = request_client(handler) if handler is not None else "local"
         outcome = await self.check_login(
             username, data.get("password", ""), data.get("2fa"), client
         )

@@ -1,4 +1,4 @@
-"""What the platform's per-user API handlers share: the access rule and the user lookup."""
+"""What the platform's handlers share: who the client is, the access rule and the user lookup."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ from tornado import web
 from .. import health
 
 
-def request_client_address(request) -> str:
-    """Who sent ``request``: :func:`hub_ext.health.client_address` over the socket's peer.
+def request_client(handler) -> str:
+    """The client of a handler's request, for rate limits and login delays.
 
-    Every per-client rule (health rate limit, login delays, signup quota) asks this.
+    :func:`hub_ext.health.client_address` over the socket's peer: the one rule
+    for who a client is (health rate limit, login delays, signup quota).
     """
+    request = handler.request
     # tornado (xheaders=True in JupyterHub) keeps the socket's peer here
     context = getattr(request.connection, "context", None)
     peer = getattr(context, "_orig_remote_ip", None) or request.remote_ip

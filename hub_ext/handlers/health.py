@@ -21,7 +21,7 @@ from traitlets import Float
 from traitlets.config import LoggingConfigurable
 
 from .. import __version__, health
-from .base import request_client_address
+from .base import request_client
 
 SETTINGS_KEY = "hub_ext_health"
 
@@ -51,8 +51,7 @@ class HealthHandler(APIHandler):
     async def get(self):
         endpoint: HealthEndpoint = self.settings[SETTINGS_KEY]
         self.set_header("Cache-Control", "no-cache, no-store")
-        client = request_client_address(self.request)
-        wait = endpoint.limiter.check(client)
+        wait = endpoint.limiter.check(request_client(self))
         if wait:
             retry = max(1, math.ceil(wait))
             self.set_status(429)
