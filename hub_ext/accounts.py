@@ -98,6 +98,18 @@ def unix_name(hub_name: str, template: str = DEFAULT_UNIX_USERNAME_TEMPLATE) -> 
     return check_unix_name(result, what=f"unix name for hub user {hub_name!r}")
 
 
+def hub_name_for_unix(unix: str, template: str = DEFAULT_UNIX_USERNAME_TEMPLATE) -> str | None:
+    """The hub name whose unix name is ``unix`` under ``template``, or None."""
+    prefix, _, suffix = check_unix_username_template(template).partition("{USERNAME}")
+    if not (unix.startswith(prefix) and unix.endswith(suffix)) or len(unix) <= len(prefix + suffix):
+        return None
+    candidate = unix[len(prefix): len(unix) - len(suffix)]
+    try:
+        return candidate if unix_name(candidate, template) == unix else None
+    except InvalidNameError:
+        return None
+
+
 @dataclass(frozen=True)
 class UnixAccount:
     """One line of ``getent passwd``."""

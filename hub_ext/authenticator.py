@@ -5,8 +5,7 @@ Admin account:
 * ``admin_password_file`` set: at hub start the admin's UserInfo row is
   created or updated with that password (bcrypt, as NativeAuthenticator stores
   it) and authorized. The file is the source of truth: a password changed in
-  the UI lasts until the next hub start, and the admin cannot be locked out
-  for good.
+  the UI lasts until the next hub start.
 * not set: the admin signs up like anybody else and NativeAuthenticator
   approves the signup at once (admins are in ``get_authed_users``). Until
   the admin has signed up, the signup page stays open for the admin name
@@ -18,15 +17,23 @@ authorization page of hub_ext.handlers.accounts (POST + _xsrf, only pending
 signups can be discarded). Passwords the platform generates (batch creation,
 reset) are stored exactly like the admin's: ``set_password``.
 
-Deleting a hub user disables its unix account (docs/accounts.md).
+Deleting a hub user archives its directories and disables its unix account
+(docs/accounts.md). Logins are delayed per account and client address
+(hub_ext.throttle) instead of NativeAuthenticator's lockout; signups are
+bounded (fields, pending cap, per-address quota) and hashed off the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
+import functools
+import math
+from dataclasses import dataclass
 
 import bcrypt
 from jinja2 import ChoiceLoader, FileSystemLoader
+from jupyterhub import orm
 from nativeauthenticator import NativeAuthenticator
 from nativeauthenticator.handlers import TEMPLATE_DIR as NATIVE_TEMPLATE_DIR
 from nativeauthenticator.handlers import (
@@ -37,6 +44,7 @@ from nativeauthenticator.handlers import (
     ToggleAuthorizationHandler,
 )
 from nativeauthenticator.orm import UserInfo
+from tornado import web
 from traitlets import Integer, List, Unicode
 
 from . import accounts, passwords, privileges
@@ -46,45 +54,116 @@ from .handlers.accounts import (
     AuthorizeActionHandler,
     DiscardActionHandler,
 )
+from .handlers.base import request_client
+from .handlers.storage import SETTINGS_KEY as STORAGE_SETTINGS_KEY
 from .process import CommandError, run_command
+from .throttle import LoginThrottle, WindowQuota, format_wait
 
 # bcrypt (>= 4.1/5.0) refuses longer passwords with ValueError
 BCRYPT_MAX_PASSWORD_BYTES = 72
 
 SIGNUP_CLOSED_MESSAGE = "Signup is closed. Only the administrator account can be created now."
+# UserInfo.email is a String(128) column
+MAX_EMAIL_LENGTH = 128
+SIGNUP_WINDOW_SECONDS = 3600
+LOGIN_FAILED_MESSAGE = "Invalid username or password."
+
+
+class LoginResult(enum.Enum):
+    OK = "ok"
+    REFUSED = "refused"  # unknown name, wrong password (or 2fa code)
+    NOT_AUTHORIZED = "not authorized"  # right password, signup not approved yet
+    DELAYED = "delayed"  # too many failures: no password was checked
+
+
+@dataclass(frozen=True)
+class LoginOutcome:
+    result: LoginResult
+    wait_seconds: float = 0.0
+
+
+def delay_message(wait_seconds: float) -> str:
+    return (
+        "Too many failed logins for this account from your address. "
+        f"Try again in {format_wait(wait_seconds)}, or ask an administrator to clear the delay."
+    )
+
+
+class SignupRefused(Exception):
+    """A signup the form or the site's limits refuse; ``status`` is the HTTP status."""
+
+    def __init__(self, message: str, status: int = 400, retry_after: float | None = None):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.retry_after = retry_after
 
 
 class PlatformSignUpHandler(SignUpHandler):
-    """NativeAuthenticator's signup page, saying why a username was refused.
+    """NativeAuthenticator's signup page with the platform's checks.
 
-    Upstream shows one generic "Something went wrong" for every refusal;
-    only the message is replaced, the signup flow itself is upstream's.
+    Every refusal answers 4xx with a sentence on the page (upstream: 200 and
+    "Something went wrong"); the password is hashed in a worker thread
+    (upstream hashed on the event loop: 30 signups at once stalled the hub for
+    seconds). The rules are ``PlatformAuthenticator.sign_up``'s. Upstream's
+    reCAPTCHA and e-mail self-approval are not offered (the platform sets neither).
     """
 
-    def get_result_message(
-        self,
-        user,
-        assume_user_is_human,
-        username_already_taken,
-        confirmation_matches,
-        user_is_admin,
-    ):
-        alert, message = super().get_result_message(
-            user,
-            assume_user_is_human,
-            username_already_taken,
-            confirmation_matches,
-            user_is_admin,
+    async def post(self):
+        auth = self.authenticator
+        if not auth.enable_signup:
+            raise web.HTTPError(404)
+        form = {
+            field: self.get_body_argument(field, "", strip=False)
+            for field in ("username", "signup_password", "signup_password_confirmation",
+                          "email", "2fa")
+        }
+        try:
+            info = await auth.sign_up(
+                form["username"],
+                form["signup_password"],
+                form["signup_password_confirmation"],
+                email=form["email"],
+                has_2fa=bool(form["2fa"]),
+                client=request_client(self),
+            )
+        except SignupRefused as refused:
+            self.set_status(refused.status)
+            if refused.retry_after:
+                self.set_header("Retry-After", str(math.ceil(refused.retry_after)))
+            await self._finish_page("alert-danger", refused.message)
+            return
+        if info.is_authorized:  # the admin's own first signup
+            alert = "alert-success"
+            message = ("The signup was successful! You can now go to the home page "
+                       "and log in to the system.")
+        else:
+            alert, message = "alert-info", "Your information has been sent to the admin."
+        await self._finish_page(alert, message, info)
+
+    async def _finish_page(self, alert: str, message: str, info: UserInfo | None = None):
+        auth = self.authenticator
+        html = await self.render_template(
+            "signup.html",
+            ask_email=auth.ask_email_on_signup,
+            result_message=message,
+            alert=alert,
+            two_factor_auth=auth.allow_2fa,
+            two_factor_auth_user=bool(info and info.has_2fa),
+            two_factor_auth_value=info.otp_secret if info else "",
+            recaptcha_key=None,
+            tos=auth.tos,
         )
-        refused_for_other_reason = (
-            not assume_user_is_human or username_already_taken or not confirmation_matches
-        )
-        if user is None and not refused_for_other_reason:
-            username = self.get_body_argument("username", "", strip=False)
-            problem = self.authenticator.signup_problem(username)
-            if problem:
-                message = problem
-        return alert, message
+        self.finish(html)
+
+
+def _is_email(address: str) -> bool:
+    """UserInfo's own e-mail rule (its validator asserts)."""
+    try:
+        UserInfo.validate_email(None, "email", address)
+    except AssertionError:
+        return False
+    return True
 
 
 def _add_native_templates(env) -> None:
@@ -133,29 +212,46 @@ class PlatformLoginHandler(LoginHandler):
             self._jupyterhub_user = user
             self.redirect(self.get_next_url(user))
             return
+        # what PlatformAuthenticator.authenticate found (one password check per attempt)
+        outcome = getattr(self, "login_outcome", LoginOutcome(LoginResult.REFUSED))
         username = data.get("username", "")
-        error = "Invalid username or password."
-        info = self.authenticator.get_user(username)
-        if (
-            info is not None
-            and not info.is_authorized
-            and await password_matches(info, data.get("password", ""))
-        ):
+        if outcome.result is LoginResult.DELAYED:
+            self.set_status(429)
+            self.set_header("Retry-After", str(math.ceil(outcome.wait_seconds)))
+            error = delay_message(outcome.wait_seconds)
+        elif outcome.result is LoginResult.NOT_AUTHORIZED:
             error = f"User {username} has not been authorized by an administrator yet."
+        else:
+            error = LOGIN_FAILED_MESSAGE
         self.finish(await self._render(login_error=error, username=username))
 
 
-async def password_matches(info: UserInfo, password: str) -> bool:
+@functools.cache
+def _dummy_hash() -> bytes:
+    # what unknown names are checked against: same cost as stored hashes
+    return bcrypt.hashpw(b"no account has this password", bcrypt.gensalt())
+
+
+def _check_password(encoded: bytes, hashed: bytes | None) -> bool:
+    if hashed is None:
+        bcrypt.checkpw(encoded, _dummy_hash())
+        return False
+    return bcrypt.checkpw(encoded, hashed)
+
+
+async def password_matches(info: UserInfo | None, password: str) -> bool:
     """NativeAuthenticator's bcrypt check, in a worker thread.
 
     Upstream checks on the hub's event loop: ~0.2 s of CPU per login during
     which no other request is served (50 logins at once queued for ~24 s).
     bcrypt releases the GIL, so checks also run side by side on several cores.
+    ``info`` None (an unknown name) is checked against a dummy hash, so that
+    it costs what a known name costs and names cannot be told apart by time.
     """
     encoded = password.encode()
     if len(encoded) > BCRYPT_MAX_PASSWORD_BYTES:
         return False  # bcrypt >= 5 raises on these; no stored password is that long
-    return await asyncio.to_thread(bcrypt.checkpw, encoded, info.password)
+    return await asyncio.to_thread(_check_password, encoded, info.password if info else None)
 
 
 # upstream handler -> its platform replacement
@@ -209,6 +305,20 @@ class PlatformAuthenticator(NativeAuthenticator):
         help="Privilege unix groups a disabled account is removed from.",
     ).tag(config=True)
 
+    signup_max_pending = Integer(
+        100,
+        min=0,
+        help="""Signups waiting for approval at most; further signups are refused
+        (429) until an admin approves or discards some. 0: no limit.""",
+    ).tag(config=True)
+
+    signups_per_address_per_hour = Integer(
+        30,
+        min=0,
+        help="""Signups one client address may submit per hour (the form passed its
+        checks, so a password was hashed); more are refused (429). 0: no limit.""",
+    ).tag(config=True)
+
     # seam for unit tests
     command_runner = staticmethod(run_command)
 
@@ -219,6 +329,10 @@ class PlatformAuthenticator(NativeAuthenticator):
         # what the operator configured; enable_signup itself may be opened
         # temporarily for the admin's own first signup
         self.signup_configured = self.enable_signup
+        # NativeAuthenticator's own lockout is replaced; its two traits keep
+        # their names with the delays' meaning (docs/accounts.md)
+        self.login_throttle = LoginThrottle(self.allowed_failed_logins, self.seconds_before_next_try)
+        self.signup_quota = WindowQuota(self.signups_per_address_per_hour, SIGNUP_WINDOW_SECONDS)
         if self.admin_password_file:
             self.sync_admin_from_password_file()
         self._refresh_signup()
@@ -250,26 +364,121 @@ class PlatformAuthenticator(NativeAuthenticator):
             return SIGNUP_CLOSED_MESSAGE
         return None
 
+    def signup_form_problem(
+        self, raw_username: str, password: str, confirmation: str, email: str
+    ) -> str | None:
+        """Why this signup form is refused (cheapest checks first), or None."""
+        problem = self.signup_problem(raw_username)
+        if problem:
+            return problem
+        if len(email) > MAX_EMAIL_LENGTH:
+            return f"E-mail addresses can be at most {MAX_EMAIL_LENGTH} characters long."
+        if email and not _is_email(email):
+            return "That e-mail address is not valid (name@domain.tld, or leave it empty)."
+        if len(password.encode()) > BCRYPT_MAX_PASSWORD_BYTES:
+            return f"Passwords can be at most {BCRYPT_MAX_PASSWORD_BYTES} bytes long."
+        if len(password) < self.minimum_password_length:
+            return f"Passwords must be at least {self.minimum_password_length} characters long."
+        if self.check_common_password and self.is_password_common(password):
+            return "That password is too common; choose another one."
+        if password != confirmation:
+            return "Your password did not match the confirmation. Please try again."
+        if self.user_exists(self.normalize_username(raw_username)):
+            return "This username is already taken. Please choose another one."
+        return None
+
+    def pending_signups(self) -> int:
+        """Signups never approved that have no hub user yet (what discard may remove)."""
+        waiting = {
+            name for (name,) in
+            self.db.query(UserInfo.username).filter(UserInfo.is_authorized.isnot(True))
+        }
+        if not waiting:
+            return 0
+        users = self.db.query(orm.User.name).filter(orm.User.name.in_(waiting)).count()
+        return len(waiting) - users
+
+    async def sign_up(
+        self, raw_username: str, password: str, confirmation: str, *,
+        email: str = "", has_2fa: bool = False, client: str = "local",
+    ) -> UserInfo:
+        """Store a signup (pending, or approved for the admin); raise SignupRefused.
+
+        Order: the form (400), the client's hourly quota and the pending cap
+        (429), then bcrypt in a worker thread.
+        """
+        problem = self.signup_form_problem(raw_username, password, confirmation, email)
+        if problem:
+            raise SignupRefused(problem)
+        username = self.normalize_username(raw_username)
+        is_admin = username == self.admin_name
+        wait = self.signup_quota.wait(client)
+        if wait > 0:
+            raise SignupRefused(
+                f"Too many signups from your address. Try again in {format_wait(wait)}.",
+                429, wait,
+            )
+        if (not is_admin and self.signup_max_pending
+                and self.pending_signups() >= self.signup_max_pending):
+            raise SignupRefused(
+                "Too many signups are waiting for approval by an administrator; "
+                "please try again later.",
+                429,
+            )
+        self.signup_quota.record(client)
+        hashed = await asyncio.to_thread(self.hash_password, password)
+        if self.user_exists(username):  # signed up by somebody else meanwhile
+            raise SignupRefused("This username is already taken. Please choose another one.")
+        info = UserInfo(
+            username=username, password=hashed, email=email or None, has_2fa=has_2fa,
+            # admins are pre-authorized, as upstream does
+            is_authorized=username in self.admin_users,
+        )
+        self.db.add(info)
+        self.db.commit()
+        self._refresh_signup()
+        return info
+
     # --- passwords ---
 
     async def authenticate(self, handler, data):
-        """NativeAuthenticator.authenticate with the bcrypt check off the event loop
-        (upstream's flow otherwise: unknown, blocked, unauthorized or wrong
-        password -> None, a failed attempt counted)."""
+        """Check a login; the outcome also goes to ``handler.login_outcome`` for its message."""
         username = self.normalize_username(data.get("username", ""))
-        info = self.get_user(username)
-        if not info:
-            return None
-        if self.allowed_failed_logins and self.is_blocked(username):
-            return None
-        validations = [info.is_authorized, await password_matches(info, data.get("password", ""))]
-        if info.has_2fa:
-            validations.append(info.is_valid_token(data.get("2fa")))
-        if all(validations):
-            self.successful_login(username)
-            return username
-        self.add_login_attempt(username)
-        return None
+        client = request_client(handler) if handler is not None else "local"
+        outcome = await self.check_login(
+            username, data.get("password", ""), data.get("2fa"), client
+        )
+        if handler is not None:
+            handler.login_outcome = outcome
+        return username if outcome.result is LoginResult.OK else None
+
+    async def check_login(self, username: str, password: str, token, client: str) -> LoginOutcome:
+        """One login attempt of ``client`` for ``username`` (normalized).
+
+        Delayed clients get no password check. Every other attempt costs one
+        bcrypt check, also for unknown names (a dummy hash), so names cannot be
+        enumerated by time. Wrong passwords count towards the delays.
+        """
+        # unknown invalid names share one key: their length is the client's choice
+        account = username if accounts.is_valid_hub_name(username) else "(invalid name)"
+        wait = self.login_throttle.wait(account, client)
+        if wait > 0:
+            return LoginOutcome(LoginResult.DELAYED, wait)
+        info = self.get_user(username) if account == username else None
+        matches = await password_matches(info, password)
+        if info is not None and matches and info.has_2fa:
+            matches = info.is_valid_token(token)
+        if not matches:
+            self.login_throttle.failed(account, client)
+            return LoginOutcome(LoginResult.REFUSED)
+        if not info.is_authorized:
+            return LoginOutcome(LoginResult.NOT_AUTHORIZED)
+        self.login_throttle.succeeded(account, client)
+        return LoginOutcome(LoginResult.OK)
+
+    def clear_login_delays(self, username: str) -> int:
+        """Forget every failed login counted against ``username`` (an admin's action)."""
+        return self.login_throttle.clear_account(self.normalize_username(username))
 
     def is_password_strong(self, password):
         # longer passwords make bcrypt raise, i.e. a 500 page
@@ -377,13 +586,28 @@ class PlatformAuthenticator(NativeAuthenticator):
         self._refresh_signup()
         return user_info
 
-    async def delete_user(self, user):
-        """Forget the hub user's password and disable its unix account.
+    def _storage_manager(self):
+        # set up by get_handlers (hub_ext.handlers.storage); absent in unit tests
+        return getattr(self.parent, "tornado_settings", {}).get(STORAGE_SETTINGS_KEY)
 
-        JupyterHub stops the server first and awaits this. The unix account
-        and the user's directories are kept (docs/accounts.md): purging data
-        is an explicit admin action.
+    async def delete_user(self, user):
+        """Archive the user's directories, forget the password, disable the unix account.
+
+        JupyterHub stops the server first and awaits this. The directories go
+        to the admin-only archive (docs/accounts.md), so a later user of the
+        same name starts empty; if they cannot be moved, the user is not deleted.
         """
+        manager = self._storage_manager()
+        if manager is not None and accounts.is_valid_hub_name(user.name):
+            try:
+                manager.archive_user(user.name)
+            except (OSError, ValueError) as e:  # UnsafePathError is a ValueError
+                self.log.error("Could not archive the directories of %s: %s", user.name, e)
+                raise web.HTTPError(
+                    500,
+                    f"The directories of {user.name} could not be moved to the archive; "
+                    "the user was not deleted (see the hub log).",
+                ) from None
         super().delete_user(user)
         self._refresh_signup()
         try:

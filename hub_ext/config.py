@@ -9,7 +9,7 @@ Where values land (a site-local file in ``config_d`` overrides one by setting
 the SAME section; a more specific class section wins over a base one):
 ``c.JupyterHub``, ``c.ConfigurableHTTPProxy``, ``c.PlatformSpawner`` (every
 spawner option), ``c.Authenticator`` (admin_users, allow_all),
-``c.NativeAuthenticator`` (signup and lockout), ``c.PlatformAuthenticator``
+``c.NativeAuthenticator`` (signup, and the login delays' two numbers), ``c.PlatformAuthenticator``
 (admin_password_file, unix_username_template, passwords; from the optional
 ``accounts`` object), ``c.JupyterHub.load_groups`` (the built-in privilege
 groups), ``c.SessionCuller`` (idle culling, from the optional ``idle_culler``
@@ -445,6 +445,8 @@ ACCOUNTS_CHECKS: dict[str, Check] = {
     "resource_profiles": _resource_profiles,
     "docker_group": _group_name,
     "sudo_group": _group_name,
+    "signup_max_pending": _non_negative,
+    "signups_per_address_per_hour": _non_negative,
 }
 ACCOUNTS_DEFAULTS: dict[str, Any] = {
     "password_words": passwords.DEFAULT_WORDS,
@@ -452,6 +454,8 @@ ACCOUNTS_DEFAULTS: dict[str, Any] = {
     "resource_profiles": {},
     "docker_group": privileges.DEFAULT_DOCKER_UNIX_GROUP,
     "sudo_group": privileges.DEFAULT_SUDO_UNIX_GROUP,
+    "signup_max_pending": 100,
+    "signups_per_address_per_hour": 30,
 }
 
 
@@ -570,11 +574,13 @@ def _volume_descriptions(key, value):
 
 STORAGE_CHECKS: dict[str, Check] = {
     "trash_retention_days": _positive,
+    "deleted_user_retention_days": _positive,
     "sizes_interval": _positive,
     "volume_descriptions": _volume_descriptions,
 }
 STORAGE_DEFAULTS: dict[str, Any] = {
     "trash_retention_days": 7,
+    "deleted_user_retention_days": 30,
     "sizes_interval": 3600,
     "volume_descriptions": {},
 }
@@ -703,6 +709,7 @@ def apply_platform_settings(c, settings: Mapping[str, Any]) -> dict[str, Any]:
     storage.users_root = s["users_root"]
     storage.unix_username_template = s["unix_username_template"]
     storage.trash_retention_days = s["storage"]["trash_retention_days"]
+    storage.deleted_user_retention_days = s["storage"]["deleted_user_retention_days"]
     storage.sizes_interval = s["storage"]["sizes_interval"]
     storage.volume_descriptions = s["storage"]["volume_descriptions"]
 
@@ -773,6 +780,8 @@ def apply_platform_settings(c, settings: Mapping[str, Any]) -> dict[str, Any]:
     native.open_signup = False
     # the traits' .tag(default=...) values are documentation only: the real
     # defaults are 0, which would disable lockout and allow empty passwords
+    # PlatformAuthenticator reads these two as its login delays (hub_ext.throttle):
+    # failures free per account and address, and the longest delay
     native.allowed_failed_logins = s["allowed_failed_logins"]
     native.seconds_before_next_try = s["seconds_before_next_try"]
     native.minimum_password_length = s["minimum_password_length"]
@@ -784,4 +793,6 @@ def apply_platform_settings(c, settings: Mapping[str, Any]) -> dict[str, Any]:
     authenticator.password_delimiter = acc["password_delimiter"]
     authenticator.platform_group = s["platform_group"]
     authenticator.managed_unix_groups = [acc["docker_group"], acc["sudo_group"]]
+    authenticator.signup_max_pending = acc["signup_max_pending"]
+    authenticator.signups_per_address_per_hour = acc["signups_per_address_per_hour"]
     return s

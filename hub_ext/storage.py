@@ -236,22 +236,27 @@ def trash_item_name(volume: str, now: float, n: int = 0) -> str:
     return f"{name}-{n}" if n else name
 
 
-def parse_trash_name(name) -> TrashItem | None:
-    """The TrashItem a directory entry of the trash stands for, or None."""
+def _match_stamped(pattern: re.Pattern, name) -> tuple[re.Match, float] | None:
+    """(match, epoch seconds of its stamp) for a trash or archive entry name, or None."""
     if not isinstance(name, str):
         return None
-    match = _TRASH_NAME.fullmatch(name)
+    match = pattern.fullmatch(name)
     if match is None:
         return None
     try:
         stamp = datetime.strptime(match["stamp"], _STAMP_FORMAT).replace(tzinfo=UTC)
     except ValueError:
         return None
-    return TrashItem(
-        id=name,
-        volume=match["volume"],
-        trashed_at=stamp.timestamp() + int(match["micro"]) / 1e6,
-    )
+    return match, stamp.timestamp() + int(match["micro"]) / 1e6
+
+
+def parse_trash_name(name) -> TrashItem | None:
+    """The TrashItem a directory entry of the trash stands for, or None."""
+    parsed = _match_stamped(_TRASH_NAME, name)
+    if parsed is None:
+        return None
+    match, at = parsed
+    return TrashItem(id=name, volume=match["volume"], trashed_at=at)
 
 
 def check_trash_item_id(item_id) -> TrashItem:
@@ -270,6 +275,12 @@ def _open_user_root(dirs: UserDirs) -> int:
         os.close(parent_fd)
 
 
+def _open_users_root(users_root: str | os.PathLike) -> int:
+    if not Path(users_root).is_absolute():
+        raise UnsafePathError(f"users_root must be absolute, got {str(users_root)!r}")
+    return os.open(users_root, os.O_RDONLY | os.O_DIRECTORY)
+
+
 def _open_existing_dir(name: str, dir_fd: int) -> int:
     try:
         return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
@@ -281,13 +292,18 @@ def _open_existing_dir(name: str, dir_fd: int) -> int:
         raise
 
 
-def _open_trash(root_fd: int, create: bool) -> int:
+def _open_private_dir(name: str, parent_fd: int, create: bool) -> int:
+    """Open (or make) a root-only 0700 directory such as the trash or the archive."""
     if create:
-        fd = _open_dir_nofollow(TRASH_DIR, root_fd, TRASH_MODE)
+        fd = _open_dir_nofollow(name, parent_fd, TRASH_MODE)
     else:
-        fd = _open_existing_dir(TRASH_DIR, root_fd)
+        fd = _open_existing_dir(name, parent_fd)
     os.fchmod(fd, TRASH_MODE)
     return fd
+
+
+def _open_trash(root_fd: int, create: bool) -> int:
+    return _open_private_dir(TRASH_DIR, root_fd, create)
 
 
 def _exists(name: str, dir_fd: int) -> bool:
@@ -327,22 +343,31 @@ def rename_noreplace(src: str, src_dir_fd: int, dst: str, dst_dir_fd: int) -> No
     os.rename(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
 
 
-def _move_to_trash(root_fd: int, trash_fd: int, volume: str, now: float) -> TrashItem:
-    """Rename ``root/volume`` (whatever it is: never followed) into the trash."""
-    if os.fstat(trash_fd).st_dev != os.fstat(root_fd).st_dev:
+def _move_aside(src_fd: int, src: str, dst_fd: int, make_name: Callable[[int], str]) -> str:
+    """Rename ``src`` (whatever it is: never followed) into dst_fd under a free stamped name.
+
+    Both directories must be on one filesystem: a move never copies.
+    """
+    if os.fstat(dst_fd).st_dev != os.fstat(src_fd).st_dev:
         raise StorageError(
-            errno.EXDEV, f"the trash is on another filesystem than {volume}; refusing to copy"
+            errno.EXDEV, f"the destination is on another filesystem than {src}; refusing to copy"
         )
     for n in range(1000):
-        name = trash_item_name(volume, now, n)
+        name = make_name(n)
         try:
-            rename_noreplace(volume, root_fd, name, trash_fd)
+            rename_noreplace(src, src_fd, name, dst_fd)
         except FileExistsError:
-            if not _exists(volume, root_fd):
+            if not _exists(src, src_fd):
                 raise
             continue  # same microsecond as an earlier item: next suffix
-        return parse_trash_name(name)
-    raise StorageError(errno.EEXIST, f"no free trash name for {volume}")
+        return name
+    raise StorageError(errno.EEXIST, f"no free name to move {src} aside")
+
+
+def _move_to_trash(root_fd: int, trash_fd: int, volume: str, now: float) -> TrashItem:
+    """Rename ``root/volume`` (whatever it is: never followed) into the trash."""
+    name = _move_aside(root_fd, volume, trash_fd, lambda n: trash_item_name(volume, now, n))
+    return parse_trash_name(name)
 
 
 def _ensure_volume(root_fd: int, volume: str, uid: int, gid: int, chown: Chown) -> None:
@@ -511,7 +536,7 @@ def _remove_at(dir_fd: int, name: str) -> None:
 
 @dataclass
 class PurgeReport:
-    purged: list[tuple[str, str]] = field(default_factory=list)  # (unix, item id)
+    purged: list[tuple[str, str]] = field(default_factory=list)  # (unix, trash item) or (".archive", archive item)
     kept: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -529,12 +554,10 @@ def purge_trash(
     level without following symlinks and deletes trees fd-relative, so a link
     planted anywhere inside is removed as a link, never followed.
     """
-    if not Path(users_root).is_absolute():
-        raise UnsafePathError(f"users_root must be absolute, got {str(users_root)!r}")
     now = time.time() if now is None else now
     cutoff = now - retention_seconds
     report = PurgeReport()
-    top_fd = os.open(users_root, os.O_RDONLY | os.O_DIRECTORY)
+    top_fd = _open_users_root(users_root)
     try:
         for unix in sorted(os.listdir(top_fd)):
             if not is_valid_unix_name(unix):
@@ -568,6 +591,192 @@ def purge_trash(
                     os.close(trash_fd)
             finally:
                 os.close(root_fd)
+    finally:
+        os.close(top_fd)
+    return report
+
+
+# --- the archive of deleted users -------------------------------------------------
+#
+# Deleting a hub user renames its whole directory <users_root>/<unix> (volumes
+# and trash) to <users_root>/.archive/<UTC stamp>-<unix>[.<n>]: root-owned 0700,
+# reached by no lab, one rename(2) on the same filesystem. A later user of the
+# same name therefore starts empty. An admin can put an item back (restore) until
+# the purge timer deletes it after its retention. ".archive" is not a valid unix
+# name, so nothing that walks the per-user directories mistakes it for a user.
+
+ARCHIVE_DIR = ".archive"  # root-only 0700, like the trash
+_ARCHIVE_NAME = re.compile(
+    r"(?P<stamp>\d{8}T\d{6})\.(?P<micro>\d{6})Z-(?P<unix>[a-z_][a-z0-9_-]{0,31})(?:\.(?P<n>\d{1,4}))?"
+)
+
+
+@dataclass(frozen=True)
+class ArchiveItem:
+    """One deleted user's directory, named ``<stamp>-<unix>``."""
+
+    id: str
+    unix: str
+    archived_at: float  # epoch seconds, from the name
+
+    def to_json(self, retention_seconds: int | None = None) -> dict:
+        return {
+            "id": self.id,
+            "unix_name": self.unix,
+            "archived_at": _iso(self.archived_at),
+            "expires_at": (
+                _iso(self.archived_at + retention_seconds) if retention_seconds is not None else None
+            ),
+        }
+
+
+def archive_item_name(unix: str, now: float, n: int = 0) -> str:
+    stamp = datetime.fromtimestamp(now, UTC)
+    name = f"{stamp.strftime(_STAMP_FORMAT)}.{stamp.microsecond:06d}Z-{unix}"
+    return f"{name}.{n}" if n else name
+
+
+def parse_archive_name(name) -> ArchiveItem | None:
+    parsed = _match_stamped(_ARCHIVE_NAME, name)
+    if parsed is None or not is_valid_unix_name(parsed[0]["unix"]):
+        return None
+    match, at = parsed
+    return ArchiveItem(id=name, unix=match["unix"], archived_at=at)
+
+
+def check_archive_item_id(item_id) -> ArchiveItem:
+    item = parse_archive_name(item_id)
+    if item is None:
+        raise VolumeNameError(f"Invalid archive item {_quote(item_id)}")
+    return item
+
+
+def _open_archive(top_fd: int, create: bool) -> int:
+    return _open_private_dir(ARCHIVE_DIR, top_fd, create)
+
+
+def _archive_root(top_fd: int, archive_fd: int, unix: str, now: float) -> ArchiveItem | None:
+    """Move ``<users_root>/<unix>`` into the archive; None when there is none."""
+    try:
+        st = os.stat(unix, dir_fd=top_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISDIR(st.st_mode):
+        raise UnsafePathError(f"{unix!r} is a symlink or not a directory; refusing to archive it")
+    name = _move_aside(top_fd, unix, archive_fd, lambda n: archive_item_name(unix, now, n))
+    return parse_archive_name(name)
+
+
+def archive_user(
+    unix: str, users_root: str | os.PathLike, *, now: float | None = None
+) -> ArchiveItem | None:
+    """Move one user's whole directory into the archive (the hub user was deleted).
+
+    Returns the item, or None when the user has no directory. Only the entry
+    ``<users_root>/<unix>`` of a valid unix name is ever renamed; a symlink or
+    file in its place is refused, never followed.
+    """
+    user_dirs(unix, users_root)  # the name and path checks
+    now = time.time() if now is None else now
+    top_fd = _open_users_root(users_root)
+    try:
+        archive_fd = _open_archive(top_fd, create=True)
+        try:
+            return _archive_root(top_fd, archive_fd, unix, now)
+        finally:
+            os.close(archive_fd)
+    finally:
+        os.close(top_fd)
+
+
+def list_archive(users_root: str | os.PathLike) -> list[ArchiveItem]:
+    """Archived users' directories, newest first."""
+    top_fd = _open_users_root(users_root)
+    try:
+        try:
+            archive_fd = _open_archive(top_fd, create=False)
+        except FileNotFoundError:
+            return []
+        try:
+            items = [parse_archive_name(name) for name in os.listdir(archive_fd)]
+        finally:
+            os.close(archive_fd)
+    finally:
+        os.close(top_fd)
+    return sorted((i for i in items if i is not None), key=lambda i: i.id, reverse=True)
+
+
+@dataclass(frozen=True)
+class ArchiveRestoreResult:
+    restored: ArchiveItem
+    displaced: ArchiveItem | None  # the directory that was in place, now archived
+
+
+def restore_archived_user(
+    users_root: str | os.PathLike, item_id, *, now: float | None = None
+) -> ArchiveRestoreResult:
+    """Put an archived directory back at ``<users_root>/<unix>``.
+
+    The directory in place (a new user's) is archived first; nothing is ever
+    overwritten. The caller makes sure no server of that user runs.
+    """
+    item = check_archive_item_id(item_id)
+    now = time.time() if now is None else now
+    top_fd = _open_users_root(users_root)
+    try:
+        try:
+            archive_fd = _open_archive(top_fd, create=False)
+        except FileNotFoundError:
+            raise TrashItemNotFoundError(item.id) from None
+        try:
+            try:
+                st = os.stat(item.id, dir_fd=archive_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                raise TrashItemNotFoundError(item.id) from None
+            if not stat.S_ISDIR(st.st_mode):
+                raise StorageError(errno.ENOTDIR, f"archive item {item.id} is not a directory")
+            displaced = _archive_root(top_fd, archive_fd, item.unix, now)
+            rename_noreplace(item.id, archive_fd, item.unix, top_fd)
+        finally:
+            os.close(archive_fd)
+    finally:
+        os.close(top_fd)
+    return ArchiveRestoreResult(restored=item, displaced=displaced)
+
+
+def purge_archive(
+    users_root: str | os.PathLike,
+    retention_seconds: float,
+    *,
+    now: float | None = None,
+    dry_run: bool = False,
+) -> PurgeReport:
+    """Delete archived directories older than ``retention_seconds``, never following a link."""
+    now = time.time() if now is None else now
+    report = PurgeReport()
+    top_fd = _open_users_root(users_root)
+    try:
+        try:
+            archive_fd = _open_archive(top_fd, create=False)
+        except FileNotFoundError:
+            return report
+        except UnsafePathError as e:
+            report.errors.append(f"{ARCHIVE_DIR}: {e}")
+            return report
+        try:
+            for name in sorted(os.listdir(archive_fd)):
+                item = parse_archive_name(name)
+                if item is None or item.archived_at >= now - retention_seconds:
+                    report.kept += item is not None
+                    continue
+                try:
+                    if not dry_run:
+                        _remove_at(archive_fd, name)
+                    report.purged.append((ARCHIVE_DIR, name))
+                except OSError as e:
+                    report.errors.append(f"{ARCHIVE_DIR}/{name}: {e}")
+        finally:
+            os.close(archive_fd)
     finally:
         os.close(top_fd)
     return report
@@ -679,7 +888,9 @@ def main(argv: list[str] | None = None) -> int:
         help="platform.json giving users_root and storage.trash_retention_days",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    purge = sub.add_parser("purge", help="delete trash items older than the retention")
+    purge = sub.add_parser(
+        "purge", help="delete trash items and deleted users' archives older than their retention"
+    )
     purge.add_argument(
         "--retention-days", type=int, help="override storage.trash_retention_days"
     )
@@ -704,14 +915,19 @@ def main(argv: list[str] | None = None) -> int:
         print("hub_ext.storage: --retention-days must be >= 1", file=sys.stderr)
         return 2
     report = purge_trash(users_root, days * DAY, dry_run=args.dry_run)
+    archive_days = settings["storage"]["deleted_user_retention_days"]
+    archived = purge_archive(users_root, archive_days * DAY, dry_run=args.dry_run)
+    report.purged += archived.purged
+    report.kept += archived.kept
+    report.errors += archived.errors
     verb = "would purge" if args.dry_run else "purged"
-    for unix, name in report.purged:
-        print(f"{verb} {unix}/{TRASH_DIR}/{name}")
+    for where, name in report.purged:
+        print(f"{verb} {where}/{name}" if where == ARCHIVE_DIR else f"{verb} {where}/{TRASH_DIR}/{name}")
     for error in report.errors:
         print(f"error: {error}", file=sys.stderr)
     print(
         f"{len(report.purged)} item(s) {verb}, {report.kept} kept "
-        f"(retention {days} day(s)), {len(report.errors)} error(s)"
+        f"(retention {days} day(s), deleted users {archive_days}), {len(report.errors)} error(s)"
     )
     return 1 if report.errors else 0
 

@@ -25,6 +25,18 @@ from tornado.websocket import websocket_connect
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
 
+class _SourceAddressAdapter(HTTPAdapter):
+    """Connections from a chosen local address (another loopback address is another client)."""
+
+    def __init__(self, source_address: str, **kw):
+        self.source_address = (source_address, 0)
+        super().__init__(**kw)
+
+    def init_poolmanager(self, *args, **kw):
+        kw["source_address"] = self.source_address
+        super().init_poolmanager(*args, **kw)
+
+
 class _UnixConnection(urllib3.connection.HTTPConnection):
     def __init__(self, *args, socket_path: str, **kwargs):
         super().__init__(*args, **kwargs)
@@ -68,11 +80,16 @@ class HubClient:
             return HubClient.over_socket(self.socket_path, urlparse(self.base).path, token)
         return HubClient(self.base, token=token)
 
-    def __init__(self, base_url: str, token: str | None = None):
+    def __init__(self, base_url: str, token: str | None = None, source_address: str | None = None):
         # base_url is the public prefix, e.g. https://127.0.0.1:23002/jupyterhub/
         self.base = base_url if base_url.endswith("/") else base_url + "/"
         self.socket_path: str | None = None
         self.s = requests.Session()
+        if source_address:
+            # connecting to 127.0.0.2 still comes from 127.0.0.1 (the kernel picks
+            # the source): nginx sees another client only when the source differs
+            self.s.mount("https://", _SourceAddressAdapter(source_address))
+            self.s.mount("http://", _SourceAddressAdapter(source_address))
         self.s.verify = False
         # Else REQUESTS_CA_BUNDLE from the environment overrides verify=False.
         self.s.trust_env = False
@@ -329,3 +346,29 @@ def login_client(base_url: str, name: str, password: str, spawn: bool = True) ->
     client = HubClient(base_url)
     client.login(name, password, spawn=spawn)
     return client
+
+
+def client_from(host, address: str, token: str | None = None) -> HubClient:
+    """A client whose requests come from ``address`` (a loopback address: nginx
+    listens on 127.0.0.1, and sees ``address`` as the client's)."""
+    return HubClient(host.https_url, token=token, source_address=address)
+
+
+def fail_until_delayed(client: HubClient, name: str, free: int, min_delay: int = 8) -> None:
+    """Wrong logins until the client's next try waits at least ``min_delay`` seconds.
+
+    The first ``free`` failures are answered at once; after that each delay is
+    waited out (the server's Retry-After) so the next failure counts: 1 + 2 + 4 s.
+    """
+    failures = 0
+    for _ in range(free + 20):
+        r = client.login(name, "not-the-password", spawn=False)
+        if r.status_code == 429:
+            wait = int(r.headers["Retry-After"])
+            if failures >= free and wait >= min_delay:
+                return
+            time.sleep(wait)
+        else:
+            assert "Invalid username or password" in r.text, r.status_code
+            failures += 1
+    raise AssertionError(f"{failures} wrong logins for {name} and still no delay")

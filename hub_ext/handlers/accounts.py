@@ -17,7 +17,10 @@ API (token, or cookie + ``X-XSRFToken``):
 * ``POST /hub/api/platform/users`` ``{"usernames": [...]}`` -> 201
   ``{"users": [{"name", "password"}]}``; any bad name -> 400 with per-name
   ``errors`` and nothing created.
-* ``POST /hub/api/platform/users/<name>/password`` -> 200 ``{"name", "password"}``.
+* ``POST /hub/api/platform/users/<name>/password`` -> 200 ``{"name", "password"}``
+  (also clears the name's login delays).
+* ``POST /hub/api/platform/users/<name>/login-delays/clear`` -> 200
+  ``{"name", "cleared"}``: forget the failed logins counted against the name.
 
 Also: renaming a hub user (``PATCH /hub/api/users/<name>`` with a new
 ``name``) is refused, deleting a user whose server is still starting is a 409
@@ -178,10 +181,24 @@ class ResetPasswordHandler(APIHandler):
         password = auth.new_password()
         hashed = await asyncio.to_thread(auth.hash_password, password)
         auth.set_password(name, hashed=hashed)
-        auth.successful_login(name)  # a reset also lifts a brute-force lockout
+        auth.clear_login_delays(name)  # a reset also lifts the login delays
         self.log.info("%s reset the password of %s", self.current_user.name, name)
         self.set_header("Cache-Control", NO_STORE)
         self.finish({"name": name, "password": password})
+
+
+class ClearLoginDelaysHandler(APIHandler):
+    """Forget the failed logins counted against a name, from every address.
+
+    Also for names without an account: failures are counted for unknown names
+    too (so they cannot be told apart), and nothing here says which is which.
+    """
+
+    async def post(self, name):
+        _require_admin(self)
+        cleared = self.authenticator.clear_login_delays(name)
+        self.log.info("%s cleared the login delays of %s", self.current_user.name, name)
+        self.finish({"name": name, "cleared": cleared})
 
 
 class PlatformUserAPIHandler(UserAPIHandler):
@@ -336,6 +353,7 @@ class UsersPageHandler(_AdminPage):
 default_handlers = [
     (r"/api/platform/users", BatchCreateUsersHandler),
     (r"/api/platform/users/([^/]+)/password", ResetPasswordHandler),
+    (r"/api/platform/users/([^/]+)/login-delays/clear", ClearLoginDelaysHandler),
     (r"/api/users/([^/]+)", PlatformUserAPIHandler),
     (r"/api/groups/([^/]+)", PlatformGroupAPIHandler),
     (r"/platform/users", UsersPageHandler),

@@ -13,6 +13,8 @@
   - ``GET    /hub/api/users/{user}/trash``: the user's trash items
   - ``POST   /hub/api/users/{user}/trash/restore`` ``{"item": "<id>"}``
   - ``GET    /hub/api/storage``: every user's sizes (admins)
+  - ``GET    /hub/api/platform/archive``: deleted users' archived directories (admins)
+  - ``POST   /hub/api/platform/archive/restore`` ``{"item": "<id>"}`` (admins)
 
 * ``GET /hub/storage``: the admin page (every user, sizes, the same modal).
 
@@ -134,6 +136,12 @@ class StorageManager(LoggingConfigurable):
         help="Seconds between two measurements of every user's directory sizes "
         "(JUPYTERHUB_ACTIVITYMON_VOLUMES_UPDATE_INTERVAL of the original).",
     ).tag(config=True)
+    deleted_user_retention_days = Integer(
+        30,
+        min=1,
+        help="Days a deleted user's directories stay in the admin-only archive, "
+        "restorable, before the purge timer deletes them.",
+    ).tag(config=True)
     volume_descriptions = Dict(
         value_trait=Unicode(),
         help="Text shown next to each volume in the Manage Volumes dialog "
@@ -251,6 +259,47 @@ class StorageManager(LoggingConfigurable):
             "restored": result.restored.id,
             "trashed": (
                 result.displaced.to_json(self.retention_seconds) if result.displaced else None
+            ),
+        }
+
+    # --- deleted users' archive ---
+
+    @property
+    def archive_retention_seconds(self) -> int:
+        return self.deleted_user_retention_days * storage.DAY
+
+    def archive_user(self, hub_name: str) -> storage.ArchiveItem | None:
+        """Move a deleted hub user's directories out of reach (see storage.archive_user)."""
+        unix = self.unix_name(hub_name)
+        item = storage.archive_user(unix, self.users_root, now=self.clock())
+        if item is not None:
+            self.log.info("Storage: directories of deleted user %s archived as %s", hub_name, item.id)
+        self.sizes.pop(unix, None)
+        return item
+
+    def archive_model(self) -> dict:
+        return {
+            "retention_days": self.deleted_user_retention_days,
+            "items": [
+                dict(item.to_json(self.archive_retention_seconds),
+                     user=accounts.hub_name_for_unix(item.unix, self.unix_username_template))
+                for item in storage.list_archive(self.users_root)
+            ],
+        }
+
+    def restore_archived(self, item_id) -> dict:
+        result = storage.restore_archived_user(self.users_root, item_id, now=self.clock())
+        self.log.info(
+            "Storage: %s restored from the archive%s", result.restored.unix,
+            f" (the directory in place archived as {result.displaced.id})" if result.displaced else "",
+        )
+        return {
+            "message": f"Restored the directories of {result.restored.unix}"
+            + ("; the directories they replaced are now archived" if result.displaced else ""),
+            "restored": result.restored.id,
+            "archived": (
+                result.displaced.to_json(self.archive_retention_seconds)
+                if result.displaced else None
             ),
         }
 
@@ -485,12 +534,52 @@ class RestartServerHandler(_StorageHandler):
         )
 
 
-class StorageSizesHandler(_StorageHandler):
-    async def get(self):
+class _AdminStorageHandler(_StorageHandler):
+    def check_admin(self) -> None:
         if self.current_user is None or not has_scope(
             "admin:users", self.parsed_scopes, db=self.db
         ):
             raise web.HTTPError(403, "Only administrators can read every user's storage")
+
+
+class ArchiveHandler(_AdminStorageHandler):
+    """``GET /api/platform/archive``: deleted users' archived directories (admins)."""
+
+    async def get(self):
+        self.check_admin()
+        self.write(self.storage_manager.archive_model())
+
+
+class ArchiveRestoreHandler(_AdminStorageHandler):
+    """``POST /api/platform/archive/restore`` ``{"item": id}``: put a deleted user's
+    directories back; those in place (a newer user's) are archived first."""
+
+    async def post(self):
+        self.check_admin()
+        body = self.json_object()
+        try:
+            item = storage.check_archive_item_id(body.get("item"))
+        except storage.VolumeNameError as e:
+            raise web.HTTPError(400, str(e)) from None
+        manager = self.storage_manager
+        hub_name = accounts.hub_name_for_unix(item.unix, manager.unix_username_template)
+        user = self.find_user(hub_name) if hub_name else None
+        if user is not None:
+            self.check_stopped(user)
+        # no await from the check above to the renames: no spawn can begin in between
+        try:
+            result = manager.restore_archived(item.id)
+        except storage.TrashItemNotFoundError:
+            raise web.HTTPError(404, f"No archive item {item.id!r}") from None
+        except (storage.UnsafePathError, OSError) as e:
+            self.log.error("Storage: restore of %s failed: %s", item.id, e)
+            raise web.HTTPError(409, f"Could not restore: {getattr(e, 'strerror', None) or e}")
+        self.write(result)
+
+
+class StorageSizesHandler(_AdminStorageHandler):
+    async def get(self):
+        self.check_admin()
         names = [u.name for u in self.db.query(orm.User)]
         self.write(self.storage_manager.sizes_model(names))
 
@@ -539,10 +628,14 @@ default_handlers = [
     (r"/api/users/([^/]+)/trash", TrashHandler),
     (r"/api/users/([^/]+)/trash/restore", RestoreHandler),
     (r"/api/storage", StorageSizesHandler),
+    (r"/api/platform/archive", ArchiveHandler),
+    (r"/api/platform/archive/restore", ArchiveRestoreHandler),
     (r"/storage", StorageAdminPageHandler),
 ]
 
 __all__ = [
+    "ArchiveHandler",
+    "ArchiveRestoreHandler",
     "SETTINGS_KEY",
     "ManageVolumesHandler",
     "RestartServerHandler",

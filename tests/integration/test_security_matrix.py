@@ -102,6 +102,7 @@ MATRIX = [
     # --- accounts --------------------------------------------------------------------
     E("POST", "/api/platform/users",         403, 403, 403, 201, json={"usernames": ["{new}"]}),
     E("POST", "/api/platform/users/{user}/password", 403, 403, 403, 200),
+    E("POST", "/api/platform/users/{user}/login-delays/clear", 403, 403, 403, 200),
     E("GET",  "/api/users/{user}",           403, 404, 200, 200),
     E("POST", "/api/users/{new}",            403, 403, 403, 201, json={"admin": False}),
     E("PATCH", "/api/users/{user}",          403, 403, 403, 400, json={"name": "{new}"},
@@ -134,6 +135,9 @@ MATRIX = [
     E("POST", "/api/users/{user}/trash/restore", 403, 403, 404, 404,
       json={"item": "19700101T000000.000000Z-cache"}, note="404: no such trash item"),
     E("GET",  "/api/storage",                403, 403, 403, 200),
+    E("GET",  "/api/platform/archive",       403, 403, 403, 200),
+    E("POST", "/api/platform/archive/restore", 403, 403, 403, 404,
+      json={"item": "19700101T000000.000000Z-jh-nobody"}, note="404: no such archive item"),
     E("GET",  "/storage",                    302, 403, 403, 200),
     # --- activity monitor ------------------------------------------------------------
     E("GET",  "/activity",                   302, 403, 403, 200),

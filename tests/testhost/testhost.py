@@ -423,6 +423,9 @@ def _write_inventory(host: Host) -> None:
         # the unit but not enforced there (DESIGN.md); small values still show.
         "jupyterhub_spawner_mem_limit": "2G",
         "jupyterhub_spawner_cpu_limit": 1.0,
+        # the suite signs up dozens of users from 127.0.0.1 within minutes; the
+        # quota's own test sets a small one with a jupyterhub_config.d drop-in
+        "jupyterhub_signups_per_address_per_hour": 0,
     }
     hostvars.update({k: v for k, v in host.ports.items() if k != "ssh"})
     hostvars.update(host.extra_vars)

@@ -1,6 +1,7 @@
 """Batch name checking, the authenticator's password and deletion hooks, handler wiring."""
 
 import asyncio
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -84,6 +85,44 @@ def test_delete_user_survives_a_failing_disable(make_authenticator):  # noqa: F8
     auth.command_runner = broken
     asyncio.run(auth.delete_user(SimpleNamespace(name="alice")))  # logs, does not raise
     assert auth.get_user("alice") is None
+
+
+def _with_storage(auth, users_root):
+    from traitlets.config import Config
+
+    from hub_ext.handlers.storage import StorageManager
+
+    c = Config()
+    c.StorageManager.users_root = str(users_root)
+    manager = StorageManager(config=c)
+    auth._storage_manager = lambda: manager  # the hub sets it up in get_handlers
+
+
+def test_delete_user_archives_the_directories(make_authenticator, tmp_path):  # noqa: F811
+    auth = make_authenticator()
+    auth.create_user("alice", "long-enough-pw")
+    auth.command_runner = FakeSystem(users={}, groups={})
+    (tmp_path / "jh-alice" / "workspace").mkdir(parents=True)
+    (tmp_path / "jh-alice" / "workspace" / "secret.txt").write_text("old alice")
+    _with_storage(auth, tmp_path)
+    asyncio.run(auth.delete_user(SimpleNamespace(name="alice")))
+    assert not (tmp_path / "jh-alice").exists()
+    (item,) = os.listdir(tmp_path / ".archive")
+    assert (tmp_path / ".archive" / item / "workspace" / "secret.txt").read_text() == "old alice"
+
+
+def test_delete_user_is_refused_when_the_directories_cannot_be_archived(make_authenticator, tmp_path):  # noqa: F811
+    from tornado import web
+
+    auth = make_authenticator()
+    auth.create_user("alice", "long-enough-pw")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "jh-alice").symlink_to(tmp_path / "elsewhere")
+    _with_storage(auth, tmp_path)
+    with pytest.raises(web.HTTPError) as refused:
+        asyncio.run(auth.delete_user(SimpleNamespace(name="alice")))
+    assert "not deleted" in refused.value.log_message
+    assert auth.get_user("alice") is not None and (tmp_path / "jh-alice").is_symlink()
 
 
 def test_get_handlers_replace_the_get_based_state_changes(make_authenticator):  # noqa: F811

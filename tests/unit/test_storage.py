@@ -445,16 +445,19 @@ def test_cli_purge_reads_the_retention_from_platform_json(users, settings, tmp_p
     storage.reset_volumes("jh-alice", root, ["cache"], now=now - 3 * storage.DAY, chown=RecordingChown())
     storage.reset_volumes("jh-alice", root, ["home"], now=now - 1 * storage.DAY, chown=RecordingChown())
     settings["users_root"] = str(root)
-    settings["storage"] = {"trash_retention_days": 2}
+    storage.archive_user("jh-bob", root, now=now - 6 * storage.DAY)
+    settings["storage"] = {"trash_retention_days": 2, "deleted_user_retention_days": 5}
     config = tmp_path / "platform.json"
     config.write_text(json.dumps(settings))
     cli = [sys.executable, "-m", "hub_ext.storage", "--config", str(config)]
     dry = subprocess.run(cli + ["purge", "--dry-run"], capture_output=True, text=True)
     assert dry.returncode == 0 and "would purge jh-alice/.trash/" in dry.stdout
+    assert "would purge .archive/" in dry.stdout
     assert len(os.listdir(alice.root / ".trash")) == 2
     run = subprocess.run(cli + ["purge"], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
-    assert "1 item(s) purged, 1 kept (retention 2 day(s))" in run.stdout
+    assert "2 item(s) purged, 1 kept (retention 2 day(s), deleted users 5)" in run.stdout
+    assert os.listdir(root / ".archive") == []
     assert [n.endswith("-home") for n in os.listdir(alice.root / ".trash")] == [True]
     sizes = subprocess.run(cli + ["sizes"], capture_output=True, text=True)
     assert json.loads(sizes.stdout)["jh-alice"]["trash"] > 0
@@ -462,3 +465,82 @@ def test_cli_purge_reads_the_retention_from_platform_json(users, settings, tmp_p
     config.write_text(json.dumps(settings))
     bad = subprocess.run(cli + ["purge"], capture_output=True, text=True)
     assert bad.returncode == 2 and "storage.trash_retention_days must be >= 1" in bad.stderr
+
+
+# --- the archive of deleted users ----------------------------------------------------
+
+
+def test_archive_moves_the_whole_user_away_and_a_new_user_starts_empty(users):
+    root, outside, alice, bob = users
+    before = outside_state(outside, bob)
+    storage.reset_volumes("jh-alice", root, ["cache"], chown=RecordingChown())
+    old_alice = tree_manifest(alice.root)
+    item = storage.archive_user("jh-alice", root)
+    assert item.unix == "jh-alice" and not alice.root.exists()
+    assert mode(root / ".archive") == 0o700
+    # every file (trash included, links as links) is in the archive, unchanged
+    assert tree_manifest(root / ".archive" / item.id) == old_alice
+    assert outside_state(outside, bob) == before
+    fresh = ensure_user_dirs("jh-alice", root, 1000, 1000, chown=RecordingChown())
+    assert [sorted(os.listdir(d)) for d in fresh.all()] == [[".cache", "workspace"], [], []]
+    assert storage.archive_user("jh-nobody", root) is None
+    assert [i.id for i in storage.list_archive(root)] == [item.id]
+
+
+@pytest.mark.parametrize("name", ["../etc", ".archive", "jh-alice/workspace", "", "a" * 40])
+def test_archive_refuses_names_outside_one_user(users, name):
+    root, outside, alice, bob = users
+    with pytest.raises((InvalidNameError, UnsafePathError)):
+        storage.archive_user(name, root)
+    assert alice.root.exists() and bob.root.exists()
+
+
+def test_archive_refuses_a_symlink_in_place_of_the_user_root(users):
+    root, outside, alice, bob = users
+    (root / "jh-mallory").symlink_to(outside)
+    before = outside_state(outside, bob)
+    with pytest.raises(UnsafePathError):
+        storage.archive_user("jh-mallory", root)
+    assert (root / "jh-mallory").is_symlink() and outside_state(outside, bob) == before
+
+
+def test_restore_puts_the_old_directories_back_and_archives_the_new_ones(users):
+    root, outside, alice, bob = users
+    old_alice = tree_manifest(alice.root)
+    item = storage.archive_user("jh-alice", root, now=1_700_000_000)
+    ensure_user_dirs("jh-alice", root, 1000, 1000, chown=RecordingChown())
+    (alice.workspace / "new.txt").write_text("new alice")
+    result = storage.restore_archived_user(root, item.id, now=1_700_000_100)
+    assert result.restored == item and result.displaced.unix == "jh-alice"
+    assert tree_manifest(alice.root) == old_alice
+    assert (root / ".archive" / result.displaced.id / "workspace" / "new.txt").exists()
+    with pytest.raises(storage.TrashItemNotFoundError):
+        storage.restore_archived_user(root, item.id)
+    for bad in ("../../etc", "20260101T000000.000000Z-../x", None, "20260101T000000.000000Z-.archive"):
+        with pytest.raises(storage.VolumeNameError):
+            storage.restore_archived_user(root, bad)
+
+
+def test_purge_archive_deletes_expired_items_without_following_links(users):
+    root, outside, alice, bob = users
+    before = outside_state(outside, bob)
+    old = storage.archive_user("jh-alice", root, now=storage.time.time() - 10 * storage.DAY)
+    recent = storage.archive_user("jh-bob", root)
+    report = storage.purge_archive(root, 5 * storage.DAY)
+    assert report.purged == [(".archive", old.id)] and report.kept == 1 and not report.errors
+    assert os.listdir(root / ".archive") == [recent.id]
+    assert tree_manifest(outside) == before[0]  # alice's links into /etc were removed as links
+
+
+@pytest.mark.parametrize(("unix", "template", "hub"), [
+    ("jh-alice", "jh-{USERNAME}", "alice"),
+    ("jh-bob-2", "jh-{USERNAME}", "bob-2"),
+    ("alice-x", "{USERNAME}-x", "alice"),
+    ("jh-", "jh-{USERNAME}", None),
+    ("root", "jh-{USERNAME}", None),
+    ("jh-Bad", "jh-{USERNAME}", None),
+])
+def test_hub_name_for_unix(unix, template, hub):
+    from hub_ext.accounts import hub_name_for_unix
+
+    assert hub_name_for_unix(unix, template) == hub

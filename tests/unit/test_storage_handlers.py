@@ -407,6 +407,7 @@ def test_platform_json_without_storage_takes_the_defaults(settings):
     checked = apply_platform_settings(Config(), settings)
     assert checked["storage"] == {
         "trash_retention_days": 7,
+        "deleted_user_retention_days": 30,
         "sizes_interval": 3600,
         "volume_descriptions": {},
     }
