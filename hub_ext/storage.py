@@ -458,16 +458,22 @@ def list_trash(unix: str, users_root: str | os.PathLike) -> list[TrashItem]:
     except FileNotFoundError:
         return []
     try:
-        try:
-            trash_fd = _open_existing_dir(TRASH_DIR, root_fd)
-        except FileNotFoundError:
-            return []
-        try:
-            items = [parse_trash_name(name) for name in os.listdir(trash_fd)]
-        finally:
-            os.close(trash_fd)
+        return _listed(lambda: _open_existing_dir(TRASH_DIR, root_fd), parse_trash_name)
     finally:
         os.close(root_fd)
+
+
+def _listed(open_dir, parse) -> list:
+    """The parsed entries of the directory ``open_dir()`` opens (names ``parse``
+    rejects left out), newest first; [] when it does not exist."""
+    try:
+        dir_fd = open_dir()
+    except FileNotFoundError:
+        return []
+    try:
+        items = [parse(name) for name in os.listdir(dir_fd)]
+    finally:
+        os.close(dir_fd)
     return sorted((i for i in items if i is not None), key=lambda i: i.id, reverse=True)
 
 
@@ -576,17 +582,8 @@ def purge_trash(
                     report.errors.append(f"{unix}/{TRASH_DIR}: {e}")
                     continue
                 try:
-                    for name in sorted(os.listdir(trash_fd)):
-                        item = parse_trash_name(name)
-                        if item is None or item.trashed_at >= cutoff:
-                            report.kept += item is not None
-                            continue
-                        try:
-                            if not dry_run:
-                                _remove_at(trash_fd, name)
-                            report.purged.append((unix, name))
-                        except OSError as e:
-                            report.errors.append(f"{unix}/{TRASH_DIR}/{name}: {e}")
+                    _purge_expired(trash_fd, unix, f"{unix}/{TRASH_DIR}", parse_trash_name,
+                                   lambda item: item.trashed_at, cutoff, report, dry_run)
                 finally:
                     os.close(trash_fd)
             finally:
@@ -594,6 +591,23 @@ def purge_trash(
     finally:
         os.close(top_fd)
     return report
+
+
+def _purge_expired(dir_fd, owner, where, parse, stamp, cutoff, report, dry_run) -> None:
+    """Delete the entries of ``dir_fd`` that ``parse`` accepts and whose
+    ``stamp(item)`` is before ``cutoff``, fd-relative, never following a link;
+    each counted in ``report`` under ``owner`` (errors name ``where``)."""
+    for name in sorted(os.listdir(dir_fd)):
+        item = parse(name)
+        if item is None or stamp(item) >= cutoff:
+            report.kept += item is not None
+            continue
+        try:
+            if not dry_run:
+                _remove_at(dir_fd, name)
+            report.purged.append((owner, name))
+        except OSError as e:
+            report.errors.append(f"{where}/{name}: {e}")
 
 
 # --- the archive of deleted users -------------------------------------------------
@@ -693,17 +707,9 @@ def list_archive(users_root: str | os.PathLike) -> list[ArchiveItem]:
     """Archived users' directories, newest first."""
     top_fd = _open_users_root(users_root)
     try:
-        try:
-            archive_fd = _open_archive(top_fd, create=False)
-        except FileNotFoundError:
-            return []
-        try:
-            items = [parse_archive_name(name) for name in os.listdir(archive_fd)]
-        finally:
-            os.close(archive_fd)
+        return _listed(lambda: _open_archive(top_fd, create=False), parse_archive_name)
     finally:
         os.close(top_fd)
-    return sorted((i for i in items if i is not None), key=lambda i: i.id, reverse=True)
 
 
 @dataclass(frozen=True)
@@ -764,17 +770,8 @@ def purge_archive(
             report.errors.append(f"{ARCHIVE_DIR}: {e}")
             return report
         try:
-            for name in sorted(os.listdir(archive_fd)):
-                item = parse_archive_name(name)
-                if item is None or item.archived_at >= now - retention_seconds:
-                    report.kept += item is not None
-                    continue
-                try:
-                    if not dry_run:
-                        _remove_at(archive_fd, name)
-                    report.purged.append((ARCHIVE_DIR, name))
-                except OSError as e:
-                    report.errors.append(f"{ARCHIVE_DIR}/{name}: {e}")
+            _purge_expired(archive_fd, ARCHIVE_DIR, ARCHIVE_DIR, parse_archive_name,
+                           lambda item: item.archived_at, now - retention_seconds, report, dry_run)
         finally:
             os.close(archive_fd)
     finally:

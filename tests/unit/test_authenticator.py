@@ -207,16 +207,22 @@ def test_pending_signup_with_the_right_password_is_told_so(make_authenticator):
     assert outcome.result is LoginResult.NOT_AUTHORIZED
 
 
+def threads_calling(monkeypatch, name: str) -> list:
+    """The threads of every later call of ``bcrypt.<name>``."""
+    threads = []
+    real = getattr(bcrypt, name)
+
+    def recording(*args):
+        threads.append(threading.current_thread())
+        return real(*args)
+
+    monkeypatch.setattr(bcrypt, name, recording)
+    return threads
+
+
 def test_password_checked_in_a_worker_thread(make_authenticator, monkeypatch):
     authenticator = make_authenticator(password="admin-password-1")
-    threads = []
-    real_checkpw = bcrypt.checkpw
-
-    def recording_checkpw(password, hashed):
-        threads.append(threading.current_thread())
-        return real_checkpw(password, hashed)
-
-    monkeypatch.setattr(bcrypt, "checkpw", recording_checkpw)
+    threads = threads_calling(monkeypatch, "checkpw")
     assert login(authenticator, "admin", "admin-password-1") == "admin"
     assert threads and threads[0] is not threading.main_thread()
 
@@ -285,14 +291,7 @@ def test_signups_per_address_are_limited(make_authenticator):
 
 def test_signup_hashes_in_a_worker_thread(make_authenticator, monkeypatch):
     authenticator = make_authenticator()
-    threads = []
-    real_hashpw = bcrypt.hashpw
-
-    def recording_hashpw(password, salt):
-        threads.append(threading.current_thread())
-        return real_hashpw(password, salt)
-
-    monkeypatch.setattr(bcrypt, "hashpw", recording_hashpw)
+    threads = threads_calling(monkeypatch, "hashpw")
     info = sign_up(authenticator, "alice", email="alice@example.org")
     assert not info.is_authorized and info.email == "alice@example.org"
     assert threads == [t for t in threads if t is not threading.main_thread()] and threads
