@@ -1,0 +1,36 @@
+// Installed by the Ansible proxy role (canonical copy:
+// etc/configurable-http-proxy/ in the repo) and preloaded into
+// configurable-http-proxy with NODE_OPTIONS=--require=<this file>.
+//
+// configurable-http-proxy (4.6.3, and upstream main) finds a route with
+// decodeURIComponent(pathname), which throws URIError on a path whose percent
+// escapes are not UTF-8 ("/%ff"); the proxy answers that with a 500 for every
+// path, the hub's and every lab's. Such a path is the client's error: answer
+// 400 (through the same error target, the hub's error page) before routing.
+"use strict";
+
+const url = require("url");
+const proxyModule = require.resolve("configurable-http-proxy/lib/configproxy.js", {
+  paths: ["/opt/configurable-http-proxy/lib/node_modules"],
+});
+const { ConfigurableProxy } = require(proxyModule);
+
+function decodablePath(requestUrl) {
+  try {
+    // the very expression targetForReq evaluates
+    decodeURIComponent(url.parse(requestUrl).pathname);
+    return true;
+  } catch (e) {
+    if (e instanceof URIError) return false;
+    throw e;
+  }
+}
+
+const handleProxy = ConfigurableProxy.prototype.handleProxy;
+ConfigurableProxy.prototype.handleProxy = function (kind, req, res, ...rest) {
+  if (!decodablePath(req.url)) {
+    this.handleProxyError(400, kind, req, res);
+    return Promise.resolve();
+  }
+  return handleProxy.call(this, kind, req, res, ...rest);
+};
