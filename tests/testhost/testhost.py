@@ -418,6 +418,10 @@ def _write_inventory(host: Host) -> None:
         # the unit but not enforced there (DESIGN.md); small values still show.
         "jupyterhub_spawner_mem_limit": "2G",
         "jupyterhub_spawner_cpu_limit": 1.0,
+        # small caps of the labs' private /tmp and /dev/shm, so filling one
+        # (test_lab_sandbox.py) costs the build machine little RAM
+        "jupyterhub_spawner_tmp_size": "256M",
+        "jupyterhub_spawner_shm_size": "64M",
     }
     hostvars.update({k: v for k, v in host.ports.items() if k != "ssh"})
     hostvars.update(host.extra_vars)
