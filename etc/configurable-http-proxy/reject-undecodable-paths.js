@@ -6,7 +6,8 @@
 // decodeURIComponent(pathname), which throws URIError on a path whose percent
 // escapes are not UTF-8 ("/%ff"); the proxy answers that with a 500 for every
 // path, the hub's and every lab's. Such a path is the client's error: answer
-// 400 (through the same error target, the hub's error page) before routing.
+// 400 (through the same error target, the hub's error page) before routing;
+// a websocket upgrade gets a bare 400.
 "use strict";
 
 const url = require("url");
@@ -28,9 +29,16 @@ function decodablePath(requestUrl) {
 
 const handleProxy = ConfigurableProxy.prototype.handleProxy;
 ConfigurableProxy.prototype.handleProxy = function (kind, req, res, ...rest) {
-  if (!decodablePath(req.url)) {
-    this.handleProxyError(400, kind, req, res);
-    return Promise.resolve();
+  if (decodablePath(req.url)) {
+    return handleProxy.call(this, kind, req, res, ...rest);
   }
-  return handleProxy.call(this, kind, req, res, ...rest);
+  if (kind === "ws") {
+    // a websocket upgrade hands over the bare socket: handleProxyError would
+    // write its error page there without a status line (nginx: "upstream sent
+    // no valid HTTP/1.0 header"), so answer with a plain HTTP response
+    res.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+  } else {
+    this.handleProxyError(400, kind, req, res);
+  }
+  return Promise.resolve();
 };
