@@ -56,11 +56,10 @@ def private_temporary_filesystems(tmp_size: str, shm_size: str) -> list[str]:
     tmpfs for all users (files visible to all, fillable by one). A tmpfs lives
     as long as the lab's mount namespace: stopping the lab frees it.
     """
-    options = "mode=1777,nosuid,nodev"
+    caps = {"/tmp": tmp_size, "/var/tmp": tmp_size, "/dev/shm": shm_size}
     return [
-        f"/tmp:size={check_tmpfs_size(tmp_size)},{options}",
-        f"/var/tmp:size={tmp_size},{options}",
-        f"/dev/shm:size={check_tmpfs_size(shm_size)},{options}",
+        f"{path}:size={check_tmpfs_size(size)},mode=1777,nosuid,nodev"
+        for path, size in caps.items()
     ]
 
 
