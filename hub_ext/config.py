@@ -34,6 +34,7 @@ from .culler import MAX_REQUEST_HOURS
 from .gpu import MODES as GPU_MODES
 from .gpu import POLICIES as GPU_POLICIES
 from .storage import VOLUMES
+from .units import check_tmpfs_size
 from .accounts import (
     InvalidNameError,
     check_hub_name,
@@ -182,6 +183,16 @@ def _memory(key, value):
     return value
 
 
+def _tmpfs_size(key, value):
+    """tmpfs size= of a lab's private /tmp or /dev/shm: bytes, or e.g. "2G"."""
+    try:
+        return check_tmpfs_size(str(value) if _is_int(value) else value)
+    except ValueError:
+        raise PlatformSettingsError(
+            key, "must be a tmpfs size: whole bytes, or a whole number with suffix K, M, G or T", value
+        ) from None
+
+
 def _cpu(key, value):
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise PlatformSettingsError(key, "must be a positive number of CPUs", value)
@@ -278,6 +289,8 @@ SPAWNER_CHECKS: dict[str, Check] = {
     "unit_name_template": _unit_name_template,
     "unit_extra_properties": _unit_properties,
     "isolate_tmp": _boolean,
+    "tmp_size": _tmpfs_size,
+    "shm_size": _tmpfs_size,
     "isolate_devices": _boolean,
     "disable_user_sudo": _boolean,
     "lab_hardening": _boolean,

@@ -16,11 +16,11 @@ import os
 from jupyterhub.utils import random_port, url_path_join
 from systemdspawner import SystemdSpawner, systemd
 from tornado import web
-from traitlets import Bool, Dict, Float, Unicode, default
+from traitlets import Bool, Dict, Float, TraitError, Unicode, default, validate
 
 from . import accounts, gpu, privileges, readiness, storage, units
 from .process import run_command
-from .units import UnitSpec, build_unit_spec
+from .units import DEFAULT_SHM_SIZE, DEFAULT_TMP_SIZE, UnitSpec, build_unit_spec, check_tmpfs_size
 
 # ports tried when another process holds the chosen one (the socket unit fails to bind)
 PORT_ATTEMPTS = 3
@@ -122,6 +122,27 @@ class PlatformSpawner(SystemdSpawner):
         single directive; False leaves the units as plain SystemdSpawner makes them.
         """,
     ).tag(config=True)
+
+    tmp_size = Unicode(
+        DEFAULT_TMP_SIZE,
+        help="""Size cap of the lab's private /tmp, and separately of its /var/tmp
+        (tmpfs size=, e.g. 2G), with isolate_tmp. Writing past it fails with
+        ENOSPC in that lab only; on cgroup v2 what is stored also counts
+        against the lab's memory limit.""",
+    ).tag(config=True)
+
+    shm_size = Unicode(
+        DEFAULT_SHM_SIZE,
+        help="""Size cap of the lab's private /dev/shm (POSIX shared memory,
+        multiprocessing, PyTorch DataLoader workers), with isolate_tmp.""",
+    ).tag(config=True)
+
+    @validate("tmp_size", "shm_size")
+    def _valid_tmpfs_size(self, proposal):
+        try:
+            return check_tmpfs_size(proposal["value"])
+        except ValueError as e:
+            raise TraitError(f"{proposal['trait'].name} {e}") from None
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -283,6 +304,8 @@ class PlatformSpawner(SystemdSpawner):
             mem_limit=self.mem_limit,
             cpu_limit=self.cpu_limit,
             isolate_tmp=self.isolate_tmp,
+            tmp_size=self.tmp_size,
+            shm_size=self.shm_size,
             isolate_devices=self.isolate_devices,
             disable_user_sudo=self.disable_user_sudo and not granted.sudo,
             hardening=self.lab_hardening,

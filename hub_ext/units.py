@@ -9,6 +9,7 @@ the result into systemd-run's command line, each property as
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -27,6 +28,39 @@ class UnitSpec:
     properties: dict[str, PropertyValue]
     environment: dict[str, str]
     working_dir: str
+
+
+# Size caps of a lab's private tmpfs mounts (isolate_tmp), as the kernel's
+# tmpfs size= takes them: whole bytes or whole K/M/G/T ("1.5G" is refused by
+# the mount, so it is refused here first)
+DEFAULT_TMP_SIZE = "2G"
+DEFAULT_SHM_SIZE = "1G"
+_TMPFS_SIZE = re.compile(r"[1-9][0-9]*[KMGT]?")
+TMPFS_SIZE_RULE = "a positive whole number of bytes, optionally with suffix K, M, G or T"
+
+
+def check_tmpfs_size(value: str) -> str:
+    """``value`` if tmpfs accepts it as ``size=``, else ValueError."""
+    if not isinstance(value, str) or not _TMPFS_SIZE.fullmatch(value):
+        raise ValueError(f"must be {TMPFS_SIZE_RULE}, got {value!r}")
+    return value
+
+
+def private_temporary_filesystems(tmp_size: str, shm_size: str) -> list[str]:
+    """TemporaryFileSystem= entries: a fresh, capped tmpfs on /tmp, /var/tmp
+    (each up to ``tmp_size``) and /dev/shm (``shm_size``) of one lab.
+
+    Not PrivateTmp=: its /tmp is a directory on the host's /tmp, uncapped and
+    sharing that file system's space with everyone, and on systemd 252 it wins
+    over a TemporaryFileSystem= of the same path. The host's /dev/shm is one
+    tmpfs for all users (files visible to all, fillable by one). A tmpfs lives
+    as long as the lab's mount namespace: stopping the lab frees it.
+    """
+    caps = {"/tmp": tmp_size, "/var/tmp": tmp_size, "/dev/shm": shm_size}
+    return [
+        f"{path}:size={check_tmpfs_size(size)},mode=1777,nosuid,nodev"
+        for path, size in caps.items()
+    ]
 
 
 def _yes(flag: bool) -> str:
@@ -110,6 +144,8 @@ def build_unit_properties(
     mem_limit: int | None = None,
     cpu_limit: float | None = None,
     isolate_tmp: bool = True,
+    tmp_size: str = DEFAULT_TMP_SIZE,
+    shm_size: str = DEFAULT_SHM_SIZE,
     isolate_devices: bool = False,
     disable_user_sudo: bool = True,
     hardening: bool = False,
@@ -120,7 +156,8 @@ def build_unit_properties(
 ) -> dict[str, PropertyValue]:
     """The systemd properties of a lab unit, same semantics as SystemdSpawner 1.0.2.
 
-    ``hardening`` adds ``lab_hardening`` (the profile follows
+    ``isolate_tmp`` gives the lab its own capped /tmp, /var/tmp and /dev/shm
+    (private_temporary_filesystems). ``hardening`` adds ``lab_hardening`` (the profile follows
     ``disable_user_sudo``). ``device_access`` (hub_ext.gpu.unit_properties: DevicePolicy/DeviceAllow)
     is added as given; when it grants devices, PrivateDevices is left out
     (it would hide the granted nodes; DevicePolicy=closed isolates instead).
@@ -132,7 +169,7 @@ def build_unit_properties(
     if bind_paths:
         properties["BindPaths"] = list(bind_paths)
     if isolate_tmp:
-        properties["PrivateTmp"] = "yes"
+        properties["TemporaryFileSystem"] = private_temporary_filesystems(tmp_size, shm_size)
     if isolate_devices:
         properties["PrivateDevices"] = "yes"
     if mem_limit is not None:

@@ -76,14 +76,16 @@ def test_signup_is_pending_until_admin_approves(host, alice, admin):
 def test_server_starts_as_hardened_unit_of_the_unix_user(host, alice):
     alice.start_server(USER)
     props = host.unit_properties(UNIT, "ActiveState", "User", "MemoryMax", "CPUQuotaPerSecUSec",
-                                 "PrivateTmp", "NoNewPrivileges", "MainPID", "BindPaths",
+                                 "TemporaryFileSystem", "NoNewPrivileges", "MainPID", "BindPaths",
                                  "WorkingDirectory")
     assert props["ActiveState"] == "active"
     # SystemdSpawner passes the uid (systemd-run --uid); it must be alice's unix account.
     assert props["User"] in (UNIX, host.exec("id", "-u", UNIX).stdout.strip())
     assert props["MemoryMax"] == str(2 * 1024**3)       # jupyterhub_spawner_mem_limit: 2G
     assert props["CPUQuotaPerSecUSec"] == "1s"          # jupyterhub_spawner_cpu_limit: 1.0
-    assert props["PrivateTmp"] == "yes"
+    # private, capped /tmp, /var/tmp and /dev/shm (test_lab_sandbox.py tries them)
+    for path in ("/tmp:size=", "/var/tmp:size=", "/dev/shm:size="):
+        assert path in props["TemporaryFileSystem"], props["TemporaryFileSystem"]
     assert props["NoNewPrivileges"] == "yes"
     assert props["WorkingDirectory"] == f"/home/{UNIX}/workspace"
     binds = props["BindPaths"]
@@ -200,6 +202,8 @@ def test_check_diff_runs_clean_on_a_deployed_host(host):
     ("jupyterhub_storage_deleted_user_retention_days", "0"),
     # gone: the hub listens on a unix socket (docs/security.md)
     ("jupyterhub_hub_port", "8081"),
+    ("jupyterhub_spawner_tmp_size", "1.5G"),
+    ("jupyterhub_spawner_shm_size", "64M,exec"),
 ])
 def test_bad_variable_fails_the_play_naming_it(host, variable, value):
     import testhost

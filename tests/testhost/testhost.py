@@ -426,6 +426,10 @@ def _write_inventory(host: Host) -> None:
         # the suite signs up dozens of users from 127.0.0.1 within minutes; the
         # quota's own test sets a small one with a jupyterhub_config.d drop-in
         "jupyterhub_signups_per_address_per_hour": 0,
+        # small caps of the labs' private /tmp and /dev/shm, so filling one
+        # (test_lab_sandbox.py) costs the build machine little RAM
+        "jupyterhub_spawner_tmp_size": "256M",
+        "jupyterhub_spawner_shm_size": "64M",
     }
     hostvars.update({k: v for k, v in host.ports.items() if k != "ssh"})
     hostvars.update(host.extra_vars)

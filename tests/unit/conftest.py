@@ -32,6 +32,8 @@ SAMPLE_SETTINGS = {
         "unit_name_template": "jupyter-{USERNAME}-singleuser",
         "unit_extra_properties": {},
         "isolate_tmp": True,
+        "tmp_size": "2G",
+        "shm_size": "1G",
         "isolate_devices": False,
         "disable_user_sudo": True,
         "lab_hardening": True,

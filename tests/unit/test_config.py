@@ -36,6 +36,8 @@ def test_hub_and_proxy(settings):
 def test_spawner(settings):
     settings["spawner"]["environment"] = {"TZ": "UTC"}
     settings["spawner"]["unit_extra_properties"] = {"TasksMax": "512"}
+    settings["spawner"]["tmp_size"] = "512M"
+    settings["spawner"]["shm_size"] = 268435456
     c = rendered(settings).PlatformSpawner
     assert c.cmd == ["/opt/jupyterlab/bin/jupyterhub-singleuser"]
     assert c.default_url == "/lab"
@@ -47,6 +49,7 @@ def test_spawner(settings):
     assert c.isolate_devices is False and c.dynamic_users is False
     assert c.start_timeout == 120 and c.http_timeout == 60
     assert c.ready_poll_interval == 0.05
+    assert c.tmp_size == "512M" and c.shm_size == "268435456"
     assert c.environment == {"TZ": "UTC"}
     assert c.unit_extra_properties == {"TasksMax": "512"}
     assert c.users_root == "/srv/jupyterhub/users"
@@ -118,6 +121,10 @@ def test_config_reaches_real_traits(settings):
         ("spawner.ready_poll_interval", 0, "spawner.ready_poll_interval must be a number of seconds in 0.01-5"),
         ("spawner.ready_poll_interval", "fast", "spawner.ready_poll_interval must be a number"),
         ("spawner.isolate_tmp", 1, "spawner.isolate_tmp must be true or false"),
+        ("spawner.tmp_size", "1.5G", "spawner.tmp_size must be a tmpfs size"),
+        ("spawner.tmp_size", "2G,exec", "spawner.tmp_size must be a tmpfs size"),
+        ("spawner.shm_size", "0", "spawner.shm_size must be a tmpfs size"),
+        ("spawner.shm_size", None, "spawner.shm_size must be a tmpfs size"),
         ("spawner.dynamic_users", True, "spawner.dynamic_users is not supported"),
         ("spawner.extra_paths", "/opt/bin", "spawner.extra_paths must be a list"),
         ("spawner.environment", {"A": 1}, "spawner.environment must be an object"),

@@ -85,10 +85,12 @@ def test_gpus_stay_reachable(build):
     assert p["DevicePolicy"] == "closed"
     assert p["DeviceAllow"] == access["DeviceAllow"]
     assert "/dev/nvidia0 rw" in p["DeviceAllow"]
-    # nothing of the sandbox hides or remounts /dev
+    # nothing of the sandbox hides or remounts /dev (the lab's own /dev/shm
+    # tmpfs covers only that directory)
     assert "PrivateDevices" not in p
     for key in ("ReadOnlyPaths", "InaccessiblePaths", "TemporaryFileSystem"):
-        assert not [path for path in p.get(key, []) if path.lstrip("-").startswith("/dev")]
+        assert not [path for path in p.get(key, []) if path.lstrip("-").startswith("/dev")
+                    and not path.startswith("/dev/shm:")]
 
 
 def test_admin_read_only_paths_are_added_after_the_sandbox_ones():
@@ -113,3 +115,24 @@ def test_profiles_are_fresh_copies():
     first = lab_hardening(sudo=False)
     first["ReadOnlyPaths"].append("/changed")
     assert lab_hardening(sudo=False)["ReadOnlyPaths"] == ["/run"]
+
+
+def test_private_tmp_and_shm_are_capped_tmpfs_of_the_lab_not_private_tmp():
+    p = normal(tmp_size="512M", shm_size="64M")
+    assert p["TemporaryFileSystem"] == [
+        "/tmp:size=512M,mode=1777,nosuid,nodev",
+        "/var/tmp:size=512M,mode=1777,nosuid,nodev",
+        "/dev/shm:size=64M,mode=1777,nosuid,nodev",
+    ]
+    # PrivateTmp= would win over TemporaryFileSystem=/tmp on systemd 252
+    assert "PrivateTmp" not in p
+    assert privileged(tmp_size="512M", shm_size="64M")["TemporaryFileSystem"] == p["TemporaryFileSystem"]
+    assert "TemporaryFileSystem" not in normal(isolate_tmp=False)
+
+
+@pytest.mark.parametrize("size", ["", "0", "1.5G", "2GB", "-1G", "2G,exec", "1G:ro", 2])
+def test_tmpfs_size_must_be_what_tmpfs_takes(size):
+    with pytest.raises(ValueError, match="positive whole number"):
+        normal(tmp_size=size)
+    with pytest.raises(ValueError, match="positive whole number"):
+        normal(shm_size=size)

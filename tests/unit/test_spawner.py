@@ -7,6 +7,7 @@ import pytest
 from jupyterhub.objects import Hub
 from systemdspawner import systemd
 from tornado import web
+from traitlets import TraitError
 from traitlets.config import Config
 
 from hub_ext.config import apply_platform_settings
@@ -36,7 +37,11 @@ def test_properties_from_options():
     )
     assert properties == {
         "BindPaths": ["/u/home:/home/x", "/u/ws:/home/x/workspace"],
-        "PrivateTmp": "yes",
+        "TemporaryFileSystem": [
+            "/tmp:size=2G,mode=1777,nosuid,nodev",
+            "/var/tmp:size=2G,mode=1777,nosuid,nodev",
+            "/dev/shm:size=1G,mode=1777,nosuid,nodev",
+        ],
         "PrivateDevices": "yes",
         "MemoryAccounting": "yes",
         "MemoryMax": str(4 * 1024**3),
@@ -147,7 +152,12 @@ def test_unit_spec_from_platform_settings(make_spawner):
     ]
     assert spec.properties["MemoryMax"] == str(4 * 1024**3)
     assert spec.properties["CPUQuota"] == "200%"
-    assert spec.properties["PrivateTmp"] == "yes"
+    assert spec.properties["TemporaryFileSystem"] == [
+        "/tmp:size=2G,mode=1777,nosuid,nodev",
+        "/var/tmp:size=2G,mode=1777,nosuid,nodev",
+        "/dev/shm:size=1G,mode=1777,nosuid,nodev",
+    ]
+    assert "PrivateTmp" not in spec.properties  # it would win over the capped /tmp
     assert spec.properties["NoNewPrivileges"] == "yes"
     assert spec.environment["HOME"] == "/home/jh-alice"
     assert spec.environment["SHELL"] == "/bin/bash"
@@ -166,7 +176,7 @@ def test_unit_spec_templates_and_defaults(make_spawner):
     assert spec.working_dir == "/home/jh-alice/projects/alice"
     # the admin's read-only paths come after the (sudo profile's) sandbox ones
     assert spec.properties["ReadOnlyPaths"][-1] == "/srv/data/alice"
-    for absent in ("PrivateTmp", "NoNewPrivileges", "MemoryMax", "CPUQuota"):
+    for absent in ("TemporaryFileSystem", "NoNewPrivileges", "MemoryMax", "CPUQuota"):
         assert absent not in spec.properties
 
 
@@ -240,8 +250,10 @@ def test_start_builds_systemd_run_command(make_spawner, monkeypatch, tmp_path):
         f"BindPaths={users}/jh-alice/cache:/home/jh-alice/.cache",
         "BindPaths=/srv/jupyterhub/shared:/mnt/shared",
     ]
-    for expected in ("MemoryMax=4294967296", "CPUQuota=200%", "PrivateTmp=yes",
-                     "NoNewPrivileges=yes", "TasksMax=256"):
+    for expected in ("MemoryMax=4294967296", "CPUQuota=200%", "NoNewPrivileges=yes",
+                     "TemporaryFileSystem=/tmp:size=2G,mode=1777,nosuid,nodev",
+                     "TemporaryFileSystem=/dev/shm:size=1G,mode=1777,nosuid,nodev",
+                     "TasksMax=256"):
         assert expected in properties
     assert argv[-1] == "/opt/jupyterlab/bin/jupyterhub-singleuser"
 
@@ -424,6 +436,17 @@ def test_no_profiled_group_gives_the_defaults(make_spawner, monkeypatch, tmp_pat
     _spawner, properties, env = _start(make_spawner, monkeypatch, tmp_path, groups=["other"])
     assert f"MemoryMax={4 * 1024**3}" in properties and "CPUQuota=200%" in properties
     assert f"MEM_LIMIT={4 * 1024**3}\n" in env and "CPU_LIMIT=2.0\n" in env
+
+
+def test_tmpfs_sizes_set_in_a_site_config_file_are_checked_too(make_spawner):
+    # jupyterhub_config.d bypasses platform.json's checks: the traits check themselves
+    site = Config()
+    site.PlatformSpawner.shm_size = "64M"
+    assert make_spawner(extra_config=site).unit_spec({}).properties["TemporaryFileSystem"][-1] == (
+        "/dev/shm:size=64M,mode=1777,nosuid,nodev")
+    site.PlatformSpawner.shm_size = "1.5G"
+    with pytest.raises(TraitError, match="shm_size must be a positive whole number"):
+        make_spawner(extra_config=site)
 
 
 def test_systemd_run_argv_repeats_list_values_and_needs_an_absolute_command():
