@@ -14,6 +14,7 @@ the fix is in the proxy and not in front of it.
 from __future__ import annotations
 
 import http.client
+import socket
 import ssl
 
 import pytest
@@ -27,9 +28,23 @@ WEBSOCKET_UPGRADE = {"Connection": "Upgrade", "Upgrade": "websocket",
                      "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
 
 
-def status_of(host, port: int, raw_path: str, tls: bool, headers: dict | None = None) -> int:
-    """Status of GET raw_path, sent byte-for-byte (requests would re-encode it)."""
-    if tls:
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, socket_path: str, timeout: float):
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = socket_path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.socket_path)
+
+
+def status_of(host, port: int | str, raw_path: str, tls: bool, headers: dict | None = None) -> int:
+    """Status of GET raw_path, sent byte-for-byte (requests would re-encode it);
+    ``port`` a TCP port on 127.0.0.1 or a unix socket's path."""
+    if isinstance(port, str):
+        conn = _UnixHTTPConnection(port, timeout=30)
+    elif tls:
         context = ssl.create_default_context()
         context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
         conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=30)
@@ -78,7 +93,7 @@ def test_malformed_websocket_paths_are_4xx_through_nginx(host, lab_users):
 def test_the_proxy_itself_answers_400_for_undecodable_paths(host, lab_users):
     running, _ = lab_users
     for path in ("/%ff", "/jupyterhub/hub/%ff", f"/jupyterhub/user/{running}/%c3%28"):
-        assert status_of(host, host.ports["jupyterhub_proxy_port"], path, tls=False) == 400, path
+        assert status_of(host, host.internal_socket("proxy"), path, tls=False) == 400, path
     # a well-formed non-ASCII path still reaches the hub (its 404, not ours)
-    assert status_of(host, host.ports["jupyterhub_proxy_port"], "/jupyterhub/hub/%c3%a9",
+    assert status_of(host, host.internal_socket("proxy"), "/jupyterhub/hub/%c3%a9",
                      tls=False) == 404
