@@ -7,6 +7,8 @@ import pytest
 SAMPLE_SETTINGS = {
     "state_dir": "/var/lib/jupyterhub",
     "base_url": "/jupyterhub/",
+    "public_host": "https://hub.example.org",
+    "user_subdomains": True,
     "hub_port": 8081,
     "proxy_port": 8000,
     "proxy_api_port": 8001,
