@@ -88,7 +88,9 @@ def plain_hub(host):
 
 @pytest.fixture(scope="module")
 def platform_hub(host, admin):
-    client = HubClient(f"http://127.0.0.1:{host.ports['jupyterhub_proxy_port']}/jupyterhub/",
+    # straight to the proxy, by the platform's name: with one origin per user
+    # it routes on the lab's host name
+    client = HubClient(f"http://{host.domain}:{host.ports['jupyterhub_proxy_port']}/jupyterhub/",
                        token=admin.s.headers["Authorization"].split()[1])
     r = client.api("POST", "users/benchp")
     assert r.status_code in (201, 409), r.text

@@ -108,7 +108,7 @@ def test_lab_api_answers_through_nginx(host, alice):
     r = alice.get(f"user/{USER}/api/status")
     assert r.status_code == 200
     assert "started" in r.json()
-    assert r.url.startswith(host.https_url)
+    assert r.url.startswith(host.lab_url(USER))
 
 
 def test_workspace_file_survives_stop_and_start(host, alice):
@@ -146,9 +146,9 @@ def test_hub_unit_exposure_is_at_most_4(host):
 
 def test_http_redirects_to_https_and_tls_is_modern(host):
     http = requests.get(f"http://127.0.0.1:{host.ports['nginx_http_port']}/jupyterhub/hub/login",
-                        allow_redirects=False, timeout=10)
+                        headers={"Host": host.domain}, allow_redirects=False, timeout=10)
     assert http.status_code in (301, 308)
-    assert http.headers["Location"].startswith(f"https://127.0.0.1:{host.ports['nginx_https_port']}/")
+    assert http.headers["Location"].startswith(f"https://{host.domain}:{host.ports['nginx_https_port']}/")
 
     https = requests.get(host.https_url + "hub/login", verify=False, timeout=10)
     assert "max-age=" in https.headers.get("Strict-Transport-Security", "")
@@ -160,7 +160,7 @@ def test_http_redirects_to_https_and_tls_is_modern(host):
         ctx.set_ciphers("ALL:@SECLEVEL=0")
         with socket.create_connection(("127.0.0.1", host.ports["nginx_https_port"]), timeout=10) as sock:
             try:
-                with ctx.wrap_socket(sock) as tls:
+                with ctx.wrap_socket(sock, server_hostname=host.domain) as tls:
                     return tls.version()
             except ssl.SSLError:
                 return None
@@ -171,7 +171,7 @@ def test_http_redirects_to_https_and_tls_is_modern(host):
 
 
 def test_root_redirects_to_base_url(host):
-    r = requests.get(f"https://127.0.0.1:{host.ports['nginx_https_port']}/", verify=False,
+    r = requests.get(f"https://{host.domain}:{host.ports['nginx_https_port']}/", verify=False,
                      allow_redirects=False, timeout=10)
     assert r.status_code in (301, 302) and r.headers["Location"].endswith("/jupyterhub/")
 
