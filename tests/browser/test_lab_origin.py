@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import secrets
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote, urlparse
 
 from browserutil import login
@@ -90,7 +91,9 @@ def serve_page_from_own_lab(admin, user: str, page_html: str) -> None:
         config.write_text(f"c.ServerApp.extra_static_paths = [{{str(served)!r}}]\\n")
         print("written", config)
     """)
-    out, status = lab_cell(admin, user, code)
+    # in a thread of its own: Playwright's event loop holds this one
+    with ThreadPoolExecutor(1) as thread:
+        out, status = thread.submit(lab_cell, admin, user, code).result()
     assert status == "ok", out
     admin.stop_server(user)
     admin.start_server(user)

@@ -287,13 +287,16 @@ def test_matrix(people, row):
 # prefix, JSON body, then anonymous / another user / the user / admin. The
 # cookie-authenticated POST carries the lab's _xsrf where the session has one.
 LAB_MATRIX = [
-    ("GET",  "api/status",   None,             403, 403, 200, 200),
-    ("GET",  "api/contents", None,             403, 403, 200, 200),
-    ("POST", "api/contents", {"type": "file"}, 403, 403, 201, 201),
+    ("GET",  "api/status",   None,             403, 403, 200, 403),
+    ("GET",  "api/contents", None,             403, 403, 200, 403),
+    ("POST", "api/contents", {"type": "file"}, 403, 403, 201, 403),
 ]
 # where opening the lab page (redirects followed) lands: anonymous on the hub's
-# login page, another user refused by the hub's OAuth authorization
-LAB_PAGE = {ANON: (200, "hub login"), OTHER: (403, "hub"), USER: (200, "lab"), ADMIN: (200, "lab")}
+# login page, another user refused by the hub's OAuth authorization, the admin
+# on the hub's page that asks them to confirm access to someone else's lab
+# (until they confirm, the lab does not take their session)
+LAB_PAGE = {ANON: (200, "hub login"), OTHER: (403, "hub authorization"), USER: (200, "lab"),
+            ADMIN: (200, "hub authorization")}
 
 
 @pytest.fixture(scope="module")
@@ -309,13 +312,14 @@ def test_lab_origin_matrix(people, running_lab):
     clients = {ANON: HubClient(people.host.https_url), OTHER: people.other,
                USER: user_client, ADMIN: people.admin}
     lab_url = user_client.lab_url(user)
-    hub_login = people.host.https_url + "hub/login"
     landed, got, expected = {}, {}, {}
     for identity, client in clients.items():
         page = client.open_lab(user)
+        hub = people.host.https_url
         where = ("lab" if page.url.startswith(lab_url) else
-                 "hub login" if page.url.startswith(hub_login) else
-                 "hub" if page.url.startswith(people.host.https_url) else page.url)
+                 "hub login" if page.url.startswith(hub + "hub/login") else
+                 "hub authorization" if page.url.startswith(hub + "hub/api/oauth2/authorize") else
+                 "hub" if page.url.startswith(hub) else page.url)
         landed[identity] = (page.status_code, where)
     assert landed == LAB_PAGE
     for method, path, body, *statuses in LAB_MATRIX:
