@@ -195,6 +195,9 @@ def test_check_diff_runs_clean_on_a_deployed_host(host):
     ("jupyterhub_spawner_cpu_limit", "-2"),
     ("jupyterhub_base_url", "no-slashes"),
     ("jupyterhub_spawner_ready_poll_interval", "10"),
+    # labs are <user>.<domain>: an address has no subdomains
+    ("jupyterhub_domain", "10.0.0.5"),
+    ("jupyterhub_domain", "Hub.example.org:443"),
 ])
 def test_bad_variable_fails_the_play_naming_it(host, variable, value):
     import testhost
