@@ -7,7 +7,8 @@ a readable message instead of surfacing later as a failed spawn.
 
 Where values land (a site-local file in ``config_d`` overrides one by setting
 the SAME section; a more specific class section wins over a base one):
-``c.JupyterHub``, ``c.ConfigurableHTTPProxy``, ``c.PlatformSpawner`` (every
+``c.JupyterHub`` (with ``user_subdomains``: ``subdomain_host``, one origin per
+lab, and ``__Host-`` cookies), ``c.ConfigurableHTTPProxy``, ``c.PlatformSpawner`` (every
 spawner option), ``c.Authenticator`` (admin_users, allow_all),
 ``c.NativeAuthenticator`` (signup and lockout), ``c.PlatformAuthenticator``
 (admin_password_file, unix_username_template, passwords; from the optional
