@@ -66,14 +66,19 @@ ATTACK_PAGE = textwrap.dedent("""\
 
 
 def all_token_ids(admin) -> dict[str, set[str]]:
-    """Every user's API token ids, through the admin's API."""
-    users = admin.api("GET", "users", params={"limit": 1000})
-    assert users.status_code == 200, users.text
+    """Every user's API token ids, through the admin's API (page by page)."""
+    names: list[str] = []
+    while True:
+        page = admin.api("GET", "users", params={"offset": len(names), "limit": 100})
+        assert page.status_code == 200, page.text
+        names += [user["name"] for user in page.json()]
+        if len(page.json()) < 100:
+            break
     tokens = {}
-    for user in users.json():
-        r = admin.api("GET", f"users/{user['name']}/tokens")
+    for name in names:
+        r = admin.api("GET", f"users/{name}/tokens")
         assert r.status_code == 200, r.text
-        tokens[user["name"]] = {t["id"] for t in r.json()["api_tokens"]}
+        tokens[name] = {t["id"] for t in r.json()["api_tokens"]}
     return tokens
 
 
