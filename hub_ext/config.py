@@ -7,7 +7,8 @@ a readable message instead of surfacing later as a failed spawn.
 
 Where values land (a site-local file in ``config_d`` overrides one by setting
 the SAME section; a more specific class section wins over a base one):
-``c.JupyterHub``, ``c.ConfigurableHTTPProxy``, ``c.PlatformSpawner`` (every
+``c.JupyterHub`` (with ``user_subdomains``: ``subdomain_host``, one origin per
+lab, and ``__Host-`` cookies), ``c.ConfigurableHTTPProxy``, ``c.PlatformSpawner`` (every
 spawner option), ``c.Authenticator`` (admin_users, allow_all),
 ``c.NativeAuthenticator`` (signup, and the login delays' two numbers), ``c.PlatformAuthenticator``
 (admin_password_file, unix_username_template, passwords; from the optional
@@ -136,6 +137,29 @@ def _base_url(key, value):
     return value
 
 
+_PUBLIC_HOST = re.compile(
+    r"https?://(?P<host>[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*)"
+    r"(:(?P<port>[0-9]{1,5}))?"
+)
+_IPV4 = re.compile(r"[0-9]{1,3}(\.[0-9]{1,3}){3}")
+
+
+def _public_host(key, value):
+    """scheme://domain[:port] as browsers reach the hub, without a path."""
+    match = _PUBLIC_HOST.fullmatch(_string(key, value))
+    if not match or (match["port"] and not 1 <= int(match["port"]) <= 65535):
+        raise PlatformSettingsError(
+            key, "must be https://<domain>[:port] or http://<domain>[:port] without a path "
+            "(a lowercase DNS name or an IPv4 address)", value
+        )
+    return value
+
+
+def public_domain(public_host: str) -> str:
+    """The domain of a checked public_host (no scheme, no port)."""
+    return _PUBLIC_HOST.fullmatch(public_host)["host"]
+
+
 def _optional(check):
     def checked(key, value):
         return None if value is None else check(key, value)
@@ -258,6 +282,8 @@ Check = Callable[[str, Any], Any]
 TOP_LEVEL_CHECKS: dict[str, Check] = {
     "state_dir": _absolute_path,
     "base_url": _base_url,
+    "public_host": _public_host,
+    "user_subdomains": _boolean,
     "hub_socket": _socket_path,
     "proxy_socket": _socket_path,
     "proxy_api_socket": _socket_path,
@@ -647,6 +673,14 @@ def validate_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     except InvalidNameError as e:
         raise PlatformSettingsError("admin_user", f"has no valid unix name: {e}") from None
 
+    domain = public_domain(checked["public_host"])
+    if checked["user_subdomains"] and ("." not in domain or _IPV4.fullmatch(domain)):
+        # each lab is <user>.<domain>: an IP address or a bare name has no subdomains
+        raise PlatformSettingsError(
+            "public_host", "needs a domain of two labels or more with user_subdomains",
+            checked["public_host"],
+        )
+
     sockets = {k: checked[k] for k in ("hub_socket", "proxy_socket", "proxy_api_socket")}
     if len(set(sockets.values())) != len(sockets):
         raise PlatformSettingsError(
@@ -706,6 +740,14 @@ def apply_platform_settings(c, settings: Mapping[str, Any]) -> dict[str, Any]:
     hub.spawner_class = SPAWNER_CLASS
     hub.authenticator_class = AUTHENTICATOR_CLASS
     hub.template_paths = [TEMPLATES_DIR]
+    if s["user_subdomains"]:
+        # Each lab on its own origin, <user>.<domain>: a user controls whatever
+        # answers under their server, so on the hub's origin a page they serve
+        # could read /hub/token and call the API as whoever opens it.
+        hub.subdomain_host = s["public_host"]
+        # __Host- cookies are host-only: a lab cannot set (toss) the hub's
+        # login cookie from its subdomain
+        hub.cookie_host_prefix_enabled = True
 
     # idle culling inside the hub (hub_ext.handlers.session.SessionCuller)
     culling = c.SessionCuller

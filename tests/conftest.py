@@ -1,7 +1,8 @@
 """Shared fixtures: the systemd test host with the platform deployed on it.
 
 One host per test session (name and port base from TESTHOST_NAME /
-TESTHOST_PORT_BASE, so a demo host and a test run can coexist). It is built,
+TESTHOST_PORT_BASE, so a demo host and a test run can coexist), with one
+origin per user's lab unless TESTHOST_SINGLE_ORIGIN=1. It is built,
 booted and deployed with ansible/site.yml once, then torn down at the end
 unless TESTHOST_KEEP=1 (a developer's loop; TESTHOST_REUSE=1 then picks the
 kept host up again without redeploying).
@@ -42,7 +43,10 @@ def host():
         started = time.monotonic()
         testhost.build()
         built = time.monotonic()
-        h = testhost.up(name, port_base)
+        # TESTHOST_SINGLE_ORIGIN=1: every lab on the hub's origin (the default is
+        # one origin per user)
+        single = os.environ.get("TESTHOST_SINGLE_ORIGIN") == "1"
+        h = testhost.up(name, port_base, testhost.SINGLE_ORIGIN_VARS if single else None)
         booted = time.monotonic()
         res = testhost.deploy(name, capture=True)
         (ARTIFACTS / "deploy-1.log").write_text(res.stdout + res.stderr)

@@ -1,28 +1,69 @@
 """A browser-like HTTPS client for the platform, used by integration tests and benchmarks.
 
-It speaks to nginx exactly as a user's browser does: cookies, the hub's
-``_xsrf`` cookie echoed in forms and in ``X-XSRFToken`` for cookie-authenticated
-API calls, and the OAuth redirect dance when a lab page is first opened.
+It speaks to nginx exactly as a user's browser does: cookies (per origin), the
+hub's ``_xsrf`` cookie echoed in forms and in ``X-XSRFToken`` for
+cookie-authenticated API calls, and the OAuth redirect dance when a lab page is
+first opened. With one origin per user (the platform's default) every path
+``user/<name>/...`` goes to that lab's own origin, ``https://<name>.<domain>``,
+and the OAuth dance crosses from it to the hub's origin and back.
+
+Like a browser, it resolves every ``*.localhost`` name to the loopback address
+(RFC 6761) at connect time, keeping the name for the Host header and TLS SNI:
+a test host serves the hub at ``hub.localhost`` and its labs below it with no
+DNS set-up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import re
 import secrets
 import socket
 import time
-from urllib.parse import quote, urlparse
+from urllib.parse import quote, unquote, urlparse
 
 import requests
 import urllib3
+from jupyterhub.utils import subdomain_hook_idna
 from requests.adapters import HTTPAdapter
 from tornado.httpclient import HTTPRequest
+from tornado.netutil import OverrideResolver, Resolver
 from tornado.websocket import websocket_connect
+from urllib3.util import connection as urllib3_connection
 
 # The test host's certificate is self-signed by design (the playbook's default).
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+
+LOOPBACK = "127.0.0.1"
+
+
+def is_loopback_name(host: str) -> bool:
+    return host == "localhost" or host.endswith(".localhost")
+
+
+_create_connection = urllib3_connection.create_connection
+
+
+def _create_connection_to_loopback_names(address, *args, **kw):
+    host, port = address
+    return _create_connection((LOOPBACK if is_loopback_name(host) else host, port), *args, **kw)
+
+
+# requests (urllib3) resolves *.localhost as browsers do, in this test process only
+urllib3_connection.create_connection = _create_connection_to_loopback_names
+
+# user/<name>/... : a path served by that user's lab
+LAB_PATH = re.compile(r"user/([^/?#]+)(/|$)")
+
+
+def _is_ip_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 class _SourceAddressAdapter(HTTPAdapter):
@@ -65,11 +106,13 @@ class UnixSocketAdapter(HTTPAdapter):
 
 class HubClient:
     @classmethod
-    def over_socket(cls, socket_path: str, base_path: str, token: str) -> HubClient:
+    def over_socket(cls, socket_path: str, base_path: str, token: str | None,
+                    domain: str = "localhost") -> HubClient:
         """A client straight to an internal unix socket (bypassing nginx), e.g.
-        ``Host.internal_socket("proxy")``."""
-        client = cls(f"http://localhost{base_path}", token=token)
-        client.s.mount("http://localhost/", UnixSocketAdapter(socket_path))
+        ``Host.internal_socket("proxy")``; ``domain`` is the Host it sends (the
+        proxy routes labs on it with one origin per user)."""
+        client = cls(f"http://{domain}{base_path}", token=token)
+        client.s.mount("http://", UnixSocketAdapter(socket_path))
         client.socket_path = socket_path
         return client
 
@@ -77,13 +120,24 @@ class HubClient:
         """A new session to the same place with the same token (for another thread)."""
         token = self.s.headers.get("Authorization", "").split()[-1] or None
         if self.socket_path:
-            return HubClient.over_socket(self.socket_path, urlparse(self.base).path, token)
-        return HubClient(self.base, token=token)
+            return HubClient.over_socket(self.socket_path, self.hub.path, token,
+                                         domain=self.hub.netloc)
+        return HubClient(self.base, token=token, user_subdomains=self.user_subdomains)
 
-    def __init__(self, base_url: str, token: str | None = None, source_address: str | None = None):
-        # base_url is the public prefix, e.g. https://127.0.0.1:23002/jupyterhub/
+    def __init__(self, base_url: str, token: str | None = None,
+                 user_subdomains: bool | None = None, source_address: str | None = None):
+        """base_url is the hub's public prefix, e.g. https://hub.localhost:23002/jupyterhub/.
+
+        user_subdomains: whether each lab has its own origin <name>.<domain>
+        (JupyterHub's subdomain_host). None: yes for a hub reached by name, no
+        for one reached by IP address (which has no subdomains), as the test
+        hosts are deployed (tests/testhost/testhost.py)."""
         self.base = base_url if base_url.endswith("/") else base_url + "/"
         self.socket_path: str | None = None
+        self.hub = urlparse(self.base)
+        if user_subdomains is None:
+            user_subdomains = not _is_ip_address(self.hub.hostname)
+        self.user_subdomains = user_subdomains
         self.s = requests.Session()
         if source_address:
             # connecting to 127.0.0.2 still comes from 127.0.0.1 (the kernel picks
@@ -96,26 +150,50 @@ class HubClient:
         if token:
             self.s.headers["Authorization"] = f"token {token}"
 
+    def lab_host(self, user: str) -> str:
+        """The host name of user's lab (the hub's own with a single origin)."""
+        if not self.user_subdomains:
+            return self.hub.hostname
+        return subdomain_hook_idna(user, self.hub.hostname, "user")
+
+    def lab_url(self, user: str) -> str:
+        """The public URL of user's lab, e.g. https://alice.hub.localhost:23002/jupyterhub/user/alice/."""
+        port = f":{self.hub.port}" if self.hub.port else ""
+        return f"{self.hub.scheme}://{self.lab_host(user)}{port}{self.hub.path}user/{user}/"
+
     def url(self, path: str) -> str:
-        return self.base + path.lstrip("/")
+        """The public URL of a path below the base URL: user/<name>/... on that lab's origin."""
+        path = path.lstrip("/")
+        lab = LAB_PATH.match(path)
+        if lab:
+            return self.lab_url(unquote(lab[1])) + path[lab.end():]
+        return self.base + path
 
     # -- cookies ---------------------------------------------------------
+    def _cookie(self, name: str, host: str, path_test) -> str | None:
+        for cookie in self.s.cookies:
+            if cookie.name == name and cookie.domain.lstrip(".") == host and path_test(cookie.path):
+                return cookie.value
+        return None
+
     def hub_xsrf(self) -> str:
         """The hub's _xsrf cookie, fetched from the login page when missing."""
-        for cookie in self.s.cookies:
-            if cookie.name == "_xsrf" and cookie.path.rstrip("/").endswith("/hub"):
-                return cookie.value
-        self.get("hub/login")
-        for cookie in self.s.cookies:
-            if cookie.name == "_xsrf" and "/user/" not in cookie.path:
-                return cookie.value
-        raise AssertionError("the hub set no _xsrf cookie")
+        def on_hub(path):
+            return "/user/" not in path
+        token = self._cookie("_xsrf", self.hub.hostname, on_hub)
+        if token is None:
+            self.get("hub/login")
+            token = self._cookie("_xsrf", self.hub.hostname, on_hub)
+        assert token is not None, "the hub set no _xsrf cookie"
+        return token
 
     def lab_xsrf(self, user: str) -> str:
-        for cookie in self.s.cookies:
-            if cookie.name == "_xsrf" and cookie.path.rstrip("/").endswith(f"/user/{user}"):
-                return cookie.value
-        raise AssertionError(f"the lab of {user} set no _xsrf cookie")
+        def on_lab(path):
+            # its own origin: any path (JupyterHub's __Host- cookies sit on /)
+            return self.user_subdomains or path.rstrip("/").endswith(f"/user/{user}")
+        token = self._cookie("_xsrf", self.lab_host(user), on_lab)
+        assert token is not None, f"the lab of {user} set no _xsrf cookie"
+        return token
 
     # -- plain requests ----------------------------------------------------
     def get(self, path: str, **kw) -> requests.Response:
@@ -239,6 +317,17 @@ def alert_text(html: str) -> str:
     return " ".join(re.sub(r"<[^>]+>", " ", m.group(1)).split()) if m else ""
 
 
+async def lab_websocket(admin: HubClient, url: str):
+    """A websocket to a lab (wss:// URL from admin.url) with admin's token,
+    resolving *.localhost as requests does here."""
+    host = urlparse(url).hostname
+    resolver = (OverrideResolver(Resolver(), {host: LOOPBACK})
+                if is_loopback_name(host) else None)
+    request = HTTPRequest(url, headers={"Authorization": admin.s.headers["Authorization"]},
+                          validate_cert=False, request_timeout=30)
+    return await websocket_connect(request, resolver=resolver)
+
+
 TERMINAL_CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
@@ -256,9 +345,7 @@ def lab_shell(admin: HubClient, user: str, command: str, timeout: float = 60) ->
     done = re.compile(r"@@DONE:42:(\d+)@@")
 
     async def talk() -> str:
-        request = HTTPRequest(url, headers={"Authorization": admin.s.headers["Authorization"]},
-                              validate_cert=False, request_timeout=30)
-        ws = await websocket_connect(request)
+        ws = await lab_websocket(admin, url)
         await ws.write_message(json.dumps(["stdin", line]))
         out = ""
         while not done.search(out):
@@ -300,9 +387,7 @@ def lab_cell(admin: HubClient, user: str, code: str, timeout: float = 60) -> tup
     }
 
     async def talk() -> tuple[str, str]:
-        ws = await websocket_connect(HTTPRequest(
-            url, headers={"Authorization": admin.s.headers["Authorization"]},
-            validate_cert=False, request_timeout=30))
+        ws = await lab_websocket(admin, url)
         await ws.write_message(json.dumps(request))
         out, status = "", None
         while status is None:

@@ -71,6 +71,8 @@ class SettingsPageHandler(BaseHandler):
             "settings.html",
             rows=page.rows(),
             cell_html=settings_table.markdown_to_html,
+            # labs on the hub's origin (jupyterhub_user_subdomains false): warn
+            single_origin=not self.settings.get("subdomain_host"),
         )
         self.finish(html)
 

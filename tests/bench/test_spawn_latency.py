@@ -91,9 +91,12 @@ def plain_hub(host):
 
 @pytest.fixture(scope="module")
 def platform_hub(host, admin):
-    # straight to the proxy, like the plain stack's client (no nginx, no TLS)
+    # straight to the proxy's socket, like the plain stack's client (no nginx,
+    # no TLS), by the platform's name: with one origin per user it routes on
+    # the lab's host name
     client = HubClient.over_socket(host.internal_socket("proxy"), "/jupyterhub/",
-                                   token=admin.s.headers["Authorization"].split()[1])
+                                   token=admin.s.headers["Authorization"].split()[1],
+                                   domain=host.domain)
     r = client.api("POST", "users/benchp")
     assert r.status_code in (201, 409), r.text
     yield client, "benchp"

@@ -80,7 +80,8 @@ def restore_host(host):
     """A freshly built host, deployed with the source's inventory (same admin password)."""
     testhost.build()
     fresh = testhost.up(RESTORE_NAME, RESTORE_PORT_BASE,
-                        extra_vars={"jupyterhub_admin_password": host.admin_password})
+                        extra_vars={**host.extra_vars,
+                                    "jupyterhub_admin_password": host.admin_password})
     try:
         testhost.deploy(RESTORE_NAME, capture=True)
         yield fresh

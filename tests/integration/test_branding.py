@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from urllib.parse import urlparse
 
 import pytest
 import requests
@@ -74,6 +75,11 @@ def test_labs_get_the_icon_urls(host, admin, branded):
         assert env["JUPYTERLAB_SPLASH_ICON_URI"] == SPLASH_URL
         icon = requests.get(admin.url("branding/lab-main-icon.svg"), verify=False, timeout=10)
         assert icon.content == branded["icon"]
+        # the lab loads the path from its own origin (<user>.<domain> by default)
+        lab_origin = urlparse(admin.lab_url(user)).netloc
+        icon = requests.get(f"https://{lab_origin}{env['JUPYTERLAB_MAIN_ICON_URI']}", verify=False,
+                            timeout=10)
+        assert icon.status_code == 200 and icon.content == branded["icon"]
     finally:
         admin.stop_server(user)
 

@@ -110,7 +110,7 @@ def test_lab_api_answers_through_nginx(host, alice):
     r = alice.get(f"user/{USER}/api/status")
     assert r.status_code == 200
     assert "started" in r.json()
-    assert r.url.startswith(host.https_url)
+    assert r.url.startswith(host.lab_url(USER))
 
 
 def test_workspace_file_survives_stop_and_start(host, alice):
@@ -148,9 +148,9 @@ def test_hub_unit_exposure_is_at_most_4(host):
 
 def test_http_redirects_to_https_and_tls_is_modern(host):
     http = requests.get(f"http://127.0.0.1:{host.ports['nginx_http_port']}/jupyterhub/hub/login",
-                        allow_redirects=False, timeout=10)
+                        headers={"Host": host.domain}, allow_redirects=False, timeout=10)
     assert http.status_code in (301, 308)
-    assert http.headers["Location"].startswith(f"https://127.0.0.1:{host.ports['nginx_https_port']}/")
+    assert http.headers["Location"].startswith(f"https://{host.domain}:{host.ports['nginx_https_port']}/")
 
     https = requests.get(host.https_url + "hub/login", verify=False, timeout=10)
     assert "max-age=" in https.headers.get("Strict-Transport-Security", "")
@@ -162,7 +162,7 @@ def test_http_redirects_to_https_and_tls_is_modern(host):
         ctx.set_ciphers("ALL:@SECLEVEL=0")
         with socket.create_connection(("127.0.0.1", host.ports["nginx_https_port"]), timeout=10) as sock:
             try:
-                with ctx.wrap_socket(sock) as tls:
+                with ctx.wrap_socket(sock, server_hostname=host.domain) as tls:
                     return tls.version()
             except ssl.SSLError:
                 return None
@@ -173,7 +173,7 @@ def test_http_redirects_to_https_and_tls_is_modern(host):
 
 
 def test_root_redirects_to_base_url(host):
-    r = requests.get(f"https://127.0.0.1:{host.ports['nginx_https_port']}/", verify=False,
+    r = requests.get(f"https://{host.domain}:{host.ports['nginx_https_port']}/", verify=False,
                      allow_redirects=False, timeout=10)
     assert r.status_code in (301, 302) and r.headers["Location"].endswith("/jupyterhub/")
 
@@ -204,6 +204,9 @@ def test_check_diff_runs_clean_on_a_deployed_host(host):
     ("jupyterhub_hub_port", "8081"),
     ("jupyterhub_spawner_tmp_size", "1.5G"),
     ("jupyterhub_spawner_shm_size", "64M,exec"),
+    # labs are <user>.<domain>: an address has no subdomains
+    ("jupyterhub_domain", "10.0.0.5"),
+    ("jupyterhub_domain", "Hub.example.org:443"),
 ])
 def test_bad_variable_fails_the_play_naming_it(host, variable, value):
     import testhost

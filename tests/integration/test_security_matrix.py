@@ -1,5 +1,8 @@
 """Security matrix: every hub_ext endpoint and page, as anonymous / another user /
-the user / admin, with and without the XSRF token of cookie authentication.
+the user / admin, with and without the XSRF token of cookie authentication, on
+the hub's origin; and a running lab's endpoints on the lab's own origin
+(``LAB_MATRIX``; tests/integration/test_origins.py checks that neither answers
+on the other's origin).
 
 ``MATRIX`` below is the one table. ``test_every_registered_endpoint_is_in_the_matrix``
 walks what the platform registers (each ``hub_ext.handlers.FEATURES`` module's
@@ -278,6 +281,66 @@ def test_matrix(people, row):
         time.sleep(row.interval)
     assert got == row.expected, f"{row.id}: got {got}"
     assert bodiless == [], f"{row.id}: error responses without a body for {bodiless}"
+
+
+# --- the lab's own origin ----------------------------------------------------------------
+
+# A lab's endpoints, on its own origin (https://<name>.<domain>, the default), for
+# the same four cookie sessions once each has opened the lab page as a browser
+# does (the OAuth dance across the two origins): method, path below the lab's
+# prefix, JSON body, then anonymous / another user / the user / admin. The
+# cookie-authenticated POST carries the lab's _xsrf where the session has one.
+LAB_MATRIX = [
+    ("GET",  "api/status",   None,             403, 403, 200, 403),
+    ("GET",  "api/contents", None,             403, 403, 200, 403),
+    ("POST", "api/contents", {"type": "file"}, 403, 403, 201, 403),
+]
+# where opening the lab page (redirects followed) lands: anonymous on the hub's
+# login page, another user refused by the hub's OAuth authorization, the admin
+# on the hub's page that asks them to confirm access to someone else's lab
+# (until they confirm, the lab does not take their session)
+LAB_PAGE = {ANON: (200, "hub login"), OTHER: (403, "hub authorization"), USER: (200, "lab"),
+            ADMIN: (200, "hub authorization")}
+
+
+@pytest.fixture(scope="module")
+def running_lab(people):
+    user, client = people.fresh_user()
+    people.api.start_server(user)
+    yield user, client
+    people.api.stop_server(user)
+
+
+def test_lab_origin_matrix(people, running_lab):
+    user, user_client = running_lab
+    clients = {ANON: HubClient(people.host.https_url), OTHER: people.other,
+               USER: user_client, ADMIN: people.admin}
+    lab_url = user_client.lab_url(user)
+    landed, got, expected = {}, {}, {}
+    for identity, client in clients.items():
+        page = client.open_lab(user)
+        hub = people.host.https_url
+        where = ("lab" if page.url.startswith(lab_url) else
+                 "hub login" if page.url.startswith(hub + "hub/login") else
+                 "hub authorization" if page.url.startswith(hub + "hub/api/oauth2/authorize") else
+                 "hub" if page.url.startswith(hub) else page.url)
+        landed[identity] = (page.status_code, where)
+    assert landed == LAB_PAGE
+    for method, path, body, *statuses in LAB_MATRIX:
+        for identity, status in zip(IDENTITIES, statuses):
+            client = clients[identity]
+            headers = {}
+            if method != "GET":
+                try:
+                    headers["X-XSRFToken"] = client.lab_xsrf(user)
+                except AssertionError:
+                    pass  # no session with the lab: nothing to echo
+            r = client.s.request(method, client.url(f"user/{user}/{path}"), json=body,
+                                 headers=headers, allow_redirects=False, timeout=60)
+            assert r.url.startswith(lab_url), r.url
+            got[(method, path, identity)] = r.status_code
+            expected[(method, path, identity)] = status
+    assert got == expected
 
 
 # --- malformed bodies: 4xx, never 5xx --------------------------------------------------

@@ -71,6 +71,11 @@ READONLY_BINDS = ["/opt/wheels", "/opt/pypi", "/opt/pypi-more"]
 PASSTHROUGH_ENV = ("PIP_", "NODE_EXTRA_CA_CERTS", "NPM_CONFIG_")
 
 ADMIN_USER = "admin"
+# Every *.localhost name is the loopback address to a browser (RFC 6761), so a
+# host on this machine serves the hub at hub.localhost and each lab at
+# <user>.hub.localhost with no DNS set-up (tests/hubclient.py resolves them so).
+DOMAIN = "hub.localhost"
+BASE_URL = "/jupyterhub/"
 
 
 def log(msg: str) -> None:
@@ -210,8 +215,33 @@ class Host:
                 "HOME=/root", "LANG=C.UTF-8"]
 
     @property
+    def domain(self) -> str:
+        return self.extra_vars.get("jupyterhub_domain", DOMAIN)
+
+    @property
+    def user_subdomains(self) -> bool:
+        """Each lab on its own origin (the default), or every lab on the hub's."""
+        return bool(self.extra_vars.get("jupyterhub_user_subdomains", True))
+
+    @property
     def https_url(self) -> str:
-        return f"https://127.0.0.1:{self.ports['nginx_https_port']}/jupyterhub/"
+        """The hub's public URL (its origin + base URL)."""
+        return f"https://{self.domain}:{self.ports['nginx_https_port']}{BASE_URL}"
+
+    @property
+    def lab_url_pattern(self) -> str:
+        """Where the lab of {user} answers (names that are not DNS labels get
+        JupyterHub's encoded label instead; lab_url() gives the exact one)."""
+        if not self.user_subdomains:
+            return f"{self.https_url}user/{{user}}/"
+        return f"https://{{user}}.{self.domain}:{self.ports['nginx_https_port']}{BASE_URL}user/{{user}}/"
+
+    def lab_url(self, user: str) -> str:
+        """The public URL of user's lab, as the hub computes it (for the tests,
+        which have tests/ on sys.path)."""
+        from hubclient import HubClient
+
+        return HubClient(self.https_url, user_subdomains=self.user_subdomains).lab_url(user)
 
     def internal_socket(self, name: str) -> str:
         """Path, from this machine, of the host's internal unix socket ``name``
@@ -419,6 +449,8 @@ def _write_inventory(host: Host) -> None:
         "ansible_python_interpreter": "/usr/bin/python3",
         "jupyterhub_admin": host.admin_user,
         "jupyterhub_admin_password": host.admin_password,
+        "jupyterhub_domain": host.domain,
+        "jupyterhub_user_subdomains": host.user_subdomains,
         # The test host's cgroup controllers are read-only: limits are set on
         # the unit but not enforced there (DESIGN.md); small values still show.
         "jupyterhub_spawner_mem_limit": "2G",
@@ -436,6 +468,23 @@ def _write_inventory(host: Host) -> None:
     inventory = {"all": {"hosts": {f"th-{host.name}": hostvars}}}
     # JSON is valid YAML; Ansible's YAML inventory plugin reads it.
     host.inventory.write_text(json.dumps(inventory, indent=2))
+
+
+# Every lab on the hub's origin (jupyterhub_user_subdomains false), reached by
+# address: tests/hubclient.py takes a hub URL with an IP address for this mode.
+SINGLE_ORIGIN_VARS = {"jupyterhub_user_subdomains": False, "jupyterhub_domain": "127.0.0.1"}
+
+
+def set_origins(name: str, user_subdomains: bool) -> Host:
+    """Switch a host between one origin per user and the single origin; deploy next."""
+    host = Host.load(name)
+    for key in SINGLE_ORIGIN_VARS:
+        host.extra_vars.pop(key, None)
+    if not user_subdomains:
+        host.extra_vars.update(SINGLE_ORIGIN_VARS)
+    host.save()
+    _write_inventory(host)
+    return host
 
 
 def deploy(name: str, *ansible_args: str, check: bool = True,
@@ -491,6 +540,7 @@ def _reap(pid: int) -> None:
 def write_demo_facts(host: Host, path: Path) -> dict:
     facts = {
         "url": host.https_url,
+        "lab_url": host.lab_url_pattern,
         "admin_user": host.admin_user,
         "admin_password": host.admin_password,
         "exec": host.exec_prefix,
@@ -504,9 +554,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("build", help="build (or reuse) the cached Debian 12 root")
+    single_origin = {"action": "store_true",
+                     "help": "every lab on the hub's origin (jupyterhub_user_subdomains false)"}
     p = sub.add_parser("up", help="boot a fresh host from the cached root")
     p.add_argument("name")
     p.add_argument("--port-base", type=int, required=True)
+    p.add_argument("--single-origin", **single_origin)
+    p = sub.add_parser("origins", help="switch a host's lab origins (then deploy it)")
+    p.add_argument("name")
+    p.add_argument("mode", choices=["subdomains", "single"])
     p = sub.add_parser("exec", help="run a command as root inside")
     p.add_argument("name")
     p.add_argument("argv", nargs=argparse.REMAINDER)
@@ -518,13 +574,18 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("demo", help="build, boot and deploy the demo host, print how to log in")
     p.add_argument("--name", default="demo")
     p.add_argument("--port-base", type=int, default=18000)
+    p.add_argument("--single-origin", **single_origin)
     args = ap.parse_args(argv)
+    extra_vars = SINGLE_ORIGIN_VARS if getattr(args, "single_origin", False) else {}
 
     if args.cmd == "build":
         print(build())
     elif args.cmd == "up":
-        host = up(args.name, args.port_base)
+        host = up(args.name, args.port_base, extra_vars)
         print(json.dumps(asdict(host), indent=2))
+    elif args.cmd == "origins":
+        host = set_origins(args.name, args.mode == "subdomains")
+        print(f"{host.name}: labs at {host.lab_url_pattern}; deploy it now")
     elif args.cmd == "exec":
         cmd = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
         return subprocess.run(Host.load(args.name).exec_prefix + cmd).returncode
@@ -534,11 +595,12 @@ def main(argv: list[str] | None = None) -> int:
     elif args.cmd == "down":
         down(args.name)
     elif args.cmd == "demo":
-        host = up(args.name, args.port_base)
+        host = up(args.name, args.port_base, extra_vars)
         deploy(host.name)
         facts_path = host.dir / "demo.json"
         facts = write_demo_facts(host, facts_path)
         print(f"\nThe platform runs at {facts['url']} (self-signed certificate)\n"
+              f"Each lab at {facts['lab_url']} (browsers resolve *.localhost to this machine)\n"
               f"Log in as {facts['admin_user']} / {facts['admin_password']}\n"
               f"Facts for scripts: {facts_path}\n"
               f"Shell inside: {sys.executable} tests/testhost/testhost.py exec {host.name} -- bash\n"

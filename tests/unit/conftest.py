@@ -7,6 +7,8 @@ import pytest
 SAMPLE_SETTINGS = {
     "state_dir": "/var/lib/jupyterhub",
     "base_url": "/jupyterhub/",
+    "public_host": "https://hub.example.org",
+    "user_subdomains": True,
     "hub_socket": "/run/jupyterhub/hub.sock",
     "proxy_socket": "/run/jupyterhub-proxy/proxy.sock",
     "proxy_api_socket": "/run/jupyterhub-proxy/api.sock",

@@ -33,6 +33,27 @@ def test_hub_and_proxy(settings):
     assert "auth_token" not in c.ConfigurableHTTPProxy
 
 
+def test_labs_get_their_own_origin_by_default(settings):
+    c = rendered(settings)
+    assert c.JupyterHub.subdomain_host == "https://hub.example.org"
+    assert c.JupyterHub.cookie_host_prefix_enabled is True
+
+
+def test_path_mode_keeps_labs_on_the_hub_origin(settings):
+    settings["user_subdomains"] = False
+    settings["public_host"] = "https://10.0.0.5:8443"
+    c = rendered(settings)
+    assert "subdomain_host" not in c.JupyterHub
+    assert "cookie_host_prefix_enabled" not in c.JupyterHub
+
+
+@pytest.mark.parametrize("public_host", ["https://10.0.0.5", "https://hub", "https://hub:8443"])
+def test_subdomains_need_a_domain_with_subdomains(settings, public_host):
+    settings["public_host"] = public_host
+    with pytest.raises(PlatformSettingsError, match="public_host needs a domain of two labels"):
+        rendered(settings)
+
+
 def test_spawner(settings):
     settings["spawner"]["environment"] = {"TZ": "UTC"}
     settings["spawner"]["unit_extra_properties"] = {"TasksMax": "512"}
@@ -102,6 +123,11 @@ def test_config_reaches_real_traits(settings):
         ("proxy_api_socket", "/run/x/api%.sock", "proxy_api_socket must be an absolute socket path"),
         ("proxy_user", "Bad User", "proxy_user is invalid"),
         ("base_url", "jupyterhub", "base_url must start and end with '/'"),
+        ("public_host", "hub.example.org", "public_host must be https://<domain>"),
+        ("public_host", "https://hub.example.org/jupyterhub/", "public_host must be https://<domain>"),
+        ("public_host", "https://Hub.example.org", "public_host must be https://<domain>"),
+        ("public_host", "https://hub.example.org:99999", "public_host must be https://<domain>"),
+        ("user_subdomains", "yes", "user_subdomains must be true or false"),
         ("state_dir", "var/lib", "state_dir must be an absolute path"),
         ("admin_user", "Admin", "admin_user is invalid"),
         ("signup_enabled", "yes", "signup_enabled must be true or false"),

@@ -67,3 +67,17 @@ def test_rows_join_values_and_docs():
 def test_markdown_cells_are_escaped_before_formatting():
     assert st.markdown_to_html("Use `<b>` & [docs](culling.md) <script>x</script>") == \
         "Use <code>&lt;b&gt;</code> &amp; docs &lt;script&gt;x&lt;/script&gt;"
+
+
+@pytest.mark.parametrize("single_origin", [True, False])
+def test_settings_page_warns_while_labs_share_the_hubs_origin(single_origin):
+    from types import SimpleNamespace
+
+    from .fakehub import hub_template_env
+
+    html = hub_template_env().get_template("settings.html").render(
+        rows=[], cell_html=st.markdown_to_html, single_origin=single_origin,
+        user=SimpleNamespace(name="admin", admin=True, spawner=None), base_url="/hub/",
+        static_url=lambda *a, **k: "/static/x", xsrf_token="tok")
+    assert ('id="single-origin-warning"' in html) is single_origin
+    assert 'id="settings-table"' in html
