@@ -162,9 +162,17 @@ def test_a_squatting_lab_never_binds_and_never_receives(host, admin, two_labs):
     assert not admin.server_running(victim) or lab_port(host, victim) == victim_port
 
     time.sleep(max(0.0, SQUAT_SECONDS + 3 - (time.monotonic() - started)))
-    out, status = lab_cell(admin, attacker, 'print(open("/tmp/squat.json").read())')
+    out, status = lab_cell(admin, attacker, textwrap.dedent("""
+        import os, time
+        deadline = time.monotonic() + 30
+        while not os.path.exists("/tmp/squat.json") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        print("REPORT:" + open("/tmp/squat.json").read())
+    """), timeout=90)
     assert status == "ok", out
-    report = json.loads(out.strip().splitlines()[-1])
+    reports = [line for line in out.splitlines() if line.startswith("REPORT:")]
+    assert reports, out
+    report = json.loads(reports[-1].removeprefix("REPORT:"))
     assert report == {"bound": [], "received": 0}, report
     for unit in ("jupyterhub.service", "configurable-http-proxy.service"):
         assert host.exec("systemctl", "is-active", unit).stdout.strip() == "active"
