@@ -258,10 +258,12 @@ def test_health_details_need_a_token_with_read_hub(host, admin):
 def _health_codes(host, client_addresses, headers=()):
     """GET the health endpoint through nginx, one request per client address in turn
     (curl --interface: the demo's nginx listens on every loopback address)."""
-    url = f"https://127.0.0.1:{host.ports['nginx_https_port']}/jupyterhub/hub/api/health"
+    port = host.ports["nginx_https_port"]
+    url = host.https_url + "hub/api/health"
     codes = []
     for address in client_addresses:
-        argv = ["curl", "-sk", "--interface", address, "-o", "/dev/null", "-w", "%{http_code}"]
+        argv = ["curl", "-sk", "--interface", address, "-o", "/dev/null", "-w", "%{http_code}",
+                "--resolve", f"{host.domain}:{port}:127.0.0.1"]
         for header in headers:
             argv += ["-H", header]
         codes.append(subprocess.run(argv + [url], capture_output=True, text=True,
