@@ -14,12 +14,13 @@ the fix is in the proxy and not in front of it.
 from __future__ import annotations
 
 import http.client
+import re
 import socket
 import ssl
 
 import pytest
 
-from hubclient import unique_names
+from hubclient import HubClient, unique_names
 
 MALFORMED = ["%ff", "%", "%zz", "%e9", "%c3%28", "a%ed%a0%80"]
 # what a browser sends to open a kernel's or a terminal's websocket
@@ -39,19 +40,42 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
         self.sock.connect(self.socket_path)
 
 
+class _NamedHTTPSConnection(http.client.HTTPSConnection):
+    """TLS to 127.0.0.1 with the platform's name as SNI (as a browser that
+    resolves *.localhost to the loopback address)."""
+
+    def __init__(self, name: str, port: int, **kw):
+        super().__init__("127.0.0.1", port, **kw)
+        self.server_name = name
+
+    def connect(self) -> None:
+        raw = socket.create_connection(("127.0.0.1", self.port), self.timeout)
+        self.sock = self._context.wrap_socket(raw, server_hostname=self.server_name)
+
+
+def origin_name(host, raw_path: str) -> str:
+    """The name a browser sends for raw_path: a lab's path on its own origin."""
+    lab = re.match(r"/jupyterhub/user/([^/%]+)/", raw_path)
+    client = HubClient(host.https_url, user_subdomains=host.user_subdomains)
+    return client.lab_host(lab[1]) if lab else client.hub.hostname
+
+
 def status_of(host, port: int | str, raw_path: str, tls: bool, headers: dict | None = None) -> int:
     """Status of GET raw_path, sent byte-for-byte (requests would re-encode it);
-    ``port`` a TCP port on 127.0.0.1 or a unix socket's path."""
+    ``port`` a TCP port on 127.0.0.1 (nginx, by the platform's names) or a unix
+    socket's path (the proxy's)."""
+    name = origin_name(host, raw_path)
     if isinstance(port, str):
         conn = _UnixHTTPConnection(port, timeout=30)
     elif tls:
         context = ssl.create_default_context()
         context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-        conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=30)
+        conn = _NamedHTTPSConnection(name, port, context=context, timeout=30)
     else:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    host_header = name if isinstance(port, str) else f"{name}:{port}"
     try:
-        conn.request("GET", raw_path, headers=headers or {})
+        conn.request("GET", raw_path, headers={"Host": host_header, **(headers or {})})
         return conn.getresponse().status
     finally:
         conn.close()
