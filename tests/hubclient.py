@@ -99,7 +99,9 @@ class UnixSocketAdapter(HTTPAdapter):
         super().__init__()
 
     def get_connection_with_tls_context(self, request, verify, proxies=None, cert=None):
-        pool = urllib3.HTTPConnectionPool("localhost")
+        # the pool's host is the Host header urllib3 sends: the URL's, so the
+        # proxy routes a lab's request on its own name
+        pool = urllib3.HTTPConnectionPool(urlparse(request.url).hostname)
         pool.ConnectionCls = lambda *a, **kw: _UnixConnection(*a, socket_path=self.socket_path, **kw)
         return pool
 
