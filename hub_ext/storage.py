@@ -230,9 +230,14 @@ def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def trash_item_name(volume: str, now: float, n: int = 0) -> str:
+def _stamp(now: float) -> str:
+    """The UTC stamp that starts every trash and archive entry's name."""
     stamp = datetime.fromtimestamp(now, UTC)
-    name = f"{stamp.strftime(_STAMP_FORMAT)}.{stamp.microsecond:06d}Z-{volume}"
+    return f"{stamp.strftime(_STAMP_FORMAT)}.{stamp.microsecond:06d}Z"
+
+
+def trash_item_name(volume: str, now: float, n: int = 0) -> str:
+    name = f"{_stamp(now)}-{volume}"
     return f"{name}-{n}" if n else name
 
 
@@ -259,11 +264,16 @@ def parse_trash_name(name) -> TrashItem | None:
     return TrashItem(id=name, volume=match["volume"], trashed_at=at)
 
 
-def check_trash_item_id(item_id) -> TrashItem:
-    item = parse_trash_name(item_id)
+def _checked_item(parse, what: str, item_id):
+    """parse(item_id), or VolumeNameError naming ``what`` (a 400 for the handlers)."""
+    item = parse(item_id)
     if item is None:
-        raise VolumeNameError(f"Invalid trash item {_quote(item_id)}")
+        raise VolumeNameError(f"Invalid {what} {_quote(item_id)}")
     return item
+
+
+def check_trash_item_id(item_id) -> TrashItem:
+    return _checked_item(parse_trash_name, "trash item", item_id)
 
 
 def _open_user_root(dirs: UserDirs) -> int:
@@ -645,8 +655,7 @@ class ArchiveItem:
 
 
 def archive_item_name(unix: str, now: float, n: int = 0) -> str:
-    stamp = datetime.fromtimestamp(now, UTC)
-    name = f"{stamp.strftime(_STAMP_FORMAT)}.{stamp.microsecond:06d}Z-{unix}"
+    name = f"{_stamp(now)}-{unix}"
     return f"{name}.{n}" if n else name
 
 
@@ -659,10 +668,7 @@ def parse_archive_name(name) -> ArchiveItem | None:
 
 
 def check_archive_item_id(item_id) -> ArchiveItem:
-    item = parse_archive_name(item_id)
-    if item is None:
-        raise VolumeNameError(f"Invalid archive item {_quote(item_id)}")
-    return item
+    return _checked_item(parse_archive_name, "archive item", item_id)
 
 
 def _open_archive(top_fd: int, create: bool) -> int:
