@@ -520,12 +520,7 @@ def restore_trash_item(
         except FileNotFoundError:
             raise TrashItemNotFoundError(item.id) from None
         try:
-            try:
-                st = os.stat(item.id, dir_fd=trash_fd, follow_symlinks=False)
-            except FileNotFoundError:
-                raise TrashItemNotFoundError(item.id) from None
-            if not stat.S_ISDIR(st.st_mode):
-                raise StorageError(errno.ENOTDIR, f"trash item {item.id} is not a directory")
+            st = _item_directory(trash_fd, item.id, "trash item")
             displaced = None
             if _exists(item.volume, root_fd):
                 displaced = _move_to_trash(root_fd, trash_fd, item.volume, now)
@@ -537,6 +532,17 @@ def restore_trash_item(
     finally:
         os.close(root_fd)
     return RestoreResult(volume=item.volume, restored=item, displaced=displaced)
+
+
+def _item_directory(dir_fd: int, item_id: str, what: str) -> os.stat_result:
+    """The stat of a trash or archive item, which must be a real directory."""
+    try:
+        st = os.stat(item_id, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        raise TrashItemNotFoundError(item_id) from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise StorageError(errno.ENOTDIR, f"{what} {item_id} is not a directory")
+    return st
 
 
 def _remove_at(dir_fd: int, name: str) -> None:
@@ -741,12 +747,7 @@ def restore_archived_user(
         except FileNotFoundError:
             raise TrashItemNotFoundError(item.id) from None
         try:
-            try:
-                st = os.stat(item.id, dir_fd=archive_fd, follow_symlinks=False)
-            except FileNotFoundError:
-                raise TrashItemNotFoundError(item.id) from None
-            if not stat.S_ISDIR(st.st_mode):
-                raise StorageError(errno.ENOTDIR, f"archive item {item.id} is not a directory")
+            _item_directory(archive_fd, item.id, "archive item")
             displaced = _archive_root(top_fd, archive_fd, item.unix, now)
             rename_noreplace(item.id, archive_fd, item.unix, top_fd)
         finally:
