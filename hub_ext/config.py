@@ -791,7 +791,7 @@ def apply_platform_settings(c, settings: Mapping[str, Any]) -> dict[str, Any]:
 
     spawner = c.PlatformSpawner
     if s["lab_start"]["server"]:
-        # jupyterhub-singleuser serving on the socket systemd holds (hub_ext/lab_server.py)
+        # jupyterhub-singleuser serving on the socket systemd holds (lab/lab_server.py)
         lab_command = [f"{s['lab_venv']}/bin/python", s["lab_start"]["server"]]
     else:
         lab_command = [f"{s['lab_venv']}/bin/jupyterhub-singleuser"]
@@ -809,7 +809,7 @@ def apply_platform_settings(c, settings: Mapping[str, Any]) -> dict[str, Any]:
     # icons); the admin's spawner.environment wins on a name both set
     spawner.environment = {**lab_environment(s), **s["spawner"]["environment"]}
     if s["lab_start"]["launcher"]:
-        # startup scripts run as the user before the lab (hub_ext/lab_start.py)
+        # startup scripts run as the user before the lab (lab/lab_start.py)
         spawner.cmd = [
             f"{s['lab_venv']}/bin/python", "-I", s["lab_start"]["launcher"], "--", *lab_command,
         ]

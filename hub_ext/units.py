@@ -264,7 +264,7 @@ def lab_socket_properties(ip: str, port: int) -> dict[str, PropertyValue]:
     binds it before the lab starts and holds it until the hub stops the lab, so
     no other user's lab can take the port, whatever happens to the lab's
     processes (docs/security.md). The lab serves on the inherited socket
-    (hub_ext/lab_server.py)."""
+    (lab/lab_server.py)."""
     return {"ListenStream": f"{ip}:{port}"}
 
 

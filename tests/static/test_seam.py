@@ -46,5 +46,6 @@ def test_every_module_is_placed_on_a_side_of_the_seam():
 
 def test_the_table_names_no_module_that_is_gone():
     named = table_modules()
-    gone = sorted(name for name in named if not (HUB_EXT / name).exists())
+    # hub_ext modules are named relative to hub_ext/, the lab's own code as lab/...
+    gone = sorted(name for name in named if not ((HUB_EXT / name).exists() or (REPO / name).exists()))
     assert not gone, f"docs/scaling.md names modules hub_ext no longer has: {gone}"

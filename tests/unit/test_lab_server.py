@@ -1,8 +1,8 @@
-"""hub_ext.lab_server: the lab adopts the socket systemd holds for its unit."""
+"""lab.lab_server: the lab adopts the socket systemd holds for its unit."""
 
 import socket
 
-from hub_ext import lab_server
+from lab import lab_server
 
 
 def test_inherited_fd_follows_the_sd_listen_fds_protocol():

@@ -1,4 +1,4 @@
-"""The lab launcher (hub_ext/lab_start.py): which startup scripts run, which are refused.
+"""The lab launcher (lab/lab_start.py): which startup scripts run, which are refused.
 
 Real files in a temporary directory; "root" is the uid running the tests
 (root_uid=), so the ownership rule is exercised without being root.
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hub_ext import lab_start
+from lab import lab_start
 
 ME = os.getuid()
 

@@ -10,7 +10,7 @@ instead of binding a port of its own.
 
 Installed by the playbook as ``/usr/local/lib/jupyterhub/lab_server.py``
 (root, 0644) and run by every lab unit, as the lab's user, under the lab
-venv's Python (after hub_ext/lab_start.py's startup scripts). Imports only the
+venv's Python (after lab/lab_start.py's startup scripts). Imports only the
 standard library at module level, so its pure part is tested without a lab.
 """
 
