@@ -1,8 +1,10 @@
 """JupyterHub extensions for the bare-metal data-science platform.
 
-Pure modules (``accounts``, ``storage``, ``config``, ``units``, ``process``)
-import neither tornado nor jupyterhub; ``spawner`` and ``authenticator`` are
-the JupyterHub-facing classes built on them.
+One package per feature (accounts, units, storage, culling, activity, gpu,
+notifications, admin): pure logic modules, and a ``handlers`` module with the
+HTTP code. ``plugin`` lists the features the hub serves, ``web`` is what their
+handlers share, ``spawner`` and ``authenticator`` are the JupyterHub-facing
+classes. The module map: docs/architecture.md.
 """
 
 __version__ = "0.1.0"

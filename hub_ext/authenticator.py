@@ -13,13 +13,13 @@ Admin account:
 
 NativeAuthenticator's /authorize, /authorize/<name> and /discard/<name> change
 state on GET (no _xsrf); PLATFORM_HANDLERS replaces them with the safe
-authorization page of hub_ext.handlers.accounts (POST + _xsrf, only pending
+authorization page of hub_ext.accounts.handlers (POST + _xsrf, only pending
 signups can be discarded). Passwords the platform generates (batch creation,
 reset) are stored exactly like the admin's: ``set_password``.
 
 Deleting a hub user archives its directories and disables its unix account
 (docs/accounts.md). Logins are delayed per account and client address
-(hub_ext.throttle) instead of NativeAuthenticator's lockout; signups are
+(hub_ext.accounts.throttle) instead of NativeAuthenticator's lockout; signups are
 bounded (fields, pending cap, per-address quota) and hashed off the event loop.
 """
 
@@ -47,17 +47,19 @@ from nativeauthenticator.orm import UserInfo
 from tornado import web
 from traitlets import Integer, List, Unicode
 
-from . import accounts, passwords, privileges
-from .handlers import platform_handlers
-from .handlers.accounts import (
+from hub_ext.accounts import unix_users as accounts
+from hub_ext.accounts import passwords
+from hub_ext.accounts import privileges
+from hub_ext.plugin import platform_handlers
+from hub_ext.accounts.handlers import (
     AuthorizationPageHandler,
     AuthorizeActionHandler,
     DiscardActionHandler,
 )
-from .handlers.base import request_client
-from .handlers.storage import SETTINGS_KEY as STORAGE_SETTINGS_KEY
-from .process import CommandError, run_command
-from .throttle import LoginThrottle, WindowQuota, format_wait
+from hub_ext.web.base import request_client
+from hub_ext.storage.handlers import SETTINGS_KEY as STORAGE_SETTINGS_KEY
+from hub_ext.process import CommandError, run_command
+from hub_ext.accounts.throttle import LoginThrottle, WindowQuota, format_wait
 
 # bcrypt (>= 4.1/5.0) refuses longer passwords with ValueError
 BCRYPT_MAX_PASSWORD_BYTES = 72
@@ -587,7 +589,7 @@ class PlatformAuthenticator(NativeAuthenticator):
         return user_info
 
     def _storage_manager(self):
-        # set up by get_handlers (hub_ext.handlers.storage); absent in unit tests
+        # set up by get_handlers (hub_ext.storage.handlers); absent in unit tests
         return getattr(self.parent, "tornado_settings", {}).get(STORAGE_SETTINGS_KEY)
 
     async def delete_user(self, user):

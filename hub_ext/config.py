@@ -30,13 +30,14 @@ from urllib.parse import quote
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import passwords, privileges
-from .culler import MAX_REQUEST_HOURS
-from .gpu import MODES as GPU_MODES
-from .gpu import POLICIES as GPU_POLICIES
-from .storage import VOLUMES
-from .units import check_tmpfs_size
-from .accounts import (
+from hub_ext.accounts import passwords
+from hub_ext.accounts import privileges
+from hub_ext.culling.culler import MAX_REQUEST_HOURS
+from hub_ext.gpu.devices import MODES as GPU_MODES
+from hub_ext.gpu.devices import POLICIES as GPU_POLICIES
+from hub_ext.storage.volumes import VOLUMES
+from hub_ext.units.lab_unit import check_tmpfs_size
+from hub_ext.accounts.unix_users import (
     InvalidNameError,
     check_hub_name,
     check_unix_name,
@@ -332,7 +333,7 @@ SPAWNER_CHECKS: dict[str, Check] = {
 
 
 # settings["idle_culler"] (optional object; a missing key takes the default below).
-# Mapped onto c.SessionCuller (hub_ext.handlers.session); docs/culling.md.
+# Mapped onto c.SessionCuller (hub_ext.culling.handlers); docs/culling.md.
 def _extension_hours(key, value):
     return _integer(key, value, 0, MAX_REQUEST_HOURS)
 
@@ -377,7 +378,7 @@ def _idle_culler(key, value):
 
 
 # settings["gpu"] (optional object; a missing key takes the default below).
-# Mapped onto c.GpuSupport (hub_ext.gpu); docs/gpu.md.
+# Mapped onto c.GpuSupport (hub_ext.gpu.devices); docs/gpu.md.
 def _gpu_mode(key, value):
     if not _is_int(value) or value not in GPU_MODES:
         raise PlatformSettingsError(key, "must be 0 (off), 1 (on) or 2 (auto)", value)
@@ -600,7 +601,7 @@ def lab_environment(s: Mapping[str, Any]) -> dict[str, str]:
 
 
 # settings["storage"] (optional object; a missing key takes the default below).
-# Mapped onto c.StorageManager (hub_ext.handlers.storage); docs/storage.md.
+# Mapped onto c.StorageManager (hub_ext.storage.handlers); docs/storage.md.
 def _volume_descriptions(key, value):
     _string_dict(key, value)
     unknown = sorted(set(value) - set(VOLUMES))
@@ -708,7 +709,7 @@ ROUTE_CHECK_INTERVAL = 30  # seconds
 # labs connect to call the hub's API, so the socket itself is open to all.
 HUB_SOCKET_MODE = 0o666
 # tornado_settings key naming the proxy's unix user, the only peer whose
-# X-Real-IP the hub believes (hub_ext.handlers.base.request_client)
+# X-Real-IP the hub believes (hub_ext.web.base.request_client)
 FRONT_END_USER_SETTING = "platform_front_end_user"
 
 
@@ -749,7 +750,7 @@ def apply_platform_settings(c, settings: Mapping[str, Any]) -> dict[str, Any]:
         # login cookie from its subdomain
         hub.cookie_host_prefix_enabled = True
 
-    # idle culling inside the hub (hub_ext.handlers.session.SessionCuller)
+    # idle culling inside the hub (hub_ext.culling.handlers.SessionCuller)
     culling = c.SessionCuller
     culling.enabled = s["idle_culler"]["enabled"]
     culling.timeout = s["idle_culler"]["timeout"]
@@ -759,7 +760,7 @@ def apply_platform_settings(c, settings: Mapping[str, Any]) -> dict[str, Any]:
     culling.extension_unit_seconds = s["idle_culler"]["extension_unit_seconds"]
     culling.state_file = f"{s['state_dir']}/{SESSION_EXTENSIONS_FILE}"
 
-    # per-user storage: reset to trash, restore, sizes (hub_ext.handlers.storage)
+    # per-user storage: reset to trash, restore, sizes (hub_ext.storage.handlers)
     storage = c.StorageManager
     storage.users_root = s["users_root"]
     storage.unix_username_template = s["unix_username_template"]
@@ -768,7 +769,7 @@ def apply_platform_settings(c, settings: Mapping[str, Any]) -> dict[str, Any]:
     storage.sizes_interval = s["storage"]["sizes_interval"]
     storage.volume_descriptions = s["storage"]["volume_descriptions"]
 
-    # GPU detection and assignment (hub_ext.gpu.GpuSupport; docs/gpu.md)
+    # GPU detection and assignment (hub_ext.gpu.devices.GpuSupport; docs/gpu.md)
     gpus = c.GpuSupport
     gpus.mode = s["gpu"]["enabled"]
     gpus.policy = s["gpu"]["policy"]
@@ -835,7 +836,7 @@ def apply_platform_settings(c, settings: Mapping[str, Any]) -> dict[str, Any]:
     native.open_signup = False
     # the traits' .tag(default=...) values are documentation only: the real
     # defaults are 0, which would disable lockout and allow empty passwords
-    # PlatformAuthenticator reads these two as its login delays (hub_ext.throttle):
+    # PlatformAuthenticator reads these two as its login delays (hub_ext.accounts.throttle):
     # failures free per account and address, and the longest delay
     native.allowed_failed_logins = s["allowed_failed_logins"]
     native.seconds_before_next_try = s["seconds_before_next_try"]

@@ -18,9 +18,14 @@ from systemdspawner import SystemdSpawner, systemd
 from tornado import web
 from traitlets import Bool, Dict, Float, TraitError, Unicode, default, validate
 
-from . import accounts, gpu, privileges, readiness, storage, units
-from .process import run_command
-from .units import DEFAULT_SHM_SIZE, DEFAULT_TMP_SIZE, UnitSpec, build_unit_spec, check_tmpfs_size
+from hub_ext.accounts import unix_users as accounts
+from hub_ext.gpu import devices as gpu
+from hub_ext.accounts import privileges
+from hub_ext.units import readiness
+from hub_ext.storage import volumes as storage
+from hub_ext.units import lab_unit as units
+from hub_ext.process import run_command
+from hub_ext.units.lab_unit import DEFAULT_SHM_SIZE, DEFAULT_TMP_SIZE, UnitSpec, build_unit_spec, check_tmpfs_size
 
 # ports tried when another process holds the chosen one (the socket unit fails to bind)
 PORT_ATTEMPTS = 3
@@ -70,7 +75,7 @@ class PlatformSpawner(SystemdSpawner):
         leads $PATH in every lab, before extra_paths.""",
     ).tag(config=True)
 
-    # GPU indices held by the running server (hub_ext.gpu); kept in the spawner
+    # GPU indices held by the running server (hub_ext.gpu.devices); kept in the spawner
     # state so a hub restart knows them (round-robin load, same devices)
     gpu_indices: tuple[int, ...] = ()
 
@@ -115,7 +120,7 @@ class PlatformSpawner(SystemdSpawner):
     lab_hardening = Bool(
         True,
         help="""Sandbox each lab unit (ProtectSystem, ProtectHome, capability
-        bounding set, system call filter, ...: hub_ext.units.lab_hardening).
+        bounding set, system call filter, ...: hub_ext.units.lab_unit.lab_hardening).
 
         Labs of users who may sudo (docker-privileged) get a looser profile that
         lets root inside install packages. unit_extra_properties override any

@@ -1,6 +1,6 @@
 """Run the user's lab on the listening socket systemd holds for its unit.
 
-Each lab unit comes with a socket unit (hub_ext.units.lab_socket_properties):
+Each lab unit comes with a socket unit (hub_ext.units.lab_unit.lab_socket_properties):
 systemd, as PID 1, binds the lab's port before the lab starts and keeps it
 until the hub stops the lab, so no other user's lab can take the port, even
 while this lab restarts or after it crashed (docs/security.md). This script

@@ -9,7 +9,7 @@
    ``systemctl show`` for all of them, :class:`.accounting.ControlGroupCache`),
 3. in the monitor's single worker thread: reads each running unit's figures
    (:class:`.accounting.Accounting`), the GPU memory per user
-   (:meth:`hub_ext.gpu.GpuSupport.usage`), and writes one sample per user, the
+   (:meth:`hub_ext.gpu.devices.GpuSupport.usage`), and writes one sample per user, the
    platform total, the retention pruning and the score sums in one SQLite
    transaction (:mod:`.store`),
 4. publishes the new figures (attribute swaps the event loop reads).
@@ -34,9 +34,9 @@ from traitlets import Any as AnyTrait
 from traitlets import Float, Integer, Unicode
 from traitlets.config import LoggingConfigurable
 
-from ..timeutil import to_epoch, to_iso
-from . import accounting, score
-from .store import Sample, Store, Total
+from hub_ext.timeutil import to_epoch, to_iso
+from hub_ext.activity import accounting, score
+from hub_ext.activity.store import Sample, Store, Total
 
 DAY = 86400
 
@@ -178,7 +178,7 @@ class ActivityMonitor(LoggingConfigurable):
         self.targets = targets or (lambda: [])
         self.accounting = accounting_reader
         if cgroup_lookup is None:
-            from ..process import run_command
+            from hub_ext.process import run_command
 
             cgroup_lookup = accounting.systemctl_lookup(run_command)
         self.cgroups = accounting.ControlGroupCache(cgroup_lookup)

@@ -25,7 +25,7 @@ import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from .score import DecayScore
+from hub_ext.activity.score import DecayScore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS samples (

@@ -1,4 +1,4 @@
-"""Benchmark and real-hardware check of hub_ext.gpu (docs/gpu.md, "On real hardware").
+"""Benchmark and real-hardware check of hub_ext.gpu.devices (docs/gpu.md, "On real hardware").
 
 Run it on a host with an NVIDIA GPU and nvidia-ml-py importable (no hub, no
 systemd needed):
@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from hub_ext import gpu  # noqa: E402
+from hub_ext.gpu import devices as gpu  # noqa: E402
 
 UNIT = "jupyter-gpucheck-singleuser.service"
 CHILD = """

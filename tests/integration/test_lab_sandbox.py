@@ -1,4 +1,4 @@
-"""The sandbox of a lab unit (hub_ext.units.lab_hardening, docs/accounts.md),
+"""The sandbox of a lab unit (hub_ext.units.lab_unit.lab_hardening, docs/accounts.md),
 checked from inside real labs on the test host.
 
 A normal user's lab still runs a notebook cell and a terminal that write to

@@ -5,7 +5,7 @@ the hub's origin; and a running lab's endpoints on the lab's own origin
 on the other's origin).
 
 ``MATRIX`` below is the one table. ``test_every_registered_endpoint_is_in_the_matrix``
-walks what the platform registers (each ``hub_ext.handlers.FEATURES`` module's
+walks what the platform registers (each ``hub_ext.plugin.FEATURES`` module's
 ``default_handlers``, and NativeAuthenticator's pages with ``PLATFORM_HANDLERS``
 substituted, exactly as ``PlatformAuthenticator.get_handlers`` does) and fails
 for any (path, method) the table lacks: a new endpoint cannot be forgotten.
@@ -32,7 +32,7 @@ from hubclient import HubClient, batch_create, login_client, unique_names
 
 ANON, OTHER, USER, ADMIN = "anonymous", "other user", "the user", "admin"
 IDENTITIES = (ANON, OTHER, USER, ADMIN)
-# built-in privilege group (hub_ext.privileges.BUILTIN_GROUPS): exists on every host
+# built-in privilege group (hub_ext.accounts.privileges.BUILTIN_GROUPS): exists on every host
 BUILTIN_GROUP = "docker-sock"
 
 
@@ -165,7 +165,7 @@ def registered_endpoints() -> list[tuple[str, str, str]]:
     from nativeauthenticator import NativeAuthenticator
 
     from hub_ext.authenticator import PLATFORM_HANDLERS
-    from hub_ext.handlers import FEATURES
+    from hub_ext.plugin import FEATURES
 
     handlers = [(p, PLATFORM_HANDLERS.get(h, h))
                 for p, h in NativeAuthenticator.get_handlers(None, None)]

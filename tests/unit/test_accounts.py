@@ -2,8 +2,8 @@ import asyncio
 
 import pytest
 
-from hub_ext import accounts
-from hub_ext.accounts import (
+from hub_ext.accounts import unix_users as accounts
+from hub_ext.accounts.unix_users import (
     ForeignAccountError,
     InvalidNameError,
     UnixAccountError,

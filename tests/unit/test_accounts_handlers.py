@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from hub_ext.handlers.accounts import MAX_BATCH, check_batch, signup_state
+from hub_ext.accounts.handlers import MAX_BATCH, check_batch, signup_state
 
 from .test_accounts import FakeSystem
 from .test_authenticator import make_authenticator  # noqa: F401 (fixture)
@@ -90,7 +90,7 @@ def test_delete_user_survives_a_failing_disable(make_authenticator):  # noqa: F8
 def _with_storage(auth, users_root):
     from traitlets.config import Config
 
-    from hub_ext.handlers.storage import StorageManager
+    from hub_ext.storage.handlers import StorageManager
 
     c = Config()
     c.StorageManager.users_root = str(users_root)
@@ -126,7 +126,7 @@ def test_delete_user_is_refused_when_the_directories_cannot_be_archived(make_aut
 
 
 def test_get_handlers_replace_the_get_based_state_changes(make_authenticator):  # noqa: F811
-    from hub_ext.handlers import accounts as h
+    from hub_ext.plugin import accounts as h
 
     handlers = dict(make_authenticator().get_handlers(None))
     assert handlers["/authorize"] is h.AuthorizationPageHandler
@@ -142,7 +142,7 @@ def test_deleting_a_user_whose_server_is_starting_is_a_409_not_a_half_deletion()
     # delete_user (password and unix account gone) and then failed with a 500
     from tornado import web
 
-    from hub_ext.handlers.accounts import PlatformUserAPIHandler
+    from hub_ext.accounts.handlers import PlatformUserAPIHandler
 
     starting = SimpleNamespace(spawners={"": SimpleNamespace(pending="spawn")})
     handler = SimpleNamespace(find_user=lambda name: starting, parsed_scopes={"delete:users"}, db=None)

@@ -419,7 +419,7 @@ def test_concurrent_live_requests_take_one_reading(monitor_env):
 
 
 def test_handlers_module_routes_and_setup_without_an_app():
-    from hub_ext.handlers import activity as h
+    from hub_ext.plugin import activity as h
 
     routes = dict(h.default_handlers)
     assert routes["/activity"] is h.ActivityPageHandler
@@ -440,7 +440,7 @@ def test_handlers_module_routes_and_setup_without_an_app():
     class Manager:
         def sizes_model(self, names):
             return {"users": {n: {"home": 1, "workspace": 2, "cache": 3} for n in names}}
-    from hub_ext.handlers.storage import SETTINGS_KEY
+    from hub_ext.storage.handlers import SETTINGS_KEY
     app.tornado_settings[SETTINGS_KEY] = Manager()
     assert provider(["alice"]) == {"alice": {"home": 1, "workspace": 2, "cache": 3}}
 
@@ -448,7 +448,7 @@ def test_handlers_module_routes_and_setup_without_an_app():
 def test_running_units_uses_full_unit_names():
     from types import SimpleNamespace as NS
 
-    from hub_ext.handlers.gpu import running_units
+    from hub_ext.gpu.handlers import running_units
 
     users = [NS(name="alice", spawners={"": NS(unit_name="jupyter-alice-singleuser", active=True)}),
              NS(name="bob", spawners={"": NS(unit_name="jupyter-bob-singleuser", active=False)})]

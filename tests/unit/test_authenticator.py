@@ -7,7 +7,7 @@ from jupyterhub import orm
 from nativeauthenticator.orm import UserInfo
 from traitlets.config import Config
 
-from hub_ext.accounts import HUB_NAME_RULE
+from hub_ext.accounts.unix_users import HUB_NAME_RULE
 from hub_ext.authenticator import (
     SIGNUP_CLOSED_MESSAGE,
     LoginResult,

@@ -1,11 +1,11 @@
-"""hub_ext.culler: remaining time, extension allowance and cull passes over scripted timelines."""
+"""hub_ext.culling.culler: remaining time, extension allowance and cull passes over scripted timelines."""
 
 import asyncio
 import json
 
 import pytest
 
-from hub_ext.culler import (
+from hub_ext.culling.culler import (
     HOUR,
     MAX_REQUEST_HOURS,
     REASON_IDLE,

@@ -1,4 +1,4 @@
-"""hub_ext.gpu with a fake NVML (tests/fake_nvml.py): detection, modes, policies,
+"""hub_ext.gpu.devices with a fake NVML (tests/fake_nvml.py): detection, modes, policies,
 unit properties and environment, usage per user, and the spawner's use of them."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from fake_nvml import FakeNvml, NVMLError, NVMLError_LibraryNotFound, fake_gpu
 from systemdspawner import systemd
 from traitlets.config import Config
 
-from hub_ext import gpu
+from hub_ext.gpu import devices as gpu
 from hub_ext.config import PlatformSettingsError, apply_platform_settings, validate_settings
 
 from .test_spawner import FakeSystemctl, make_spawner  # noqa: F401 (fixture)

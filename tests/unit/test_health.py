@@ -1,10 +1,8 @@
-"""Health endpoint rules (hub_ext.health): client address behind nginx, rate limit, report."""
+"""Health endpoint rules (hub_ext.admin.health): client address behind nginx, rate limit, report."""
 
 import pytest
 
-from hub_ext import health
-
-
+from hub_ext.admin import health
 @pytest.mark.parametrize("peer, headers, via_front_end, expected", [
     # nginx sets X-Real-IP (replacing the client's own) and the proxy passes it on
     ("uid:998", {"X-Real-IP": "203.0.113.7", "X-Forwarded-For": "1.2.3.4"}, True, "203.0.113.7"),

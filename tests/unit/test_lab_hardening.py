@@ -1,4 +1,4 @@
-"""The sandbox of a lab unit (hub_ext.units.lab_hardening) in the unit's properties.
+"""The sandbox of a lab unit (hub_ext.units.lab_unit.lab_hardening) in the unit's properties.
 
 What each directive does to a running lab is checked on the test host
 (tests/integration/test_lab_sandbox.py); here: which labs get which
@@ -7,8 +7,8 @@ directives, and that GPUs, admin overrides and sudo survive them.
 
 import pytest
 
-from hub_ext import gpu
-from hub_ext.units import SUDO_CAPABILITIES, build_unit_properties, lab_hardening
+from hub_ext.gpu import devices as gpu
+from hub_ext.units.lab_unit import SUDO_CAPABILITIES, build_unit_properties, lab_hardening
 
 # Measured on the test host (systemd 252): each of these makes systemd set
 # NoNewPrivileges for a non-root User= (they install seccomp filters), which

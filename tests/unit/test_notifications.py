@@ -1,13 +1,11 @@
-"""Broadcast rules and the parallel delivery (hub_ext.notifications), with fake senders."""
+"""Broadcast rules and the parallel delivery (hub_ext.notifications.broadcast), with fake senders."""
 
 import asyncio
 import json
 
 import pytest
 
-from hub_ext import notifications as n
-
-
+from hub_ext.notifications import broadcast as n
 def test_parse_accepts_the_originals_shape():
     b = n.parse_broadcast({"message": "  Maintenance at 18:00  ", "variant": "warning",
                            "autoClose": False, "recipients": ["ann", "bob", "ann"]})

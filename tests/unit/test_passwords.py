@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from hub_ext import passwords
-from hub_ext.passwords import PasswordPolicyError, entropy_bits, generate_password, wordlist
+from hub_ext.accounts import passwords
+from hub_ext.accounts.passwords import PasswordPolicyError, entropy_bits, generate_password, wordlist
 
 
 def test_wordlist_is_the_eff_long_list_of_plain_words():

@@ -2,7 +2,7 @@
 
 import pytest
 
-from hub_ext.privileges import (
+from hub_ext.accounts.privileges import (
     GroupPlan,
     Limits,
     Privileges,

@@ -1,4 +1,4 @@
-"""hub_ext.readiness: the spawner's wait for a starting lab to listen."""
+"""hub_ext.units.readiness: the spawner's wait for a starting lab to listen."""
 
 import asyncio
 import contextlib
@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from hub_ext.readiness import Readiness, http_answers, wait_until_listening
+from hub_ext.units.readiness import Readiness, http_answers, wait_until_listening
 
 
 class FakeClock:

@@ -17,9 +17,9 @@ from tornado.web import Application
 from traitlets.config import Config
 
 from hub_ext.config import apply_platform_settings
-from hub_ext.culler import HOUR
-from hub_ext.handlers import session
-from hub_ext.handlers.session import (
+from hub_ext.culling.culler import HOUR
+from hub_ext.plugin import session
+from hub_ext.culling.handlers import (
     SETTINGS_KEY,
     ExtendSessionHandler,
     SessionCuller,

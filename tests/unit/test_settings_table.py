@@ -1,4 +1,4 @@
-"""Settings page table (hub_ext.settings_table) and its one source of descriptions.
+"""Settings page table (hub_ext.admin.settings_table) and its one source of descriptions.
 
 docs/configuration.md IS the source of the descriptions the page shows, so the
 checks here are that every variable of group_vars/all.yml has exactly one row
@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hub_ext import settings_table as st
-
+from hub_ext.admin import settings_table as st
 REPO = Path(__file__).resolve().parents[2]
 DOC = (REPO / "docs" / "configuration.md").read_text()
 GROUP_VARS = yaml.safe_load((REPO / "ansible" / "group_vars" / "all.yml").read_text())

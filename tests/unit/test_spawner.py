@@ -12,7 +12,7 @@ from traitlets.config import Config
 
 from hub_ext.config import apply_platform_settings
 from hub_ext.spawner import PORT_ATTEMPTS
-from hub_ext.units import (
+from hub_ext.units.lab_unit import (
     SUDO_CAPABILITIES,
     SYSTEMD_DEFAULT_PATH,
     build_environment,
@@ -194,7 +194,7 @@ def test_lab_venv_bin_leads_path_whatever_extra_paths_says(make_spawner, setting
 
 
 def test_spawner_refuses_invalid_hub_name(make_spawner):
-    from hub_ext.accounts import InvalidNameError
+    from hub_ext.accounts.unix_users import InvalidNameError
 
     with pytest.raises(InvalidNameError):
         make_spawner(name="Bad.Name")
@@ -312,7 +312,7 @@ def test_the_labs_port_is_a_socket_unit_started_before_the_lab(
                      ["systemctl", "stop", "jupyter-alice-singleuser"]]
 
 
-# --- start() waits for the lab's port (hub_ext.readiness) ---------------------------
+# --- start() waits for the lab's port (hub_ext.units.readiness) ---------------------------
 
 
 def test_start_fails_with_the_unit_name_when_the_lab_exits_before_listening(
@@ -336,7 +336,7 @@ def test_start_fails_with_the_unit_name_when_the_lab_exits_before_listening(
 
 
 def test_start_refuses_foreign_account(make_spawner, monkeypatch):
-    from hub_ext.accounts import ForeignAccountError
+    from hub_ext.accounts.unix_users import ForeignAccountError
 
     async def not_running(unit):
         return False

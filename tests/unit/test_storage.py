@@ -3,8 +3,8 @@ import stat
 
 import pytest
 
-from hub_ext.accounts import InvalidNameError
-from hub_ext.storage import UnsafePathError, bind_paths, ensure_user_dirs, user_dirs
+from hub_ext.accounts.unix_users import InvalidNameError
+from hub_ext.storage.volumes import UnsafePathError, bind_paths, ensure_user_dirs, user_dirs
 
 
 class RecordingChown:
@@ -130,7 +130,7 @@ import json  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 
-from hub_ext import storage  # noqa: E402
+from hub_ext.storage import volumes as storage  # noqa: E402
 
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 
@@ -541,6 +541,6 @@ def test_purge_archive_deletes_expired_items_without_following_links(users):
     ("jh-Bad", "jh-{USERNAME}", None),
 ])
 def test_hub_name_for_unix(unix, template, hub):
-    from hub_ext.accounts import hub_name_for_unix
+    from hub_ext.accounts.unix_users import hub_name_for_unix
 
     assert hub_name_for_unix(unix, template) == hub

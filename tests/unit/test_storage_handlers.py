@@ -16,10 +16,10 @@ from tornado.testing import AsyncHTTPTestCase
 from tornado.web import Application
 from traitlets.config import Config
 
-from hub_ext import storage
+from hub_ext.storage import volumes as storage
 from hub_ext.config import apply_platform_settings
-from hub_ext.handlers import storage as storage_handlers
-from hub_ext.handlers.storage import (
+from hub_ext.plugin import storage as storage_handlers
+from hub_ext.storage.handlers import (
     SETTINGS_KEY,
     ManageVolumesHandler,
     RestartServerHandler,
@@ -487,7 +487,7 @@ def test_admin_page_lists_users_with_sizes():
 def test_walks_run_in_daemon_threads_and_errors_reach_the_loop():
     import threading
 
-    from hub_ext.handlers.storage import run_in_daemon_thread
+    from hub_ext.storage.handlers import run_in_daemon_thread
 
     def boom():
         raise PermissionError("walk failed")

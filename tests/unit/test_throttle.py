@@ -1,8 +1,8 @@
-"""hub_ext.throttle: login delays and the signup quota, with a fake clock."""
+"""hub_ext.accounts.throttle: login delays and the signup quota, with a fake clock."""
 
 import pytest
 
-from hub_ext.throttle import (
+from hub_ext.accounts.throttle import (
     ADDRESS_FREE_FACTOR,
     LoginThrottle,
     WindowQuota,

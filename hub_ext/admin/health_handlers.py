@@ -5,7 +5,7 @@ scope (the admin, or a token made with it) gets ``{"status": "ok",
 "uptime_seconds", "uptime", "version": {"platform", "jupyterhub", "python"},
 "users": {"total", "active_servers"}}``. Rate limited to one request per
 ``c.HealthEndpoint.min_interval`` seconds per client
-(:func:`hub_ext.handlers.base.request_client`); a faster request gets 429 with
+(:func:`hub_ext.web.base.request_client`); a faster request gets 429 with
 ``Retry-After``. JupyterHub's own ``/hub/health`` (an empty 200,
 used by the playbook to wait for the hub) is left as it is.
 """
@@ -22,8 +22,9 @@ from jupyterhub.apihandlers.base import APIHandler
 from traitlets import Float
 from traitlets.config import LoggingConfigurable
 
-from .. import __version__, health
-from .base import request_client
+from hub_ext import __version__
+from hub_ext.admin import health
+from hub_ext.web.base import request_client
 
 SETTINGS_KEY = "hub_ext_health"
 # versions, uptime and counts only for callers who may read the hub's details

@@ -1,6 +1,6 @@
 """Rules of the health endpoint: client address, rate limit, uptime, what whom sees.
 
-Pure (no tornado, no jupyterhub); hub_ext.handlers.health does the I/O.
+Pure (no tornado, no jupyterhub); hub_ext.admin.health_handlers does the I/O.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ All three need the unfiltered ``admin:servers`` scope (admins). Each delivery
 uses a token minted for that one user, limited to ``access:servers!user=<name>``
 (what the lab's ingest endpoint checks), expiring after ``token_expires_in``
 seconds and deleted as soon as the delivery is over; never an admin token.
-Rules and the parallel delivery: :mod:`hub_ext.notifications`.
+Rules and the parallel delivery: :mod:`hub_ext.notifications.broadcast`.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from tornado import web
 from traitlets import Float, Integer
 from traitlets.config import LoggingConfigurable
 
-from .. import notifications
-from .access import require_scope
+from hub_ext.notifications import broadcast as notifications
+from hub_ext.web.access import require_scope
 
 SETTINGS_KEY = "hub_ext_notifications"
 SCOPE = "admin:servers"

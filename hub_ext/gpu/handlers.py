@@ -4,7 +4,7 @@
   GPU stops the hub here, with the reason in the journal).
 * ``GET /hub/api/gpus`` (admins: ``admin:servers`` scope): mode, policy, the
   detected GPUs, each running server's assignment and the usage per GPU and
-  per user (:meth:`hub_ext.gpu.GpuSupport.usage`, what the activity monitor reads).
+  per user (:meth:`hub_ext.gpu.devices.GpuSupport.usage`, what the activity monitor reads).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.scopes import has_scope
 from tornado import web
 
-from ..activity.sampler import unit_of
-from ..gpu import GpuSupport
+from hub_ext.activity.sampler import unit_of
+from hub_ext.gpu.devices import GpuSupport
 
 
 def setup(app, parent=None) -> GpuSupport:
@@ -28,7 +28,7 @@ def running_units(users) -> dict[str, str]:
     """Unit name -> hub user name of every active server (what usage maps processes by).
 
     Full systemd names (``jupyter-alice-singleuser.service``), as
-    :func:`hub_ext.gpu.unit_of_cgroup` finds them in ``/proc/<pid>/cgroup``;
+    :func:`hub_ext.gpu.devices.unit_of_cgroup` finds them in ``/proc/<pid>/cgroup``;
     SystemdSpawner's ``unit_name`` lacks the suffix."""
     units = {}
     for user in users:

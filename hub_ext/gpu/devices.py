@@ -423,7 +423,7 @@ def usage_by_user(gpus: Sequence[GpuUsage]) -> dict[str, dict[str, Any]]:
 class GpuSupport(SingletonConfigurable):
     """GPU mode, policy and the detection result of this hub.
 
-    Detection runs once, at hub start (``hub_ext.handlers.gpu.setup``) or at
+    Detection runs once, at hub start (``hub_ext.gpu.handlers.setup``) or at
     the first spawn; mode 1 without a GPU makes it raise, so the hub does not start.
     """
 

@@ -12,7 +12,7 @@ import asyncio
 import re
 from dataclasses import dataclass
 
-from .process import CommandError, CommandRunner, run_command
+from hub_ext.process import CommandError, CommandRunner, run_command
 
 HUB_NAME_PATTERN = re.compile(r"[a-z][a-z0-9_-]{0,28}")
 HUB_NAME_RULE = (

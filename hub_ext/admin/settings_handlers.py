@@ -6,7 +6,7 @@
 Both need the ``admin-ui`` scope (admins). Values come from ``values_file``
 (rendered by the playbook from every variable of group_vars/all.yml, secrets
 masked), descriptions from ``docs_file`` (docs/configuration.md, installed by
-the playbook): :mod:`hub_ext.settings_table`. Nothing is written here.
+the playbook): :mod:`hub_ext.admin.settings_table`. Nothing is written here.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from tornado import web
 from traitlets import Unicode
 from traitlets.config import LoggingConfigurable
 
-from .. import settings_table
-from .access import require_scope
+from hub_ext.admin import settings_table
+from hub_ext.web.access import require_scope
 
 SETTINGS_KEY = "hub_ext_settings_page"
 SCOPE = "admin-ui"

@@ -7,7 +7,7 @@
 * ``GET  /hub/api/users/{user}/session-info``: where the user's default server stands.
 * ``POST /hub/api/users/{user}/extend-session`` with ``{"hours": N}``.
 
-The arithmetic is :mod:`hub_ext.culler` (pure); this module only maps the hub's
+The arithmetic is :mod:`hub_ext.culling.culler` (pure); this module only maps the hub's
 spawners onto it and does the I/O. docs/culling.md has the semantics.
 """
 
@@ -21,9 +21,9 @@ from tornado import web
 from traitlets import Bool, Integer, Unicode
 from traitlets.config import LoggingConfigurable
 
-from .. import culler
-from ..timeutil import to_epoch, to_iso
-from .base import UserResourceHandler
+from hub_ext.culling import culler
+from hub_ext.timeutil import to_epoch, to_iso
+from hub_ext.web.base import UserResourceHandler
 
 SETTINGS_KEY = "hub_ext_session_culler"  # tornado settings key the handlers read
 

@@ -2,7 +2,7 @@
 
 Pure stdlib (no tornado, no jupyterhub): times are POSIX seconds (floats) and
 "now" always comes from the caller, so tests drive scripted timelines with a
-fake clock. The JupyterHub side (``hub_ext.handlers.session``) turns the hub's
+fake clock. The JupyterHub side (``hub_ext.culling.handlers``) turns the hub's
 servers into :class:`Server` records, calls :func:`cull_once` periodically and
 answers the session-info / extend-session API with :func:`session_status` and
 :func:`grant_extension` -- the same functions, so what the Session Status card

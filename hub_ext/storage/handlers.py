@@ -2,7 +2,7 @@
 
 * :class:`StorageManager` holds the settings (``c.StorageManager.*``, set from
   platform.json ``storage``), runs the storage functions of
-  :mod:`hub_ext.storage` for one user at a time and keeps the size cache,
+  :mod:`hub_ext.storage.volumes` for one user at a time and keeps the size cache,
   refreshed every ``sizes_interval`` seconds in a worker thread.
 * API (the Docker original's two endpoints keep their JSON):
 
@@ -40,8 +40,9 @@ from tornado import web
 from traitlets import Dict, Integer, Unicode
 from traitlets.config import LoggingConfigurable
 
-from .. import accounts, storage
-from .base import UserResourceHandler
+from hub_ext.accounts import unix_users as accounts
+from hub_ext.storage import volumes as storage
+from hub_ext.web.base import UserResourceHandler
 
 SETTINGS_KEY = "hub_ext_storage"  # tornado settings key the handlers read
 WALK_NICE = 10  # niceness of the sizing thread

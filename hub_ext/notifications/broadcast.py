@@ -10,7 +10,7 @@ This module holds the request rules (:func:`parse_broadcast`), who gets what
 (:func:`plan_delivery`), the parallel delivery with a per-server timeout
 (:func:`deliver_all`, which takes the sending coroutine as an argument so it is
 tested with fakes) and the HTTP POST itself (:func:`post_ingest`, tornado's
-AsyncHTTPClient). The hub handlers (hub_ext.handlers.notifications) mint the
+AsyncHTTPClient). The hub handlers (hub_ext.notifications.handlers) mint the
 per-delivery token and do the database reads.
 """
 

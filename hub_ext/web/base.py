@@ -11,8 +11,8 @@ from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.scopes import has_scope
 from tornado import web
 
-from .. import health
-from ..config import FRONT_END_USER_SETTING
+from hub_ext.admin import health
+from hub_ext.config import FRONT_END_USER_SETTING
 
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 

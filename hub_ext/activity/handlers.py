@@ -23,10 +23,10 @@ from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.handlers import BaseHandler
 from tornado import web
 
-from ..activity import metrics
-from ..activity.sampler import ActivityMonitor, targets_from_users
-from ..gpu import GpuSupport
-from .access import require_scope
+from hub_ext.activity import metrics
+from hub_ext.activity.sampler import ActivityMonitor, targets_from_users
+from hub_ext.gpu.devices import GpuSupport
+from hub_ext.web.access import require_scope
 
 SETTINGS_KEY = "hub_ext_activity"
 SCOPE = "admin:servers"
@@ -36,7 +36,7 @@ STATIC_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 def sizes_provider(app):
     """Where the directory sizes column comes from: the storage feature's
     background sizing (docs/storage.md), a callable (hub names) -> {name: {dir: bytes}}."""
-    from .storage import SETTINGS_KEY as STORAGE_KEY
+    from hub_ext.storage.handlers import SETTINGS_KEY as STORAGE_KEY
 
     def provider(names):
         manager = app.tornado_settings.get(STORAGE_KEY)

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .accounts import check_unix_name, is_valid_unix_name
+from hub_ext.accounts.unix_users import check_unix_name, is_valid_unix_name
 
 USER_DIR_MODE = 0o700
 # traverse-only: the lab reaches its dirs through bind mounts, nobody lists them
@@ -872,7 +872,7 @@ DEFAULT_PLATFORM_CONFIG = "/etc/jupyterhub/platform.json"
 
 
 def _storage_settings(path: str) -> dict:
-    from .config import load_settings, validate_settings  # config imports this module's peers
+    from hub_ext.config import load_settings, validate_settings  # config imports this module's peers
 
     return validate_settings(load_settings(path))
 
@@ -935,6 +935,3 @@ def main(argv: list[str] | None = None) -> int:
     )
     return 1 if report.errors else 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Accounts: platform users and their unix accounts, passwords, privilege groups, login delays."""

@@ -1,0 +1,1 @@
+"""Admin pages that belong to no other feature: settings, health."""

@@ -1,0 +1,1 @@
+"""Idle culling with user extensions (the Session Status card)."""

@@ -1,0 +1,1 @@
+"""GPU detection (NVML), assignment policy and per-user usage."""

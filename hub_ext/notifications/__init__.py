@@ -1,0 +1,1 @@
+"""Admin broadcast notifications to running labs."""

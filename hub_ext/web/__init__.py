@@ -1,0 +1,1 @@
+"""What every platform handler shares: client address, user resources, scope checks."""
