@@ -14,6 +14,7 @@ import asyncio
 import os
 
 from jupyterhub.utils import random_port, url_path_join
+from sqlalchemy import inspect as orm_inspect
 from systemdspawner import SystemdSpawner, systemd
 from tornado import web
 from traitlets import Bool, Dict, Float, TraitError, Unicode, default, validate
@@ -29,6 +30,8 @@ from hub_ext.units.lab_unit import DEFAULT_SHM_SIZE, DEFAULT_TMP_SIZE, UnitSpec,
 
 # ports tried when another process holds the chosen one (the socket unit fails to bind)
 PORT_ATTEMPTS = 3
+# where a lab listens unless c.Spawner.ip says otherwise (the proxy and the hub are local)
+LAB_IP = "127.0.0.1"
 
 
 async def _run_logged(argv: list[str]) -> int:
@@ -184,6 +187,11 @@ class PlatformSpawner(SystemdSpawner):
     def socket_unit(self) -> str:
         """The unit holding the lab's listening socket (units.lab_socket_properties)."""
         return f"{self.unit_name}.socket"
+
+    @property
+    def lab_ip(self) -> str:
+        """The address the lab's socket unit binds and the hub connects to."""
+        return self.ip or LAB_IP
 
     @property
     def unix_name(self) -> str:
@@ -365,6 +373,7 @@ class PlatformSpawner(SystemdSpawner):
         self.assign_gpus()
         for attempt in range(1, PORT_ATTEMPTS + 1):
             self.port = random_port()
+            self.record_address()
             returncode = await self.start_unit(self.unit_spec(self.get_env(), granted), account)
             if returncode == 0:
                 break
@@ -383,11 +392,29 @@ class PlatformSpawner(SystemdSpawner):
         # already exited would keep it polling until start_timeout
         return await self.wait_until_listening()
 
+    def record_address(self) -> None:
+        """Save where the lab will listen, and the spawner's state, in the hub's
+        database now, before its unit exists.
+
+        JupyterHub fills in the server record (ip, port) and saves the state
+        only when start() returns. A hub stopped in between (a restart while a
+        lab is starting, e.g. one launched from the spawn page, which answers
+        after a second) left the record as JupyterHub creates it: ip '' and a
+        random port. At its next start the hub found the unit running, looked
+        for the lab at http://<hostname>:<that port>/, gave up after
+        http_timeout and stopped a healthy lab (docs/operations.md).
+        """
+        if self.server is None or self.orm_spawner is None:
+            return  # not started through JupyterHub's User.spawn (tests)
+        self.server.ip = self.lab_ip
+        self.server.port = self.port
+        self.orm_spawner.state = self.get_state()
+        orm_inspect(self.orm_spawner).session.commit()
+
     async def start_unit(self, spec: UnitSpec, account: accounts.UnixAccount) -> int:
         """Start the lab's socket unit (systemd binds the port), then the lab;
         the exit status of the first command that failed, else 0. Their output
         goes to the hub's journal, as SystemdSpawner's does."""
-        ip = self.ip or "127.0.0.1"
         properties = {**units.transient_defaults(self.unit_name), **spec.properties}
         runtime_dir = os.path.join(systemd.RUN_ROOT, properties["RuntimeDirectory"].split()[0])
         env_file = systemd.make_environment_file(runtime_dir, self.unit_name, spec.environment)
@@ -398,7 +425,7 @@ class PlatformSpawner(SystemdSpawner):
             + [self._expand_user_vars(a) for a in self.get_args()],
             working_dir=spec.working_dir,
             properties=properties,
-            socket_properties=units.lab_socket_properties(ip, self.port),
+            socket_properties=units.lab_socket_properties(self.lab_ip, self.port),
             uid=account.uid,
             gid=account.gid,
             slice=self.slice,
@@ -418,7 +445,7 @@ class PlatformSpawner(SystemdSpawner):
         """(ip, port) once the lab accepts connections; an HTTPError JupyterHub
         relays to the user (spawn page, API) if it exits first or does not
         listen within http_timeout."""
-        ip = self.ip or "127.0.0.1"
+        ip = self.lab_ip
         api = url_path_join(self.server.base_url if self.server else "/", "api")
         state = await readiness.wait_until_listening(
             lambda: self.lab_probe(ip, self.port, api),

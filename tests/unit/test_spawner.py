@@ -4,7 +4,10 @@ import asyncio
 from types import SimpleNamespace
 
 import pytest
-from jupyterhub.objects import Hub
+from jupyterhub import orm
+from jupyterhub.objects import Hub, Server
+from sqlalchemy import create_engine
+from sqlalchemy.orm import Session
 from systemdspawner import systemd
 from tornado import web
 from traitlets import TraitError
@@ -310,6 +313,58 @@ def test_the_labs_port_is_a_socket_unit_started_before_the_lab(
     # the socket first, or a connection would start the lab again
     assert stops == [["systemctl", "stop", "jupyter-alice-singleuser.socket"],
                      ["systemctl", "stop", "jupyter-alice-singleuser"]]
+
+
+def test_a_hub_stopped_while_a_lab_starts_finds_the_labs_address_in_its_database(
+    make_spawner, monkeypatch, tmp_path
+):
+    """The hub's database as JupyterHub's User.spawn leaves it when the hub stops
+    (a restart) while start() still waits for the lab: the next hub process,
+    which finds the unit running, must read where the lab listens from it
+    (issue 16: it connected to http://<hostname>:<random port>/, gave up and
+    stopped the lab)."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'jupyterhub.sqlite'}")
+    orm.Base.metadata.create_all(engine)
+    db = Session(engine)
+    orm_user = orm.User(name="alice")
+    orm_spawner = orm.Spawner(user=orm_user, name="")
+    db.add_all([orm_user, orm_spawner])
+    db.commit()
+    # User.spawn, before it calls start(): a server record with the ORM's defaults
+    orm_server = orm.Server(base_url="/jupyterhub/user/alice/")
+    db.add(orm_server)
+    db.commit()
+    systemctl = FakeSystemctl()
+    monkeypatch.setattr(systemd.asyncio, "create_subprocess_exec", systemctl)
+    monkeypatch.setattr(systemd, "RUN_ROOT", str(tmp_path / "run"))
+    spawner = make_spawner()
+    spawner.orm_spawner = orm_spawner
+    spawner.server = Server(orm_server=orm_server)
+    db.commit()  # User.spawn commits several times before start()
+    spawner.api_token = "t"
+
+    async def still_starting(ip, port, path):
+        return False
+
+    spawner.lab_probe = still_starting
+
+    async def hub_stops_while_the_lab_starts():
+        start = asyncio.create_task(spawner.start())
+        while ["systemctl", "start", f"{spawner.unit_name}.service"] not in systemctl.calls:
+            await asyncio.sleep(0.01)
+        start.cancel()  # the hub's process ends here
+        with pytest.raises(asyncio.CancelledError):
+            await start
+
+    asyncio.run(hub_stops_while_the_lab_starts())
+    listen = next(a for a in systemctl.systemd_run() if a.startswith("--socket-property=ListenStream="))
+    # the next hub process reads the database afresh
+    (saved,) = Session(engine).query(orm.Spawner).all()
+    assert listen == f"--socket-property=ListenStream=127.0.0.1:{saved.server.port}"
+    assert Server(orm_server=saved.server).url == (
+        f"http://127.0.0.1:{saved.server.port}/jupyterhub/user/alice/"
+    )
+    assert saved.state["unit_name"] == "jupyter-alice-singleuser"
 
 
 # --- start() waits for the lab's port (hub_ext.units.readiness) ---------------------------
