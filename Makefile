@@ -1,7 +1,8 @@
-# The two commands of README.md. Both need root on a Debian 12 machine.
+# The two commands of README.md (demo, test): both need root on a Debian 12 machine.
+# `make check` is the developer's fast loop: no root, no test host.
 PY := .venv/bin/python
 
-.PHONY: bootstrap demo test down-demo
+.PHONY: bootstrap demo test down-demo check
 
 bootstrap:
 	@scripts/bootstrap
@@ -14,6 +15,13 @@ demo: bootstrap
 down-demo: bootstrap
 	$(PY) tests/testhost/testhost.py down demo
 
-# Every test: unit, integration on a fresh test host, benchmarks.
+# Every test, every tier: unit, static, integration and browser on a fresh test host, benchmarks.
 test: bootstrap
 	$(PY) -m pytest
+
+# The fast tiers: unit + static (ruff, ansible-lint, the seam), well under a
+# minute, no root. Needs the .venv that scripts/bootstrap makes (or, without
+# root: python3 -m venv .venv && .venv/bin/pip install -r requirements-dev.txt).
+check:
+	@test -x $(PY) || { echo "make check: no $(PY); run scripts/bootstrap (root) or python3 -m venv .venv && .venv/bin/pip install -r requirements-dev.txt" >&2; exit 1; }
+	$(PY) -m pytest -m "unit or static" tests/unit tests/static

@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,41 @@ import testhost  # noqa: E402
 from hubclient import HubClient  # noqa: E402
 
 ARTIFACTS = TESTS.parent / "artifacts"
+
+# Each directory under tests/ is one tier, marked on its tests by
+# pytest_collection_modifyitems (the markers are registered in pytest.ini).
+TIERS = ("unit", "static", "integration", "browser", "bench")
+_tier_of_test: dict[str, str] = {}
+_tier_seconds: dict[str, float] = defaultdict(float)
+
+
+def tier_of(path: Path) -> str:
+    tier = path.relative_to(TESTS).parts[0]
+    if tier not in TIERS:
+        raise pytest.UsageError(f"{path}: tests live in one tier directory under tests/: {TIERS}")
+    return tier
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        tier = tier_of(item.path)
+        item.add_marker(tier)
+        _tier_of_test[item.nodeid] = tier
+
+
+def pytest_runtest_logreport(report):
+    # setup + call + teardown, so a session fixture (the test host) counts in the
+    # tier of the first test that needs it
+    _tier_seconds[_tier_of_test[report.nodeid]] += report.duration
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _tier_seconds:
+        return
+    terminalreporter.section("time per tier")
+    for tier in TIERS:
+        if tier in _tier_seconds:
+            terminalreporter.write_line(f"{tier:<12} {_tier_seconds[tier]:8.1f} s")
 
 
 @pytest.fixture(scope="session")
