@@ -19,6 +19,7 @@ Imports neither tornado nor jupyterhub.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -98,10 +99,10 @@ def memory_bytes(value) -> int:
         raise ValueError(f"not a memory size: {value!r}")
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value and value[-1] in _UNITS:
-        return int(float(value[:-1]) * _UNITS[value[-1]])
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([KMGT])?", value) if isinstance(value, str) else None
+    if match:
+        number, unit = match.groups()
+        return int(float(number) * _UNITS.get(unit, 1))
     raise ValueError(f"not a memory size: {value!r}")
 
 

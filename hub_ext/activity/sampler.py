@@ -175,7 +175,7 @@ class ActivityMonitor(LoggingConfigurable):
                 "ActivityMonitor: half_life and inactive_after must be > 0, live_interval >= 0"
             )
         self.rate = score.decay_rate(self.half_life)
-        self.targets = targets or (lambda: [])
+        self.targets = targets or (list)
         self.accounting = accounting_reader
         if cgroup_lookup is None:
             from hub_ext.process import run_command

@@ -76,9 +76,8 @@ def _auto_close(value) -> int | bool:
         return False
     if value is True:
         return DEFAULT_AUTO_CLOSE_MS
-    if isinstance(value, int) and not isinstance(value, bool):
-        if 0 < value <= MAX_AUTO_CLOSE_MS:
-            return value
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_AUTO_CLOSE_MS:
+        return value
     raise BroadcastRequestError(
         f"autoClose must be true, false or milliseconds in 1-{MAX_AUTO_CLOSE_MS}"
     )

@@ -80,7 +80,7 @@ def run_in_daemon_thread(name: str, fn, *args) -> asyncio.Future:
             pass
         try:
             result = fn(*args)
-        except BaseException as e:  # noqa: BLE001 - handed to the awaiting coroutine
+        except BaseException as e:
             outcome = (future.set_exception, e)
         else:
             outcome = (future.set_result, result)
@@ -309,10 +309,10 @@ class StorageManager(LoggingConfigurable):
     def _store(self, measured: dict[str, dict], at: float, complete: bool) -> None:
         if complete:
             self.sizes = measured
-            self.measured_at = {unix: at for unix in measured}
+            self.measured_at = dict.fromkeys(measured, at)
         else:
             self.sizes.update(measured)
-            self.measured_at.update({unix: at for unix in measured})
+            self.measured_at.update(dict.fromkeys(measured, at))
 
     async def _walk(self, fn, *args):
         """``fn(*args)`` in a worker thread, never two at once."""
@@ -463,7 +463,7 @@ class ManageVolumesHandler(_StorageHandler):
             result = self.storage_manager.reset(user, volumes)
         except storage.UnsafePathError as e:
             self.log.error("Storage: reset of %s refused: %s", user.name, e)
-            raise web.HTTPError(409, "The user's storage is not in a safe state; see the hub log")
+            raise web.HTTPError(409, "The user's storage is not in a safe state; see the hub log") from e
         self.storage_manager.remeasure_soon(user.name)
         self.write(result)
 
@@ -498,7 +498,7 @@ class RestoreHandler(_StorageHandler):
             raise web.HTTPError(404, f"No trash item {body['item']!r} for {user.name}") from None
         except (storage.UnsafePathError, OSError) as e:
             self.log.error("Storage: restore for %s failed: %s", user.name, e)
-            raise web.HTTPError(409, f"Could not restore: {getattr(e, 'strerror', None) or e}")
+            raise web.HTTPError(409, f"Could not restore: {getattr(e, 'strerror', None) or e}") from e
         self.storage_manager.remeasure_soon(user.name)
         self.write(result)
 
@@ -574,7 +574,7 @@ class ArchiveRestoreHandler(_AdminStorageHandler):
             raise web.HTTPError(404, f"No archive item {item.id!r}") from None
         except (storage.UnsafePathError, OSError) as e:
             self.log.error("Storage: restore of %s failed: %s", item.id, e)
-            raise web.HTTPError(409, f"Could not restore: {getattr(e, 'strerror', None) or e}")
+            raise web.HTTPError(409, f"Could not restore: {getattr(e, 'strerror', None) or e}") from e
         self.write(result)
 
 
