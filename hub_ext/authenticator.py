@@ -47,19 +47,18 @@ from nativeauthenticator.orm import UserInfo
 from tornado import web
 from traitlets import Integer, List, Unicode
 
+from hub_ext.accounts import passwords, privileges
 from hub_ext.accounts import unix_users as accounts
-from hub_ext.accounts import passwords
-from hub_ext.accounts import privileges
-from hub_ext.plugin import platform_handlers
 from hub_ext.accounts.handlers import (
     AuthorizationPageHandler,
     AuthorizeActionHandler,
     DiscardActionHandler,
 )
-from hub_ext.web.base import request_client
-from hub_ext.storage.handlers import SETTINGS_KEY as STORAGE_SETTINGS_KEY
-from hub_ext.process import CommandError, run_command
 from hub_ext.accounts.throttle import LoginThrottle, WindowQuota, format_wait
+from hub_ext.plugin import platform_handlers
+from hub_ext.process import CommandError, run_command
+from hub_ext.storage.handlers import SETTINGS_KEY as STORAGE_SETTINGS_KEY
+from hub_ext.web.base import request_client
 
 # bcrypt (>= 4.1/5.0) refuses longer passwords with ValueError
 BCRYPT_MAX_PASSWORD_BYTES = 72

@@ -26,17 +26,11 @@ from __future__ import annotations
 import json
 import os
 import re
-from urllib.parse import quote
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import quote
 
-from hub_ext.accounts import passwords
-from hub_ext.accounts import privileges
-from hub_ext.culling.culler import MAX_REQUEST_HOURS
-from hub_ext.gpu.devices import MODES as GPU_MODES
-from hub_ext.gpu.devices import POLICIES as GPU_POLICIES
-from hub_ext.storage.volumes import VOLUMES
-from hub_ext.units.lab_unit import check_tmpfs_size
+from hub_ext.accounts import passwords, privileges
 from hub_ext.accounts.unix_users import (
     InvalidNameError,
     check_hub_name,
@@ -44,6 +38,11 @@ from hub_ext.accounts.unix_users import (
     check_unix_username_template,
     unix_name,
 )
+from hub_ext.culling.culler import MAX_REQUEST_HOURS
+from hub_ext.gpu.devices import MODES as GPU_MODES
+from hub_ext.gpu.devices import POLICIES as GPU_POLICIES
+from hub_ext.storage.volumes import VOLUMES
+from hub_ext.units.lab_unit import check_tmpfs_size
 
 SPAWNER_CLASS = "hub_ext.spawner.PlatformSpawner"
 # hub_ext's page templates (home.html with the Session Status card)

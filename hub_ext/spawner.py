@@ -19,13 +19,13 @@ from systemdspawner import SystemdSpawner, systemd
 from tornado import web
 from traitlets import Bool, Dict, Float, TraitError, Unicode, default, validate
 
+from hub_ext.accounts import privileges
 from hub_ext.accounts import unix_users as accounts
 from hub_ext.gpu import devices as gpu
-from hub_ext.accounts import privileges
-from hub_ext.units import readiness
+from hub_ext.process import run_command
 from hub_ext.storage import volumes as storage
 from hub_ext.units import lab_unit as units
-from hub_ext.process import run_command
+from hub_ext.units import readiness
 from hub_ext.units.lab_unit import DEFAULT_SHM_SIZE, DEFAULT_TMP_SIZE, UnitSpec, build_unit_spec, check_tmpfs_size
 
 # ports tried when another process holds the chosen one (the socket unit fails to bind)

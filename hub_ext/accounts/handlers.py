@@ -45,8 +45,8 @@ from jupyterhub.utils import maybe_future
 from nativeauthenticator.orm import UserInfo
 from tornado import web
 
-from hub_ext.accounts import passwords
-from hub_ext.accounts import privileges
+from hub_ext.accounts import passwords, privileges
+
 MAX_BATCH = 100
 RENAME_REFUSED = (
     "Renaming users is not supported on this platform: a hub name is tied to its "

@@ -34,9 +34,9 @@ from traitlets import Any as AnyTrait
 from traitlets import Float, Integer, Unicode
 from traitlets.config import LoggingConfigurable
 
-from hub_ext.timeutil import to_epoch, to_iso
 from hub_ext.activity import accounting, score
 from hub_ext.activity.store import Sample, Store, Total
+from hub_ext.timeutil import to_epoch, to_iso
 
 DAY = 86400
 

@@ -61,7 +61,7 @@ def bench_users(host, admin):
     for name in (BIG, SMALL):
         r = admin.api("POST", f"users/{name}")
         assert r.status_code in (201, 409), r.text
-        if not host.exec("test", "-d", f"{USERS_ROOT}/jh-{name}/workspace", check=False).returncode == 0:
+        if host.exec("test", "-d", f"{USERS_ROOT}/jh-{name}/workspace", check=False).returncode != 0:
             admin.start_server(name)
             admin.stop_server(name)
     counts = {BIG: BIG_FILES, SMALL: 1}

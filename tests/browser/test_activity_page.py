@@ -50,7 +50,7 @@ def test_admin_sees_the_table_and_the_plots(host, admin, lab_user, page):
     # a user's own history, chosen by clicking the row
     row.click()
     page.wait_for_function(
-        "document.querySelector('#activity-history-user').value === %r" % lab_user)
+        f"document.querySelector('#activity-history-user').value === {lab_user!r}")
     page.wait_for_function(
         "parseInt(document.querySelector('#activity-plot-memory').dataset.points || '0') >= 1")
     assert page.locator(f"tr.table-active[data-user='{lab_user}']").count() == 1

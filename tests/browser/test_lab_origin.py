@@ -20,7 +20,7 @@ import json
 import secrets
 import textwrap
 from concurrent.futures import ThreadPoolExecutor
-from urllib.parse import quote, urlparse
+from urllib.parse import urlparse
 
 from browserutil import login
 from hubclient import HubClient, batch_create, lab_cell, unique_names

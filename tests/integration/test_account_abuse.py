@@ -23,6 +23,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+
 from hubclient import (
     HubClient,
     alert_text,

@@ -13,6 +13,7 @@ import re
 import secrets
 
 import pytest
+
 from hub_ext.accounts.privileges import memory_bytes
 from hubclient import (
     HubClient,

@@ -23,12 +23,12 @@ SPLASH_URL = "https://example.org/brand/splash.png"
 def branded(host, admin, tmp_path_factory):
     d = tmp_path_factory.mktemp("branding")
     logo = d / "company-logo.svg"
-    logo.write_text('<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"><!-- logo %s --></svg>'
-                    % secrets.token_hex(4))
+    logo.write_text('<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8">'
+                    f'<!-- logo {secrets.token_hex(4)} --></svg>')
     favicon = d / "fav.png"
     favicon.write_bytes(b"\x89PNG\r\n\x1a\n" + secrets.token_bytes(16))
     icon = d / "Lab-Icon.SVG"
-    icon.write_text('<svg xmlns="http://www.w3.org/2000/svg"><!-- main %s --></svg>' % secrets.token_hex(4))
+    icon.write_text(f'<svg xmlns="http://www.w3.org/2000/svg"><!-- main {secrets.token_hex(4)} --></svg>')
     variables = {
         "jupyterhub_logo_uri": f"file://{logo}",
         "jupyterhub_favicon_uri": f"file://{favicon}",

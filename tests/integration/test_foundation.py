@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import ssl
 import socket
+import ssl
 
 import pytest
 import requests

@@ -10,6 +10,7 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+
 from hubclient import lab_cell, lab_shell, unique_names
 
 LAB_BIN = "/opt/jupyterlab/bin"
@@ -21,7 +22,8 @@ BUILD_WHEEL = textwrap.dedent("""
     files = {
         f"{name}/__init__.py": "VALUE = 'installed by the user'\\n",
         f"{name}-{version}.dist-info/METADATA": f"Metadata-Version: 2.1\\nName: {name}\\nVersion: {version}\\n",
-        f"{name}-{version}.dist-info/WHEEL": "Wheel-Version: 1.0\\nGenerator: test\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n",
+        f"{name}-{version}.dist-info/WHEEL":
+            "Wheel-Version: 1.0\\nGenerator: test\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n",
     }
     def digest(text):
         raw = hashlib.sha256(text.encode()).digest()

@@ -3,9 +3,10 @@ checked from inside real labs on the test host.
 
 A normal user's lab still runs a notebook cell and a terminal that write to
 home, workspace, cache, /tmp and /mnt/shared, speak HTTP over loopback (IPv4,
-IPv6, Python and node) and reach the hub's API on its unix socket, map W+X memory (JIT), use /dev/shm and build a venv with
-pip; while other homes and other users' processes are invisible, the file
-system outside the bound directories is read-only and it holds no capability.
+IPv6, Python and node) and reach the hub's API on its unix socket, map W+X
+memory (JIT), use /dev/shm and build a venv with pip; while other homes and
+other users' processes are invisible, the file system outside the bound
+directories is read-only and it holds no capability.
 A docker-sock member reaches a root-owned socket of the docker group. A
 docker-privileged member's sudo still installs a Debian package and makes a
 setuid file, without the capabilities that reach beyond the lab (mount,
@@ -28,6 +29,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from hubclient import HubClient, lab_cell, lab_shell, unique_names
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
@@ -142,11 +144,11 @@ def fills_up(admin: HubClient, user: str, path: str, cap: int) -> str:
 
 def notebook_cell() -> str:
     """A cell doing what notebooks do; prints cell-ok when all of it worked."""
-    return textwrap.dedent(f"""
+    return textwrap.dedent("""
         import mmap, multiprocessing, os, socket, urllib.request
         home = os.environ["HOME"]
         for d in (home, home + "/workspace", home + "/.cache", "/tmp", "/mnt/shared"):
-            probe = f"{{d}}/sandbox-probe-{{os.getpid()}}"
+            probe = f"{d}/sandbox-probe-{os.getpid()}"
             with open(probe, "w") as f:
                 f.write("x")
             os.remove(probe)

@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 import pytest
 import requests
 
-from hubclient import HubClient, batch_create, login_client, unique_names
+from hubclient import batch_create, login_client, unique_names
 
 EVIL = "evil.example"
 
@@ -74,9 +74,9 @@ def test_https_refuses_an_unknown_name(host):
         return
     ctx = ssl.create_default_context()
     ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-    with socket.create_connection(("127.0.0.1", host.ports["nginx_https_port"]), timeout=10) as sock:
-        with pytest.raises(ssl.SSLError):
-            ctx.wrap_socket(sock, server_hostname=EVIL).close()
+    with (socket.create_connection(("127.0.0.1", host.ports["nginx_https_port"]), timeout=10) as sock,
+          pytest.raises(ssl.SSLError)):
+        ctx.wrap_socket(sock, server_hostname=EVIL).close()
 
 
 @pytest.fixture(scope="module")

@@ -175,9 +175,9 @@ def registered_endpoints() -> list[tuple[str, str, str]]:
     for path, handler in handlers:
         for method in handler.SUPPORTED_METHODS:
             impl = getattr(handler, method.lower(), None)
-            if impl is not None and impl is not getattr(web.RequestHandler, method.lower()):
-                if method not in IGNORED_METHODS:
-                    out.append((path, method, handler.__name__))
+            overridden = impl is not None and impl is not getattr(web.RequestHandler, method.lower())
+            if overridden and method not in IGNORED_METHODS:
+                out.append((path, method, handler.__name__))
     return out
 
 
@@ -327,7 +327,7 @@ def test_lab_origin_matrix(people, running_lab):
         landed[identity] = (page.status_code, where)
     assert landed == LAB_PAGE
     for method, path, body, *statuses in LAB_MATRIX:
-        for identity, status in zip(IDENTITIES, statuses):
+        for identity, status in zip(IDENTITIES, statuses, strict=True):
             client = clients[identity]
             headers = {}
             if method != "GET":
@@ -388,7 +388,7 @@ def test_malformed_json_bodies_are_4xx_never_5xx(people, row):
         assert 400 <= status < 500, f"{row.id} with body {body!r}: {status}"
 
     sample_keys = sorted(row.json) if isinstance(row.json, dict) else []
-    shaped = st.fixed_dictionaries({}, optional={k: json_values for k in sample_keys})
+    shaped = st.fixed_dictionaries({}, optional=dict.fromkeys(sample_keys, json_values))
 
     @settings(max_examples=EXAMPLES, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))

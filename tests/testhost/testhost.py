@@ -46,7 +46,7 @@ MIRROR = "http://deb.debian.org/debian"
 RECIPE = {
     "suite": "bookworm",
     "variant": "minbase",
-    # systemd/dbus/python3 are what DESIGN.md checked; sshd is how Ansible
+    # systemd/dbus/python3 boot the host and run Ansible's modules; sshd is how Ansible
     # reaches the host, as it would a real server; procps/iproute2 for debugging.
     "include": [
         "systemd", "systemd-sysv", "dbus", "python3", "openssh-server",
@@ -452,7 +452,7 @@ def _write_inventory(host: Host) -> None:
         "jupyterhub_domain": host.domain,
         "jupyterhub_user_subdomains": host.user_subdomains,
         # The test host's cgroup controllers are read-only: limits are set on
-        # the unit but not enforced there (DESIGN.md); small values still show.
+        # the unit but not enforced there (docs/testing.md); small values still show.
         "jupyterhub_spawner_mem_limit": "2G",
         "jupyterhub_spawner_cpu_limit": 1.0,
         # the suite signs up dozens of users from 127.0.0.1 within minutes; the

@@ -68,7 +68,7 @@ def test_score_edge_cases():
     s.remove(72 * HOUR, False, rate)
     assert s.ratio is None and s.samples == 0
     assert score.full_score([], 0, rate) is None
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="half life must be > 0"):
         score.decay_rate(0)
     # the decay is the original's: exp(-ln2 / half_life * age_hours)
     assert math.exp(-rate * 36 * HOUR) == pytest.approx(math.exp(-math.log(2) / 72 * 36))
@@ -352,7 +352,7 @@ def test_metrics_collector(monitor_env):
 
 
 def test_monitor_rejects_nonsense():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="half_life and inactive_after must be > 0"):
         ActivityMonitor(half_life=0, cgroup_lookup=lambda u: {})
 
 

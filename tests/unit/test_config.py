@@ -263,7 +263,7 @@ def test_jupyterhub_config_file_without_config_d(settings, write_settings, monke
 
 def test_jupyterhub_config_file_refuses_bad_platform_json(settings, write_settings, monkeypatch):
     settings["spawner"]["mem_limit"] = -5
-    with pytest.raises(ValueError, match="spawner.mem_limit"):
+    with pytest.raises(ValueError, match=r"spawner\.mem_limit"):
         load_jupyterhub_config(write_settings(settings), monkeypatch)
 
 

@@ -10,12 +10,12 @@ import sys
 from types import SimpleNamespace
 
 import pytest
-from fake_nvml import FakeNvml, NVMLError, NVMLError_LibraryNotFound, fake_gpu
 from systemdspawner import systemd
 from traitlets.config import Config
 
-from hub_ext.gpu import devices as gpu
+from fake_nvml import FakeNvml, NVMLError, NVMLError_LibraryNotFound, fake_gpu
 from hub_ext.config import PlatformSettingsError, apply_platform_settings, validate_settings
+from hub_ext.gpu import devices as gpu
 
 from .test_spawner import FakeSystemctl, make_spawner  # noqa: F401 (fixture)
 
@@ -53,7 +53,7 @@ def test_nvml_library_missing_resolves_auto_to_off_and_on_to_an_error():
     assert d.gpus == ()
     assert d.errors == ("NVML init failed: NVMLError_LibraryNotFound: NVML Shared Library Not Found",)
     assert gpu.resolve_mode(gpu.MODE_AUTO, d) is False
-    with pytest.raises(gpu.GpuRequiredError, match="forced on.*Library Not Found"):
+    with pytest.raises(gpu.GpuRequiredError, match=r"forced on.*Library Not Found"):
         gpu.resolve_mode(gpu.MODE_ON, d)
 
 
@@ -135,7 +135,7 @@ def test_policy_round_robin_takes_the_least_loaded_lowest_index_first():
 
 
 def test_policy_group():
-    kw = dict(group_devices={"ml": [2, 3], "vision": [3]}, group_counts={"ml": 1, "big": 4})
+    kw = {"group_devices": {"ml": [2, 3], "vision": [3]}, "group_counts": {"ml": 1, "big": 4}}
     choose = gpu.choose_gpus
     assert choose("group", [0, 1, 2, 3], groups=["staff"], **kw) == ()  # no GPU group
     assert choose("group", [0, 1, 2, 3], groups=["ml"], **kw) == (2,)

@@ -3,6 +3,8 @@
 import pytest
 
 from hub_ext.admin import health
+
+
 @pytest.mark.parametrize("peer, headers, via_front_end, expected", [
     # nginx sets X-Real-IP (replacing the client's own) and the proxy passes it on
     ("uid:998", {"X-Real-IP": "203.0.113.7", "X-Forwarded-For": "1.2.3.4"}, True, "203.0.113.7"),
@@ -34,7 +36,7 @@ def test_rate_limit_memory_is_bounded():
         now[0] += 0.01
         limiter.check(f"10.0.0.{i}")
     assert len(limiter._last) <= 10
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="interval must be > 0"):
         health.RateLimiter(0)
 
 

@@ -6,6 +6,8 @@ import json
 import pytest
 
 from hub_ext.notifications import broadcast as n
+
+
 def test_parse_accepts_the_originals_shape():
     b = n.parse_broadcast({"message": "  Maintenance at 18:00  ", "variant": "warning",
                            "autoClose": False, "recipients": ["ann", "bob", "ann"]})
@@ -91,7 +93,7 @@ def test_delivery_is_parallel_with_a_per_server_timeout():
     assert sorted(started) == ["broken", "fast", "slow", "weird"]
     by_user = {r.username: r for r in results}
     assert by_user["fast"].status == n.SUCCESS and by_user["fast"].error is None
-    assert by_user["slow"].status == n.FAILED and "Timed out after 0.2s" == by_user["slow"].error
+    assert by_user["slow"].status == n.FAILED and by_user["slow"].error == "Timed out after 0.2s"
     assert by_user["broken"].error == "The lab answered HTTP 500"
     assert by_user["weird"].error == "Unexpected error (KeyError)"
 

@@ -51,9 +51,9 @@ def test_memory_bytes(value, expected):
     assert memory_bytes(value) == expected
 
 
-@pytest.mark.parametrize("value", ["", "4X", True, None, "G"])
+@pytest.mark.parametrize("value", ["", "4X", True, None, "G", "infG", "-1G", "1e3G"])
 def test_memory_bytes_rejects(value):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not a memory size"):
         memory_bytes(value)
 
 

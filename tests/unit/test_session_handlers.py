@@ -18,7 +18,6 @@ from traitlets.config import Config
 
 from hub_ext.config import apply_platform_settings
 from hub_ext.culling.culler import HOUR
-from hub_ext.plugin import session
 from hub_ext.culling.handlers import (
     SETTINGS_KEY,
     ExtendSessionHandler,
@@ -27,6 +26,7 @@ from hub_ext.culling.handlers import (
     to_epoch,
     to_iso,
 )
+from hub_ext.plugin import session
 
 from .fakehub import AuthFromHeader, hub_template_env
 

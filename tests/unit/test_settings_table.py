@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from hub_ext.admin import settings_table as st
+
 REPO = Path(__file__).resolve().parents[2]
 DOC = (REPO / "docs" / "configuration.md").read_text()
 GROUP_VARS = yaml.safe_load((REPO / "ansible" / "group_vars" / "all.yml").read_text())

@@ -386,7 +386,7 @@ def test_start_fails_with_the_unit_name_when_the_lab_exits_before_listening(
 
     spawner.lab_probe = never_listens
     spawner.ready_poll_interval = 0.01  # the unit check comes after 1 s of probes
-    with pytest.raises(web.HTTPError, match="exited before listening.*journalctl -u jupyter-alice-singleuser"):
+    with pytest.raises(web.HTTPError, match=r"exited before listening.*journalctl -u jupyter-alice-singleuser"):
         asyncio.run(spawner.start())
 
 

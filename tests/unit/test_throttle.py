@@ -82,7 +82,7 @@ def test_spraying_names_from_one_address_delays_the_address(clock):
 
 def test_success_clears_pair_and_account_but_not_the_address(clock):
     t = throttle(clock)
-    for n in range(3 * ADDRESS_FREE_FACTOR):
+    for _ in range(3 * ADDRESS_FREE_FACTOR):
         t.failed("admin", "10.0.0.1")
     t.succeeded("admin", "10.0.0.1")
     assert t.wait("other", "10.0.0.1") > 0  # the address count stays
