@@ -28,19 +28,28 @@ def lab_user(admin, hub_dropin):
     admin.stop_server(name)
 
 
-def test_admin_sees_the_table_and_the_plots(host, admin, lab_user, page):
+@pytest.fixture(scope="module")
+def offline_user(admin):
+    """A user whose server never ran."""
+    name = "brw-off-" + secrets.token_hex(3)
+    assert admin.api("POST", f"users/{name}").status_code == 201
+    return name
+
+
+def test_admin_sees_the_table_and_the_plots(host, admin, lab_user, offline_user, page):
     login(page, host.https_url, host.admin_user, host.admin_password)
     page.goto(host.https_url + "hub/activity")
     row = page.wait_for_selector(f"#activity-table tr.activity-row[data-user='{lab_user}']")
-    assert row.get_attribute("data-status") in ("active", "idle")
-    assert page.locator(f"tr[data-user='{lab_user}'] .activity-status").inner_text().strip() in (
-        "active", "idle")
+    # just started: its last activity is well inside inactive_after (60 min)
+    assert row.get_attribute("data-status") == "active"
+    assert page.locator(f"tr[data-user='{lab_user}'] .activity-status").inner_text().strip() == "active"
     # the sizes column (from the storage feature's sizing, "n/a" until measured), and
     # where the figures came from
     assert page.locator(f"tr[data-user='{lab_user}'] .activity-sizes").inner_text().strip()
     assert "memory: psutil" in page.locator(f"tr[data-user='{lab_user}'] .activity-source").inner_text()
-    offline = page.locator(f"tr[data-user='{host.admin_user}'] .activity-status")
-    assert offline.inner_text().strip() in ("offline", "active", "idle")
+    offline = page.locator(f"tr[data-user='{offline_user}']")
+    assert offline.get_attribute("data-status") == "offline"
+    assert offline.locator(".activity-status").inner_text().strip() == "offline"
     # the platform plots: uPlot canvases with the stored samples
     page.wait_for_selector("#activity-plot-cpu .uplot canvas")
     page.wait_for_selector("#activity-plot-memory .uplot canvas")

@@ -20,10 +20,14 @@ import pytest
 from hubclient import HubClient, lab_shell
 
 SAMPLE_INTERVAL = 4
+SIZES_INTERVAL = 3
 DROPIN = f"""\
-# test: sample every {SAMPLE_INTERVAL} s, live readings at most 1 s old
+# test: sample every {SAMPLE_INTERVAL} s, live readings at most 1 s old, directory
+# sizes measured and taken over every {SIZES_INTERVAL} s
 c.ActivityMonitor.sample_interval = {SAMPLE_INTERVAL}
 c.ActivityMonitor.live_interval = 1.0
+c.ActivityMonitor.volumes_update_interval = {SIZES_INTERVAL}
+c.StorageManager.sizes_interval = {SIZES_INTERVAL}
 """
 # two busy loops (up to 200 % of a core: a clear signal on a loaded 2-core machine),
 # in their own session so closing the terminal does not stop them
@@ -73,7 +77,8 @@ def test_busy_user_shows_higher_cpu_and_the_other_idle_with_sources(host, admin,
         time.sleep(1)
     else:
         pytest.fail(f"burner/idle CPU % never separated: {seen}")
-    assert b["status"] == "active" and i["status"] in ("active", "idle")
+    # both just started: their last activity is well inside inactive_after (60 min)
+    assert b["status"] == "active" and i["status"] == "active"
     # where the figures came from on this host (read-only controllers)
     for u in (b, i):
         assert u["sources"]["memory"] == "psutil", u["sources"]
@@ -83,12 +88,18 @@ def test_busy_user_shows_higher_cpu_and_the_other_idle_with_sources(host, admin,
         assert u["memory_bytes"] > 20 * 2**20 and u["tasks"] >= 1
         assert u["memory_limit"] == 2 * 2**30  # the test host's jupyterhub_spawner_mem_limit
         assert u["unit"] == f"jupyter-{u['name']}-singleuser.service"
-        # sizes come from the storage feature's background sizing: not measured yet, or
-        # bytes per directory
-        assert u["sizes"] is None or (
-            set(u["sizes"]) >= {"home", "workspace", "cache"}
-            and all(isinstance(u["sizes"][d], int) for d in ("home", "workspace", "cache"))), u["sizes"]
     assert b["tasks"] > i["tasks"]
+
+    # sizes come from the storage feature's background sizing (null until its
+    # first pass over the user): bytes per directory and their total
+    deadline = time.monotonic() + 6 * SIZES_INTERVAL + 10
+    while (sizes := users_of(admin)[burner]["sizes"]) is None:
+        assert time.monotonic() < deadline, "the burner's directory sizes never showed up"
+        time.sleep(1)
+    assert set(sizes) == {"total", "dirs"}, sizes
+    assert set(sizes["dirs"]) >= {"home", "workspace", "cache"}, sizes
+    assert all(isinstance(n, int) and n >= 0 for n in sizes["dirs"].values()), sizes
+    assert sizes["total"] == sum(sizes["dirs"].values()) > 0, sizes
 
     # the stored samples (what the plots draw) agree within two more sample intervals
     deadline = time.monotonic() + 3 * SAMPLE_INTERVAL + 10
@@ -121,10 +132,11 @@ def test_busy_user_shows_higher_cpu_and_the_other_idle_with_sources(host, admin,
 def test_activity_database_is_the_hubs_own_file(host, two_users):
     out = host.exec("stat", "-c", "%a %U", "/var/lib/jupyterhub/activity.sqlite").stdout.split()
     assert out == ["600", "root"]
-    # nothing but the hub process has it open
+    # the hub's process holds it open (the monitor keeps one connection), and nothing else
+    hub_pid = host.exec("systemctl", "show", "-P", "MainPID", "jupyterhub").stdout.strip()
     holders = host.sh("for p in /proc/[0-9]*; do ls -l $p/fd 2>/dev/null | grep -q activity.sqlite "
-                      "&& cat $p/comm; done; true").stdout.split()
-    assert set(holders) <= {"jupyterhub"}, holders
+                      "&& echo ${p#/proc/}; done; true").stdout.split()
+    assert holders == [hub_pid], f"holders {holders}, hub {hub_pid}"
 
 
 def test_non_admins_get_403_and_anonymous_is_refused(host, admin, fast_sampling):
