@@ -1,19 +1,16 @@
-"""session-info / extend-session handlers and SessionCuller, with a fake clock and fake users.
+"""session-info / extend-session handlers and SessionCuller, with a fake clock.
 
-The handlers are JupyterHub APIHandlers; here only their authentication step
-is replaced (the caller and its scopes come from a test header), so access
-rules, input validation and the JSON answers are the real code. Cookie/XSRF
-and token authentication are JupyterHub's and are checked on the test host.
+The API runs in a real JupyterHub application (tests/unit/realhub.py:
+JupyterHub's own MockHub, real API tokens, roles and scopes); a running server
+is the hub's database record of one. Cookie sessions and XSRF are attacked on
+the test host (tests/integration/test_security_matrix.py).
 """
 
 import asyncio
-import json
 from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pytest
-from tornado.testing import AsyncHTTPTestCase
-from tornado.web import Application
 from traitlets.config import Config
 
 from hub_ext.config import apply_platform_settings
@@ -28,9 +25,10 @@ from hub_ext.culling.handlers import (
 )
 from hub_ext.plugin import session
 
-from .fakehub import AuthFromHeader, hub_template_env
+from .realhub import RealHub, hub_template_env
 
 T0 = 1_700_000_000.0
+ADMIN = "boss"  # MockHub creates its own "admin"
 
 
 def naive_utc(epoch):
@@ -88,14 +86,6 @@ def make_culler(tmp_path=None, **overrides):
     culler = SessionCuller(config=c)
     culler.clock = Clock()
     return culler
-
-
-class InfoHandler(AuthFromHeader, SessionInfoHandler):
-    pass
-
-
-class ExtendHandler(AuthFromHeader, ExtendSessionHandler):
-    pass
 
 
 def test_default_handlers_paths():
@@ -166,174 +156,188 @@ def test_run_waits_for_hub_start_then_culls_periodically():
     asyncio.run(scenario())
 
 
-class SessionAPITest(AsyncHTTPTestCase):
-    def get_app(self):
-        self.culler = make_culler()
-        self.alice = FakeUser("alice")
-        self.bob = FakeUser("bob")
-        self.admin = FakeUser("admin", admin=True)
-        users = {u.name: u for u in (self.alice, self.bob, self.admin)}
-        return Application(
-            [
-                (r"/hub/api/users/([^/]+)/session-info", InfoHandler),
-                (r"/hub/api/users/([^/]+)/extend-session", ExtendHandler),
-            ],
-            **{SETTINGS_KEY: self.culler, "test_users": users},
-            hub=SimpleNamespace(base_url="/hub/"),
-        )
+@pytest.fixture(scope="module")
+def hub():
+    """A real hub (JupyterHub's MockHub) serving the session API; alice, bob, an admin."""
+    hub = RealHub(session.default_handlers)
+    for name, admin in (("alice", False), ("bob", False), (ADMIN, True)):
+        hub.add_user(name, admin=admin)
+    yield hub
+    hub.close()
 
-    def call(self, path, caller, body=None, raw=None):
-        kwargs = {
-            "headers": {"X-Test-User": caller, "Content-Type": "application/json"}
-        }
-        if body is not None or raw is not None:
-            kwargs.update(
-                method="POST", body=raw if raw is not None else json.dumps(body)
-            )
-        response = self.fetch(path, **kwargs)
-        return response.code, json.loads(response.body or b"null")
 
-    def info(self, user, caller):
-        return self.call(f"/hub/api/users/{user}/session-info", caller)
+@pytest.fixture
+def culler(hub):
+    """A fresh culler for each test, every server stopped."""
+    culler = make_culler()
+    hub.settings[SETTINGS_KEY] = culler
+    for name in ("alice", "bob", ADMIN):
+        hub.mark_stopped(name)
+    return culler
 
-    def extend(self, user, caller, body=None, raw=None):
-        return self.call(f"/hub/api/users/{user}/extend-session", caller, body, raw)
 
-    # --- session-info ---
+def info(hub, user, caller):
+    return hub.request("GET", f"api/users/{user}/session-info", caller)
 
-    def test_info_of_running_server(self):
-        self.alice.spawner.start(T0)
-        self.culler.clock.now = T0 + 100
-        code, info = self.info("alice", "alice")
-        assert code == 200
-        assert info == {
-            "user": "alice",
-            "server_name": "",
-            "culler_enabled": True,
-            "server_active": True,
-            "timeout_seconds": 600,
-            "max_age_seconds": 0,
-            "max_extension_hours": 3,
-            "started": to_iso(T0),
-            "last_activity": to_iso(T0),
-            "deadline": to_iso(T0 + 600),
-            "cull_reason": "idle",
-            "time_remaining_seconds": 500,
-            "extensions_used_hours": 0,
-            "extensions_available_hours": 3,
-        }
 
-    def test_info_of_stopped_server(self):
-        code, info = self.info("alice", "alice")
-        assert code == 200
-        assert info["server_active"] is False
-        assert info["time_remaining_seconds"] is None
-        assert info["extensions_available_hours"] == 3
+def extend(hub, user, caller, body=None, raw=None):
+    return hub.request("POST", f"api/users/{user}/extend-session", caller, body, raw)
 
-    def test_info_when_culler_disabled(self):
-        self.culler.policy = make_culler(enabled=False).policy
-        self.alice.spawner.start(T0)
-        code, info = self.info("alice", "alice")
-        assert code == 200 and info["culler_enabled"] is False
-        assert info["server_active"] is True and info["time_remaining_seconds"] is None
 
-    def test_other_user_is_forbidden(self):
-        self.bob.spawner.start(T0)
-        for path in ("session-info", "extend-session"):
-            code, body = self.call(
-                f"/hub/api/users/bob/{path}",
-                "alice",
-                {"hours": 1} if path == "extend-session" else None,
-            )
-            assert code == 403, path
-            assert "bob" in body["message"]
-        # unknown names answer the same (no probing for accounts)
-        assert self.info("nobody", "alice")[0] == 403
+# --- session-info ---
 
-    def test_anonymous_is_forbidden(self):
-        code, body = self.info("alice", "")
+
+def test_info_of_running_server(hub, culler):
+    hub.mark_running("alice", T0)
+    culler.clock.now = T0 + 100
+    code, answer = info(hub, "alice", "alice")
+    assert code == 200
+    assert answer == {
+        "user": "alice",
+        "server_name": "",
+        "culler_enabled": True,
+        "server_active": True,
+        "timeout_seconds": 600,
+        "max_age_seconds": 0,
+        "max_extension_hours": 3,
+        "started": to_iso(T0),
+        "last_activity": to_iso(T0),
+        "deadline": to_iso(T0 + 600),
+        "cull_reason": "idle",
+        "time_remaining_seconds": 500,
+        "extensions_used_hours": 0,
+        "extensions_available_hours": 3,
+    }
+
+
+def test_info_of_stopped_server(hub, culler):
+    code, answer = info(hub, "alice", "alice")
+    assert code == 200
+    assert answer["server_active"] is False
+    assert answer["time_remaining_seconds"] is None
+    assert answer["extensions_available_hours"] == 3
+
+
+def test_info_when_culler_disabled(hub, culler):
+    culler.policy = make_culler(enabled=False).policy
+    hub.mark_running("alice", T0)
+    code, answer = info(hub, "alice", "alice")
+    assert code == 200 and answer["culler_enabled"] is False
+    assert answer["server_active"] is True and answer["time_remaining_seconds"] is None
+
+
+def test_other_user_is_forbidden(hub, culler):
+    hub.mark_running("bob", T0)
+    code, body = info(hub, "bob", "alice")
+    assert code == 403 and "bob" in body["message"]
+    code, body = extend(hub, "bob", "alice", {"hours": 1})
+    assert code == 403 and "bob" in body["message"]
+    # unknown names answer the same (no probing for accounts)
+    assert info(hub, "nobody", "alice")[0] == 403
+    assert extend(hub, "bob", "alice", {"hours": 1})[0] == 403
+    assert info(hub, "bob", "bob")[1]["extensions_used_hours"] == 0
+
+
+def test_anonymous_is_forbidden(hub, culler):
+    for code, body in (info(hub, "alice", None), extend(hub, "alice", None, {"hours": 1})):
         assert code == 403
         assert "credentials" in body["message"]
 
-    def test_admin_reads_and_extends_anyone(self):
-        self.alice.spawner.start(T0)
-        assert self.info("alice", "admin")[0] == 200
-        code, body = self.extend("alice", "admin", {"hours": 2})
-        assert code == 200 and body["granted_hours"] == 2
-        assert self.info("alice", "alice")[1]["extensions_used_hours"] == 2
-        assert self.info("nobody", "admin")[0] == 404
 
-    # --- extend-session ---
+def test_a_token_without_the_scope_is_forbidden(hub, culler):
+    """JupyterHub's own token scopes decide: a read-only token of alice's may
+    read her session but not extend it."""
+    hub.mark_running("alice", T0)
+    token = hub.user("alice").new_api_token(scopes=["read:servers!user=alice"])
+    hub.tokens["alice-read-only"] = token
+    assert info(hub, "alice", "alice-read-only")[0] == 200
+    code, body = extend(hub, "alice", "alice-read-only", {"hours": 1})
+    assert code == 403, body
+    assert info(hub, "alice", "alice")[1]["extensions_used_hours"] == 0
 
-    def test_extend_then_truncate_then_refuse(self):
-        self.alice.spawner.start(T0)
-        code, body = self.extend("alice", "alice", {"hours": 2})
-        assert code == 200
-        assert (body["granted_hours"], body["truncated"]) == (2, False)
-        assert body["session_info"]["time_remaining_seconds"] == 600 + 2 * HOUR
-        assert body["session_info"]["extensions_available_hours"] == 1
 
-        code, body = self.extend("alice", "alice", {"hours": 5})
-        assert code == 200
-        assert (body["requested_hours"], body["granted_hours"], body["truncated"]) == (
-            5,
-            1,
-            True,
-        )
-        assert "truncated" in body["message"]
-        assert body["session_info"]["extensions_available_hours"] == 0
+def test_admin_reads_and_extends_anyone(hub, culler):
+    hub.mark_running("alice", T0)
+    assert info(hub, "alice", ADMIN)[0] == 200
+    code, body = extend(hub, "alice", ADMIN, {"hours": 2})
+    assert code == 200 and body["granted_hours"] == 2
+    assert info(hub, "alice", "alice")[1]["extensions_used_hours"] == 2
+    assert info(hub, "nobody", ADMIN)[0] == 404
 
-        code, body = self.extend("alice", "alice", {"hours": 1})
-        assert code == 409
-        assert "No extension left" in body["message"]
 
-    def test_restart_resets_allowance(self):
-        self.alice.spawner.start(T0)
-        assert self.extend("alice", "alice", {"hours": 3})[0] == 200
-        self.alice.spawner.stop()
-        self.alice.spawner.start(T0 + 5000)
-        self.culler.clock.now = T0 + 5000
-        info = self.info("alice", "alice")[1]
-        assert info["extensions_used_hours"] == 0
-        assert info["time_remaining_seconds"] == 600
-        assert self.extend("alice", "alice", {"hours": 3})[1]["granted_hours"] == 3
+# --- extend-session ---
 
-    def test_extend_stopped_server_or_disabled_culler_is_409(self):
-        code, body = self.extend("alice", "alice", {"hours": 1})
-        assert code == 409 and "not running" in body["message"]
-        self.alice.spawner.start(T0)
-        self.culler.policy = make_culler(enabled=False).policy
-        code, body = self.extend("alice", "alice", {"hours": 1})
-        assert code == 409 and "disabled" in body["message"]
-        self.culler.policy = make_culler(max_extension_hours=0).policy
-        code, body = self.extend("alice", "alice", {"hours": 1})
-        assert code == 409 and "disabled" in body["message"]
 
-    def test_bad_input_is_400_with_message(self):
-        self.alice.spawner.start(T0)
-        cases = [
-            ({"hours": 0}, "at least 1"),
-            ({"hours": -3}, "at least 1"),
-            ({"hours": 10**9}, "at most"),
-            ({"hours": "2"}, "whole number"),
-            ({"hours": 1.5}, "whole number"),
-            ({}, "Missing"),
-            ([], "JSON object"),
-        ]
-        for body, words in cases:
-            code, answer = self.extend("alice", "alice", body)
-            assert code == 400, body
-            assert words in answer["message"], (body, answer)
-        code, answer = self.extend("alice", "alice", raw="hours=2")
-        assert code == 400 and "JSON" in answer["message"]
-        code, answer = self.extend("alice", "alice", raw=" ")
-        assert code == 400 and "JSON" in answer["message"]
-        # nothing was granted by any of them
-        assert self.info("alice", "alice")[1]["extensions_used_hours"] == 0
+def test_extend_then_truncate_then_refuse(hub, culler):
+    hub.mark_running("alice", T0)
+    code, body = extend(hub, "alice", "alice", {"hours": 2})
+    assert code == 200
+    assert (body["granted_hours"], body["truncated"]) == (2, False)
+    assert body["session_info"]["time_remaining_seconds"] == 600 + 2 * HOUR
+    assert body["session_info"]["extensions_available_hours"] == 1
 
-    def test_forbidden_comes_before_input_validation(self):
-        self.bob.spawner.start(T0)
-        assert self.extend("bob", "alice", {"hours": "x"})[0] == 403
+    code, body = extend(hub, "alice", "alice", {"hours": 5})
+    assert code == 200
+    assert (body["requested_hours"], body["granted_hours"], body["truncated"]) == (5, 1, True)
+    assert "truncated" in body["message"]
+    assert body["session_info"]["extensions_available_hours"] == 0
+
+    code, body = extend(hub, "alice", "alice", {"hours": 1})
+    assert code == 409
+    assert "No extension left" in body["message"]
+
+
+def test_restart_resets_allowance(hub, culler):
+    hub.mark_running("alice", T0)
+    assert extend(hub, "alice", "alice", {"hours": 3})[0] == 200
+    hub.mark_stopped("alice")
+    hub.mark_running("alice", T0 + 5000)
+    culler.clock.now = T0 + 5000
+    answer = info(hub, "alice", "alice")[1]
+    assert answer["extensions_used_hours"] == 0
+    assert answer["time_remaining_seconds"] == 600
+    assert extend(hub, "alice", "alice", {"hours": 3})[1]["granted_hours"] == 3
+
+
+def test_extend_stopped_server_or_disabled_culler_is_409(hub, culler):
+    code, body = extend(hub, "alice", "alice", {"hours": 1})
+    assert code == 409 and "not running" in body["message"]
+    hub.mark_running("alice", T0)
+    culler.policy = make_culler(enabled=False).policy
+    code, body = extend(hub, "alice", "alice", {"hours": 1})
+    assert code == 409 and "disabled" in body["message"]
+    culler.policy = make_culler(max_extension_hours=0).policy
+    code, body = extend(hub, "alice", "alice", {"hours": 1})
+    assert code == 409 and "disabled" in body["message"]
+
+
+@pytest.mark.parametrize("body, words", [
+    ({"hours": 0}, "at least 1"),
+    ({"hours": -3}, "at least 1"),
+    ({"hours": 10**9}, "at most"),
+    ({"hours": "2"}, "whole number"),
+    ({"hours": 1.5}, "whole number"),
+    ({}, "Missing"),
+    ([], "JSON object"),
+])
+def test_bad_input_is_400_with_message(hub, culler, body, words):
+    hub.mark_running("alice", T0)
+    code, answer = extend(hub, "alice", "alice", body)
+    assert code == 400, body
+    assert words in answer["message"], (body, answer)
+    assert info(hub, "alice", "alice")[1]["extensions_used_hours"] == 0  # nothing granted
+
+
+@pytest.mark.parametrize("raw", ["hours=2", " "])
+def test_a_body_that_is_not_json_is_400(hub, culler, raw):
+    hub.mark_running("alice", T0)
+    code, answer = extend(hub, "alice", "alice", raw=raw)
+    assert code == 400 and "JSON" in answer["message"]
+
+
+def test_forbidden_comes_before_input_validation(hub, culler):
+    hub.mark_running("bob", T0)
+    assert extend(hub, "bob", "alice", {"hours": "x"})[0] == 403
 
 
 def test_extension_survives_hub_restart(tmp_path):
