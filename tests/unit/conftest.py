@@ -1,7 +1,19 @@
+"""Fixtures shared by the unit tests (the fakes themselves are in fakes.py)."""
+
 import copy
 import json
+from types import SimpleNamespace
 
 import pytest
+from jupyterhub import orm
+from jupyterhub.objects import Hub
+from systemdspawner import systemd
+from traitlets.config import Config
+
+from hub_ext.authenticator import PlatformAuthenticator
+from hub_ext.config import apply_platform_settings
+
+from .fakes import FakeSystem, RecordingChown
 
 # platform.json as docs/architecture.md specifies it
 SAMPLE_SETTINGS = {
@@ -75,3 +87,56 @@ def _fresh_gpu_support():
     GpuSupport.clear_instance()
     yield
     GpuSupport.clear_instance()
+
+
+async def answering(ip, port, path):
+    return True
+
+
+@pytest.fixture
+def make_spawner(monkeypatch, settings, tmp_path):
+    # no systemctl here; SystemdSpawner.__init__ asks for the version
+    monkeypatch.setattr(systemd, "get_systemd_version", lambda: 252)
+    from hub_ext.spawner import PlatformSpawner
+
+    users_root = tmp_path / "users"
+    users_root.mkdir()
+    settings["users_root"] = str(users_root)
+
+    def make(name="alice", extra_config=None, groups=(), **spawner_settings):
+        settings["spawner"].update(spawner_settings)
+        c = Config()
+        apply_platform_settings(c, settings)
+        if extra_config:
+            c.merge(extra_config)
+        user = SimpleNamespace(
+            name=name, id=7, url=f"/jupyterhub/user/{name}/", base_url="/jupyterhub/",
+            server=None, settings={}, escaped_name=name, host="", spawners={},
+            groups=[SimpleNamespace(name=g) for g in groups],
+        )
+        spawner = PlatformSpawner(user=user, config=c, hub=Hub(base_url="/jupyterhub/hub/"))
+        spawner.command_runner = FakeSystem()
+        spawner.chown = RecordingChown()
+        spawner.lab_probe = answering  # the lab answers at once (readiness has its own tests)
+        return spawner
+
+    make.users_root = users_root
+    return make
+
+
+@pytest.fixture
+def make_authenticator(settings, tmp_path):
+    db = orm.new_session_factory("sqlite://")()
+
+    def make(password=None, **overrides):
+        settings.update(overrides)
+        if password is not None:
+            path = tmp_path / "admin_password"
+            path.write_text(password + "\n")
+            settings["admin_password_file"] = str(path)
+        c = Config()
+        apply_platform_settings(c, settings)
+        return PlatformAuthenticator(config=c, db=db)
+
+    make.db = db
+    return make

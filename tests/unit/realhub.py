@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from datetime import UTC, datetime
 
 from jupyterhub import orm, roles
 from jupyterhub.tests.mocking import MockHub, MockPAMAuthenticator
@@ -27,6 +26,26 @@ from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
 from traitlets import List
 from traitlets.config import Config
+
+from .fakes import naive_utc
+
+ADMIN = "boss"  # an admin of the tests' own (MockHub keeps a user "admin" of its own)
+
+
+def set_running(db, spawner, running: bool, started: float | None = None) -> None:
+    """A spawner's database record as the hub keeps it for a running server (a
+    server row, started and last activity times) or a stopped one."""
+    orm_spawner = spawner.orm_spawner
+    if running:
+        orm_spawner.server = orm.Server(ip="127.0.0.1", port=1)
+        if started is not None:
+            orm_spawner.started = orm_spawner.last_activity = naive_utc(started)
+    else:
+        if orm_spawner.server is not None:
+            db.delete(orm_spawner.server)
+        orm_spawner.server = None
+        orm_spawner.started = None
+    db.commit()
 
 
 class FeatureAuthenticator(MockPAMAuthenticator):
@@ -88,18 +107,10 @@ class RealHub:
     def mark_running(self, name: str, started: float) -> None:
         """The user's default server as the hub records a running one (started and
         last activity at ``started``, an epoch), without a process."""
-        orm_spawner = self.user(name).spawner.orm_spawner
-        orm_spawner.server = orm.Server(ip="127.0.0.1", port=1)
-        orm_spawner.started = orm_spawner.last_activity = naive_utc(started)
-        self.app.db.commit()
+        set_running(self.app.db, self.user(name).spawner, True, started)
 
     def mark_stopped(self, name: str) -> None:
-        orm_spawner = self.user(name).spawner.orm_spawner
-        if orm_spawner.server is not None:
-            self.app.db.delete(orm_spawner.server)
-        orm_spawner.server = None
-        orm_spawner.started = None
-        self.app.db.commit()
+        set_running(self.app.db, self.user(name).spawner, False)
 
     def request(self, method: str, path: str, caller: str | None = None, body=None, raw: str | None = None):
         """(status, parsed JSON body) of ``method path`` (below the hub prefix) as
@@ -126,11 +137,6 @@ class RealHub:
         self.app.db.close()
         self.app.db_file.close()
         self.loop.close()
-
-
-def naive_utc(epoch: float) -> datetime:
-    """An epoch as JupyterHub's database stores times (naive UTC)."""
-    return datetime.fromtimestamp(epoch, UTC).replace(tzinfo=None)
 
 
 def hub_template_env():

@@ -13,6 +13,8 @@ from hub_ext.accounts.unix_users import (
 )
 from hub_ext.process import CommandResult
 
+from .fakes import FakeSystem
+
 
 @pytest.mark.parametrize(
     "name", ["a", "alice", "bob-2", "data_sci", "x" * 29, "a0", "z-_9"]
@@ -85,68 +87,6 @@ def test_template_producing_invalid_unix_name():
 def test_invalid_hub_name_rejected_before_template():
     with pytest.raises(InvalidNameError, match="Invalid hub username"):
         unix_name("Root")
-
-
-class FakeSystem:
-    """A passwd/group database answering the commands ensure_unix_user runs."""
-
-    def __init__(self, users=None, groups=None):
-        # users: name -> (uid, gid, home); groups: name -> set of members
-        self.users = dict(users or {})
-        self.groups = {name: set(members) for name, members in (groups or {}).items()}
-        self.calls = []
-        self.next_uid = 1001
-        self.expired = set()  # names with an expiry date in shadow
-
-    async def __call__(self, argv):
-        argv = list(argv)
-        self.calls.append(argv)
-        match argv:
-            case ["getent", "passwd", name]:
-                if name not in self.users:
-                    return CommandResult(tuple(argv), 2)
-                uid, gid, home = self.users[name]
-                line = f"{name}:x:{uid}:{gid}::{home}:/bin/bash\n"
-                return CommandResult(tuple(argv), 0, stdout=line)
-            case ["getent", "group", name]:
-                return CommandResult(tuple(argv), 0 if name in self.groups else 2)
-            case ["groupadd", name]:
-                if name in self.groups:
-                    return CommandResult(tuple(argv), 9, stderr="group exists")
-                self.groups[name] = set()
-                return CommandResult(tuple(argv), 0)
-            case ["getent", "shadow", name]:
-                if name not in self.users:
-                    return CommandResult(tuple(argv), 2)
-                expire = "1" if name in self.expired else ""
-                return CommandResult(tuple(argv), 0, stdout=f"{name}:!:19000:0:99999:7::{expire}:\n")
-            case ["gpasswd", "--add", name, group]:
-                self.groups[group].add(name)
-                return CommandResult(tuple(argv), 0)
-            case ["gpasswd", "--delete", name, group]:
-                if name not in self.groups.get(group, ()):
-                    return CommandResult(tuple(argv), 3, stderr="not a member")
-                self.groups[group].discard(name)
-                return CommandResult(tuple(argv), 0)
-            case ["usermod", "--expiredate", date, name]:
-                (self.expired.add if date else self.expired.discard)(name)
-                return CommandResult(tuple(argv), 0)
-            case ["id", "-Gn", name]:
-                member_of = sorted(g for g, members in self.groups.items() if name in members)
-                return CommandResult(tuple(argv), 0, stdout=" ".join(member_of) + "\n")
-            case ["useradd", *options, name]:
-                if name in self.users:
-                    return CommandResult(tuple(argv), 9, stderr="user exists")
-                uid = self.next_uid
-                self.next_uid += 1
-                self.users[name] = (uid, uid, options[options.index("--home-dir") + 1])
-                self.groups[name] = {name}  # --user-group
-                self.groups[options[options.index("--groups") + 1]].add(name)
-                return CommandResult(tuple(argv), 0)
-        raise AssertionError(f"unexpected command {argv}")
-
-    def commands(self, verb):
-        return [c for c in self.calls if c[0] == verb]
 
 
 def run(coro):

@@ -8,8 +8,7 @@ import pytest
 
 from hub_ext.accounts.handlers import MAX_BATCH, check_batch, signup_state
 
-from .test_accounts import FakeSystem
-from .test_authenticator import make_authenticator  # noqa: F401 (fixture)
+from .fakes import FakeSystem
 
 
 def _check(raw, existing=()):
@@ -49,7 +48,7 @@ def test_signup_states():
     assert signup_state(SimpleNamespace(is_authorized=True), True) == "authorized"
 
 
-def test_generated_password_is_stored_as_bcrypt_and_authorized(make_authenticator):  # noqa: F811
+def test_generated_password_is_stored_as_bcrypt_and_authorized(make_authenticator):
     auth = make_authenticator()
     password = auth.new_password()
     assert len(password.split("-")) == 3 and len(password) >= auth.minimum_password_length
@@ -61,7 +60,7 @@ def test_generated_password_is_stored_as_bcrypt_and_authorized(make_authenticato
     assert not created and info.is_valid_password("other-one")
 
 
-def test_delete_user_disables_the_unix_account(make_authenticator):  # noqa: F811
+def test_delete_user_disables_the_unix_account(make_authenticator):
     auth = make_authenticator()
     auth.create_user("alice", "long-enough-pw")
     system = FakeSystem(
@@ -74,7 +73,7 @@ def test_delete_user_disables_the_unix_account(make_authenticator):  # noqa: F81
     assert "jh-alice" in system.expired and "jh-alice" not in system.groups["docker"]
 
 
-def test_delete_user_survives_a_failing_disable(make_authenticator):  # noqa: F811
+def test_delete_user_survives_a_failing_disable(make_authenticator):
     auth = make_authenticator()
     auth.create_user("alice", "long-enough-pw")
 
@@ -98,7 +97,7 @@ def _with_storage(auth, users_root):
     auth._storage_manager = lambda: manager  # the hub sets it up in get_handlers
 
 
-def test_delete_user_archives_the_directories(make_authenticator, tmp_path):  # noqa: F811
+def test_delete_user_archives_the_directories(make_authenticator, tmp_path):
     auth = make_authenticator()
     auth.create_user("alice", "long-enough-pw")
     auth.command_runner = FakeSystem(users={}, groups={})
@@ -111,7 +110,7 @@ def test_delete_user_archives_the_directories(make_authenticator, tmp_path):  # 
     assert (tmp_path / ".archive" / item / "workspace" / "secret.txt").read_text() == "old alice"
 
 
-def test_delete_user_is_refused_when_the_directories_cannot_be_archived(make_authenticator, tmp_path):  # noqa: F811
+def test_delete_user_is_refused_when_the_directories_cannot_be_archived(make_authenticator, tmp_path):
     from tornado import web
 
     auth = make_authenticator()
@@ -125,7 +124,7 @@ def test_delete_user_is_refused_when_the_directories_cannot_be_archived(make_aut
     assert auth.get_user("alice") is not None and (tmp_path / "jh-alice").is_symlink()
 
 
-def test_get_handlers_replace_the_get_based_state_changes(make_authenticator):  # noqa: F811
+def test_get_handlers_replace_the_get_based_state_changes(make_authenticator):
     from hub_ext.plugin import accounts as h
 
     handlers = dict(make_authenticator().get_handlers(None))
@@ -138,19 +137,27 @@ def test_get_handlers_replace_the_get_based_state_changes(make_authenticator):  
 
 
 def test_deleting_a_user_whose_server_is_starting_is_a_409_not_a_half_deletion():
-    # found by the security matrix: JupyterHub's delete ran the authenticator's
-    # delete_user (password and unix account gone) and then failed with a 500
-    from tornado import web
+    """On a real hub (realhub.py): found by the security matrix, JupyterHub's
+    delete ran the authenticator's delete_user (password and unix account gone)
+    and then failed with a 500."""
+    from hub_ext.accounts import handlers as h
 
-    from hub_ext.accounts.handlers import PlatformUserAPIHandler
+    from .realhub import ADMIN, RealHub
 
-    starting = SimpleNamespace(spawners={"": SimpleNamespace(pending="spawn")})
-    handler = SimpleNamespace(find_user=lambda name: starting, parsed_scopes={"delete:users"}, db=None)
-    with pytest.raises(web.HTTPError) as e:
-        asyncio.run(PlatformUserAPIHandler.delete(handler, "alice"))
-    assert e.value.status_code == 409
-    # without the scope the platform adds nothing: JupyterHub's 403 comes first
-    handler.parsed_scopes = set()
-    with pytest.raises(Exception) as e:
-        asyncio.run(PlatformUserAPIHandler.delete(handler, "alice"))
-    assert getattr(e.value, "status_code", None) != 409
+    hub = RealHub([("/api/users/([^/]+)", h.PlatformUserAPIHandler)])
+    try:
+        hub.add_user(ADMIN, admin=True)
+        hub.add_user("bob")
+        alice = hub.add_user("alice")
+        alice.spawner._spawn_pending = True
+        code, body = hub.request("DELETE", "api/users/alice", ADMIN)
+        assert code == 409 and "starting" in body["message"], body
+        # without the scope the platform adds nothing: JupyterHub's own answer
+        assert hub.request("DELETE", "api/users/alice", "bob")[0] == 403
+        assert hub.request("DELETE", "api/users/alice", None)[0] == 403
+        assert hub.request("GET", "api/users/alice", ADMIN)[0] == 200  # still there
+        alice.spawner._spawn_pending = False
+        assert hub.request("DELETE", "api/users/alice", ADMIN)[0] == 204
+        assert hub.request("GET", "api/users/alice", ADMIN)[0] == 404
+    finally:
+        hub.close()

@@ -24,6 +24,8 @@ from hub_ext.activity.sampler import (
 from hub_ext.activity.store import Sample, Store, Total
 from hub_ext.process import CommandResult
 
+from .fakes import FakeClock
+
 HOUR = 3600.0
 DAY = 86400.0
 V2 = Path(__file__).parent / "data" / "cgroup-v2"
@@ -152,14 +154,6 @@ def test_downsample_and_sizes_entry():
 # --- the monitor ------------------------------------------------------------------
 
 
-class Clock:
-    def __init__(self, t=1_700_000_000.0):
-        self.t = t
-
-    def __call__(self):
-        return self.t
-
-
 def make_tree(root: Path, units) -> accounting.Hierarchies:
     for unit in units:
         d = root / "system.slice" / unit
@@ -175,7 +169,7 @@ def set_cpu(root: Path, unit: str, seconds: float) -> None:
 
 @pytest.fixture
 def monitor_env(tmp_path):
-    clock = Clock()
+    clock = FakeClock()
     units = ["jupyter-alice-singleuser.service", "jupyter-bob-singleuser.service"]
     tree = make_tree(tmp_path / "cg", units)
     lookups = []
@@ -185,8 +179,8 @@ def monitor_env(tmp_path):
         return {n: f"/system.slice/{n}" for n in names}
 
     targets = {
-        "alice": Target("alice", units[0], True, clock.t - 60, 2 * 2**30, 1.0),
-        "bob": Target("bob", units[1], True, clock.t - 7200, 2 * 2**30, 1.0),
+        "alice": Target("alice", units[0], True, clock.now - 60, 2 * 2**30, 1.0),
+        "bob": Target("bob", units[1], True, clock.now - 7200, 2 * 2**30, 1.0),
         "carol": Target("carol"),
     }
     gpu_calls = []
@@ -218,7 +212,7 @@ def test_tick_samples_every_user_and_the_model_shows_status_usage_and_score(moni
         set_cpu(cg, "jupyter-alice-singleuser.service", 100.0)
         set_cpu(cg, "jupyter-bob-singleuser.service", 50.0)
         first = await m.tick()
-        clock.t += 10
+        clock.now += 10
         set_cpu(cg, "jupyter-alice-singleuser.service", 109.0)  # 90 % of a core
         set_cpu(cg, "jupyter-bob-singleuser.service", 50.1)  # 1 %
         await m.tick()
@@ -257,13 +251,13 @@ def test_live_refresh_between_ticks_does_not_write(monitor_env):
     m, clock, cg, targets, lookups, _ = monitor_env
     run(m.tick())
     count = m.store.count()
-    clock.t += 2
+    clock.now += 2
     run(m.refresh())  # within live_interval: nothing new
-    assert m.measured_at == clock.t - 2
-    clock.t += 5
+    assert m.measured_at == clock.now - 2
+    clock.now += 5
     set_cpu(cg, "jupyter-alice-singleuser.service", 7.843 + 3.5)
     run(m.refresh())
-    assert m.measured_at == clock.t and m.store.count() == count
+    assert m.measured_at == clock.now and m.store.count() == count
     assert m.current["alice"]["cpu_percent"] == pytest.approx(50.0)
 
 
@@ -271,7 +265,7 @@ def test_stopped_server_restart_and_reset(monitor_env):
     m, clock, cg, targets, lookups, _ = monitor_env
     run(m.tick())
     targets["alice"] = Target("alice")  # server stopped
-    clock.t += 600
+    clock.now += 600
     run(m.tick())
     assert "alice" not in m.current
     users = {u["name"]: u for u in m.model()["users"]}
@@ -286,7 +280,7 @@ def test_scores_survive_a_hub_restart(monitor_env, tmp_path):
     m, clock, cg, targets, lookups, gpu = monitor_env
     for _ in range(3):
         run(m.tick())
-        clock.t += 600
+        clock.now += 600
     before = dict(m.score_view)
     again = ActivityMonitor(targets=m.targets, accounting_reader=m.accounting,
                             cgroup_lookup=m.cgroups.lookup, db_file=m.db_file)
@@ -312,7 +306,7 @@ def test_sizes_provider_is_reused_for_the_volumes_interval(monitor_env):
     assert users["bob"]["sizes"] is None
     m.model()
     assert len(calls) == 1
-    clock.t += m.volumes_update_interval
+    clock.now += m.volumes_update_interval
     m.model()
     assert len(calls) == 2 and calls[0] == ["alice", "bob", "carol"]
 
@@ -401,7 +395,7 @@ def test_bad_activity_settings_name_the_key(settings, key, value, message):
 def test_concurrent_live_requests_take_one_reading(monitor_env):
     m, clock, *_ = monitor_env
     run(m.tick())
-    clock.t += m.live_interval
+    clock.now += m.live_interval
     reads = []
     original = m._read_units
 

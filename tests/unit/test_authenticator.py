@@ -3,37 +3,17 @@ import threading
 
 import bcrypt
 import pytest
-from jupyterhub import orm
 from nativeauthenticator.orm import UserInfo
-from traitlets.config import Config
 
 from hub_ext.accounts.unix_users import HUB_NAME_RULE
 from hub_ext.authenticator import (
     SIGNUP_CLOSED_MESSAGE,
     LoginResult,
-    PlatformAuthenticator,
     SignupRefused,
     delay_message,
 )
-from hub_ext.config import apply_platform_settings
 
-
-@pytest.fixture
-def make_authenticator(settings, tmp_path):
-    db = orm.new_session_factory("sqlite://")()
-
-    def make(password=None, **overrides):
-        settings.update(overrides)
-        if password is not None:
-            path = tmp_path / "admin_password"
-            path.write_text(password + "\n")
-            settings["admin_password_file"] = str(path)
-        c = Config()
-        apply_platform_settings(c, settings)
-        return PlatformAuthenticator(config=c, db=db)
-
-    make.db = db
-    return make
+from .fakes import FakeClock
 
 
 @pytest.mark.parametrize("name", ["alice", "bob-2", "x" * 29])
@@ -142,14 +122,6 @@ def test_login_rules(make_authenticator):
     assert login(authenticator, "nobody", "whatever-pass") is None
     assert login(authenticator, "admin", "x" * 100) is None  # over bcrypt's limit: refused, no error
     assert asyncio.run(authenticator.authenticate(None, {"username": "admin"})) is None
-
-
-class FakeClock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
 
 
 def attempt(authenticator, username, password, client):

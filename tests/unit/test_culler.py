@@ -21,18 +21,7 @@ from hub_ext.culling.culler import (
     session_status,
 )
 
-T0 = 1_700_000_000.0  # a fixed "start" instant
-
-
-class FakeClock:
-    def __init__(self, now=T0):
-        self.now = now
-
-    def __call__(self):
-        return self.now
-
-    def advance(self, seconds):
-        self.now += seconds
+from .fakes import T0, FakeClock
 
 
 class FakeHub:

@@ -17,7 +17,7 @@ from fake_nvml import FakeNvml, NVMLError, NVMLError_LibraryNotFound, fake_gpu
 from hub_ext.config import PlatformSettingsError, apply_platform_settings, validate_settings
 from hub_ext.gpu import devices as gpu
 
-from .test_spawner import FakeSystemctl, make_spawner  # noqa: F401 (fixture)
+from .fakes import FakeSystemctl
 
 
 def fake(n=0, **kw) -> FakeNvml:
@@ -289,7 +289,7 @@ def test_forced_gpus_and_isolate_devices_conflict(settings):
 
 
 @pytest.fixture
-def gpu_spawner(make_spawner, settings, monkeypatch, tmp_path):  # noqa: F811
+def gpu_spawner(make_spawner, settings, monkeypatch, tmp_path):
     systemctl = FakeSystemctl()
     monkeypatch.setattr(systemd.asyncio, "create_subprocess_exec", systemctl)
     monkeypatch.setattr(systemd, "RUN_ROOT", str(tmp_path / "run"))

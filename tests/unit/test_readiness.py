@@ -8,20 +8,7 @@ import pytest
 
 from hub_ext.units.readiness import Readiness, http_answers, wait_until_listening
 
-
-class FakeClock:
-    """Time advances only when the waiter sleeps."""
-
-    def __init__(self):
-        self.now = 100.0
-        self.sleeps = []
-
-    def __call__(self):
-        return self.now
-
-    async def sleep(self, seconds):
-        self.sleeps.append(seconds)
-        self.now += seconds
+from .fakes import FakeClock
 
 
 def answers(*values):

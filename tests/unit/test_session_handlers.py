@@ -7,7 +7,6 @@ the test host (tests/integration/test_security_matrix.py).
 """
 
 import asyncio
-from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pytest
@@ -25,53 +24,8 @@ from hub_ext.culling.handlers import (
 )
 from hub_ext.plugin import session
 
-from .realhub import RealHub, hub_template_env
-
-T0 = 1_700_000_000.0
-ADMIN = "boss"  # MockHub creates its own "admin"
-
-
-def naive_utc(epoch):
-    return datetime.fromtimestamp(epoch, UTC).replace(tzinfo=None)
-
-
-class FakeSpawner:
-    def __init__(self, user, name=""):
-        self.user = user
-        self.name = name
-        self.orm_spawner = SimpleNamespace(started=None, last_activity=None)
-        self.pending = None
-
-    @property
-    def ready(self):
-        return self.orm_spawner.started is not None and not self.pending
-
-    @property
-    def active(self):
-        return bool(self.pending or self.ready)
-
-    def start(self, epoch):
-        self.orm_spawner.started = self.orm_spawner.last_activity = naive_utc(epoch)
-
-    def stop(self):
-        self.orm_spawner.started = None
-
-
-class FakeUser:
-    def __init__(self, name, admin=False):
-        self.name = name
-        self.admin = admin
-        self.spawner = FakeSpawner(self)
-        self.spawners = {"": self.spawner}
-        self.orm_spawners = {"": self.spawner.orm_spawner}
-
-
-class Clock:
-    def __init__(self):
-        self.now = T0
-
-    def __call__(self):
-        return self.now
+from .fakes import T0, FakeClock, FakeUser, naive_utc
+from .realhub import ADMIN, RealHub, hub_template_env
 
 
 def make_culler(tmp_path=None, **overrides):
@@ -84,7 +38,7 @@ def make_culler(tmp_path=None, **overrides):
     for key, value in overrides.items():
         setattr(c.SessionCuller, key, value)
     culler = SessionCuller(config=c)
-    culler.clock = Clock()
+    culler.clock = FakeClock()
     return culler
 
 

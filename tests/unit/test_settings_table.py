@@ -73,7 +73,7 @@ def test_markdown_cells_are_escaped_before_formatting():
 def test_settings_page_warns_while_labs_share_the_hubs_origin(single_origin):
     from types import SimpleNamespace
 
-    from .fakehub import hub_template_env
+    from .realhub import hub_template_env
 
     html = hub_template_env().get_template("settings.html").render(
         rows=[], cell_html=st.markdown_to_html, single_origin=single_origin,

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 from jupyterhub import orm
-from jupyterhub.objects import Hub, Server
+from jupyterhub.objects import Server
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 from systemdspawner import systemd
@@ -13,7 +13,6 @@ from tornado import web
 from traitlets import TraitError
 from traitlets.config import Config
 
-from hub_ext.config import apply_platform_settings
 from hub_ext.spawner import PORT_ATTEMPTS
 from hub_ext.units.lab_unit import (
     SUDO_CAPABILITIES,
@@ -23,8 +22,7 @@ from hub_ext.units.lab_unit import (
     systemd_run_argv,
 )
 
-from .test_accounts import FakeSystem
-from .test_storage import RecordingChown
+from .fakes import FakeSystem, FakeSystemctl
 
 
 def test_properties_from_options():
@@ -93,41 +91,6 @@ def test_environment():
 
 
 # --- PlatformSpawner, configured from platform.json ---
-
-
-async def answering(ip, port, path):
-    return True
-
-
-@pytest.fixture
-def make_spawner(monkeypatch, settings, tmp_path):
-    # no systemctl here; SystemdSpawner.__init__ asks for the version
-    monkeypatch.setattr(systemd, "get_systemd_version", lambda: 252)
-    from hub_ext.spawner import PlatformSpawner
-
-    users_root = tmp_path / "users"
-    users_root.mkdir()
-    settings["users_root"] = str(users_root)
-
-    def make(name="alice", extra_config=None, groups=(), **spawner_settings):
-        settings["spawner"].update(spawner_settings)
-        c = Config()
-        apply_platform_settings(c, settings)
-        if extra_config:
-            c.merge(extra_config)
-        user = SimpleNamespace(
-            name=name, id=7, url=f"/jupyterhub/user/{name}/", base_url="/jupyterhub/",
-            server=None, settings={}, escaped_name=name, host="", spawners={},
-            groups=[SimpleNamespace(name=g) for g in groups],
-        )
-        spawner = PlatformSpawner(user=user, config=c, hub=Hub(base_url="/jupyterhub/hub/"))
-        spawner.command_runner = FakeSystem()
-        spawner.chown = RecordingChown()
-        spawner.lab_probe = answering  # the lab answers at once (readiness has its own tests)
-        return spawner
-
-    make.users_root = users_root
-    return make
 
 
 def test_spawner_defaults(make_spawner):
@@ -201,28 +164,6 @@ def test_spawner_refuses_invalid_hub_name(make_spawner):
 
     with pytest.raises(InvalidNameError):
         make_spawner(name="Bad.Name")
-
-
-class FakeSystemctl:
-    """Replaces asyncio.create_subprocess_exec for systemdspawner.systemd."""
-
-    def __init__(self):
-        self.calls = []
-        self.started = False
-
-    async def __call__(self, *argv, **kwargs):
-        self.calls.append(list(argv))
-        if argv[0] == "systemd-run" or argv[:2] == ("systemctl", "start"):
-            self.started = True
-            code = 0
-        elif argv[:2] == ("systemctl", "is-active"):
-            code = 0 if self.started else 3
-        else:  # is-failed, stop, reset-failed
-            code = 1
-        return SimpleNamespace(wait=lambda: asyncio.sleep(0, code))
-
-    def systemd_run(self):
-        return next(c for c in self.calls if c[0] == "systemd-run")
 
 
 def test_start_builds_systemd_run_command(make_spawner, monkeypatch, tmp_path):

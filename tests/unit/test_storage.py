@@ -6,15 +6,7 @@ import pytest
 from hub_ext.accounts.unix_users import InvalidNameError
 from hub_ext.storage.volumes import UnsafePathError, bind_paths, ensure_user_dirs, user_dirs
 
-
-class RecordingChown:
-    """Stands in for os.fchown: records which directory got which owner."""
-
-    def __init__(self):
-        self.calls = {}
-
-    def __call__(self, fd, uid, gid):
-        self.calls[os.readlink(f"/proc/self/fd/{fd}")] = (uid, gid)
+from .fakes import T0, RecordingChown
 
 
 def mode(path):
@@ -131,8 +123,6 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 
 from hub_ext.storage import volumes as storage  # noqa: E402
-
-T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 
 
 def tree_manifest(top):

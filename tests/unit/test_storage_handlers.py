@@ -1,9 +1,10 @@
-"""Storage API handlers and StorageManager, on a temporary users_root with fake hub users.
+"""Storage API handlers and StorageManager, on a temporary users_root.
 
-As in test_session_handlers, only JupyterHub's authentication step is replaced
-(a test header names the caller and its scopes); access rules, validation,
-the storage operations on real directories and the JSON answers are the real
-code. Cookie/XSRF and tokens are JupyterHub's and are checked on the test host.
+The API runs in a real JupyterHub application (tests/unit/realhub.py:
+JupyterHub's own MockHub, real API tokens, roles and scopes) on real
+directories; a running server is the hub's database record of one, and the
+restart's stop and spawn are recorded (RecordingRestart). Cookie sessions and
+XSRF are attacked on the test host (tests/integration/test_security_matrix.py).
 """
 
 import asyncio
@@ -12,8 +13,7 @@ import os
 from types import SimpleNamespace
 
 import pytest
-from tornado.testing import AsyncHTTPTestCase
-from tornado.web import Application
+from jupyterhub import orm
 from traitlets.config import Config
 
 from hub_ext.config import apply_platform_settings
@@ -25,63 +25,21 @@ from hub_ext.storage.handlers import (
     RestartServerHandler,
     RestoreHandler,
     StorageManager,
-    StorageSizesHandler,
     TrashHandler,
     busy_reason,
 )
 
-from .fakehub import AuthFromHeader, hub_template_env
-
-T0 = 1_700_000_000.0
-
-
-class FakeSpawner:
-    def __init__(self, user, name=""):
-        self.user = user
-        self.name = name
-        self.pending = None
-        self.running = False
-        self.user_options = {"profile": "default"}
-        self.orm_spawner = SimpleNamespace(server=None)
-
-    @property
-    def ready(self):
-        return self.running and not self.pending
-
-    @property
-    def active(self):
-        return bool(self.pending or self.ready)
+from .fakes import T0, FakeUser
+from .realhub import ADMIN, RealHub, hub_template_env, set_running
 
 
-class FakeUser:
-    def __init__(self, name, admin=False):
-        self.name = name
-        self.admin = admin
-        self.spawner = FakeSpawner(self)
-        self.spawners = {"": self.spawner}
-        self.orm_spawners = {"": self.spawner.orm_spawner}
+class RecordingRestart(RestartServerHandler):
+    """The hub's own stop and spawn recorded instead of run (they would start a
+    process and talk to the proxy); the order and the options are what is checked."""
 
-
-class Manage(AuthFromHeader, ManageVolumesHandler):
-    pass
-
-
-class Trash(AuthFromHeader, TrashHandler):
-    pass
-
-
-class Restore(AuthFromHeader, RestoreHandler):
-    pass
-
-
-class Sizes(AuthFromHeader, StorageSizesHandler):
-    pass
-
-
-class Restart(AuthFromHeader, RestartServerHandler):
     async def stop_single_user(self, user, server_name=""):
         self.settings["calls"].append(("stop", user.name, server_name))
-        user.spawner.running = False
+        set_running(self.db, user.spawner, False)
 
         async def done():
             self.settings["calls"].append(("stopped", user.name))
@@ -89,9 +47,15 @@ class Restart(AuthFromHeader, RestartServerHandler):
         return asyncio.ensure_future(done())
 
     async def spawn_single_user(self, user, server_name="", display_name="", options=None):
-        assert not user.spawner.running, "started before the stop finished"
+        assert not user.spawner.ready, "started before the stop finished"
         self.settings["calls"].append(("spawn", user.name, server_name, options))
-        user.spawner.running = True
+        set_running(self.db, user.spawner, True)
+
+
+HANDLERS = [
+    (path, RecordingRestart if handler is RestartServerHandler else handler)
+    for path, handler in storage_handlers.default_handlers
+]
 
 
 def make_manager(users_root, **overrides):
@@ -107,228 +71,260 @@ def make_manager(users_root, **overrides):
     return manager
 
 
-class StorageAPITest(AsyncHTTPTestCase):
-    def setUp(self):
-        import tempfile
+@pytest.fixture(scope="module")
+def hub():
+    """A real hub (JupyterHub's MockHub) serving the storage API; alice, bob, an admin."""
+    hub = RealHub(HANDLERS)
+    for name, admin in (("alice", False), ("bob", False), (ADMIN, True)):
+        hub.add_user(name, admin=admin)
+    yield hub
+    hub.close()
 
-        self.tmp = tempfile.TemporaryDirectory()
-        self.users_root = self.tmp.name
-        for unix in ("jh-alice", "jh-bob"):
-            storage.ensure_user_dirs(unix, self.users_root, 0, 0, chown=lambda *a: None)
-        with open(os.path.join(self.users_root, "jh-alice/workspace/notebook.ipynb"), "w") as f:
-            f.write("{}")
-        super().setUp()
 
-    def tearDown(self):
-        super().tearDown()
-        self.tmp.cleanup()
+@pytest.fixture
+def users_root(tmp_path):
+    for unix in ("jh-alice", "jh-bob"):
+        storage.ensure_user_dirs(unix, tmp_path, 0, 0, chown=lambda *a: None)
+    (tmp_path / "jh-alice/workspace/notebook.ipynb").write_text("{}")
+    return tmp_path
 
-    def get_app(self):
-        self.manager = make_manager(self.users_root)
-        self.alice = FakeUser("alice")
-        self.bob = FakeUser("bob")
-        self.admin = FakeUser("admin", admin=True)
-        self.calls = []
-        users = {u.name: u for u in (self.alice, self.bob, self.admin)}
-        return Application(
-            [
-                (r"/hub/api/users/([^/]+)/manage-volumes", Manage),
-                (r"/hub/api/users/([^/]+)/restart-server", Restart),
-                (r"/hub/api/users/([^/]+)/trash", Trash),
-                (r"/hub/api/users/([^/]+)/trash/restore", Restore),
-                (r"/hub/api/storage", Sizes),
-            ],
-            **{SETTINGS_KEY: self.manager, "test_users": users, "calls": self.calls},
-            hub=SimpleNamespace(base_url="/hub/"),
-        )
 
-    def call(self, method, path, caller, body=None, raw=None):
-        kwargs = {"method": method, "headers": {"X-Test-User": caller}}
-        if body is not None or raw is not None:
-            kwargs["body"] = raw if raw is not None else json.dumps(body)
-        if method == "DELETE" and "body" in kwargs:
-            kwargs["allow_nonstandard_methods"] = True
-        if method == "POST" and "body" not in kwargs:
-            kwargs["body"] = ""
-        response = self.fetch(path, **kwargs)
-        return response.code, json.loads(response.body or b"null")
+@pytest.fixture
+def manager(hub, users_root):
+    """A fresh manager on a fresh users_root for each test, every server stopped."""
+    manager = make_manager(users_root)
+    hub.settings[SETTINGS_KEY] = manager
+    hub.settings["calls"] = []
+    for name in ("alice", "bob", ADMIN):
+        hub.mark_stopped(name)
+        hub.user(name).spawner._spawn_pending = hub.user(name).spawner._stop_pending = False
+    return manager
 
-    def reset(self, user, caller, body=None, raw=None):
-        return self.call("DELETE", f"/hub/api/users/{user}/manage-volumes", caller, body, raw)
 
-    def restore(self, user, caller, body=None, raw=None):
-        return self.call("POST", f"/hub/api/users/{user}/trash/restore", caller, body, raw)
+def reset(hub, user, caller, body=None, raw=None):
+    return hub.request("DELETE", f"api/users/{user}/manage-volumes", caller, body, raw)
 
-    def workspace(self, unix="jh-alice"):
-        return sorted(os.listdir(os.path.join(self.users_root, unix, "workspace")))
 
-    def trash(self, unix="jh-alice"):
-        path = os.path.join(self.users_root, unix, ".trash")
-        return sorted(os.listdir(path)) if os.path.exists(path) else []
+def restore(hub, user, caller, body=None, raw=None):
+    return hub.request("POST", f"api/users/{user}/trash/restore", caller, body, raw)
 
-    # --- the original's contract ---
 
-    def test_reset_answers_like_the_original(self):
-        code, body = self.reset("alice", "alice", {"volumes": ["workspace", "cache"]})
-        assert code == 200, body
-        assert body["message"] == "Successfully reset 2 volume(s)"
-        assert body["reset_volumes"] == ["workspace", "cache"]
-        assert body["failed_volumes"] == []
-        assert [i["volume"] for i in body["trash"]] == ["workspace", "cache"]
-        assert body["trash"][0]["expires_at"] == "2023-11-21T22:13:20Z"
-        assert self.workspace() == []
-        assert self.trash() == [
-            "20231114T221320.000000Z-cache", "20231114T221320.000000Z-workspace"]
+def workspace(users_root, unix="jh-alice"):
+    return sorted(os.listdir(users_root / unix / "workspace"))
 
-    def test_missing_volume_is_reported_as_failed(self):
-        os.rmdir(os.path.join(self.users_root, "jh-alice", "cache"))
-        code, body = self.reset("alice", "alice", {"volumes": ["cache", "home"]})
-        assert code == 200
-        assert body["reset_volumes"] == ["home"]
-        assert body["failed_volumes"] == [{"volume": "cache", "reason": "not found"}]
 
-    # --- access ---
+def trash(users_root, unix="jh-alice"):
+    path = users_root / unix / ".trash"
+    return sorted(os.listdir(path)) if path.exists() else []
 
-    def test_another_user_is_forbidden_everywhere_and_nothing_moves(self):
-        calls = [
-            self.reset("bob", "alice", {"volumes": ["workspace"]}),
-            self.call("GET", "/hub/api/users/bob/manage-volumes", "alice"),
-            self.call("GET", "/hub/api/users/bob/trash", "alice"),
-            self.restore("bob", "alice", {"item": "20231114T221320.000000Z-home"}),
-            self.call("POST", "/hub/api/users/bob/restart-server", "alice"),
-            # forbidden comes before validation and before the user lookup
-            self.reset("bob", "alice", {"volumes": ["../../etc"]}),
-            self.reset("nobody", "alice", {"volumes": ["home"]}),
-        ]
-        for code, body in calls:
-            assert code == 403, body
-        assert self.trash("jh-bob") == []
-        assert self.call("GET", "/hub/api/users/alice/trash", "")[0] == 403  # anonymous
 
-    def test_admin_manages_anyone_and_unknown_users_are_404(self):
-        code, body = self.reset("bob", "admin", {"volumes": ["home"]})
-        assert code == 200 and body["reset_volumes"] == ["home"]
-        for code, _ in [
-            self.reset("nobody", "admin", {"volumes": ["home"]}),
-            self.call("GET", "/hub/api/users/nobody/manage-volumes", "admin"),
-            self.call("GET", "/hub/api/users/nobody/trash", "admin"),
-            self.restore("nobody", "admin", {"item": "20231114T221320.000000Z-home"}),
-            self.call("POST", "/hub/api/users/nobody/restart-server", "admin"),
-        ]:
-            assert code == 404
+# --- the original's contract ---
 
-    # --- validation ---
 
-    def test_bad_volume_names_are_400_and_touch_nothing(self):
-        bad = [
-            {"volumes": [".."]}, {"volumes": ["/etc"]}, {"volumes": ["home/../../x"]},
-            {"volumes": [""]}, {"volumes": ["x" * 5000]}, {"volumes": ["shared"]},
-            {"volumes": [1]}, {"volumes": [None]}, {"volumes": "home"}, {"volumes": []},
-            {"volumes": {"home": True}}, {}, [], "home", 5, None,
-            {"volumes": ["home", "../jh-bob/workspace"]},
-        ]
-        for body in bad:
-            code, answer = self.reset("alice", "alice", raw=json.dumps(body))
-            assert code == 400, body
-            assert answer["message"], body
-        for raw in ("volumes=home", "{", " "):
-            assert self.reset("alice", "alice", raw=raw)[0] == 400, raw
-        assert self.workspace() == ["notebook.ipynb"] and self.trash() == []
+def test_reset_answers_like_the_original(hub, manager, users_root):
+    code, body = reset(hub, "alice", "alice", {"volumes": ["workspace", "cache"]})
+    assert code == 200, body
+    assert body["message"] == "Successfully reset 2 volume(s)"
+    assert body["reset_volumes"] == ["workspace", "cache"]
+    assert body["failed_volumes"] == []
+    assert [i["volume"] for i in body["trash"]] == ["workspace", "cache"]
+    assert body["trash"][0]["expires_at"] == "2023-11-21T22:13:20Z"
+    assert workspace(users_root) == []
+    assert trash(users_root) == ["20231114T221320.000000Z-cache", "20231114T221320.000000Z-workspace"]
 
-    def test_bad_trash_items_are_400_unknown_ones_404(self):
-        for item in ["..", "../jh-bob/.trash/x", "", None, 5, "20231114T221320.000000Z-shared"]:
-            code, _ = self.restore("alice", "alice", {"item": item})
-            assert code == 400, item
-        code, body = self.restore("alice", "alice", {"item": "20231114T221320.000000Z-home"})
-        assert code == 404 and "No trash item" in body["message"]
 
-    # --- the server must be stopped ---
+def test_missing_volume_is_reported_as_failed(hub, manager, users_root):
+    os.rmdir(users_root / "jh-alice" / "cache")
+    code, body = reset(hub, "alice", "alice", {"volumes": ["cache", "home"]})
+    assert code == 200
+    assert body["reset_volumes"] == ["home"]
+    assert body["failed_volumes"] == [{"volume": "cache", "reason": "not found"}]
 
-    def test_reset_and_restore_refused_while_running_or_starting(self):
-        code, body = self.reset("alice", "alice", {"volumes": ["cache"]})
-        item = body["trash"][0]["id"]
-        for state in ("running", "spawn", "stop"):
-            self.alice.spawner.running = state == "running"
-            self.alice.spawner.pending = None if state == "running" else state
-            code, body = self.reset("alice", "alice", {"volumes": ["workspace"]})
-            assert code == 400, state
-            expected = {"running": "running", "spawn": "starting", "stop": "pending"}[state]
-            assert expected in body["message"], body
-            code, body = self.restore("alice", "alice", {"item": item})
-            assert code == 400, state
-        assert self.workspace() == ["notebook.ipynb"]
-        assert self.trash() == [item]
 
-    def test_a_running_named_server_counts(self):
-        named = FakeSpawner(self.alice, "gpu")
-        named.running = True
-        self.alice.spawners["gpu"] = named
-        code, body = self.reset("alice", "alice", {"volumes": ["workspace"]})
+# --- access ---
+
+
+def test_another_user_is_forbidden_everywhere_and_nothing_moves(hub, manager, users_root):
+    calls = [
+        reset(hub, "bob", "alice", {"volumes": ["workspace"]}),
+        hub.request("GET", "api/users/bob/manage-volumes", "alice"),
+        hub.request("GET", "api/users/bob/trash", "alice"),
+        restore(hub, "bob", "alice", {"item": "20231114T221320.000000Z-home"}),
+        hub.request("POST", "api/users/bob/restart-server", "alice"),
+        # forbidden comes before validation and before the user lookup
+        reset(hub, "bob", "alice", {"volumes": ["../../etc"]}),
+        reset(hub, "nobody", "alice", {"volumes": ["home"]}),
+    ]
+    for code, body in calls:
+        assert code == 403, body
+    assert trash(users_root, "jh-bob") == []
+    assert hub.request("GET", "api/users/alice/trash", None)[0] == 403  # anonymous
+
+
+def test_a_read_only_token_cannot_reset(hub, manager, users_root):
+    """JupyterHub's own token scopes decide: reading is not resetting."""
+    hub.tokens["alice-read-only"] = hub.user("alice").new_api_token(scopes=["read:servers!user=alice"])
+    assert hub.request("GET", "api/users/alice/manage-volumes", "alice-read-only")[0] == 200
+    assert reset(hub, "alice", "alice-read-only", {"volumes": ["workspace"]})[0] == 403
+    assert workspace(users_root) == ["notebook.ipynb"]
+
+
+def test_admin_manages_anyone_and_unknown_users_are_404(hub, manager):
+    code, body = reset(hub, "bob", ADMIN, {"volumes": ["home"]})
+    assert code == 200 and body["reset_volumes"] == ["home"]
+    for code, _ in [
+        reset(hub, "nobody", ADMIN, {"volumes": ["home"]}),
+        hub.request("GET", "api/users/nobody/manage-volumes", ADMIN),
+        hub.request("GET", "api/users/nobody/trash", ADMIN),
+        restore(hub, "nobody", ADMIN, {"item": "20231114T221320.000000Z-home"}),
+        hub.request("POST", "api/users/nobody/restart-server", ADMIN),
+    ]:
+        assert code == 404
+
+
+# --- validation ---
+
+
+def test_bad_volume_names_are_400_and_touch_nothing(hub, manager, users_root):
+    bad = [
+        {"volumes": [".."]}, {"volumes": ["/etc"]}, {"volumes": ["home/../../x"]},
+        {"volumes": [""]}, {"volumes": ["x" * 5000]}, {"volumes": ["shared"]},
+        {"volumes": [1]}, {"volumes": [None]}, {"volumes": "home"}, {"volumes": []},
+        {"volumes": {"home": True}}, {}, [], "home", 5, None,
+        {"volumes": ["home", "../jh-bob/workspace"]},
+    ]
+    for body in bad:
+        code, answer = reset(hub, "alice", "alice", raw=json.dumps(body))
+        assert code == 400, body
+        assert answer["message"], body
+    for raw in ("volumes=home", "{", " "):
+        assert reset(hub, "alice", "alice", raw=raw)[0] == 400, raw
+    assert workspace(users_root) == ["notebook.ipynb"] and trash(users_root) == []
+
+
+def test_bad_trash_items_are_400_unknown_ones_404(hub, manager):
+    for item in ["..", "../jh-bob/.trash/x", "", None, 5, "20231114T221320.000000Z-shared"]:
+        code, _ = restore(hub, "alice", "alice", {"item": item})
+        assert code == 400, item
+    code, body = restore(hub, "alice", "alice", {"item": "20231114T221320.000000Z-home"})
+    assert code == 404 and "No trash item" in body["message"]
+
+
+# --- the server must be stopped ---
+
+
+def test_reset_and_restore_refused_while_running_or_starting(hub, manager, users_root):
+    code, body = reset(hub, "alice", "alice", {"volumes": ["cache"]})
+    item = body["trash"][0]["id"]
+    spawner = hub.user("alice").spawner
+    for state in ("running", "spawn", "stop"):
+        if state == "running":
+            hub.mark_running("alice", T0)
+        else:
+            hub.mark_stopped("alice")
+        spawner._spawn_pending, spawner._stop_pending = state == "spawn", state == "stop"
+        code, body = reset(hub, "alice", "alice", {"volumes": ["workspace"]})
+        assert code == 400, state
+        expected = {"running": "running", "spawn": "starting", "stop": "pending"}[state]
+        assert expected in body["message"], body
+        code, body = restore(hub, "alice", "alice", {"item": item})
+        assert code == 400, state
+    assert workspace(users_root) == ["notebook.ipynb"]
+    assert trash(users_root) == [item]
+
+
+def test_a_running_named_server_counts(hub, manager):
+    user = hub.user("alice")
+    hub.app.db.add(orm.Spawner(name="gpu", user=user.orm_user))
+    hub.app.db.commit()
+    named = user.spawners["gpu"]  # the hub loads it
+    set_running(hub.app.db, named, True)
+    try:
+        code, body = reset(hub, "alice", "alice", {"volumes": ["workspace"]})
         assert code == 400 and "'gpu'" in body["message"]
+    finally:
+        set_running(hub.app.db, named, False)
 
-    def test_a_running_server_the_hub_has_not_loaded_counts(self):
-        self.alice.orm_spawners["other"] = SimpleNamespace(server=object())
-        assert self.reset("alice", "alice", {"volumes": ["workspace"]})[0] == 400
 
-    # --- trash and restore ---
+def test_a_running_server_the_hub_has_not_loaded_counts(hub, manager):
+    user = hub.user("alice")
+    record = orm.Spawner(name="other", user=user.orm_user, server=orm.Server(ip="127.0.0.1", port=1))
+    hub.app.db.add(record)
+    hub.app.db.commit()
+    try:
+        assert "other" in user.orm_spawners and "other" not in user.spawners
+        assert reset(hub, "alice", "alice", {"volumes": ["workspace"]})[0] == 400
+    finally:
+        hub.app.db.delete(record)  # its server row goes with it
+        hub.app.db.commit()
 
-    def test_list_and_restore_round_trip(self):
-        code, body = self.reset("alice", "alice", {"volumes": ["workspace"]})
-        item = body["trash"][0]["id"]
-        code, listed = self.call("GET", "/hub/api/users/alice/trash", "alice")
-        assert code == 200 and [i["id"] for i in listed["items"]] == [item]
-        assert listed["retention_days"] == 7
-        open(os.path.join(self.users_root, "jh-alice/workspace/after.txt"), "w").close()
-        self.manager.clock = lambda: T0 + 5
-        code, body = self.restore("alice", "admin", {"item": item})
-        assert code == 200, body
-        assert body["volume"] == "workspace" and body["restored"] == item
-        assert body["trashed"]["id"] == "20231114T221325.000000Z-workspace"
-        assert self.workspace() == ["notebook.ipynb"]
-        assert self.trash() == ["20231114T221325.000000Z-workspace"]
 
-    def test_manage_volumes_model_has_descriptions_sizes_and_trash(self):
-        self.manager.sizes = storage.measure_all(self.users_root)
-        self.manager.measured_at = dict.fromkeys(self.manager.sizes, T0)
-        code, model = self.call("GET", "/hub/api/users/alice/manage-volumes", "alice")
-        assert code == 200
-        assert model["user"] == "alice" and model["server_active"] is False
-        assert [v["name"] for v in model["volumes"]] == ["home", "workspace", "cache"]
-        assert model["volumes"][1]["description"] == "Project files"
-        assert model["volumes"][0]["description"] == ""
-        assert all(isinstance(v["size_bytes"], int) for v in model["volumes"])
-        assert model["sizes_measured_at"] == "2023-11-14T22:13:20Z"
-        assert model["trash"] == [] and model["sizes_interval_seconds"] == 3600
+# --- trash and restore ---
 
-    def test_sizes_are_admin_only(self):
-        self.manager.sizes = storage.measure_all(self.users_root)
-        assert self.call("GET", "/hub/api/storage", "alice")[0] == 403
-        code, body = self.call("GET", "/hub/api/storage", "admin")
-        assert code == 200
-        assert body["users"]["alice"]["unix_name"] == "jh-alice"
-        assert body["users"]["alice"]["workspace"] > 0
-        assert body["users"]["admin"]["home"] is None
 
-    # --- restart ---
+def test_list_and_restore_round_trip(hub, manager, users_root):
+    code, body = reset(hub, "alice", "alice", {"volumes": ["workspace"]})
+    item = body["trash"][0]["id"]
+    code, listed = hub.request("GET", "api/users/alice/trash", "alice")
+    assert code == 200 and [i["id"] for i in listed["items"]] == [item]
+    assert listed["retention_days"] == 7
+    (users_root / "jh-alice/workspace/after.txt").write_text("")
+    manager.clock = lambda: T0 + 5
+    code, body = restore(hub, "alice", ADMIN, {"item": item})
+    assert code == 200, body
+    assert body["volume"] == "workspace" and body["restored"] == item
+    assert body["trashed"]["id"] == "20231114T221325.000000Z-workspace"
+    assert workspace(users_root) == ["notebook.ipynb"]
+    assert trash(users_root) == ["20231114T221325.000000Z-workspace"]
 
-    def test_restart_stops_then_starts_through_the_hub(self):
-        self.alice.spawner.running = True
-        code, body = self.call("POST", "/hub/api/users/alice/restart-server", "alice")
-        assert code == 200, body
-        assert body["ready"] is True and "restarted" in body["message"]
-        assert self.calls == [
-            ("stop", "alice", ""),
-            ("stopped", "alice"),
-            ("spawn", "alice", "", {"profile": "default"}),
-        ]
 
-    def test_restart_of_a_stopped_or_pending_server_is_400(self):
-        code, body = self.call("POST", "/hub/api/users/alice/restart-server", "admin")
-        assert code == 400 and body["message"] == "Server is not running"
-        self.alice.spawner.pending = "spawn"
-        code, body = self.call("POST", "/hub/api/users/alice/restart-server", "alice")
-        assert code == 400 and "pending" in body["message"]
-        assert self.calls == []
+def test_manage_volumes_model_has_descriptions_sizes_and_trash(hub, manager, users_root):
+    manager.sizes = storage.measure_all(users_root)
+    manager.measured_at = dict.fromkeys(manager.sizes, T0)
+    code, model = hub.request("GET", "api/users/alice/manage-volumes", "alice")
+    assert code == 200
+    assert model["user"] == "alice" and model["server_active"] is False
+    assert [v["name"] for v in model["volumes"]] == ["home", "workspace", "cache"]
+    assert model["volumes"][1]["description"] == "Project files"
+    assert model["volumes"][0]["description"] == ""
+    assert all(isinstance(v["size_bytes"], int) for v in model["volumes"])
+    assert model["sizes_measured_at"] == "2023-11-14T22:13:20Z"
+    assert model["trash"] == [] and model["sizes_interval_seconds"] == 3600
+
+
+def test_sizes_are_admin_only(hub, manager, users_root):
+    manager.sizes = storage.measure_all(users_root)
+    assert hub.request("GET", "api/storage", "alice")[0] == 403
+    code, body = hub.request("GET", "api/storage", ADMIN)
+    assert code == 200
+    assert body["users"]["alice"]["unix_name"] == "jh-alice"
+    assert body["users"]["alice"]["workspace"] > 0
+    assert body["users"][ADMIN]["home"] is None
+
+
+# --- restart ---
+
+
+def test_restart_stops_then_starts_through_the_hub(hub, manager):
+    hub.mark_running("alice", T0)
+    hub.user("alice").spawner.user_options = {"profile": "default"}
+    code, body = hub.request("POST", "api/users/alice/restart-server", "alice")
+    assert code == 200, body
+    assert body["ready"] is True and "restarted" in body["message"]
+    assert hub.settings["calls"] == [
+        ("stop", "alice", ""),
+        ("stopped", "alice"),
+        ("spawn", "alice", "", {"profile": "default"}),
+    ]
+
+
+def test_restart_of_a_stopped_or_pending_server_is_400(hub, manager):
+    code, body = hub.request("POST", "api/users/alice/restart-server", ADMIN)
+    assert code == 400 and body["message"] == "Server is not running"
+    hub.user("alice").spawner._spawn_pending = True
+    code, body = hub.request("POST", "api/users/alice/restart-server", "alice")
+    assert code == 400 and "pending" in body["message"]
+    assert hub.settings["calls"] == []
 
 
 def test_busy_reason():

@@ -10,18 +10,12 @@ from hub_ext.accounts.throttle import (
     format_wait,
 )
 
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
+from .fakes import FakeClock
 
 
 @pytest.fixture
 def clock():
-    return Clock()
+    return FakeClock()
 
 
 def throttle(clock, free=3, max_delay=600, **kw):
