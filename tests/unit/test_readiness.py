@@ -8,7 +8,7 @@ import pytest
 
 from hub_ext.units.readiness import Readiness, http_answers, wait_until_listening
 
-from .fakes import FakeClock
+from .fakes import T0, FakeClock
 
 
 def answers(*values):
@@ -49,14 +49,14 @@ def test_unit_checked_once_per_alive_every_and_exit_ends_the_wait():
     assert state is Readiness.EXITED
     # first check after 1 s, the second (False) 1 s later: not one per probe
     assert len(alive.calls) == 2
-    assert clock.now - 100.0 == pytest.approx(2.0)
+    assert clock.now - T0 == pytest.approx(2.0)
 
 
 def test_times_out_while_the_unit_runs_but_never_listens():
     clock = FakeClock()
     state = run_wait(answers(False), answers(True), clock, timeout=3, interval=0.5)
     assert state is Readiness.TIMED_OUT
-    assert clock.now - 100.0 == pytest.approx(3.0)
+    assert clock.now - T0 == pytest.approx(3.0)
 
 
 def test_http_answers_only_once_a_server_answers():
