@@ -22,6 +22,7 @@ import json
 import time
 
 import pytest
+
 from hubclient import HubClient, batch_create, login_client, unique_names
 
 PROFILE_GROUP = "restart-profile"
@@ -97,7 +98,7 @@ def journal_cursor(host) -> str:
 def labs(host, admin, hub_dropin):
     """kind -> user, kind -> that user's token client, user -> password; every
     lab but the pending one running and ready."""
-    users = dict(zip(KINDS, unique_names(len(KINDS), "hr")))
+    users = dict(zip(KINDS, unique_names(len(KINDS), "hr"), strict=True))
     passwords = batch_create(admin, users.values())
     clients = {kind: HubClient(admin.base, token=admin.new_token(user))
                for kind, user in users.items()}
