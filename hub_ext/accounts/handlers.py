@@ -17,6 +17,9 @@ API (token, or cookie + ``X-XSRFToken``):
 * ``POST /hub/api/platform/users`` ``{"usernames": [...]}`` -> 201
   ``{"users": [{"name", "password"}]}``; any bad name -> 400 with per-name
   ``errors`` and nothing created.
+* ``POST /hub/api/users`` (JupyterHub's, used by the admin panel's Add Users):
+  the same creation, answered as upstream's list of user models, each with
+  its generated ``password``; ``"admin": true`` makes them admins.
 * ``POST /hub/api/platform/users/<name>/password`` -> 200 ``{"name", "password"}``
   (also clears the name's login delays).
 * ``POST /hub/api/platform/users/<name>/login-delays/clear`` -> 200
@@ -38,8 +41,9 @@ from urllib.parse import urlencode
 from jupyterhub import orm
 from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.apihandlers.groups import GroupAPIHandler
-from jupyterhub.apihandlers.users import UserAPIHandler
+from jupyterhub.apihandlers.users import UserAPIHandler, UserListAPIHandler
 from jupyterhub.handlers import BaseHandler
+from jupyterhub.roles import assign_default_roles
 from jupyterhub.scopes import has_scope, needs_scope
 from jupyterhub.utils import maybe_future
 from nativeauthenticator.orm import UserInfo
@@ -105,16 +109,19 @@ def check_batch(
 # --- API ------------------------------------------------------------------------
 
 
-class BatchCreateUsersHandler(APIHandler):
-    async def post(self):
-        _require_admin(self)
-        body = self.get_json_body()  # 400 on invalid JSON
-        if not isinstance(body, dict):
-            raise web.HTTPError(400, 'Expected a JSON object {"usernames": [...]}')
+class _UserCreation(APIHandler):
+    """Creating users with generated passwords, all or nothing."""
+
+    async def create_with_passwords(self, raw_names, admin: bool = False) -> dict[str, str]:
+        """Create every named user with a generated password: {name: password}.
+
+        A bad or taken name answers 400 with per-name ``errors`` (and raises
+        ``web.Finish``); nothing is created then, nor when a later step fails.
+        """
         auth = self.authenticator
         try:
             names, errors = check_batch(
-                body.get("usernames"),
+                raw_names,
                 auth.normalize_username,
                 auth.name_problem,
                 lambda n: self.find_user(n) is not None or auth.get_user(n) is not None,
@@ -126,11 +133,11 @@ class BatchCreateUsersHandler(APIHandler):
             self.set_header("Content-Type", "application/json")
             self.finish(json.dumps({
                 "status": 400,
-                "message": f"{len(errors)} of {len(body['usernames'])} names refused; "
+                "message": f"{len(errors)} of {len(raw_names)} names refused; "
                 "nothing was created.",
                 "errors": errors,
             }))
-            return
+            raise web.Finish()
 
         plain = {name: auth.new_password() for name in names}
         # bcrypt is slow on purpose: hash in threads, off the event loop
@@ -145,6 +152,10 @@ class BatchCreateUsersHandler(APIHandler):
             for name in names:
                 user = self.user_from_username(name)
                 created.append(user)
+                if admin:
+                    user.admin = True
+                    assign_default_roles(self.db, entity=user)
+                    self.db.commit()
                 await maybe_future(auth.add_user(user))
         except Exception as e:
             self.log.exception("Batch creation failed, rolling back: %s", e)
@@ -157,13 +168,48 @@ class BatchCreateUsersHandler(APIHandler):
                     self.db.delete(info)
             self.db.commit()
             raise web.HTTPError(500, "Creating the users failed; nothing was created.") from None
-        self.log.info("%s created users %s", self.current_user.name, ", ".join(names))
-        self.set_status(201)
+        self.log.info("%s created %susers %s", self.current_user.name,
+                      "admin " if admin else "", ", ".join(names))
         self.set_header("Cache-Control", NO_STORE)
+        return plain
+
+
+class BatchCreateUsersHandler(_UserCreation):
+    async def post(self):
+        _require_admin(self)
+        body = self.get_json_body()  # 400 on invalid JSON
+        if not isinstance(body, dict):
+            raise web.HTTPError(400, 'Expected a JSON object {"usernames": [...]}')
+        plain = await self.create_with_passwords(body.get("usernames"))
+        self.set_status(201)
         self.finish({
-            "users": [{"name": n, "password": plain[n]} for n in names],
-            "password_entropy_bits": round(passwords.entropy_bits(auth.password_words), 1),
+            "users": [{"name": n, "password": p} for n, p in plain.items()],
+            "password_entropy_bits": round(
+                passwords.entropy_bits(self.authenticator.password_words), 1),
         })
+
+
+class PlatformUserListAPIHandler(_UserCreation, UserListAPIHandler):
+    """JupyterHub's ``POST /api/users`` (the admin panel's Add Users), but every
+    user it creates gets a generated password, answered once in its model's
+    ``password``: upstream creates users nobody can log in as."""
+
+    @needs_scope("admin:users")
+    async def post(self):
+        body = self.get_json_body()  # 400 on invalid JSON
+        if not isinstance(body, dict):
+            raise web.HTTPError(400, 'Expected a JSON object {"usernames": [...], "admin": false}')
+        admin = body.get("admin", False)
+        if not isinstance(admin, bool):
+            raise web.HTTPError(400, '"admin" must be true or false')
+        if admin and not self.current_user.admin:
+            raise web.HTTPError(403, "Only admins can grant admin permissions")
+        plain = await self.create_with_passwords(body.get("usernames"), admin=admin)
+        self.set_status(201)
+        self.finish(json.dumps([
+            dict(self.user_model(self.find_user(name)), password=password)
+            for name, password in plain.items()
+        ]))
 
 
 class ResetPasswordHandler(APIHandler):
@@ -354,6 +400,7 @@ default_handlers = [
     (r"/api/platform/users", BatchCreateUsersHandler),
     (r"/api/platform/users/([^/]+)/password", ResetPasswordHandler),
     (r"/api/platform/users/([^/]+)/login-delays/clear", ClearLoginDelaysHandler),
+    (r"/api/users", PlatformUserListAPIHandler),
     (r"/api/users/([^/]+)", PlatformUserAPIHandler),
     (r"/api/groups/([^/]+)", PlatformGroupAPIHandler),
     (r"/platform/users", UsersPageHandler),

@@ -70,6 +70,35 @@ def test_batch_create_three_users_each_logs_in_with_the_shown_password(host, adm
         assert found.returncode == 1, "plaintext password in the hub database"
 
 
+def test_jupyterhubs_add_users_api_answers_each_generated_password_once(host, admin):
+    # the admin panel's Add Users calls POST /hub/api/users {"usernames", "admin"}
+    fresh = names(2, "panel")
+    r = admin.api("POST", "users", json={"usernames": fresh, "admin": False})
+    assert r.status_code == 201, r.text
+    assert r.headers["Cache-Control"].startswith("no-store")
+    models = {m["name"]: m for m in r.json()}
+    assert sorted(models) == sorted(fresh)
+    for name, model in models.items():
+        assert model["kind"] == "user" and model["admin"] is False
+        assert login(host, name, model["password"]).logged_in_as() == name
+        # answered once: the user model never shows it again
+        assert "password" not in admin.api("GET", f"users/{name}").json()
+
+
+def test_add_users_api_makes_admins_and_refuses_taken_names_whole(host, admin):
+    (promoted,) = names(1, "panel")
+    r = admin.api("POST", "users", json={"usernames": [promoted], "admin": True})
+    assert r.status_code == 201, r.text
+    assert admin.api("GET", f"users/{promoted}").json()["admin"] is True
+    fresh = names(1, "panel")[0]
+    r = admin.api("POST", "users", json={"usernames": [fresh, promoted]})
+    assert r.status_code == 400
+    assert r.json()["errors"] == [{"name": promoted, "error": "a user of this name already exists"}]
+    assert admin.api("GET", f"users/{fresh}").status_code == 404
+    r = admin.api("POST", "users", json={"usernames": [fresh], "admin": "yes"})
+    assert r.status_code == 400 and "admin" in r.json()["message"]
+
+
 @pytest.mark.parametrize("usernames, bad", [
     (["ok-{t}-a", "ok-{t}-a"], "ok-{t}-a"),  # duplicate in the list
     (["ok-{t}-b", "Bad.Name"], "Bad.Name"),
