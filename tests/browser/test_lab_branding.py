@@ -17,7 +17,7 @@ import testhost
 from browserutil import SCREENSHOTS, login
 from hubclient import batch_create
 
-SWITCH = "/opt/jupyterlab/etc/jupyter/jupyter_server_config.d/platform-branding.json"
+SWITCH = "/opt/jupyterlab/etc/jupyter/jupyter_lab_config.json"
 ICON = '<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64"><rect width="64" height="64" fill="{}"/></svg>'
 
 
