@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 from browserutil import login, screenshot
 from hubclient import login_client
 
+
 def hub_path(host, path: str) -> str:
     """/<prefix>/hub/<path>, as the navigation bar's links are written."""
     return urlparse(host.https_url).path + "hub/" + path
