@@ -309,6 +309,7 @@ TOP_LEVEL_CHECKS: dict[str, Check] = {
 SPAWNER_CHECKS: dict[str, Check] = {
     "mem_limit": _optional(_memory),
     "cpu_limit": _optional(_cpu),
+    "tasks_max": _optional(_positive),
     "user_workingdir": _optional(_absolute_path),
     "default_shell": _absolute_path,
     "extra_paths": _string_list,

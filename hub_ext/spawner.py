@@ -17,7 +17,7 @@ from jupyterhub.utils import random_port, url_path_join
 from sqlalchemy import inspect as orm_inspect
 from systemdspawner import SystemdSpawner, systemd
 from tornado import web
-from traitlets import Bool, Dict, Float, TraitError, Unicode, default, validate
+from traitlets import Bool, Dict, Float, Integer, TraitError, Unicode, default, validate
 
 from hub_ext.accounts import privileges
 from hub_ext.accounts import unix_users as accounts
@@ -129,6 +129,16 @@ class PlatformSpawner(SystemdSpawner):
         lets root inside install packages. unit_extra_properties override any
         single directive; False leaves the units as plain SystemdSpawner makes them.
         """,
+    ).tag(config=True)
+
+    tasks_max = Integer(
+        None,
+        allow_none=True,
+        min=1,
+        help="""Most processes and threads the lab unit may hold at once (TasksMax=);
+        past it fork() and thread creation fail in that lab only ("Cannot fork",
+        "Resource temporarily unavailable"), so a fork bomb stays inside. None: no cap
+        (platform.json spawner.tasks_max; the playbook's default is 1024).""",
     ).tag(config=True)
 
     tmp_size = Unicode(
@@ -316,6 +326,7 @@ class PlatformSpawner(SystemdSpawner):
             bind_paths=storage.bind_paths(self.unix_name, self.users_root, self.shared_dir),
             mem_limit=self.mem_limit,
             cpu_limit=self.cpu_limit,
+            tasks_max=self.tasks_max,
             isolate_tmp=self.isolate_tmp,
             tmp_size=self.tmp_size,
             shm_size=self.shm_size,

@@ -40,6 +40,7 @@ SAMPLE_SETTINGS = {
     "spawner": {
         "mem_limit": "4G",
         "cpu_limit": 2.0,
+        "tasks_max": 1024,
         "user_workingdir": None,
         "default_shell": "/bin/bash",
         "extra_paths": [],

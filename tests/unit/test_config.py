@@ -57,6 +57,7 @@ def test_subdomains_need_a_domain_with_subdomains(settings, public_host):
 def test_spawner(settings):
     settings["spawner"]["environment"] = {"TZ": "UTC"}
     settings["spawner"]["unit_extra_properties"] = {"TasksMax": "512"}
+    settings["spawner"]["tasks_max"] = 200
     settings["spawner"]["tmp_size"] = "512M"
     settings["spawner"]["shm_size"] = 268435456
     c = rendered(settings).PlatformSpawner
@@ -64,6 +65,7 @@ def test_spawner(settings):
     assert c.default_url == "/lab"
     assert c.mem_limit == "4G"
     assert c.cpu_limit == 2.0
+    assert c.tasks_max == 200
     assert c.default_shell == "/bin/bash"
     assert c.unit_name_template == "jupyter-{USERNAME}-singleuser"
     assert c.isolate_tmp is True and c.disable_user_sudo is True
@@ -143,6 +145,8 @@ def test_config_reaches_real_traits(settings):
         ("spawner.mem_limit", "4GB", "spawner.mem_limit must be a positive byte count"),
         ("spawner.cpu_limit", 0, "spawner.cpu_limit must be a positive number"),
         ("spawner.cpu_limit", -0.5, "spawner.cpu_limit must be a positive number"),
+        ("spawner.tasks_max", 0, "spawner.tasks_max must be >= 1"),
+        ("spawner.tasks_max", "many", "spawner.tasks_max must be"),
         ("spawner.start_timeout", 0, "spawner.start_timeout must be >= 1"),
         ("spawner.ready_poll_interval", 0, "spawner.ready_poll_interval must be a number of seconds in 0.01-5"),
         ("spawner.ready_poll_interval", "fast", "spawner.ready_poll_interval must be a number"),
