@@ -570,6 +570,23 @@ def deploy(name: str, *ansible_args: str, check: bool = True,
     return subprocess.run(argv, env=env, check=check, cwd=REPO)
 
 
+def provision(name: str, port_base: int, extra_vars: dict | None = None,
+              enforce_limits: bool = False, reuse: bool = False, log_to: Path | None = None) -> Host:
+    """A running host with the platform deployed: the kept one when ``reuse``
+    and it was deployed and still runs, else a fresh one (up + deploy)."""
+    marker = HOSTS / name / "deployed"
+    if reuse and marker.exists():
+        existing = Host.load(name)
+        if existing.is_running():
+            return existing
+    host = up(name, port_base, extra_vars, enforce_limits)
+    res = deploy(name, capture=True)
+    if log_to:
+        log_to.write_text(res.stdout + res.stderr)
+    marker.write_text("")
+    return host
+
+
 def down(name: str) -> None:
     hdir = HOSTS / name
     if not hdir.exists():
