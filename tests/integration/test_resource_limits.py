@@ -26,6 +26,7 @@ like the main host with ``TESTHOST_KEEP=1`` / ``TESTHOST_REUSE=1``.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import threading
 import time
@@ -172,8 +173,11 @@ def test_kernel_past_the_memory_limit_dies_alone(limits_host, admin, labs):
     oom = dict(line.split() for line in
                cgroup_file(limits_host, victim, "memory", "memory.oom_control").splitlines())
     assert int(oom["oom_kill"]) >= 1, oom
-    # nothing escaped into swap: memory + swap never went past the limit
-    assert int(cgroup_file(limits_host, victim, "memory", "memory.memsw.max_usage_in_bytes")) <= MEM_LIMIT
+    # nothing escaped into swap: memory + swap peaked at the limit (the kernel
+    # charges in per-CPU batches, a few hundred KB past it; an escape into swap
+    # would have reached the twice the limit the cell asked for)
+    peak = int(cgroup_file(limits_host, victim, "memory", "memory.memsw.max_usage_in_bytes"))
+    assert peak <= MEM_LIMIT + M, peak
     journal = limits_host.exec("journalctl", "-u", unit(victim), "--no-pager", "-o", "cat").stdout
     assert "restarting kernel" in journal, journal[-2000:]
     # the lab server (same process), the hub and the other lab stay up
@@ -233,7 +237,9 @@ def test_fork_bomb_stops_at_tasks_max_and_the_rest_answers(limits_host, admin, l
         answered.append((answers(admin), answers(admin, other)))
         time.sleep(1)
     thread.join()
-    forked, refused = (int(x) for x in result["out"].split()[1::2][:2])
+    counts = re.search(r"forked (\d+) refused (\d+)", result["out"])
+    assert counts, result["out"]
+    forked, refused = int(counts[1]), int(counts[2])
     assert refused > 0 and forked < TASKS_MAX, result["out"]
     assert forked > TASKS_MAX // 2  # the bomb did fill the lab
     assert TASKS_MAX - 20 <= peak <= TASKS_MAX
@@ -248,17 +254,35 @@ BURN = ("for i in $(seq {n}); do setsid nohup timeout {secs} bash -c 'while :; d
         ">/dev/null 2>&1 </dev/null & done; echo burning")
 
 
+# CPU seconds of a unit's processes (utime + stime of each). Not CPUUsageNSec:
+# systemd takes cpu and cpuacct for one v1 hierarchy, and on this host they are
+# two, so a unit has no cpuacct cgroup of its own (docs/testing.md).
+UNIT_CPU_SECONDS = """
+import os, subprocess, sys
+group = subprocess.run(["systemctl", "show", "-p", "ControlGroup", "--value", sys.argv[1]],
+                       capture_output=True, text=True, check=True).stdout.strip()
+ticks = 0
+for pid in open(f"/sys/fs/cgroup/systemd{group}/cgroup.procs").read().split():
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        continue
+    ticks += int(fields[11]) + int(fields[12])
+print(ticks / os.sysconf("SC_CLK_TCK"))
+"""
+
+
 def cores_used(host, users: list[str], seconds: float = 6) -> dict[str, float]:
-    """CPU cores each user's lab unit used over ``seconds`` (its CPUUsageNSec)."""
+    """CPU cores each user's lab used over ``seconds`` (its processes' CPU time)."""
     def usage():
-        return {u: int(host.unit_properties(unit(u), "CPUUsageNSec")["CPUUsageNSec"]) for u in users}
+        return {u: float(host.exec("python3", "-c", UNIT_CPU_SECONDS, unit(u)).stdout) for u in users}
     before, start = usage(), time.monotonic()
     time.sleep(seconds)
     after, wall = usage(), time.monotonic() - start
-    return {u: (after[u] - before[u]) / 1e9 / wall for u in users}
+    return {u: (after[u] - before[u]) / wall for u in users}
 
 
-def burn(admin: HubClient, user: str, processes: int, secs: int = 20) -> None:
+def burn(admin: HubClient, user: str, processes: int, secs: int = 30) -> None:
     out, status = lab_shell(admin, user, BURN.format(n=processes, secs=secs))
     assert status == 0 and "burning" in out
 
@@ -297,12 +321,13 @@ def test_activity_monitor_reads_the_v1_controllers(limits_host, admin, labs):
         b, i = users[busy], users[idle]
         if b["cpu_percent"] is not None and b["cpu_percent"] >= 50 and i["cpu_percent"] is not None:
             break
-        assert time.monotonic() < deadline, (b, i)
+        assert time.monotonic() < deadline, (b["cpu_percent"], b["sources"], i["cpu_percent"])
         time.sleep(1)
     for u in (b, i):
         assert u["sources"]["memory"] == "cgroup-v1", u["sources"]
         assert u["sources"]["tasks"] == "cgroup-v1", u["sources"]
-        assert u["sources"]["cpu"] == "cgroup-v1", u["sources"]
+        # a unit has no cpuacct cgroup here (cores_used): the psutil fallback
+        assert u["sources"]["cpu"] == "psutil", u["sources"]
         assert u["memory_limit"] == MEM_LIMIT
         assert 20 * M < u["memory_bytes"] <= MEM_LIMIT and 1 <= u["tasks"] <= TASKS_MAX
     assert i["cpu_percent"] <= 5 and b["cpu_percent"] <= 105  # one core at most

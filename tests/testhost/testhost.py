@@ -318,8 +318,15 @@ def _find_init(nspawn_pid: int, timeout: float = 30) -> int:
 
 
 # The v1 controllers a lab's limits need: MemoryMax= (memory), TasksMax= (pids),
-# CPUQuota=/CPUWeight= (cpu) and their accounting (cpuacct).
-LIMIT_CONTROLLERS = ("memory", "pids", "cpu", "cpuacct")
+# CPUQuota=/CPUWeight= (cpu). Not cpuacct: systemd takes cpu and cpuacct for one
+# joined hierarchy and never puts a unit into a cpuacct mounted on its own, as
+# the build machine has it (so CPUUsageNSec stays unset; docs/testing.md).
+LIMIT_CONTROLLERS = ("memory", "pids", "cpu")
+# cpu.shares of an enforcing host's cgroup on the build machine. With the
+# default 1024 the whole host weighs as much as one busy process of the build
+# machine: with ten of them it gets a tenth of a core, and no lab's CPU limit
+# (half a core, one core) could ever bind. It stands in for a server of its own.
+HOST_CPU_SHARES = 10240
 
 
 def own_cgroups(proc_cgroup: str) -> dict[str, str]:
@@ -443,6 +450,8 @@ def up(name: str, port_base: int, extra_vars: dict | None = None,
     cgroups = _cgroup_dirs(name, enforce_limits)
     for d in cgroups:
         d.mkdir(exist_ok=True)
+        if (d / "cpu.shares").exists():
+            (d / "cpu.shares").write_text(str(HOST_CPU_SHARES))
     host.cgroups = [str(d) for d in cgroups]
     env = dict(os.environ)
     if enforce_limits:
