@@ -18,36 +18,24 @@ limits") with small limits, and proves each one from a lab:
 * the activity monitor reads the units' memory, tasks and CPU from the cgroup
   v1 controllers of this host kind.
 
-Host: ``$TESTHOST_NAME-limits`` on port base ``$TESTHOST_PORT_BASE + 4000``
-(or ``TESTHOST_LIMITS_NAME`` / ``TESTHOST_LIMITS_PORT_BASE``); kept and reused
-like the main host with ``TESTHOST_KEEP=1`` / ``TESTHOST_REUSE=1``.
+Host: conftest's ``limits_host`` (``$TESTHOST_NAME-limits``), with the
+limits of ``testhost.LIMITS_HOST_VARS``.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 import threading
 import time
-from pathlib import Path
 
 import pytest
-import testhost
 from hubclient import HubClient, lab_cell, lab_shell
+from testhost import LIMITS_HOST_VARS
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 M = 2**20
-MEM_LIMIT = 512 * M
-TASKS_MAX = 200
-# small limits (a lab with JupyterLab and a kernel fits in 512M), a larger
-# memory profile and a half-core profile
-LIMITS_VARS = {
-    "jupyterhub_spawner_mem_limit": "512M",
-    "jupyterhub_spawner_cpu_limit": 1.0,
-    "jupyterhub_spawner_tasks_max": TASKS_MAX,
-    "jupyterhub_resource_profiles": {"big-mem": {"mem_limit": "1G"}, "half-cpu": {"cpu_limit": 0.5}},
-}
+MEM_LIMIT = 512 * M  # LIMITS_HOST_VARS
+TASKS_MAX = LIMITS_HOST_VARS["jupyterhub_spawner_tasks_max"]
 SAMPLE_INTERVAL = 4
 ACTIVITY_DROPIN = f"""\
 # test: sample every {SAMPLE_INTERVAL} s, live readings at most 1 s old
@@ -57,31 +45,21 @@ c.ActivityMonitor.live_interval = 1.0
 
 
 @pytest.fixture(scope="module")
-def limits_host():
-    main = os.environ.get("TESTHOST_NAME", "pytest")
-    name = os.environ.get("TESTHOST_LIMITS_NAME", f"{main}-limits")
-    port_base = int(os.environ.get("TESTHOST_LIMITS_PORT_BASE",
-                                   int(os.environ.get("TESTHOST_PORT_BASE", "23000")) + 4000))
-    ARTIFACTS.mkdir(exist_ok=True)
-    h = testhost.provision(name, port_base, LIMITS_VARS, enforce_limits=True,
-                           reuse=os.environ.get("TESTHOST_REUSE") == "1",
-                           log_to=ARTIFACTS / "deploy-limits.log")
-    h.exec("tee", "/etc/jupyterhub/jupyterhub_config.d/90-test-limits.py", input=ACTIVITY_DROPIN)
-    h.exec("systemctl", "restart", "jupyterhub")
-    yield h
-    h.exec("rm", "-f", "/etc/jupyterhub/jupyterhub_config.d/90-test-limits.py", check=False)
-    if os.environ.get("TESTHOST_KEEP") != "1":
-        testhost.down(name)
+def admin(limits_admin) -> HubClient:
+    """This module's admin is the enforcing host's (conftest's is the main host's)."""
+    return limits_admin
 
 
 @pytest.fixture(scope="module")
-def admin(limits_host) -> HubClient:
-    """This host's admin (the module's own: conftest's admin is the main host's)."""
-    browser = HubClient(limits_host.https_url)
-    browser.wait_hub()
-    browser.login(limits_host.admin_user, limits_host.admin_password)
-    assert browser.logged_in_as() == limits_host.admin_user
-    return HubClient(limits_host.https_url, token=browser.new_token(limits_host.admin_user))
+def fast_sampling(limits_host, admin):
+    path = "/etc/jupyterhub/jupyterhub_config.d/90-test-limits.py"
+    limits_host.exec("tee", path, input=ACTIVITY_DROPIN)
+    limits_host.exec("systemctl", "restart", "jupyterhub")
+    admin.wait_hub()
+    yield
+    limits_host.exec("rm", "-f", path)
+    limits_host.exec("systemctl", "restart", "jupyterhub")
+    admin.wait_hub()
 
 
 @pytest.fixture(scope="module")
@@ -312,7 +290,7 @@ def test_equal_limits_share_fairly_whatever_the_process_count(limits_host, admin
 # --- activity monitor on cgroup v1 ---------------------------------------------
 
 
-def test_activity_monitor_reads_the_v1_controllers(limits_host, admin, labs):
+def test_activity_monitor_reads_the_v1_controllers(limits_host, admin, labs, fast_sampling):
     busy, idle = labs(2)
     burn(admin, busy, processes=1, secs=60)
     deadline = time.monotonic() + 2 * SAMPLE_INTERVAL + 30

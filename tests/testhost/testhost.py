@@ -544,6 +544,16 @@ def _write_inventory(host: Host) -> None:
     host.inventory.write_text(json.dumps(inventory, indent=2))
 
 
+# The suite's enforcing host (tests/conftest.py limits_host): small limits, so
+# the labs reach them cheaply (a lab with JupyterLab and a kernel fits in 512M),
+# a profile with more memory and one with half a core.
+LIMITS_HOST_VARS = {
+    "jupyterhub_spawner_mem_limit": "512M",
+    "jupyterhub_spawner_cpu_limit": 1.0,
+    "jupyterhub_spawner_tasks_max": 200,
+    "jupyterhub_resource_profiles": {"big-mem": {"mem_limit": "1G"}, "half-cpu": {"cpu_limit": 0.5}},
+}
+
 # Every lab on the hub's origin (jupyterhub_user_subdomains false), reached by
 # address: tests/hubclient.py takes a hub URL with an IP address for this mode.
 SINGLE_ORIGIN_VARS = {"jupyterhub_user_subdomains": False, "jupyterhub_domain": "127.0.0.1"}
