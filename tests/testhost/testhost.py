@@ -552,6 +552,10 @@ LIMITS_HOST_VARS = {
     "jupyterhub_spawner_cpu_limit": 1.0,
     "jupyterhub_spawner_tasks_max": 200,
     "jupyterhub_resource_profiles": {"big-mem": {"mem_limit": "1G"}, "half-cpu": {"cpu_limit": 0.5}},
+    # the hub-priority bench starts 20 labs at once, each capped at one core, on
+    # two shared cores: a lab may take over a minute to listen
+    "jupyterhub_spawner_start_timeout": 300,
+    "jupyterhub_spawner_http_timeout": 300,
 }
 
 # Every lab on the hub's origin (jupyterhub_user_subdomains false), reached by
