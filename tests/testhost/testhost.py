@@ -318,10 +318,11 @@ def _find_init(nspawn_pid: int, timeout: float = 30) -> int:
 
 
 # The v1 controllers a lab's limits need: MemoryMax= (memory), TasksMax= (pids),
-# CPUQuota=/CPUWeight= (cpu). Not cpuacct: systemd takes cpu and cpuacct for one
-# joined hierarchy and never puts a unit into a cpuacct mounted on its own, as
-# the build machine has it (so CPUUsageNSec stays unset; docs/testing.md).
-LIMIT_CONTROLLERS = ("memory", "pids", "cpu")
+# CPUQuota=/CPUWeight= (cpu), and cpuacct: systemd handles cpu and cpuacct as
+# one joined pair and, with cpuacct read-only, realizes neither. (Mounted apart,
+# as the build machine has them, it still leaves the units in cpuacct's root,
+# so CPUUsageNSec stays unset; docs/testing.md.)
+LIMIT_CONTROLLERS = ("memory", "pids", "cpu", "cpuacct")
 # cpu.shares of an enforcing host's cgroup on the build machine. With the
 # default 1024 the whole host weighs as much as one busy process of the build
 # machine: with ten of them it gets a tenth of a core, and no lab's CPU limit
