@@ -11,6 +11,7 @@ the hub API's p95 latency. Nothing asserts a time (docs/benchmarks.md).
 from __future__ import annotations
 
 import pytest
+
 from hubclient import HubClient
 from spawn_burst import describe_burst, run_burst, write_result
 

@@ -27,6 +27,7 @@ import time
 
 import pytest
 import requests
+
 from hubclient import HubClient
 from spawn_burst import ARTIFACTS, describe_burst, run_burst, write_result
 

@@ -30,6 +30,7 @@ import threading
 import time
 
 import pytest
+
 from hubclient import HubClient, lab_cell, lab_shell
 from testhost import LIMITS_HOST_VARS
 

@@ -1,11 +1,6 @@
-"""The test host script's pure parts."""
+"""The test host script's pure parts (tests/conftest.py puts tests/testhost on the path)."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "testhost"))
-
-import testhost  # noqa: E402
+import testhost
 
 
 def test_own_cgroups_names_every_hierarchy_of_proc_self_cgroup():
