@@ -6,6 +6,7 @@ import re
 
 import pytest
 import yaml
+
 from ansible_roles import ROLES, argument_spec, role_defaults, role_names
 
 # A default of this Python type needs this argument spec type (None: nullable knob).

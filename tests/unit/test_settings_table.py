@@ -8,8 +8,8 @@ there, and that the page's parser reads every row of the real document.
 from pathlib import Path
 
 import pytest
-from ansible_roles import all_defaults
 
+from ansible_roles import all_defaults
 from hub_ext.admin import settings_table as st
 
 REPO = Path(__file__).resolve().parents[2]

@@ -6,8 +6,9 @@ import configparser
 from pathlib import Path
 
 import yaml
-from ansible_roles import all_defaults, role_defaults
 from jinja2 import Environment, StrictUndefined
+
+from ansible_roles import all_defaults, role_defaults
 
 REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "ansible/roles/storage"
