@@ -7,4 +7,10 @@ handlers share, ``spawner`` and ``authenticator`` are the JupyterHub-facing
 classes. The module map: docs/architecture.md.
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    # the installed wheel's version, which setuptools-scm took from git
+    __version__ = version("hub_ext")
+except PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0.0.0+unknown"

@@ -4,8 +4,8 @@
 * ``GET /hub/api/settings``: the same rows as JSON (``{"settings": [...]}``).
 
 Both need the ``admin-ui`` scope (admins). Values come from ``values_file``
-(rendered by the playbook from every variable of group_vars/all.yml, secrets
-masked), descriptions from ``docs_file`` (docs/configuration.md, installed by
+(rendered by the playbook from every variable of the roles' defaults/main.yml,
+secrets masked), descriptions from ``docs_file`` (docs/configuration.md, installed by
 the playbook): :mod:`hub_ext.admin.settings_table`. Nothing is written here.
 """
 

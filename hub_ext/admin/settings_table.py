@@ -3,7 +3,7 @@
 One source of descriptions: the variable table of ``docs/configuration.md``
 (installed on the host next to the hub, see docs/settings.md) is parsed here;
 nothing restates it. The current values come from the file the playbook
-renders with every variable of ``ansible/group_vars/all.yml`` as the play saw it
+renders with every variable of the roles' ``defaults/main.yml`` as the play saw it
 (secrets already masked there; masked again here, defence in depth).
 
 Pure: no tornado, no jupyterhub.
