@@ -57,7 +57,7 @@ from hub_ext.accounts.handlers import (
     DiscardActionHandler,
 )
 from hub_ext.web.base import request_client
-from hub_ext.storage.handlers import SETTINGS_KEY as STORAGE_SETTINGS_KEY
+from hub_ext.storage.service import SETTINGS_KEY as STORAGE_SETTINGS_KEY
 from hub_ext.process import CommandError, run_command
 from hub_ext.accounts.throttle import LoginThrottle, WindowQuota, format_wait
 

@@ -20,6 +20,7 @@ from traitlets import Bool, Dict, Float, TraitError, Unicode, default, validate
 
 from hub_ext.accounts import unix_users as accounts
 from hub_ext.gpu import devices as gpu
+from hub_ext.gpu.service import GpuSupport
 from hub_ext.accounts import privileges
 from hub_ext.units import readiness
 from hub_ext.storage import volumes as storage
@@ -209,8 +210,8 @@ class PlatformSpawner(SystemdSpawner):
         return None if paths is None else [self._expand_user_vars(p) for p in paths]
 
     @property
-    def gpu_support(self) -> gpu.GpuSupport:
-        return gpu.GpuSupport.instance(config=self.config)
+    def gpu_support(self) -> GpuSupport:
+        return GpuSupport.instance(config=self.config)
 
     def get_state(self):
         state = super().get_state()

@@ -19,35 +19,15 @@ import time
 import jupyterhub
 from jupyterhub import orm
 from jupyterhub.apihandlers.base import APIHandler
-from traitlets import Float
-from traitlets.config import LoggingConfigurable
 
 from hub_ext import __version__
 from hub_ext.admin import health
+from hub_ext.admin.service import HEALTH_KEY, HealthEndpoint
 from hub_ext.web.base import request_client
 
-SETTINGS_KEY = "hub_ext_health"
 # versions, uptime and counts only for callers who may read the hub's details
 # (the admin, or a token with this scope); everybody else gets the status
 DETAILS_SCOPE = "read:hub"
-
-
-class HealthEndpoint(LoggingConfigurable):
-    min_interval = Float(
-        1.0, help="Seconds between two answered health requests from one client address."
-    ).tag(config=True)
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.started = time.time()
-        self.limiter = health.RateLimiter(self.min_interval)
-
-
-def setup(app, parent=None) -> HealthEndpoint:
-    endpoint = HealthEndpoint(parent=parent or app)
-    if app is not None:
-        app.tornado_settings[SETTINGS_KEY] = endpoint
-    return endpoint
 
 
 class HealthHandler(APIHandler):
@@ -55,7 +35,7 @@ class HealthHandler(APIHandler):
         """GET only; monitoring agents carry no cookie."""
 
     async def get(self):
-        endpoint: HealthEndpoint = self.settings[SETTINGS_KEY]
+        endpoint: HealthEndpoint = self.settings[HEALTH_KEY]
         self.set_header("Cache-Control", "no-cache, no-store")
         wait = endpoint.limiter.check(request_client(self))
         if wait:

@@ -5,8 +5,8 @@ Bare-metal form of the Docker original's "GPU Auto-Detection"
 
 Pure logic apart from one seam: NVML is reached only through an object with
 pynvml's function names (``load_nvml`` imports the module named by
-``GpuSupport.nvml_module``, by default ``pynvml`` from the ``nvidia-ml-py``
-package). Tests hand in ``tests/fake_nvml.py`` instead. Reading
+``GpuSupport.nvml_module`` of :mod:`hub_ext.gpu.service`, by default ``pynvml``
+from the ``nvidia-ml-py`` package). Tests hand in ``tests/fake_nvml.py`` instead. Reading
 ``/proc/<pid>/cgroup`` is a second, injectable function. No tornado, no
 jupyterhub here.
 """
@@ -21,9 +21,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
-
-from traitlets import Dict, Enum, Int, List, Unicode
-from traitlets.config import SingletonConfigurable
 
 MODE_OFF, MODE_ON, MODE_AUTO = 0, 1, 2
 MODES = (MODE_OFF, MODE_ON, MODE_AUTO)
@@ -92,7 +89,7 @@ def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _error(e: BaseException) -> str:
+def describe_error(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
@@ -107,17 +104,17 @@ def detect(nvml, clock: Callable[[], float] = time.perf_counter) -> Detection:
     try:
         nvml.nvmlInit()
     except Exception as e:  # NVMLError subclasses, OSError from ctypes
-        return Detection(errors=(f"NVML init failed: {_error(e)}",), seconds=clock() - started)
+        return Detection(errors=(f"NVML init failed: {describe_error(e)}",), seconds=clock() - started)
     gpus, errors, driver = [], [], None
     try:
         try:
             driver = _text(nvml.nvmlSystemGetDriverVersion())
         except Exception as e:
-            errors.append(f"driver version: {_error(e)}")
+            errors.append(f"driver version: {describe_error(e)}")
         try:
             count = nvml.nvmlDeviceGetCount()
         except Exception as e:
-            errors.append(f"device count: {_error(e)}")
+            errors.append(f"device count: {describe_error(e)}")
             count = 0
         for index in range(count):
             try:
@@ -132,7 +129,7 @@ def detect(nvml, clock: Callable[[], float] = time.perf_counter) -> Detection:
                     )
                 )
             except Exception as e:
-                errors.append(f"GPU {index} skipped: {_error(e)}")
+                errors.append(f"GPU {index} skipped: {describe_error(e)}")
     finally:
         try:
             nvml.nvmlShutdown()
@@ -391,7 +388,7 @@ def gpu_usage(
                         ProcessUsage(pid, index, used, unit, units.get(unit) if unit else None)
                     )
             except Exception as e:
-                usage.error = _error(e)
+                usage.error = describe_error(e)
     finally:
         try:
             nvml.nvmlShutdown()
@@ -415,129 +412,3 @@ def usage_by_user(gpus: Sequence[GpuUsage]) -> dict[str, dict[str, Any]]:
     for entry in users.values():
         entry["gpus"].sort()
     return users
-
-
-# --- the hub's GPU state (one per hub process) ----------------------------------------
-
-
-class GpuSupport(SingletonConfigurable):
-    """GPU mode, policy and the detection result of this hub.
-
-    Detection runs once, at hub start (``hub_ext.gpu.handlers.setup``) or at
-    the first spawn; mode 1 without a GPU makes it raise, so the hub does not start.
-    """
-
-    mode = Enum(
-        list(MODES),
-        default_value=MODE_AUTO,
-        help="GPU support: 0 off, 1 on (hub start fails without a GPU), 2 auto-detect with NVML "
-        "(orig JUPYTERHUB_GPU_ENABLED).",
-    ).tag(config=True)
-
-    policy = Enum(
-        list(POLICIES),
-        default_value=POLICY_ALL,
-        help="Which GPUs a lab gets: 'all' (every GPU, as the original), 'round-robin' "
-        "(the least-loaded GPU), 'group' (by hub group, group_devices / group_counts).",
-    ).tag(config=True)
-
-    group_devices = Dict(
-        value_trait=List(Int()),
-        help="Policy 'group': hub group -> GPU indices its members may get.",
-    ).tag(config=True)
-
-    group_counts = Dict(
-        value_trait=Int(),
-        help="Policy 'group': hub group -> number of GPUs a member's server gets "
-        "(default: all of the group's GPUs).",
-    ).tag(config=True)
-
-    nvml_module = Unicode(
-        "pynvml",
-        help="Python module providing NVML (pynvml's API). A test seam: the test host "
-        "points it at tests/fake_nvml.py; production keeps 'pynvml' (nvidia-ml-py).",
-    ).tag(config=True)
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.detection: Detection | None = None
-        self.enabled = False
-        self.book = AssignmentBook()
-
-    def nvml(self):
-        return load_nvml(self.nvml_module)
-
-    def start(self) -> bool:
-        """Detect (once) and resolve the mode; log one line. Returns whether GPUs are on."""
-        if self.detection is not None:
-            return self.enabled
-        if self.mode == MODE_OFF:
-            self.detection = Detection()
-            self.enabled = False
-            self.log.info("GPU support off (gpu enabled = 0)")
-            return False
-        try:
-            self.detection = detect(self.nvml())
-        except NvmlUnavailable as e:
-            self.detection = Detection(errors=(str(e),))
-        self.enabled = resolve_mode(self.mode, self.detection)  # raises for mode 1
-        d = self.detection
-        if self.enabled:
-            self.log.info(
-                "GPU support on: %d GPU(s) (%s), driver %s, policy %s, detected in %.3f s%s",
-                len(d.gpus), ", ".join(f"{g.index}: {g.name}" for g in d.gpus),
-                d.driver_version, self.policy, d.seconds,
-                f"; skipped: {'; '.join(d.errors)}" if d.errors else "",
-            )
-            unknown = sorted(
-                {i for v in self.group_devices.values() for i in v} - {g.index for g in d.gpus}
-            )
-            if unknown:
-                self.log.warning("GPU group_devices name GPU indices not present: %s", unknown)
-        else:
-            self.log.info(
-                "GPU support off: no NVIDIA GPU found (%s)", "; ".join(d.errors) or "no device"
-            )
-        return self.enabled
-
-    @property
-    def gpus(self) -> tuple[Gpu, ...]:
-        return self.detection.gpus if self.detection else ()
-
-    def by_index(self, indices: Iterable[int]) -> list[Gpu]:
-        wanted = set(indices)
-        return [g for g in self.gpus if g.index in wanted]
-
-    def assign(self, key: str, groups: Iterable[str]) -> tuple[int, ...]:
-        """Choose and hold GPUs for the server ``key`` (its unit name)."""
-        if not self.start():
-            self.book.release(key)
-            return ()
-        indices = choose_gpus(
-            self.policy,
-            [g.index for g in self.gpus],
-            load=self.book.load(exclude=key),
-            groups=groups,
-            group_devices=self.group_devices,
-            group_counts=self.group_counts,
-        )
-        self.book.hold(key, indices)
-        return indices
-
-    def usage(self, units: Mapping[str, str] | None = None) -> dict[str, Any]:
-        """Usage snapshot for the activity monitor: per GPU and per user.
-
-        Returns ``{"enabled": False, ...}`` without touching NVML when GPU
-        support is off; an NVML failure is reported in ``error``, not raised.
-        """
-        snapshot: dict[str, Any] = {"enabled": self.enabled, "gpus": [], "users": {}, "error": None}
-        if not self.enabled:
-            return snapshot
-        try:
-            gpus = gpu_usage(self.nvml(), units=units)
-        except Exception as e:
-            snapshot["error"] = _error(e)
-            return snapshot
-        snapshot["gpus"] = [asdict(g) for g in gpus]
-        snapshot["users"] = usage_by_user(gpus)
-        return snapshot

@@ -90,7 +90,7 @@ def test_delete_user_survives_a_failing_disable(make_authenticator):  # noqa: F8
 def _with_storage(auth, users_root):
     from traitlets.config import Config
 
-    from hub_ext.storage.handlers import StorageManager
+    from hub_ext.storage.service import StorageManager
 
     c = Config()
     c.StorageManager.users_root = str(users_root)

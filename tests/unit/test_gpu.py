@@ -15,6 +15,7 @@ from systemdspawner import systemd
 from traitlets.config import Config
 
 from hub_ext.gpu import devices as gpu
+from hub_ext.gpu.service import GpuSupport
 from hub_ext.config import PlatformSettingsError, apply_platform_settings, validate_settings
 
 from .test_spawner import FakeSystemctl, make_spawner  # noqa: F401 (fixture)
@@ -74,13 +75,13 @@ def test_mode_on_without_gpu_fails():
         gpu.resolve_mode(gpu.MODE_ON, gpu.detect(fake(0)))
 
 
-def support(nvml, monkeypatch, **config) -> gpu.GpuSupport:
+def support(nvml, monkeypatch, **config) -> GpuSupport:
     monkeypatch.setitem(sys.modules, "fake_nvml_unit", nvml)
     c = Config()
     c.GpuSupport.nvml_module = "fake_nvml_unit"
     for key, value in config.items():
         setattr(c.GpuSupport, key, value)
-    return gpu.GpuSupport.instance(config=c)
+    return GpuSupport.instance(config=c)
 
 
 def test_support_mode_off_never_touches_nvml(monkeypatch):
@@ -94,7 +95,7 @@ def test_support_mode_off_never_touches_nvml(monkeypatch):
 def test_support_auto_without_pynvml_logs_and_stays_off(caplog):
     c = Config()
     c.GpuSupport.nvml_module = "no_such_nvml_module"
-    s = gpu.GpuSupport.instance(config=c)
+    s = GpuSupport.instance(config=c)
     with caplog.at_level("INFO"):
         assert s.start() is False
     assert "GPU support off: no NVIDIA GPU found (Python module 'no_such_nvml_module'" in caplog.text
@@ -381,7 +382,7 @@ def test_round_robin_continues_across_a_hub_restart(gpu_spawner):
     saved = {"alice": a.get_state(), "bob": b.get_state()}
 
     # hub restart: a new process, spawners rebuilt from the database's state
-    gpu.GpuSupport.clear_instance()
+    GpuSupport.clear_instance()
     for name, state in saved.items():
         gpu_spawner(name, nvml, policy="round-robin").load_state(state)
     c = gpu_spawner("carol", nvml, policy="round-robin")
@@ -398,7 +399,7 @@ def test_round_robin_continues_across_a_hub_restart(gpu_spawner):
     e = gpu_spawner("erin", nvml, policy="round-robin")
     gpu_spawner.started(e)
     assert e.gpu_indices == (1,)
-    assert gpu.GpuSupport.instance().book.as_dict() == {
+    assert GpuSupport.instance().book.as_dict() == {
         "jupyter-alice-singleuser": [0], "jupyter-carol-singleuser": [2],
         "jupyter-dave-singleuser": [0], "jupyter-erin-singleuser": [1],
     }

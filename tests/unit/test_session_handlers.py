@@ -18,15 +18,11 @@ from traitlets.config import Config
 
 from hub_ext.config import apply_platform_settings
 from hub_ext.culling.culler import HOUR
+from hub_ext.culling import service as culling_service
+from hub_ext.culling.handlers import ExtendSessionHandler, SessionInfoHandler
+from hub_ext.culling.service import SETTINGS_KEY, SessionCuller
 from hub_ext.plugin import session
-from hub_ext.culling.handlers import (
-    SETTINGS_KEY,
-    ExtendSessionHandler,
-    SessionCuller,
-    SessionInfoHandler,
-    to_epoch,
-    to_iso,
-)
+from hub_ext.timeutil import to_epoch, to_iso
 
 from .fakehub import AuthFromHeader, hub_template_env
 
@@ -134,7 +130,7 @@ def test_config_reaches_session_culler(settings, tmp_path):
 
 
 def test_setup_without_app_starts_nothing():
-    culler = session.setup(None)
+    culler = culling_service.setup(None)
     assert culler.task is None and culler.app is None
 
 

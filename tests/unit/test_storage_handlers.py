@@ -19,16 +19,15 @@ from traitlets.config import Config
 from hub_ext.storage import volumes as storage
 from hub_ext.config import apply_platform_settings
 from hub_ext.plugin import storage as storage_handlers
+from hub_ext.storage import service as storage_service
 from hub_ext.storage.handlers import (
-    SETTINGS_KEY,
     ManageVolumesHandler,
     RestartServerHandler,
     RestoreHandler,
-    StorageManager,
     StorageSizesHandler,
     TrashHandler,
-    busy_reason,
 )
+from hub_ext.storage.service import SETTINGS_KEY, StorageManager, busy_reason
 
 from .fakehub import AuthFromHeader, hub_template_env
 
@@ -383,7 +382,7 @@ def test_sizes_are_measured_in_a_worker_thread_periodically(tmp_path):
 
 
 def test_setup_without_app_starts_nothing():
-    manager = storage_handlers.setup(None)
+    manager = storage_service.setup(None)
     assert manager.task is None
 
 
@@ -487,7 +486,7 @@ def test_admin_page_lists_users_with_sizes():
 def test_walks_run_in_daemon_threads_and_errors_reach_the_loop():
     import threading
 
-    from hub_ext.storage.handlers import run_in_daemon_thread
+    from hub_ext.storage.service import run_in_daemon_thread
 
     def boom():
         raise PermissionError("walk failed")
