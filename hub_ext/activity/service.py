@@ -25,14 +25,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from traitlets import Any as AnyTrait
 from traitlets import Float, Integer, Unicode
-from traitlets.config import LoggingConfigurable
 
-from hub_ext.activity import accounting, metrics, score
+from hub_ext.activity import accounting, score
 from hub_ext.activity.model import (
     TOTAL_HISTORY_COLUMNS,
     USER_HISTORY_COLUMNS,
@@ -40,19 +38,19 @@ from hub_ext.activity.model import (
     columns,
     downsample,
     sizes_entry,
-    targets_from_users,
 )
 from hub_ext.activity.store import Sample, Store, Total
-from hub_ext.gpu.service import GpuSupport
-from hub_ext.storage.service import SETTINGS_KEY as STORAGE_KEY
+from hub_ext.periodic import PeriodicService, WorkerThread
 from hub_ext.timeutil import to_iso
 
 SETTINGS_KEY = "hub_ext_activity"  # tornado settings key the handlers read
 DAY = 86400
 
 
-class ActivityMonitor(LoggingConfigurable):
+class ActivityMonitor(PeriodicService):
     """Samples every user's lab unit and keeps history and score (docs/activity.md)."""
+
+    service_name = "Activity monitor"
 
     sample_interval = Integer(
         600, min=1, help="Seconds between two samples (orig JUPYTERHUB_ACTIVITYMON_SAMPLE_INTERVAL)."
@@ -110,8 +108,8 @@ class ActivityMonitor(LoggingConfigurable):
         self.cgroups = accounting.ControlGroupCache(cgroup_lookup)
         self.gpu_usage = gpu_usage
         self.store = Store(self.db_file)
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="activity")
-        self.task: asyncio.Task | None = None
+        # the only thread that touches the SQLite file
+        self.worker = WorkerThread("activity")
         self._lock = asyncio.Lock()
         # worker-thread state
         self.scores: dict[str, score.DecayScore] = {}
@@ -130,37 +128,23 @@ class ActivityMonitor(LoggingConfigurable):
     # --- running in the hub ---
 
     async def run_in_worker(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        return await self.worker.run(fn, *args)
 
-    def start(self, started: asyncio.Future | None = None) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self.log.warning("Activity monitor not started: no running event loop")
-            return
-        self.task = loop.create_task(self.run(started))
+    @property
+    def period(self) -> float:
+        return self.sample_interval
 
-    async def run(self, started: asyncio.Future | None = None) -> None:
-        """Sample every ``sample_interval`` seconds, the first time once the hub serves."""
-        if started is not None:
-            await started
-        self.log.info(
-            "Activity monitor: sample every %ds, retention %dd, half life %gh, inactive after %gmin, "
-            "database %s",
-            self.sample_interval, self.retention_days, self.half_life, self.inactive_after,
-            self.db_file,
-        )
-        while True:
-            try:
-                await self.tick()
-            except Exception:
-                self.log.exception("Activity sampling tick failed")
-            await asyncio.sleep(self.sample_interval)
+    def describe(self) -> str:
+        return (f"sample every {self.sample_interval}s, retention {self.retention_days}d, "
+                f"half life {self.half_life:g}h, inactive after {self.inactive_after:g}min, "
+                f"database {self.db_file}")
+
+    async def run_pass(self) -> None:
+        await self.tick()
 
     def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-        self.executor.shutdown(wait=False)
+        super().stop()
+        self.worker.shutdown()
 
     # --- measuring ---
 
@@ -400,29 +384,3 @@ class ActivityMonitor(LoggingConfigurable):
 
 def _round(value, digits):
     return None if value is None else round(value, digits)
-
-
-def sizes_provider(app):
-    """Where the directory sizes column comes from: the storage feature's
-    background sizing (docs/storage.md), a callable (hub names) -> {name: {dir: bytes}}."""
-    def provider(names):
-        manager = app.tornado_settings.get(STORAGE_KEY)
-        return manager.sizes_model(names)["users"] if manager else {}
-
-    return provider
-
-
-def setup(app, parent=None) -> ActivityMonitor:
-    """Create the hub's monitor; with an app, register its metrics and start sampling."""
-    gpus = GpuSupport.instance(parent=parent or app)
-    monitor = ActivityMonitor(
-        parent=parent or app,
-        targets=(lambda: targets_from_users(app.users.values())) if app is not None else None,
-        gpu_usage=gpus.usage,
-    )
-    if app is not None:
-        monitor.sizes_provider = sizes_provider(app)
-        app.tornado_settings[SETTINGS_KEY] = monitor
-        metrics.register(monitor)
-        monitor.start(getattr(app, "_start_future", None))
-    return monitor

@@ -57,13 +57,3 @@ class SettingsPage(LoggingConfigurable):
             self.log.warning("Settings page: cannot read %s: %s", self.docs_file, e)
             docs = {}
         return settings_table.settings_rows(values, docs)
-
-
-def setup(app, parent=None) -> tuple[HealthEndpoint, SettingsPage]:
-    """Create both and hand them to the handlers (``app`` None, in tests: only create)."""
-    endpoint = HealthEndpoint(parent=parent or app)
-    page = SettingsPage(parent=parent or app)
-    if app is not None:
-        app.tornado_settings[HEALTH_KEY] = endpoint
-        app.tornado_settings[SETTINGS_PAGE_KEY] = page
-    return endpoint, page

@@ -10,14 +10,13 @@ semantics.
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from jupyterhub import orm
 from traitlets import Bool, Integer, Unicode
-from traitlets.config import LoggingConfigurable
 
 from hub_ext.culling import culler
+from hub_ext.periodic import PeriodicService
 from hub_ext.timeutil import to_epoch, to_iso
 
 SETTINGS_KEY = "hub_ext_session_culler"  # tornado settings key the handlers read
@@ -39,8 +38,10 @@ def _spawner(user, server_name: str):
 # --- the culler ---------------------------------------------------------------
 
 
-class SessionCuller(LoggingConfigurable):
+class SessionCuller(PeriodicService):
     """Culls idle servers from inside the hub, honouring session extensions."""
+
+    service_name = "Idle culler"
 
     enabled = Bool(
         False,
@@ -82,8 +83,7 @@ class SessionCuller(LoggingConfigurable):
             extension_unit=self.extension_unit_seconds,
         )
         self.store = culler.ExtensionStore(self.state_file)
-        self.app = None
-        self.task: asyncio.Task | None = None
+        self.app = None  # the hub (hub_ext.app.PlatformHub sets it)
 
     # --- reading the hub ---
 
@@ -201,20 +201,18 @@ class SessionCuller(LoggingConfigurable):
         return servers
 
     async def stop_server(self, user_name: str, server_name: str) -> None:
-        """Stop a server as the hub's DELETE /users/:name/server does: route, then spawner."""
+        """Stop a server through the hub: ``User.stop``, then its proxy route."""
         app = self.app
         user = app.users[user_name]
         spawner = user.spawners[server_name]
         if spawner.pending:
-            raise RuntimeError(f"{spawner._log_name} pending {spawner.pending}")
-        # like BaseHandler.stop_single_user: mark pending before anything async,
-        # so the UI and API see a stop in progress
-        spawner._stop_pending = True
+            raise RuntimeError(f"{user_name}/{server_name} pending {spawner.pending}")
         try:
-            await app.proxy.delete_user(user, server_name)
+            # marks the server stop-pending before its first await, so the UI and
+            # the API see a stop in progress at once (JupyterHub's cleanup uses it too)
             await user.stop(server_name)
         finally:
-            spawner._stop_pending = False
+            await app.proxy.delete_user(user, server_name)
 
     async def cull(self) -> culler.CullReport:
         return await culler.cull_once(
@@ -225,55 +223,28 @@ class SessionCuller(LoggingConfigurable):
             stop=self.stop_server,
         )
 
-    async def run(self, started: asyncio.Future | None = None) -> None:
-        """Cull every ``interval`` seconds, after ``started`` (the hub's start) is done."""
-        if started is not None:
-            await started
-        self.log.info(
-            "Idle culler: timeout %ds, interval %ds, max age %ds, max extension %dh",
-            self.timeout,
-            self.interval,
-            self.max_age,
-            self.max_extension_hours,
-        )
-        while True:
-            try:
-                report = await self.cull()
-                if report.culled:
-                    self.log.info(
-                        "Culled %d server(s): %s",
-                        len(report.culled),
-                        ", ".join(d.server.key for d in report.culled),
-                    )
-            except Exception:
-                self.log.exception("Idle cull pass failed")
-            await asyncio.sleep(self.interval)
+    # --- the periodic pass ---
 
-    def start(self, app) -> None:
-        """Start the periodic culling in the hub's event loop (no-op when disabled)."""
-        self.app = app
+    @property
+    def period(self) -> float:
+        return self.interval
+
+    def describe(self) -> str:
+        return (f"timeout {self.timeout}s, interval {self.interval}s, max age {self.max_age}s, "
+                f"max extension {self.max_extension_hours}h")
+
+    async def run_pass(self) -> None:
+        report = await self.cull()
+        if report.culled:
+            self.log.info(
+                "Culled %d server(s): %s",
+                len(report.culled),
+                ", ".join(d.server.key for d in report.culled),
+            )
+
+    def start(self) -> None:
+        """Start culling in the hub's event loop (nothing when disabled)."""
         if not self.enabled:
             self.log.info("Idle culler disabled")
             return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self.log.warning("Idle culler not started: no running event loop")
-            return
-        # JupyterHub sets _start_future once the proxy routes are checked and the hub
-        # is serving; culling before that would see half-initialised spawners
-        self.task = loop.create_task(self.run(getattr(app, "_start_future", None)))
-
-
-def setup(app, parent=None) -> SessionCuller:
-    """Create the hub's SessionCuller, hand it to the handlers and start it.
-
-    Called from ``PlatformAuthenticator.get_handlers(app)`` (JupyterHub's
-    ``init_handlers``, after ``init_tornado_settings`` and before the tornado
-    application is built). ``app`` None (tests): nothing is started.
-    """
-    session_culler = SessionCuller(parent=parent or app)
-    if app is not None:
-        app.tornado_settings[SETTINGS_KEY] = session_culler
-        session_culler.start(app)
-    return session_culler
+        super().start()

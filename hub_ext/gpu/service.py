@@ -158,13 +158,6 @@ class GpuSupport(SingletonConfigurable):
         return snapshot
 
 
-def setup(app, parent=None) -> GpuSupport:
-    """Create the hub's GpuSupport and detect the GPUs (raises in mode 1 without one)."""
-    support = GpuSupport.instance(parent=parent or app)
-    support.start()
-    return support
-
-
 def running_units(users) -> dict[str, str]:
     """Unit name -> hub user name of every active server (what usage maps processes by).
 

@@ -27,10 +27,3 @@ class Notifications(LoggingConfigurable):
 
     # seam for tests: coroutine (url, token, payload, timeout) -> None or DeliveryError
     post = staticmethod(notifications.post_ingest)
-
-
-def setup(app, parent=None) -> Notifications:
-    n = Notifications(parent=parent or app)
-    if app is not None:
-        app.tornado_settings[SETTINGS_KEY] = n
-    return n

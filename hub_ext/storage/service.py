@@ -3,7 +3,8 @@
 :class:`StorageManager` holds the settings (``c.StorageManager.*``, set from
 platform.json ``storage``), runs the storage functions of
 :mod:`hub_ext.storage.volumes` for one user at a time and keeps the size cache,
-refreshed every ``sizes_interval`` seconds in a worker thread. The HTTP side
+refreshed every ``sizes_interval`` seconds (a :class:`~hub_ext.periodic.PeriodicService`)
+in a low-priority daemon thread. The HTTP side
 is :mod:`hub_ext.storage.handlers`; docs/storage.md has the layout and the
 semantics.
 """
@@ -13,13 +14,13 @@ from __future__ import annotations
 import asyncio
 import os
 import pwd
-import threading
 import time
 
 from traitlets import Dict, Integer, Unicode
 from traitlets.config import LoggingConfigurable
 
 from hub_ext.accounts import unix_users as accounts
+from hub_ext.periodic import PeriodicService, WorkerThread
 from hub_ext.storage import volumes as storage
 
 SETTINGS_KEY = "hub_ext_storage"  # tornado settings key the handlers read
@@ -33,42 +34,6 @@ def _account_ids(unix: str) -> tuple[int, int] | None:
     except KeyError:
         return None
     return entry.pw_uid, entry.pw_gid
-
-
-def run_in_daemon_thread(name: str, fn, *args) -> asyncio.Future:
-    """Run ``fn(*args)`` in a new daemon thread; the future settles in the event loop.
-
-    Not a ThreadPoolExecutor: its threads are joined when the interpreter
-    exits, so a walk of millions of files would hold up every hub stop or
-    restart. A sizing pass only reads, so dropping it at exit is harmless.
-    """
-    loop = asyncio.get_running_loop()
-    future = loop.create_future()
-
-    def settle(setter, value):
-        if not future.done():
-            setter(value)
-
-    def run():
-        try:
-            # this thread only (Linux nice is per thread): the hub's own thread
-            # keeps the CPU when both want it
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WALK_NICE)
-        except OSError:
-            pass
-        try:
-            result = fn(*args)
-        except BaseException as e:  # noqa: BLE001 - handed to the awaiting coroutine
-            outcome = (future.set_exception, e)
-        else:
-            outcome = (future.set_result, result)
-        try:
-            loop.call_soon_threadsafe(settle, *outcome)
-        except RuntimeError:  # the loop is closed: the hub is stopping
-            pass
-
-    threading.Thread(target=run, name=name, daemon=True).start()
-    return future
 
 
 def busy_reason(user) -> str | None:
@@ -94,8 +59,10 @@ def busy_reason(user) -> str | None:
     return None
 
 
-class StorageManager(LoggingConfigurable):
+class StorageManager(PeriodicService):
     """Storage operations of the hub and the background size cache."""
+
+    service_name = "Storage sizes"
 
     users_root = Unicode(
         "/srv/jupyterhub/users", help="Host directory holding <unix name>/{home,workspace,cache}."
@@ -141,8 +108,7 @@ class StorageManager(LoggingConfigurable):
         self.last_pass_at: float | None = None
         self.measuring = False
         # one walk at a time (a full pass, or one user after a reset/restore)
-        self._walk_lock: asyncio.Lock | None = None
-        self.task: asyncio.Task | None = None
+        self.walker = WorkerThread("storage-sizes", nice=WALK_NICE)
 
     # --- names and models ---
 
@@ -292,19 +258,12 @@ class StorageManager(LoggingConfigurable):
             self.sizes.update(measured)
             self.measured_at.update({unix: at for unix in measured})
 
-    async def _walk(self, fn, *args):
-        """``fn(*args)`` in a worker thread, never two at once."""
-        if self._walk_lock is None:
-            self._walk_lock = asyncio.Lock()
-        async with self._walk_lock:
-            return await run_in_daemon_thread("storage-sizes", fn, *args)
-
     async def measure_all(self) -> None:
         """Measure every user's directories off the event loop, then swap the cache."""
         started = time.monotonic()
         self.measuring = True
         try:
-            measured = await self._walk(storage.measure_all, self.users_root)
+            measured = await self.walker.run(storage.measure_all, self.users_root)
         finally:
             self.measuring = False
         self._store(measured, self.clock(), complete=True)
@@ -315,13 +274,14 @@ class StorageManager(LoggingConfigurable):
     async def measure_user(self, hub_name: str) -> None:
         """Measure one user again (after a reset or restore)."""
         unix = self.unix_name(hub_name)
-        measured = await self._walk(storage.measure_user, unix, self.users_root)
+        measured = await self.walker.run(storage.measure_user, unix, self.users_root)
         if measured is None:
             self.sizes.pop(unix, None)
         else:
             self._store({unix: measured}, self.clock(), complete=False)
 
     def remeasure_soon(self, hub_name: str) -> None:
+        """Measure one user again in the background (after a reset or restore)."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -333,30 +293,20 @@ class StorageManager(LoggingConfigurable):
         if not task.cancelled() and task.exception() is not None:
             self.log.error("Storage: measuring sizes failed", exc_info=task.exception())
 
-    async def run(self, started: asyncio.Future | None = None) -> None:
-        """Measure every ``sizes_interval`` seconds, the first time once the hub serves."""
-        if started is not None:
-            await started
-        self.log.info("Storage sizes: measured every %ds", self.sizes_interval)
-        while True:
-            try:
-                await self.measure_all()
-                self.log.debug(
-                    "Storage sizes of %d user(s) measured in %.2fs",
-                    len(self.sizes),
-                    self.last_pass_seconds,
-                )
-            except Exception:
-                self.log.exception("Storage sizes pass failed")
-            await asyncio.sleep(self.sizes_interval)
+    # --- the periodic pass ---
 
-    def start(self, app) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self.log.warning("Storage sizes not measured: no running event loop")
-            return
-        self.task = loop.create_task(self.run(getattr(app, "_start_future", None)))
+    @property
+    def period(self) -> float:
+        return self.sizes_interval
+
+    def describe(self) -> str:
+        return f"measured every {self.sizes_interval}s"
+
+    async def run_pass(self) -> None:
+        await self.measure_all()
+        self.log.debug(
+            "Storage sizes of %d user(s) measured in %.2fs", len(self.sizes), self.last_pass_seconds
+        )
 
     def sizes_model(self, hub_names) -> dict:
         users = {}
@@ -384,16 +334,3 @@ class StorageManager(LoggingConfigurable):
             "retention_days": self.trash_retention_days,
             "users": users,
         }
-
-
-def setup(app, parent=None) -> StorageManager:
-    """Create the hub's StorageManager, hand it to the handlers, start the sizes.
-
-    Called from ``PlatformAuthenticator.get_handlers(app)``; ``app`` None
-    (tests): nothing is started.
-    """
-    manager = StorageManager(parent=parent or app)
-    if app is not None:
-        app.tornado_settings[SETTINGS_KEY] = manager
-        manager.start(app)
-    return manager

@@ -124,7 +124,7 @@ def test_activity_database_is_the_hubs_own_file(host, two_users):
     # nothing but the hub process has it open
     holders = host.sh("for p in /proc/[0-9]*; do ls -l $p/fd 2>/dev/null | grep -q activity.sqlite "
                       "&& cat $p/comm; done; true").stdout.split()
-    assert set(holders) <= {"jupyterhub"}, holders
+    assert set(holders) <= {"platform-hub"}, holders
 
 
 def test_non_admins_get_403_and_anonymous_is_refused(host, admin, fast_sampling):

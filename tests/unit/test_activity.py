@@ -413,7 +413,7 @@ def test_concurrent_live_requests_take_one_reading(monitor_env):
     assert len(reads) == 1
 
 
-def test_handlers_module_routes_and_setup_without_an_app():
+def test_handlers_module_routes():
     from hub_ext.plugin import activity as h
 
     routes = dict(h.default_handlers)
@@ -423,23 +423,6 @@ def test_handlers_module_routes_and_setup_without_an_app():
     assert routes["/api/activity/history/([^/]+)"] is h.ActivityHistoryHandler
     assert Path(h.STATIC_DIR, "uplot", "uPlot.iife.min.js").is_file()
     assert Path(h.STATIC_DIR, "uplot", "LICENSE").read_text().startswith("The MIT License")
-    from hub_ext.activity import service
-
-    monitor = service.setup(None)
-    assert monitor.task is None and monitor.sizes_provider is None
-    # the sizes come from the storage feature's manager in the hub's tornado settings
-    class App:
-        tornado_settings = {}
-    app = App()
-    provider = service.sizes_provider(app)
-    assert provider(["alice"]) == {}  # no storage manager: no sizes
-
-    class Manager:
-        def sizes_model(self, names):
-            return {"users": {n: {"home": 1, "workspace": 2, "cache": 3} for n in names}}
-    from hub_ext.storage.service import SETTINGS_KEY
-    app.tornado_settings[SETTINGS_KEY] = Manager()
-    assert provider(["alice"]) == {"alice": {"home": 1, "workspace": 2, "cache": 3}}
 
 
 def test_running_units_uses_full_unit_names():

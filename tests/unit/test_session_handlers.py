@@ -18,7 +18,6 @@ from traitlets.config import Config
 
 from hub_ext.config import apply_platform_settings
 from hub_ext.culling.culler import HOUR
-from hub_ext.culling import service as culling_service
 from hub_ext.culling.handlers import ExtendSessionHandler, SessionInfoHandler
 from hub_ext.culling.service import SETTINGS_KEY, SessionCuller
 from hub_ext.plugin import session
@@ -129,35 +128,41 @@ def test_config_reaches_session_culler(settings, tmp_path):
     assert culler.state_file == str(tmp_path / "session_extensions.json")
 
 
-def test_setup_without_app_starts_nothing():
-    culler = culling_service.setup(None)
-    assert culler.task is None and culler.app is None
+def test_a_new_culler_runs_nothing_until_started():
+    culler = make_culler()
+    assert not culler.running and culler.app is None
 
 
 def test_start_when_disabled_schedules_nothing():
     culler = make_culler(enabled=False)
-    culler.start(SimpleNamespace())
-    assert culler.task is None
+
+    async def scenario():
+        culler.start()
+        assert not culler.running
+
+    asyncio.run(scenario())
 
 
-def test_run_waits_for_hub_start_then_culls_periodically():
+def test_start_culls_at_once_then_every_interval_until_stopped():
     culler = make_culler(interval=1)
     passes = []
 
     async def fake_cull():
         passes.append(culler.clock())
+        return SimpleNamespace(culled=[])
 
     culler.cull = fake_cull
 
     async def scenario():
-        started = asyncio.get_running_loop().create_future()
-        culler.start(SimpleNamespace(_start_future=started))
-        await asyncio.sleep(0.05)
-        assert passes == []  # hub not started yet
-        started.set_result(None)
+        culler.start()
+        assert culler.period == 1
         await asyncio.sleep(0.05)
         assert len(passes) == 1  # first pass at once
-        culler.task.cancel()
+        await asyncio.sleep(1.1)
+        assert len(passes) == 2  # the next one an interval later
+        culler.stop()
+        await asyncio.sleep(1.1)
+        assert len(passes) == 2 and not culler.running
 
     asyncio.run(scenario())
 
@@ -343,8 +348,10 @@ def test_extension_survives_hub_restart(tmp_path):
     assert info["time_remaining_seconds"] == 600 + 2 * HOUR
 
 
-def test_cull_uses_hub_servers_and_stops_through_proxy_then_spawner():
-    """SessionCuller.cull over a fake app: lists started spawners, stops the expired one."""
+def test_cull_uses_hub_servers_and_stops_through_the_user_then_the_route():
+    """SessionCuller.cull over a fake app: lists started spawners, stops the expired one
+    with JupyterHub's public User.stop (which marks the server stop-pending before its
+    first await), then removes its route, also when the stop failed."""
     alice, bob = FakeUser("alice"), FakeUser("bob")
     alice.spawner.start(T0)
     bob.spawner.start(T0 + 500)
@@ -364,13 +371,15 @@ def test_cull_uses_hub_servers_and_stops_through_proxy_then_spawner():
         async def delete_user(self, user, server_name):
             calls.append(("proxy", user.name, server_name))
 
+    failing = []
+
     async def user_stop(server_name, user=alice):
-        assert user.spawner._stop_pending
         calls.append(("stop", user.name, server_name))
+        if failing:
+            raise RuntimeError("systemctl stop failed")
         user.spawner.stop()
 
     alice.stop = user_stop
-    alice.spawner._log_name = "alice"
     app = SimpleNamespace(
         db=SimpleNamespace(query=lambda _: Query()),
         # UserDict answers for orm users and names alike
@@ -380,8 +389,14 @@ def test_cull_uses_hub_servers_and_stops_through_proxy_then_spawner():
     culler.app = app
     report = asyncio.run(culler.cull())
     assert [d.server.key for d in report.culled] == ["alice"]
-    assert calls == [("proxy", "alice", ""), ("stop", "alice", "")]
-    assert alice.spawner._stop_pending is False
+    assert calls == [("stop", "alice", ""), ("proxy", "alice", "")]
+
+    alice.spawner.start(T0)
+    calls.clear()
+    failing.append(True)
+    report = asyncio.run(culler.cull())
+    assert [d.server.key for d in report.failed] == ["alice"]
+    assert calls == [("stop", "alice", ""), ("proxy", "alice", "")]
 
 
 @pytest.mark.parametrize(

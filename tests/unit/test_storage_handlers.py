@@ -19,7 +19,6 @@ from traitlets.config import Config
 from hub_ext.storage import volumes as storage
 from hub_ext.config import apply_platform_settings
 from hub_ext.plugin import storage as storage_handlers
-from hub_ext.storage import service as storage_service
 from hub_ext.storage.handlers import (
     ManageVolumesHandler,
     RestartServerHandler,
@@ -360,16 +359,13 @@ def test_sizes_are_measured_in_a_worker_thread_periodically(tmp_path):
 
     async def scenario(monkeypatch_target):
         monkeypatch_target.measure_all = measure
-        started = asyncio.get_running_loop().create_future()
-        manager.start(SimpleNamespace(_start_future=started))
-        await asyncio.sleep(0.05)
-        assert manager.passes == 0  # waits for the hub to be up
-        started.set_result(None)
+        assert manager.passes == 0 and manager.period == 1
+        manager.start()
         for _ in range(100):
             await asyncio.sleep(0.05)
             if manager.passes >= 2:
                 break
-        manager.task.cancel()
+        manager.stop()
 
     original = storage.measure_all
     try:
@@ -381,9 +377,9 @@ def test_sizes_are_measured_in_a_worker_thread_periodically(tmp_path):
     assert "jh-alice" in manager.sizes and manager.sizes["jh-alice"]["home"] > 0
 
 
-def test_setup_without_app_starts_nothing():
-    manager = storage_service.setup(None)
-    assert manager.task is None
+def test_a_new_manager_measures_nothing_until_started(tmp_path):
+    manager = make_manager(tmp_path)
+    assert not manager.running and manager.passes == 0
 
 
 def test_platform_json_storage_reaches_the_manager(settings):
@@ -481,26 +477,3 @@ def test_admin_page_lists_users_with_sizes():
     assert 'data-storage-user="alice"' in html and 'data-restart-user="alice"' in html
     assert "3.0 GiB" in html and 'data-bytes="2048"' in html
     assert 'id="storage-dialog"' in html and 'data-selected="alice"' in html
-
-
-def test_walks_run_in_daemon_threads_and_errors_reach_the_loop():
-    import threading
-
-    from hub_ext.storage.service import run_in_daemon_thread
-
-    def boom():
-        raise PermissionError("walk failed")
-
-    def who():
-        nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-        return threading.current_thread().name, threading.current_thread().daemon, nice
-
-    async def scenario():
-        with pytest.raises(PermissionError, match="walk failed"):
-            await run_in_daemon_thread("storage-sizes", boom)
-        # a daemon thread: a walk still running never holds up the hub's exit
-        name, daemon, nice = await run_in_daemon_thread("storage-sizes", who)
-        assert (name, daemon) == ("storage-sizes", True)
-        assert nice >= os.getpriority(os.PRIO_PROCESS, 0)  # never more urgent than the hub
-
-    asyncio.run(scenario())
