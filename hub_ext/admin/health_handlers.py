@@ -1,4 +1,4 @@
-"""``GET /hub/api/health``: JSON for monitoring (the original's shape).
+"""``GET /hub/api/platform/health``: JSON for monitoring (the original's shape).
 
 Anonymous callers get ``{"status": "ok"}``; a caller with the ``read:hub``
 scope (the admin, or a token made with it) gets ``{"status": "ok",
@@ -6,8 +6,8 @@ scope (the admin, or a token made with it) gets ``{"status": "ok",
 "users": {"total", "active_servers"}}``. Rate limited to one request per
 ``c.HealthEndpoint.min_interval`` seconds per client
 (:func:`hub_ext.web.base.request_client`); a faster request gets 429 with
-``Retry-After``. JupyterHub's own ``/hub/health`` (an empty 200,
-used by the playbook to wait for the hub) is left as it is.
+``Retry-After``. JupyterHub's own probe (``/hub/health`` and ``/hub/api/health``:
+an empty 200, never limited; the playbook waits on it) keeps its paths.
 """
 
 from __future__ import annotations
@@ -59,4 +59,4 @@ class HealthHandler(APIHandler):
         ))
 
 
-default_handlers = [(r"/api/health", HealthHandler)]
+default_handlers = [(r"/api/platform/health", HealthHandler)]

@@ -99,6 +99,13 @@ def test_platform_handlers_come_before_jupyterhubs_own_and_find_their_services(h
     assert users_api[0] is PlatformUserAPIHandler and len(users_api) == 2
     paths = [p for p, _ in routes]
     assert paths.index(prefix + "api/activity") < paths.index(prefix + "api/(.*)")  # before API404
+    # JupyterHub's own health probe answers at its paths (nothing of ours shadows it)
+    from jupyterhub.handlers.pages import HealthCheckHandler
+
+    for path in ("health$", "api/health$"):
+        assert [h for p, h in routes if p == prefix + path][0] is HealthCheckHandler
+    assert not [p for p, _ in routes if p.startswith(prefix + "api/health")
+                and p != prefix + "api/health$"]
     # NativeAuthenticator's pages are still there, with the platform's replacements
     assert prefix + "signup" in paths
     services = hub.platform
