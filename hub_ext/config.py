@@ -33,9 +33,9 @@ from typing import Any
 from hub_ext.accounts import passwords
 from hub_ext.accounts import privileges
 from hub_ext.culling.culler import MAX_REQUEST_HOURS
-from hub_ext.gpu.devices import MODES as GPU_MODES
-from hub_ext.gpu.devices import POLICIES as GPU_POLICIES
-from hub_ext.storage.volumes import VOLUMES
+from hub_ext.gpu.policy import MODES as GPU_MODES
+from hub_ext.gpu.policy import POLICIES as GPU_POLICIES
+from hub_ext.storage.names import VOLUMES
 from hub_ext.units.lab_unit import check_tmpfs_size
 from hub_ext.accounts.unix_users import (
     InvalidNameError,
@@ -378,7 +378,7 @@ def _idle_culler(key, value):
 
 
 # settings["gpu"] (optional object; a missing key takes the default below).
-# Mapped onto c.GpuSupport (hub_ext.gpu.devices); docs/gpu.md.
+# Mapped onto c.GpuSupport (hub_ext.gpu.service); docs/gpu.md.
 def _gpu_mode(key, value):
     if not _is_int(value) or value not in GPU_MODES:
         raise PlatformSettingsError(key, "must be 0 (off), 1 (on) or 2 (auto)", value)

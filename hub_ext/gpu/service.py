@@ -2,7 +2,7 @@
 
 Mode, policy and the detection result of this hub, the assignment book the
 spawner asks for GPUs, and the usage snapshot the activity monitor and
-``/hub/api/gpus`` read. The logic is :mod:`hub_ext.gpu.devices`; docs/gpu.md.
+``/hub/api/gpus`` read. The logic is :mod:`.nvml`, :mod:`.policy` and :mod:`.usage`; docs/gpu.md.
 """
 
 from __future__ import annotations
@@ -15,24 +15,25 @@ from traitlets import Dict, Enum, Int, List, Unicode
 from traitlets.config import SingletonConfigurable
 
 from hub_ext.activity.model import unit_of
-from hub_ext.gpu.devices import (
+from hub_ext.gpu.nvml import (
+    Detection,
+    Gpu,
+    NvmlUnavailable,
+    describe_error,
+    detect,
+    load_nvml,
+)
+from hub_ext.gpu.policy import (
     MODE_AUTO,
     MODE_OFF,
     MODES,
     POLICIES,
     POLICY_ALL,
     AssignmentBook,
-    Detection,
-    Gpu,
-    NvmlUnavailable,
-    describe_error,
     choose_gpus,
-    detect,
-    gpu_usage,
-    load_nvml,
     resolve_mode,
-    usage_by_user,
 )
+from hub_ext.gpu.usage import gpu_usage, usage_by_user
 
 
 class GpuSupport(SingletonConfigurable):
@@ -162,7 +163,7 @@ def running_units(users) -> dict[str, str]:
     """Unit name -> hub user name of every active server (what usage maps processes by).
 
     Full systemd names (``jupyter-alice-singleuser.service``), as
-    :func:`hub_ext.gpu.devices.unit_of_cgroup` finds them in ``/proc/<pid>/cgroup``;
+    :func:`hub_ext.gpu.usage.unit_of_cgroup` finds them in ``/proc/<pid>/cgroup``;
     SystemdSpawner's ``unit_name`` lacks the suffix."""
     units = {}
     for user in users:

@@ -31,7 +31,7 @@ from jupyterhub.scopes import has_scope
 from tornado import web
 
 from hub_ext.accounts import unix_users as accounts
-from hub_ext.storage import volumes as storage
+from hub_ext.storage import fsops, names
 from hub_ext.storage.service import SETTINGS_KEY, StorageManager, busy_reason
 from hub_ext.web.base import UserResourceHandler
 
@@ -65,15 +65,15 @@ class ManageVolumesHandler(_StorageHandler):
         self.check_access("servers", user_name)
         body = self.json_object()
         try:
-            volumes = storage.check_volume_names(body.get("volumes"))
-        except storage.VolumeNameError as e:
+            volumes = names.check_volume_names(body.get("volumes"))
+        except names.VolumeNameError as e:
             raise web.HTTPError(400, str(e)) from None
         user = self.target_user(user_name)
         self.check_stopped(user)
         # no await from the check above to the renames: no spawn can begin in between
         try:
             result = self.storage_manager.reset(user, volumes)
-        except storage.UnsafePathError as e:
+        except fsops.UnsafePathError as e:
             self.log.error("Storage: reset of %s refused: %s", user.name, e)
             raise web.HTTPError(409, "The user's storage is not in a safe state; see the hub log")
         self.storage_manager.remeasure_soon(user.name)
@@ -99,16 +99,16 @@ class RestoreHandler(_StorageHandler):
         self.check_access("servers", user_name)
         body = self.json_object()
         try:
-            storage.check_trash_item_id(body.get("item"))
-        except storage.VolumeNameError as e:
+            names.check_trash_item_id(body.get("item"))
+        except names.VolumeNameError as e:
             raise web.HTTPError(400, str(e)) from None
         user = self.target_user(user_name)
         self.check_stopped(user)
         try:
             result = self.storage_manager.restore(user, body["item"])
-        except storage.TrashItemNotFoundError:
+        except fsops.TrashItemNotFoundError:
             raise web.HTTPError(404, f"No trash item {body['item']!r} for {user.name}") from None
-        except (storage.UnsafePathError, OSError) as e:
+        except (fsops.UnsafePathError, OSError) as e:
             self.log.error("Storage: restore for %s failed: %s", user.name, e)
             raise web.HTTPError(409, f"Could not restore: {getattr(e, 'strerror', None) or e}")
         self.storage_manager.remeasure_soon(user.name)
@@ -171,8 +171,8 @@ class ArchiveRestoreHandler(_AdminStorageHandler):
         self.check_admin()
         body = self.json_object()
         try:
-            item = storage.check_archive_item_id(body.get("item"))
-        except storage.VolumeNameError as e:
+            item = names.check_archive_item_id(body.get("item"))
+        except names.VolumeNameError as e:
             raise web.HTTPError(400, str(e)) from None
         manager = self.storage_manager
         hub_name = accounts.hub_name_for_unix(item.unix, manager.unix_username_template)
@@ -182,9 +182,9 @@ class ArchiveRestoreHandler(_AdminStorageHandler):
         # no await from the check above to the renames: no spawn can begin in between
         try:
             result = manager.restore_archived(item.id)
-        except storage.TrashItemNotFoundError:
+        except fsops.TrashItemNotFoundError:
             raise web.HTTPError(404, f"No archive item {item.id!r}") from None
-        except (storage.UnsafePathError, OSError) as e:
+        except (fsops.UnsafePathError, OSError) as e:
             self.log.error("Storage: restore of %s failed: %s", item.id, e)
             raise web.HTTPError(409, f"Could not restore: {getattr(e, 'strerror', None) or e}")
         self.write(result)
@@ -229,7 +229,7 @@ class StorageAdminPageHandler(BaseHandler):
             "storage_admin.html",
             rows=rows,
             sizes=model,
-            volumes=storage.VOLUMES,
+            volumes=names.VOLUMES,
             selected=self.get_argument("user", ""),
         )
         self.finish(html)

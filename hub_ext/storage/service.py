@@ -1,8 +1,8 @@
 """The hub's storage service: :class:`StorageManager` and its background sizing.
 
 :class:`StorageManager` holds the settings (``c.StorageManager.*``, set from
-platform.json ``storage``), runs the storage functions of
-:mod:`hub_ext.storage.volumes` for one user at a time and keeps the size cache,
+platform.json ``storage``), runs the storage functions (:mod:`.trash`,
+:mod:`.archive`, :mod:`.sizes`) for one user at a time and keeps the size cache,
 refreshed every ``sizes_interval`` seconds (a :class:`~hub_ext.periodic.PeriodicService`)
 in a low-priority daemon thread. The HTTP side
 is :mod:`hub_ext.storage.handlers`; docs/storage.md has the layout and the
@@ -17,11 +17,10 @@ import pwd
 import time
 
 from traitlets import Dict, Integer, Unicode
-from traitlets.config import LoggingConfigurable
 
 from hub_ext.accounts import unix_users as accounts
 from hub_ext.periodic import PeriodicService, WorkerThread
-from hub_ext.storage import volumes as storage
+from hub_ext.storage import archive, fsops, names, sizes, trash
 
 SETTINGS_KEY = "hub_ext_storage"  # tornado settings key the handlers read
 WALK_NICE = 10  # niceness of the sizing thread
@@ -101,7 +100,7 @@ class StorageManager(PeriodicService):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.sizes: dict[str, dict] = {}  # unix name -> storage.measure_user()
+        self.sizes: dict[str, dict] = {}  # unix name -> sizes.measure_user()
         self.measured_at: dict[str, float] = {}  # unix name -> epoch
         self.passes = 0
         self.last_pass_seconds: float | None = None
@@ -114,7 +113,7 @@ class StorageManager(PeriodicService):
 
     @property
     def retention_seconds(self) -> int:
-        return self.trash_retention_days * storage.DAY
+        return self.trash_retention_days * names.DAY
 
     def unix_name(self, hub_name: str) -> str:
         return accounts.unix_name(hub_name, self.unix_username_template)
@@ -122,8 +121,8 @@ class StorageManager(PeriodicService):
     def trash_model(self, unix: str) -> list[dict]:
         item_sizes = (self.sizes.get(unix) or {}).get("trash_items", {})
         try:
-            items = storage.list_trash(unix, self.users_root)
-        except storage.UnsafePathError as e:
+            items = trash.list_trash(unix, self.users_root)
+        except fsops.UnsafePathError as e:
             self.log.error("Storage: trash of %s not listed: %s", unix, e)
             return []
         return [
@@ -141,7 +140,7 @@ class StorageManager(PeriodicService):
             "server_active": busy_reason(user) is not None,
             "busy_reason": busy_reason(user),
             "retention_days": self.trash_retention_days,
-            "sizes_measured_at": storage._iso(measured) if measured else None,
+            "sizes_measured_at": names.iso(measured) if measured else None,
             "sizes_interval_seconds": self.sizes_interval,
             "volumes": [
                 {
@@ -149,7 +148,7 @@ class StorageManager(PeriodicService):
                     "description": self.volume_descriptions.get(volume, ""),
                     "size_bytes": sizes.get(volume),
                 }
-                for volume in storage.VOLUMES
+                for volume in names.VOLUMES
             ],
             "trash_size_bytes": sizes.get("trash"),
             "trash": self.trash_model(unix),
@@ -159,7 +158,7 @@ class StorageManager(PeriodicService):
 
     def reset(self, user, volumes) -> dict:
         unix = self.unix_name(user.name)
-        result = storage.reset_volumes(
+        result = trash.reset_volumes(
             unix,
             self.users_root,
             volumes,
@@ -183,7 +182,7 @@ class StorageManager(PeriodicService):
 
     def restore(self, user, item_id) -> dict:
         unix = self.unix_name(user.name)
-        result = storage.restore_trash_item(
+        result = trash.restore_trash_item(
             unix, self.users_root, item_id, now=self.clock(), chown=self.chown
         )
         self.log.info(
@@ -211,12 +210,12 @@ class StorageManager(PeriodicService):
 
     @property
     def archive_retention_seconds(self) -> int:
-        return self.deleted_user_retention_days * storage.DAY
+        return self.deleted_user_retention_days * names.DAY
 
-    def archive_user(self, hub_name: str) -> storage.ArchiveItem | None:
-        """Move a deleted hub user's directories out of reach (see storage.archive_user)."""
+    def archive_user(self, hub_name: str) -> names.ArchiveItem | None:
+        """Move a deleted hub user's directories out of reach (see archive.archive_user)."""
         unix = self.unix_name(hub_name)
-        item = storage.archive_user(unix, self.users_root, now=self.clock())
+        item = archive.archive_user(unix, self.users_root, now=self.clock())
         if item is not None:
             self.log.info("Storage: directories of deleted user %s archived as %s", hub_name, item.id)
         self.sizes.pop(unix, None)
@@ -228,12 +227,12 @@ class StorageManager(PeriodicService):
             "items": [
                 dict(item.to_json(self.archive_retention_seconds),
                      user=accounts.hub_name_for_unix(item.unix, self.unix_username_template))
-                for item in storage.list_archive(self.users_root)
+                for item in archive.list_archive(self.users_root)
             ],
         }
 
     def restore_archived(self, item_id) -> dict:
-        result = storage.restore_archived_user(self.users_root, item_id, now=self.clock())
+        result = archive.restore_archived_user(self.users_root, item_id, now=self.clock())
         self.log.info(
             "Storage: %s restored from the archive%s", result.restored.unix,
             f" (the directory in place archived as {result.displaced.id})" if result.displaced else "",
@@ -263,7 +262,7 @@ class StorageManager(PeriodicService):
         started = time.monotonic()
         self.measuring = True
         try:
-            measured = await self.walker.run(storage.measure_all, self.users_root)
+            measured = await self.walker.run(sizes.measure_all, self.users_root)
         finally:
             self.measuring = False
         self._store(measured, self.clock(), complete=True)
@@ -274,7 +273,7 @@ class StorageManager(PeriodicService):
     async def measure_user(self, hub_name: str) -> None:
         """Measure one user again (after a reset or restore)."""
         unix = self.unix_name(hub_name)
-        measured = await self.walker.run(storage.measure_user, unix, self.users_root)
+        measured = await self.walker.run(sizes.measure_user, unix, self.users_root)
         if measured is None:
             self.sizes.pop(unix, None)
         else:
@@ -319,10 +318,10 @@ class StorageManager(PeriodicService):
             measured = self.measured_at.get(unix)
             users[name] = {
                 "unix_name": unix,
-                "sizes_measured_at": storage._iso(measured) if measured else None,
+                "sizes_measured_at": names.iso(measured) if measured else None,
                 **{
                     volume: (sizes or {}).get(volume)
-                    for volume in (*storage.VOLUMES, "trash")
+                    for volume in (*names.VOLUMES, "trash")
                 },
             }
         return {
@@ -330,7 +329,7 @@ class StorageManager(PeriodicService):
             "passes": self.passes,
             "measuring": self.measuring,
             "last_pass_seconds": self.last_pass_seconds,
-            "last_pass_at": storage._iso(self.last_pass_at) if self.last_pass_at else None,
+            "last_pass_at": names.iso(self.last_pass_at) if self.last_pass_at else None,
             "retention_days": self.trash_retention_days,
             "users": users,
         }

@@ -16,7 +16,7 @@ from tornado.testing import AsyncHTTPTestCase
 from tornado.web import Application
 from traitlets.config import Config
 
-from hub_ext.storage import volumes as storage
+from hub_ext.storage import layout, names, sizes
 from hub_ext.config import apply_platform_settings
 from hub_ext.plugin import storage as storage_handlers
 from hub_ext.storage.handlers import (
@@ -112,7 +112,7 @@ class StorageAPITest(AsyncHTTPTestCase):
         self.tmp = tempfile.TemporaryDirectory()
         self.users_root = self.tmp.name
         for unix in ("jh-alice", "jh-bob"):
-            storage.ensure_user_dirs(unix, self.users_root, 0, 0, chown=lambda *a: None)
+            layout.ensure_user_dirs(unix, self.users_root, 0, 0, chown=lambda *a: None)
         with open(os.path.join(self.users_root, "jh-alice/workspace/notebook.ipynb"), "w") as f:
             f.write("{}")
         super().setUp()
@@ -286,7 +286,7 @@ class StorageAPITest(AsyncHTTPTestCase):
         assert self.trash() == ["20231114T221325.000000Z-workspace"]
 
     def test_manage_volumes_model_has_descriptions_sizes_and_trash(self):
-        self.manager.sizes = storage.measure_all(self.users_root)
+        self.manager.sizes = sizes.measure_all(self.users_root)
         self.manager.measured_at = {unix: T0 for unix in self.manager.sizes}
         code, model = self.call("GET", "/hub/api/users/alice/manage-volumes", "alice")
         assert code == 200
@@ -299,7 +299,7 @@ class StorageAPITest(AsyncHTTPTestCase):
         assert model["trash"] == [] and model["sizes_interval_seconds"] == 3600
 
     def test_sizes_are_admin_only(self):
-        self.manager.sizes = storage.measure_all(self.users_root)
+        self.manager.sizes = sizes.measure_all(self.users_root)
         assert self.call("GET", "/hub/api/storage", "alice")[0] == 403
         code, body = self.call("GET", "/hub/api/storage", "admin")
         assert code == 200
@@ -346,10 +346,10 @@ def test_default_handlers_paths():
 
 
 def test_sizes_are_measured_in_a_worker_thread_periodically(tmp_path):
-    storage.ensure_user_dirs("jh-alice", tmp_path, 0, 0, chown=lambda *a: None)
+    layout.ensure_user_dirs("jh-alice", tmp_path, 0, 0, chown=lambda *a: None)
     manager = make_manager(tmp_path, sizes_interval=1)
     threads = []
-    real = storage.measure_all
+    real = sizes.measure_all
 
     def measure(root):
         import threading
@@ -367,11 +367,11 @@ def test_sizes_are_measured_in_a_worker_thread_periodically(tmp_path):
                 break
         manager.stop()
 
-    original = storage.measure_all
+    original = sizes.measure_all
     try:
-        asyncio.run(scenario(storage))
+        asyncio.run(scenario(sizes))
     finally:
-        storage.measure_all = original
+        sizes.measure_all = original
     assert manager.passes >= 2
     assert threads and all(t.startswith("storage-sizes") for t in threads)
     assert "jh-alice" in manager.sizes and manager.sizes["jh-alice"]["home"] > 0
@@ -472,7 +472,7 @@ def test_admin_page_lists_users_with_sizes():
                          "sizes_measured_at": "2023-11-14T22:13:20Z"}}],
         sizes={"sizes_interval_seconds": 3600, "last_pass_at": None, "last_pass_seconds": None,
                "retention_days": 7},
-        volumes=storage.VOLUMES, selected="alice", **PAGE,
+        volumes=names.VOLUMES, selected="alice", **PAGE,
     )
     assert 'data-storage-user="alice"' in html and 'data-restart-user="alice"' in html
     assert "3.0 GiB" in html and 'data-bytes="2048"' in html
