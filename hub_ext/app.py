@@ -129,6 +129,8 @@ class PlatformServices:
         return [self.culler, self.storage, self.activity]
 
     def start(self) -> None:
+        # the spawners are loaded: the extensions in their state count again
+        self.culler.restore_extensions()
         for service in self.periodic:
             service.start()
 

@@ -79,6 +79,9 @@ class PlatformSpawner(SystemdSpawner):
     # GPU indices held by the running server (hub_ext.gpu.policy); kept in the spawner
     # state so a hub restart knows them (round-robin load, same devices)
     gpu_indices: tuple[int, ...] = ()
+    # session extension of this start ({"started", "hours"}, hub_ext.culling): in the
+    # spawner state, so JupyterHub's database keeps it across hub restarts
+    session_extension: dict | None = None
 
     resource_profiles = Dict(
         help="""Hub group -> {"mem_limit": ..., "cpu_limit": ...}.
@@ -217,11 +220,14 @@ class PlatformSpawner(SystemdSpawner):
         state = super().get_state()
         if self.gpu_indices:
             state["gpu_indices"] = list(self.gpu_indices)
+        if self.session_extension:
+            state["session_extension"] = dict(self.session_extension)
         return state
 
     def load_state(self, state):
         super().load_state(state)
         self.gpu_indices = tuple(state.get("gpu_indices", ()))
+        self.session_extension = state.get("session_extension")
         if self.gpu_indices:
             self.gpu_support.book.hold(self.unit_name, self.gpu_indices)
 
@@ -229,6 +235,7 @@ class PlatformSpawner(SystemdSpawner):
         super().clear_state()
         self.gpu_support.book.release(self.unit_name)
         self.gpu_indices = ()
+        self.session_extension = None
 
     def assign_gpus(self) -> tuple[int, ...]:
         """Choose this server's GPUs by the policy (detects GPUs on first use)."""

@@ -10,6 +10,7 @@ semantics.
 
 from __future__ import annotations
 
+import os
 import time
 
 from jupyterhub import orm
@@ -65,7 +66,8 @@ class SessionCuller(PeriodicService):
     state_file = Unicode(
         None,
         allow_none=True,
-        help="JSON file holding granted extensions (None: in memory, lost at hub restart).",
+        help="JSON file of extensions granted by earlier versions: read once at hub start "
+        "into the running servers' spawner state, then removed (None: nothing to migrate).",
     ).tag(config=True)
 
     # seams for tests
@@ -82,7 +84,8 @@ class SessionCuller(PeriodicService):
             max_extension_hours=self.max_extension_hours,
             extension_unit=self.extension_unit_seconds,
         )
-        self.store = culler.ExtensionStore(self.state_file)
+        # the working view; each server's record persists in its spawner's state
+        self.store = culler.ExtensionStore()
         self.app = None  # the hub (hub_ext.app.PlatformHub sets it)
 
     # --- reading the hub ---
@@ -159,6 +162,7 @@ class SessionCuller(PeriodicService):
             raise ExtensionRefused(grant.message)
         key = culler.server_key(user.name, server_name)
         self.store.add(key, status.started, grant.granted)
+        self._persist(spawner, key)
         self.log.info(
             "Session of %s extended by %dh (requested %dh, %d of %dh used)",
             key,
@@ -176,29 +180,70 @@ class SessionCuller(PeriodicService):
             "session_info": self.session_info(user, server_name),
         }
 
+    # --- extensions in the spawners' state ---
+
+    def _persist(self, spawner, key: str) -> None:
+        """Keep the server's record in its spawner's state (JupyterHub's database)."""
+        spawner.session_extension = self.store.record(key)
+        if self.app is not None:  # no hub (unit tests): the spawner keeps it in memory
+            spawner.orm_spawner.state = spawner.get_state()
+            self.app.db.commit()
+
+    def _running_spawners(self) -> dict[str, tuple[object, float]]:
+        """server key -> (spawner, start epoch) of every server the database has as started."""
+        running = {}
+        for orm_spawner in self.app.db.query(orm.Spawner).filter(orm.Spawner.started.isnot(None)):
+            if orm_spawner.user is None:
+                continue
+            user = self.app.users[orm_spawner.user]
+            spawner = user.spawners[orm_spawner.name]
+            running[culler.server_key(user.name, spawner.name)] = (spawner, to_epoch(orm_spawner.started))
+        return running
+
+    def restore_extensions(self) -> None:
+        """Refill the working view from the spawners' state at hub start; move the
+        records of an extension file of earlier versions there once, then remove it."""
+        running = self._running_spawners()
+        for key, (spawner, started) in running.items():
+            hours = culler.hours_for_start(getattr(spawner, "session_extension", None), started)
+            if hours:
+                self.store.set(key, started, hours)
+        if not self.state_file:
+            return
+        legacy = culler.read_extensions_file(self.state_file)
+        migrated = 0
+        for key, record in legacy.items():
+            if key not in running or self.store.hours_used(key, running[key][1]):
+                continue
+            spawner, started = running[key]
+            hours = culler.hours_for_start(record, started)
+            if hours:
+                self.store.set(key, started, hours)
+                self._persist(spawner, key)
+                migrated += 1
+        try:
+            os.unlink(self.state_file)
+        except FileNotFoundError:
+            return
+        self.log.info(
+            "Session extensions of %d running server(s) moved from %s into the spawners' state; "
+            "file removed", migrated, self.state_file,
+        )
+
     # --- culling ---
 
     def servers(self) -> list[culler.Server]:
         """Every server the hub's database has as started."""
-        app = self.app
-        servers = []
-        for orm_spawner in app.db.query(orm.Spawner).filter(
-            orm.Spawner.started.isnot(None)
-        ):
-            if orm_spawner.user is None:
-                continue
-            user = app.users[orm_spawner.user]
-            spawner = user.spawners[orm_spawner.name]
-            servers.append(
-                culler.Server(
-                    user=user.name,
-                    name=orm_spawner.name,
-                    started=to_epoch(orm_spawner.started),
-                    last_activity=to_epoch(orm_spawner.last_activity),
-                    ready=bool(spawner.ready),
-                )
+        return [
+            culler.Server(
+                user=spawner.user.name,
+                name=spawner.name,
+                started=started,
+                last_activity=to_epoch(spawner.orm_spawner.last_activity),
+                ready=bool(spawner.ready),
             )
-        return servers
+            for spawner, started in self._running_spawners().values()
+        ]
 
     async def stop_server(self, user_name: str, server_name: str) -> None:
         """Stop a server through the hub: ``User.stop``, then its proxy route."""

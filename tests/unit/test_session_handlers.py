@@ -337,15 +337,79 @@ class SessionAPITest(AsyncHTTPTestCase):
         assert self.extend("bob", "alice", {"hours": "x"})[0] == 403
 
 
-def test_extension_survives_hub_restart(tmp_path):
+def fake_hub(*users):
+    """The parts of the hub the culler reads: started spawners, users, the database."""
+    for u in users:
+        u.spawner.orm_spawner.user = u
+        u.spawner.orm_spawner.name = ""
+        u.spawner.get_state = lambda s=u.spawner: (
+            {"session_extension": s.session_extension} if s.session_extension else {})
+
+    class Query:
+        def filter(self, *_):
+            return [u.spawner.orm_spawner for u in users if u.spawner.orm_spawner.started]
+
+    commits = []
+    by_name = {u.name: u for u in users}
+    return SimpleNamespace(
+        db=SimpleNamespace(query=lambda _: Query(), commit=lambda: commits.append(1)),
+        users={**{u: u for u in users}, **by_name}, commits=commits,
+    )
+
+
+def test_extension_lives_in_the_spawner_state_and_survives_a_hub_restart():
     alice = FakeUser("alice")
+    alice.spawner.session_extension = None
     alice.spawner.start(T0)
-    first = make_culler(tmp_path)
+    first = make_culler()
+    first.app = fake_hub(alice)
     assert first.extend(alice, 2)["granted_hours"] == 2
-    second = make_culler(tmp_path)  # a new hub process, same state_dir
-    info = second.session_info(alice)
+    # persisted where JupyterHub keeps the spawner's state (its database)
+    assert alice.spawner.orm_spawner.state == {"session_extension": {"started": T0, "hours": 2}}
+    assert first.app.commits
+
+    # a new hub process: JupyterHub's load_state hands the spawner its record back
+    again = FakeUser("alice")
+    again.spawner.start(T0)
+    again.spawner.session_extension = alice.spawner.orm_spawner.state["session_extension"]
+    second = make_culler()
+    second.app = fake_hub(again)
+    assert second.session_info(again)["extensions_used_hours"] == 0  # not yet restored
+    second.restore_extensions()
+    info = second.session_info(again)
     assert info["extensions_used_hours"] == 2
     assert info["time_remaining_seconds"] == 600 + 2 * HOUR
+    # a record of an earlier start of the server does not count
+    third = FakeUser("alice")
+    third.spawner.start(T0 + 5000)
+    third.spawner.session_extension = {"started": T0, "hours": 2}
+    culler = make_culler()
+    culler.app = fake_hub(third)
+    culler.restore_extensions()
+    assert culler.session_info(third)["extensions_used_hours"] == 0
+
+
+def test_the_extension_file_of_earlier_versions_is_migrated_once_then_removed(tmp_path):
+    legacy = tmp_path / "session_extensions.json"
+    legacy.write_text(json.dumps({
+        "alice": {"started": T0, "hours": 2},
+        "bob": {"started": T0 - 100, "hours": 1},  # bob restarted since: void
+        "carol": {"started": T0, "hours": 1},  # not running: dropped
+    }))
+    alice, bob = FakeUser("alice"), FakeUser("bob")
+    for u in (alice, bob):
+        u.spawner.session_extension = None
+        u.spawner.start(T0)
+    culler = make_culler(tmp_path)
+    culler.app = fake_hub(alice, bob)
+    culler.restore_extensions()
+    assert not legacy.exists()
+    assert culler.session_info(alice)["extensions_used_hours"] == 2
+    assert alice.spawner.orm_spawner.state == {"session_extension": {"started": T0, "hours": 2}}
+    assert culler.session_info(bob)["extensions_used_hours"] == 0
+    assert bob.spawner.session_extension is None
+    culler.restore_extensions()  # nothing left to migrate; the state still counts
+    assert culler.session_info(alice)["extensions_used_hours"] == 2
 
 
 def test_cull_uses_hub_servers_and_stops_through_the_user_then_the_route():
