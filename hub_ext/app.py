@@ -130,7 +130,10 @@ class PlatformServices:
 
     def start(self) -> None:
         # the spawners are loaded: the extensions in their state count again
-        self.culler.restore_extensions()
+        try:
+            self.culler.restore_extensions()
+        except Exception:  # worst case a cull at the unextended deadline, never a dead hub
+            self.culler.log.exception("Session extensions not restored")
         for service in self.periodic:
             service.start()
 
