@@ -159,7 +159,7 @@ def build_unit_properties(
 
     ``isolate_tmp`` gives the lab its own capped /tmp, /var/tmp and /dev/shm
     (private_temporary_filesystems). ``hardening`` adds ``lab_hardening`` (the profile follows
-    ``disable_user_sudo``). ``device_access`` (hub_ext.gpu.devices.unit_properties: DevicePolicy/DeviceAllow)
+    ``disable_user_sudo``). ``device_access`` (hub_ext.gpu.policy.unit_properties: DevicePolicy/DeviceAllow)
     is added as given; when it grants devices, PrivateDevices is left out
     (it would hide the granted nodes; DevicePolicy=closed isolates instead).
     ``extra_properties`` (``unit_extra_properties``) win over the computed

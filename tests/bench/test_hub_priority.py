@@ -16,7 +16,7 @@ from hubclient import HubClient
 from spawn_burst import describe_burst, run_burst, write_result
 
 N = 20
-SHIPPED_WEIGHT = 1000  # systemd/jupyterhub.service and the proxy's and nginx's units
+SHIPPED_WEIGHT = 1000  # the hub, proxy and nginx roles' units (roles/*/files)
 LAB_WEIGHT = 100  # systemd's default, which every lab unit has
 SERVICES = ("jupyterhub.service", "configurable-http-proxy.service", "nginx.service")
 

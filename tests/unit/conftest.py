@@ -82,8 +82,8 @@ def write_settings(tmp_path):
 
 @pytest.fixture(autouse=True)
 def _fresh_gpu_support():
-    """hub_ext.gpu.devices.GpuSupport is one per hub process; one per test here."""
-    from hub_ext.gpu.devices import GpuSupport
+    """hub_ext.gpu.service.GpuSupport is one per hub process; one per test here."""
+    from hub_ext.gpu.service import GpuSupport
 
     GpuSupport.clear_instance()
     yield

@@ -465,3 +465,19 @@ def test_systemd_run_argv_repeats_list_values_and_needs_an_absolute_command():
                     "--socket-property=ListenStream=127.0.0.1:5", "/bin/lab", "--x"]
     with pytest.raises(ValueError, match="absolute path"):
         systemd_run_argv("u", ["lab"], working_dir="/w", properties={})
+
+
+def test_the_session_extension_lives_in_the_spawner_state(make_spawner):
+    """JupyterHub keeps a spawner's state in its database: the extension of this
+    start survives a hub restart there, and a stop (clear_state) ends it."""
+    spawner = make_spawner()
+    assert "session_extension" not in spawner.get_state()
+    spawner.session_extension = {"started": 1_700_000_000.0, "hours": 2}
+    state = spawner.get_state()
+    assert state["session_extension"] == {"started": 1_700_000_000.0, "hours": 2}
+    restarted = make_spawner()  # a new hub process loads the saved state
+    restarted.load_state(state)
+    assert restarted.session_extension == {"started": 1_700_000_000.0, "hours": 2}
+    restarted.clear_state()
+    assert restarted.session_extension is None
+    assert "session_extension" not in restarted.get_state()
