@@ -99,13 +99,19 @@ def host():
         testhost.down(name)
 
 
-@pytest.fixture(scope="session")
-def admin(host) -> HubClient:
-    """The admin, logged in through nginx, with an API token for REST calls."""
+def admin_client(host) -> HubClient:
+    """A host's admin, logged in through nginx, with an API token for REST calls."""
     browser = HubClient(host.https_url)
+    browser.wait_hub()
     browser.login(host.admin_user, host.admin_password)
     assert browser.logged_in_as() == host.admin_user
     return HubClient(host.https_url, token=browser.new_token(host.admin_user))
+
+
+@pytest.fixture(scope="session")
+def admin(host) -> HubClient:
+    """The admin of the suite's host."""
+    return admin_client(host)
 
 
 
@@ -155,8 +161,4 @@ def limits_host():
 @pytest.fixture(scope="session")
 def limits_admin(limits_host) -> HubClient:
     """The enforcing host's admin, with an API token."""
-    browser = HubClient(limits_host.https_url)
-    browser.wait_hub()
-    browser.login(limits_host.admin_user, limits_host.admin_password)
-    assert browser.logged_in_as() == limits_host.admin_user
-    return HubClient(limits_host.https_url, token=browser.new_token(limits_host.admin_user))
+    return admin_client(limits_host)

@@ -279,7 +279,7 @@ class Host:
         (self.dir / "host.json").write_text(json.dumps(asdict(self), indent=2))
 
     @classmethod
-    def load(cls, name: str) -> "Host":
+    def load(cls, name: str) -> Host:
         data = json.loads((HOSTS / name / "host.json").read_text())
         return cls(**data)
 
@@ -378,7 +378,7 @@ def _enter_cgroups(dirs: list[Path]):
     return enter
 
 
-def limits_writable(host: "Host") -> None:
+def limits_writable(host: Host) -> None:
     """Make the host's limit controllers writable, then let its systemd use them.
 
     nspawn mounts each v1 controller hierarchy read-only, so systemd inside
@@ -459,10 +459,11 @@ def up(name: str, port_base: int, extra_vars: dict | None = None,
         # legacy mode: the container sees the v1 controllers (limits_writable()
         # opens them); in the hybrid default its systemd uses the empty unified one
         env["SYSTEMD_NSPAWN_UNIFIED_HIERARCHY"] = "0"
-    console = open(host.dir / "console.log", "wb")
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=console,
-                            stderr=subprocess.STDOUT, start_new_session=True,
-                            preexec_fn=_enter_cgroups(cgroups), env=env)
+    # the container keeps writing its console; this process's copy is closed at once
+    with open(host.dir / "console.log", "wb") as console:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=console,
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=_enter_cgroups(cgroups), env=env)
     host.nspawn_pid = proc.pid
     host.init_pid = _find_init(proc.pid)
     host.save()
@@ -589,7 +590,8 @@ def deploy(name: str, *ansible_args: str, check: bool = True,
     if capture:
         res = subprocess.run(argv, env=env, text=True, capture_output=True, cwd=REPO)
         if check and res.returncode:
-            raise RuntimeError(f"ansible-playbook failed ({res.returncode}):\n{res.stdout[-6000:]}\n{res.stderr[-3000:]}")
+            raise RuntimeError(f"ansible-playbook failed ({res.returncode}):\n"
+                               f"{res.stdout[-6000:]}\n{res.stderr[-3000:]}")
         return res
     return subprocess.run(argv, env=env, check=check, cwd=REPO)
 
@@ -630,7 +632,7 @@ def down(name: str) -> None:
             time.sleep(1)
     _remove_cgroups([Path(d) for d in host.cgroups] if host and host.cgroups else _cgroup_dirs(name))
     root = (hdir / "root").resolve()
-    if any(line.split()[1].startswith(str(root)) for line in open("/proc/mounts")):
+    if any(line.split()[1].startswith(str(root)) for line in Path("/proc/mounts").read_text().splitlines()):
         raise RuntimeError(f"refusing to delete {root}: something is still mounted below it")
     shutil.rmtree(hdir)
     log(f"{name} is down")
