@@ -11,7 +11,7 @@ import secrets
 from urllib.parse import urlparse
 
 from browserutil import login, screenshot
-from hubclient import login_client
+from hubclient import batch_create, login_client
 
 
 def hub_path(host, path: str) -> str:
@@ -74,8 +74,7 @@ def test_the_navigation_bar_leads_admins_to_every_platform_page(host, admin, pag
 
 def test_users_see_no_platform_menu(host, admin, page):
     name = f"nav-{secrets.token_hex(3)}"
-    created = admin.api("POST", "platform/users", json={"usernames": [name]}).json()
-    password = created["users"][0]["password"]
+    password = batch_create(admin, [name])[name]
     login(page, host.https_url, name, password, next_path=hub_path(host, "home"))
     page.goto(host.https_url + "hub/home")
     page.wait_for_selector("#thenavbar")
