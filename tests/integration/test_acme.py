@@ -14,8 +14,9 @@ import ssl
 import time
 from pathlib import Path
 
-import acme_ca
 import pytest
+
+import acme_ca
 import testhost
 from hubclient import LOOPBACK, HubClient
 
