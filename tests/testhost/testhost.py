@@ -36,6 +36,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -597,15 +598,19 @@ def deploy(name: str, *ansible_args: str, check: bool = True,
 
 
 def provision(name: str, port_base: int, extra_vars: dict | None = None,
-              enforce_limits: bool = False, reuse: bool = False, log_to: Path | None = None) -> Host:
+              enforce_limits: bool = False, reuse: bool = False, log_to: Path | None = None,
+              before_deploy: Callable[[Host], None] | None = None) -> Host:
     """A running host with the platform deployed: the kept one when ``reuse``
-    and it was deployed and still runs, else a fresh one (up + deploy)."""
+    and it was deployed and still runs, else a fresh one (up, ``before_deploy``
+    (what the deployment needs inside the host, e.g. a local ACME CA), deploy)."""
     marker = HOSTS / name / "deployed"
     if reuse and marker.exists():
         existing = Host.load(name)
         if existing.is_running():
             return existing
     host = up(name, port_base, extra_vars, enforce_limits)
+    if before_deploy:
+        before_deploy(host)
     res = deploy(name, capture=True)
     if log_to:
         log_to.write_text(res.stdout + res.stderr)
