@@ -5,9 +5,11 @@
 # docs/lab-services.md). A user's own ~/.jupyter configuration loads after it.
 import importlib.util
 import os
+import sys
 
 _spec = importlib.util.spec_from_file_location(
     "lab_services", "/usr/local/lib/jupyterhub/lab_services.py")
 _lab_services = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = _lab_services  # its dataclasses look their module up there
 _spec.loader.exec_module(_lab_services)
 c.ServerProxy.servers = _lab_services.server_proxy_servers(os.environ)  # noqa: F821 (c: traitlets' config)

@@ -124,10 +124,15 @@ def mlflow_command(socket_path: str, environ: Mapping[str, str], python: str = s
     ]
 
 
+# MLflow's job execution (GenAI jobs) starts eight more Python processes of
+# about 230 MB each and doubles the start time; the tracking UI needs none
+MLFLOW_ENVIRONMENT = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 def run_mlflow(socket_path: str) -> None:
     os.makedirs(os.path.join(mlflow_dir(os.environ), "artifacts"), exist_ok=True)
     command = mlflow_command(socket_path, os.environ)
-    os.execv(command[0], command)
+    os.execve(command[0], command, {**os.environ, **MLFLOW_ENVIRONMENT})
 
 
 def run_tensorboard(socket_path: str) -> None:
