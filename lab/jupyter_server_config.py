@@ -13,3 +13,5 @@ _lab_services = importlib.util.module_from_spec(_spec)
 sys.modules[_spec.name] = _lab_services  # its dataclasses look their module up there
 _spec.loader.exec_module(_lab_services)
 c.ServerProxy.servers = _lab_services.server_proxy_servers(os.environ)  # noqa: F821 (c: traitlets' config)
+# kernels and terminals inherit the lab's environment
+os.environ.update(_lab_services.lab_environment(os.environ))

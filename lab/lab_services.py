@@ -100,6 +100,20 @@ def lab_origin(environ: Mapping[str, str]) -> str | None:
     return None
 
 
+def mlflow_store_uri(environ: Mapping[str, str]) -> str:
+    return f"sqlite:///{os.path.join(mlflow_dir(environ), 'mlflow.db')}"
+
+
+def lab_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """Variables the lab passes on to its kernels and terminals: with MLflow on,
+    ``mlflow`` in a notebook logs to the store the UI shows (unless the user set
+    their own ``MLFLOW_TRACKING_URI``; the server's socket is the lab's alone, and
+    MLflow's client cannot use a unix socket)."""
+    if SERVICES_BY_NAME["mlflow"] in enabled_services(environ) and "MLFLOW_TRACKING_URI" not in environ:
+        return {"MLFLOW_TRACKING_URI": mlflow_store_uri(environ)}
+    return {}
+
+
 def mlflow_command(socket_path: str, environ: Mapping[str, str], python: str = sys.executable) -> list[str]:
     """``mlflow server`` with its tracking data in the workspace, on uvicorn's unix socket
     (uvicorn binds ``--uds`` instead of the host and port mlflow always passes).
@@ -113,9 +127,11 @@ def mlflow_command(socket_path: str, environ: Mapping[str, str], python: str = s
     origin = lab_origin(environ)
     return [
         python, "-m", "mlflow", "server",
-        "--backend-store-uri", f"sqlite:///{os.path.join(data, 'mlflow.db')}",
-        "--artifacts-destination", os.path.join(data, "artifacts"),
-        "--serve-artifacts",
+        "--backend-store-uri", mlflow_store_uri(environ),
+        # artifacts as plain files beside the store: the UI reads them, and so
+        # does a notebook logging to the same store directly (lab_environment)
+        "--default-artifact-root", os.path.join(data, "artifacts"),
+        "--no-serve-artifacts",
         "--workers", "1",
         "--host", "127.0.0.1",
         "--allowed-hosts", "*",

@@ -4,6 +4,7 @@ services a lab's environment switches on, and how each is started.
 The services themselves run on the test host (tests/integration/test_lab_services.py).
 """
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -64,7 +65,8 @@ def test_mlflow_keeps_its_data_in_the_workspace_and_serves_on_the_socket():
     assert command[:4] == ["/venv/bin/python", "-m", "mlflow", "server"]
     option = dict(zip(command[:-1], command[1:], strict=True))  # each option and the word after it
     assert option["--backend-store-uri"] == "sqlite:////home/jh-ann/workspace/mlflow/mlflow.db"
-    assert option["--artifacts-destination"] == "/home/jh-ann/workspace/mlflow/artifacts"
+    assert option["--default-artifact-root"] == "/home/jh-ann/workspace/mlflow/artifacts"
+    assert "--no-serve-artifacts" in command
     assert option["--uvicorn-opts"] == "--uds /tmp/jsp-x/socket"
     assert option["--workers"] == "1"
     # writes from the browser only from the lab's own origin
@@ -85,6 +87,14 @@ def test_the_labs_origin_comes_from_its_public_urls(environ, origin):
     assert ("--cors-allowed-origins" in command) == (origin is not None)
 
 
+def test_notebooks_log_to_the_uis_store_unless_the_user_chose_another():
+    home = {"HOME": "/home/jh-ann"}
+    store = "sqlite:////home/jh-ann/workspace/mlflow/mlflow.db"
+    assert lab_services.lab_environment({**ALL_ON, **home}) == {"MLFLOW_TRACKING_URI": store}
+    assert lab_services.lab_environment({**ALL_ON, **home, "MLFLOW_TRACKING_URI": "http://x"}) == {}
+    assert lab_services.lab_environment({**home, "JUPYTERHUB_SERVICE_MLFLOW": "0"}) == {}
+
+
 def test_tensorboard_reads_the_workspace():
     assert lab_services.tensorboard_logdir({"HOME": "/home/jh-ann"}) == "/home/jh-ann/workspace/tensorboard"
 
@@ -98,13 +108,13 @@ def test_the_labs_server_config_offers_what_the_environment_switches_on(monkeypa
     for environ, expected in [(ALL_ON, {"mlflow", "tensorboard", "glances"}),
                               ({**ALL_ON, "JUPYTERHUB_SERVICE_TENSORBOARD": "0"}, {"mlflow", "glances"}),
                               ({}, set())]:
-        for service in lab_services.SERVICES:
-            monkeypatch.delenv(service.switch, raising=False)
-        for name, value in environ.items():
-            monkeypatch.setenv(name, value)
+        # the config reads and updates os.environ: a plain dict stands in for it
+        lab_env = {"HOME": "/home/jh-ann", **environ}
+        monkeypatch.setattr(os, "environ", lab_env)
         c = Config()
         exec(code, {"c": c})
         assert set(c.ServerProxy.servers) == expected
+        assert ("MLFLOW_TRACKING_URI" in lab_env) == ("mlflow" in expected)
 
 
 def test_an_unknown_service_is_a_usage_error():
