@@ -169,7 +169,9 @@ def run_tensorboard(socket_path: str) -> None:
     logdir = tensorboard_logdir(os.environ)
     os.makedirs(logdir, exist_ok=True)
     board = program.TensorBoard(server_class=UnixSocketServer)
-    board.configure(argv=["tensorboard", "--logdir", logdir])
+    # --load_fast=false: no Rust data server, which would listen on a loopback
+    # TCP port that every other user's lab could query for this user's logs
+    board.configure(argv=["tensorboard", "--logdir", logdir, "--load_fast=false"])
     sys.exit(board.main())
 
 

@@ -15,20 +15,20 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from hubclient import HubClient, batch_create, lab_shell, login_client, unique_names
+from hubclient import HubClient, batch_create, lab_cell, lab_shell, login_client, unique_names
 
 SWITCHES = ("JUPYTERHUB_SERVICE_MLFLOW", "JUPYTERHUB_SERVICE_TENSORBOARD",
             "JUPYTERHUB_SERVICE_RESOURCES_MONITOR")
 OFF_PREFIX = "svcoff"
 DROPIN = f"""
 # test_lab_services.py: every lab service switched off for users named {OFF_PREFIX}-*
-def _off_for_test_users(configured):
-    return lambda spawner: "0" if spawner.user.name.startswith("{OFF_PREFIX}-") else configured
+# (a drop-in's own `c` does not see the platform's environment; the hook
+# changes only those users' spawners, before their labs start)
+def _switch_services_off(spawner):
+    if spawner.user.name.startswith("{OFF_PREFIX}-"):
+        spawner.environment = {{**spawner.environment, **{{name: "0" for name in {SWITCHES!r}}}}}
 
-_environment = dict(c.PlatformSpawner.environment)
-for _name in {SWITCHES!r}:
-    _environment[_name] = _off_for_test_users(_environment.get(_name, "1"))
-c.PlatformSpawner.environment = _environment
+c.Spawner.pre_spawn_hook = _switch_services_off
 """
 # what each service's own page says about itself
 PAGES = {
@@ -110,6 +110,30 @@ def test_mlflow_keeps_its_runs_in_the_workspace_and_takes_writes_from_the_labs_o
     data = f"/srv/jupyterhub/users/jh-{labs.owner}/workspace/mlflow"
     owners = labs.host.exec("stat", "-c", "%U %n", f"{data}/mlflow.db", f"{data}/artifacts").stdout.split("\n")
     assert [line.split()[0] for line in owners if line] == [f"jh-{labs.owner}"] * 2
+
+
+NOTEBOOK_RUN = """
+import mlflow
+with mlflow.start_run(experiment_id="0") as run:
+    mlflow.log_metric("accuracy", 0.5)
+    mlflow.log_text("logged from a notebook", "note.txt")
+print("RUN", run.info.run_id)
+"""
+
+
+def test_a_notebook_logs_to_the_store_the_ui_shows(labs):
+    # the server made the Default experiment when it first started (tests above)
+    assert labs.get(labs.owner, labs.owner, "mlflow/", timeout=FIRST_START).status_code == 200
+    out, status = lab_cell(labs.admin, labs.owner, NOTEBOOK_RUN, timeout=180)
+    assert status == "ok", out
+    run_id = re.search(r"RUN (\w+)", out)[1]
+    api = "mlflow/ajax-api/2.0/mlflow"
+    run = labs.get(labs.owner, labs.owner, f"{api}/runs/get?run_id={run_id}").json()["run"]
+    assert [(m["key"], m["value"]) for m in run["data"]["metrics"]] == [("accuracy", 0.5)]
+    listed = labs.get(labs.owner, labs.owner, f"{api}/artifacts/list?run_id={run_id}").json()
+    assert [f["path"] for f in listed.get("files", [])] == ["note.txt"], listed
+    note = f"/srv/jupyterhub/users/jh-{labs.owner}/workspace/mlflow/artifacts/0/{run_id}/artifacts/note.txt"
+    assert labs.host.exec("cat", note).stdout == "logged from a notebook"
 
 
 @pytest.mark.parametrize("service", list(PAGES))
