@@ -80,7 +80,9 @@ def server_proxy_servers(environ: Mapping[str, str], python: str = sys.executabl
                 "enabled": True,
                 "title": service.title,
                 "icon_path": os.path.join(icons_dir, f"{service.name}.svg"),
-                "category": "Other",
+                # the launcher shows icon_path only for kernel-like tiles (Notebook,
+                # Console); jupyter-server-proxy's own default
+                "category": "Notebook",
             },
             "new_browser_tab": True,
         }
