@@ -8,7 +8,8 @@ limits") with small limits, and proves each one from a lab:
 * memory: a kernel allocating past ``MemoryMax`` is killed by the kernel inside
   that lab only; the lab server, the hub and another user's lab stay up; the
   lab reports the kernel restarting (JupyterLab's "kernel died" dialog), the
-  unit's journal shows the restart and its memory cgroup counts the OOM kill;
+  unit's journal shows the restart, its memory cgroup counts the OOM kill and
+  the activity monitor shows that count for the victim only;
   nothing went to swap; a member of a resource profile with more memory keeps
   the same allocation;
 * tasks: a fork bomb stops at ``TasksMax`` while the hub and another lab answer;
@@ -159,6 +160,18 @@ def test_kernel_past_the_memory_limit_dies_alone(limits_host, admin, labs):
     assert peak <= MEM_LIMIT + M, peak
     journal = limits_host.exec("journalctl", "-u", unit(victim), "--no-pager", "-o", "cat").stdout
     assert "restarting kernel" in journal, journal[-2000:]
+    # the activity monitor shows the kill for the victim only (a live reading is
+    # at most live_interval, 5 s, old)
+    deadline = time.monotonic() + 30
+    while True:
+        users = {u["name"]: u for u in admin.api("GET", "activity").json()["users"]}
+        if users[victim]["oom_kills"] or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert users[victim]["oom_kills"] == int(oom["oom_kill"]), users[victim]
+    assert users[victim]["sources"]["oom_kills"] == "cgroup-v1"
+    assert users[victim]["last_oom_kill_at"] is not None
+    assert users[other]["oom_kills"] == 0 and users[other]["last_oom_kill_at"] is None
     # the lab server (same process), the hub and the other lab stay up
     assert limits_host.unit_properties(unit(victim), "ActiveState", "MainPID") == {
         "ActiveState": "active", "MainPID": lab_pid}
