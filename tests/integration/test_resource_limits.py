@@ -358,6 +358,11 @@ def test_user_at_the_quota_is_refused_in_their_own_lab_only(limits_host, admin, 
     unix = quota_of(admin, hog)["unix_name"]
     # the apply unit made the user's root a subvolume of its own, limited
     assert limits_host.exec("btrfs", "subvolume", "show", f"{USERS_ROOT}/{unix}", check=False).returncode == 0
+    # the privileged steps run in hardened units (the hub keeps no CAP_SYS_ADMIN)
+    for quota_unit in (f"jupyterhub-disk-quota@apply-{unix}.service", "jupyterhub-disk-quota-usage.service"):
+        assert limits_host.unit_properties(quota_unit, "Result")["Result"] == "success", quota_unit
+        score, out = limits_host.exposure(quota_unit)
+        assert score <= 2.0, out[-2000:]
     # twice the quota, from the user's terminal
     out, _status = lab_shell(admin, hog, f"dd if=/dev/zero of=$HOME/workspace/fill bs=1M count={2 * QUOTA // M}"
                              "; sync", timeout=180)
