@@ -153,7 +153,8 @@ def limits_host():
     ARTIFACTS.mkdir(exist_ok=True)
     h = testhost.provision(name, port_base, testhost.LIMITS_HOST_VARS, enforce_limits=True,
                            reuse=os.environ.get("TESTHOST_REUSE") == "1",
-                           log_to=ARTIFACTS / "deploy-limits.log")
+                           log_to=ARTIFACTS / "deploy-limits.log",
+                           users_btrfs=testhost.LIMITS_HOST_USERS_BTRFS)
     yield h
     if os.environ.get("TESTHOST_KEEP") != "1":
         testhost.down(name)
