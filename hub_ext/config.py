@@ -42,7 +42,6 @@ from hub_ext.culling.culler import MAX_REQUEST_HOURS
 from hub_ext.gpu.devices import MODES as GPU_MODES
 from hub_ext.gpu.devices import POLICIES as GPU_POLICIES
 from hub_ext.storage.volumes import VOLUMES
-from hub_ext.units.lab_unit import check_tmpfs_size
 
 SPAWNER_CLASS = "hub_ext.spawner.PlatformSpawner"
 # hub_ext's page templates (home.html with the Session Status card)
@@ -167,29 +166,11 @@ def _optional(check):
     return checked
 
 
-def _string_list(key, value):
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise PlatformSettingsError(key, "must be a list of non-empty strings", value)
-    return value
-
-
 def _string_dict(key, value):
     if not isinstance(value, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in value.items()
     ):
         raise PlatformSettingsError(key, "must be an object of string values", value)
-    return value
-
-
-def _unit_properties(key, value):
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str)
-        and (isinstance(v, str) or (isinstance(v, list) and all(isinstance(i, str) for i in v)))
-        for k, v in value.items()
-    ):
-        raise PlatformSettingsError(
-            key, "must be an object of strings or lists of strings", value
-        )
     return value
 
 
@@ -207,25 +188,9 @@ def _memory(key, value):
     return value
 
 
-def _tmpfs_size(key, value):
-    """tmpfs size= of a lab's private /tmp or /dev/shm: bytes, or e.g. "2G"."""
-    try:
-        return check_tmpfs_size(str(value) if _is_int(value) else value)
-    except ValueError:
-        raise PlatformSettingsError(
-            key, "must be a tmpfs size: whole bytes, or a whole number with suffix K, M, G or T", value
-        ) from None
-
-
 def _cpu(key, value):
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise PlatformSettingsError(key, "must be a positive number of CPUs", value)
-    return float(value)
-
-
-def _ready_poll_interval(key, value):
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.01 <= value <= 5:
-        raise PlatformSettingsError(key, "must be a number of seconds in 0.01-5", value)
     return float(value)
 
 
@@ -248,32 +213,6 @@ def _username_template(key, value):
         return check_unix_username_template(_string(key, value))
     except InvalidNameError as e:
         raise PlatformSettingsError(key, f"is invalid: {e}") from None
-
-
-def _unit_name_template(key, value):
-    if not any(f in _string(key, value) for f in ("{USERNAME}", "{UNIXNAME}", "{USERID}")):
-        # one unit name for everybody would make spawns stop each other
-        raise PlatformSettingsError(
-            key, "must contain {USERNAME}, {UNIXNAME} or {USERID}", value
-        )
-    return value
-
-
-def _slice(key, value):
-    if not _string(key, value).endswith(".slice"):
-        raise PlatformSettingsError(key, "must be a systemd slice name ending in .slice", value)
-    return value
-
-
-def _must_be_false(key, value):
-    if _boolean(key, value):
-        raise PlatformSettingsError(
-            key,
-            "is not supported: platform users are real unix accounts "
-            "(jh-<name>) with bound per-user directories",
-            value,
-        )
-    return value
 
 
 Check = Callable[[str, Any], Any]
@@ -304,29 +243,10 @@ TOP_LEVEL_CHECKS: dict[str, Check] = {
     "config_d": _optional(_absolute_path),
 }
 
-# settings["spawner"]: each key is the PlatformSpawner (SystemdSpawner/Spawner)
-# trait of the same name; a missing key or null keeps the class default.
+# settings["spawner"]: only the lab environment is still mapped here; every
+# other spawner setting is a tagged trait of PlatformSpawner, rendered into
+# platform_config.json (hub_ext.settings).
 SPAWNER_CHECKS: dict[str, Check] = {
-    "mem_limit": _optional(_memory),
-    "cpu_limit": _optional(_cpu),
-    "user_workingdir": _optional(_absolute_path),
-    "default_shell": _absolute_path,
-    "extra_paths": _string_list,
-    "unit_name_template": _unit_name_template,
-    "unit_extra_properties": _unit_properties,
-    "isolate_tmp": _boolean,
-    "tmp_size": _tmpfs_size,
-    "shm_size": _tmpfs_size,
-    "isolate_devices": _boolean,
-    "disable_user_sudo": _boolean,
-    "lab_hardening": _boolean,
-    "readonly_paths": _optional(_string_list),
-    "readwrite_paths": _optional(_string_list),
-    "dynamic_users": _must_be_false,
-    "slice": _optional(_slice),
-    "start_timeout": _positive,
-    "http_timeout": _positive,
-    "ready_poll_interval": _ready_poll_interval,
     "environment": _string_dict,
 }
 
@@ -659,11 +579,6 @@ def validate_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     checked["idle_culler"] = _idle_culler("idle_culler", settings.get("idle_culler", {}))
     checked["storage"] = _storage("storage", settings.get("storage", {}))
     checked["gpu"] = _gpu("gpu", settings.get("gpu", {}))
-    if checked["gpu"]["enabled"] == 1 and checked["spawner"].get("isolate_devices"):
-        raise PlatformSettingsError(
-            "gpu.enabled/spawner.isolate_devices",
-            "cannot both be on: PrivateDevices hides the GPUs (GPU labs get DevicePolicy=closed)",
-        )
     checked["accounts"] = _accounts("accounts", settings.get("accounts", {}))
     for key, (check, default) in OPTIONAL_OBJECT_CHECKS.items():
         checked[key] = check(key, settings[key]) if key in settings else dict(default)
@@ -802,12 +717,9 @@ def apply_platform_settings(c, settings: Mapping[str, Any]) -> dict[str, Any]:
     spawner.shared_dir = s["shared_dir"]
     spawner.unix_username_template = s["unix_username_template"]
     spawner.platform_group = s["platform_group"]
-    for key, value in s["spawner"].items():
-        if value is not None:  # null: keep the class default
-            setattr(spawner, key, value)
     # platform environment first (service passthrough, startup scripts path, lab
     # icons); the admin's spawner.environment wins on a name both set
-    spawner.environment = {**lab_environment(s), **s["spawner"]["environment"]}
+    spawner.environment = {**lab_environment(s), **s["spawner"].get("environment", {})}
     if s["lab_start"]["launcher"]:
         # startup scripts run as the user before the lab (lab/lab_start.py)
         spawner.cmd = [

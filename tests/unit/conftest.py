@@ -37,10 +37,18 @@ SAMPLE_SETTINGS = {
     "shared_dir": "/srv/jupyterhub/shared",
     "lab_venv": "/opt/jupyterlab",
     "default_url": "/lab",
-    "spawner": {
+    "spawner": {"environment": {}},
+    "config_d": "/etc/jupyterhub/jupyterhub_config.d",
+}
+
+
+# platform_config.json as the hub role renders it with the default variables
+# (test_settings.py checks that it is exactly that rendering)
+SAMPLE_PLATFORM_CONFIG = {
+    "PlatformSpawner": {
         "mem_limit": "4G",
         "cpu_limit": 2.0,
-        "user_workingdir": None,
+        "user_workingdir": "/home/{UNIXNAME}/workspace",
         "default_shell": "/bin/bash",
         "extra_paths": [],
         "unit_name_template": "jupyter-{USERNAME}-singleuser",
@@ -58,15 +66,18 @@ SAMPLE_SETTINGS = {
         "start_timeout": 120,
         "http_timeout": 60,
         "ready_poll_interval": 0.05,
-        "environment": {},
     },
-    "config_d": "/etc/jupyterhub/jupyterhub_config.d",
 }
 
 
 @pytest.fixture
 def settings():
     return copy.deepcopy(SAMPLE_SETTINGS)
+
+
+@pytest.fixture
+def platform_config():
+    return copy.deepcopy(SAMPLE_PLATFORM_CONFIG)
 
 
 @pytest.fixture
@@ -94,7 +105,7 @@ async def answering(ip, port, path):
 
 
 @pytest.fixture
-def make_spawner(monkeypatch, settings, tmp_path):
+def make_spawner(monkeypatch, settings, platform_config, tmp_path):
     # no systemctl here; SystemdSpawner.__init__ asks for the version
     monkeypatch.setattr(systemd, "get_systemd_version", lambda: 252)
     from hub_ext.spawner import PlatformSpawner
@@ -104,9 +115,10 @@ def make_spawner(monkeypatch, settings, tmp_path):
     settings["users_root"] = str(users_root)
 
     def make(name="alice", extra_config=None, groups=(), **spawner_settings):
-        settings["spawner"].update(spawner_settings)
         c = Config()
         apply_platform_settings(c, settings)
+        c.merge(Config(platform_config))
+        c.PlatformSpawner.update(spawner_settings)
         if extra_config:
             c.merge(extra_config)
         user = SimpleNamespace(

@@ -278,11 +278,18 @@ def test_bad_gpu_settings_name_the_key(settings, gpu_settings, key):
     assert e.value.key == key
 
 
-def test_forced_gpus_and_isolate_devices_conflict(settings):
+def test_forced_gpus_and_isolate_devices_conflict(settings, platform_config):
+    from hub_ext.settings import check_combinations
+
     settings["gpu"] = {"enabled": 1}
-    settings["spawner"]["isolate_devices"] = True
-    with pytest.raises(PlatformSettingsError, match="PrivateDevices hides the GPUs"):
-        validate_settings(settings)
+    platform_config["PlatformSpawner"]["isolate_devices"] = True
+    c = Config()
+    apply_platform_settings(c, settings)
+    c.merge(Config(platform_config))
+    with pytest.raises(ValueError, match="PrivateDevices hides the GPUs"):
+        check_combinations(c)
+    c.PlatformSpawner.isolate_devices = False
+    check_combinations(c)
 
 
 # --- the spawner: unit properties, env file, state across a hub restart ---
@@ -345,15 +352,15 @@ def test_spawn_policy_all_grants_every_gpu(gpu_spawner):
     assert spawner.get_state()["gpu_indices"] == [0, 1]
 
 
-def test_granted_gpus_replace_private_devices(gpu_spawner, settings):
-    settings["spawner"]["isolate_devices"] = True
+def test_granted_gpus_replace_private_devices(gpu_spawner, platform_config):
+    platform_config["PlatformSpawner"]["isolate_devices"] = True
     spawner = gpu_spawner("alice", fake(1))
     properties, _ = gpu_spawner.started(spawner)
     assert "PrivateDevices=yes" not in properties and "DevicePolicy=closed" in properties
 
 
-def test_spawn_policy_group_user_outside_gets_no_nvidia_device(gpu_spawner, settings):
-    settings["spawner"]["isolate_devices"] = True
+def test_spawn_policy_group_user_outside_gets_no_nvidia_device(gpu_spawner, platform_config):
+    platform_config["PlatformSpawner"]["isolate_devices"] = True
     spawner = gpu_spawner("bob", fake(4), groups=["staff"], policy="group",
                           group_devices={"ml": [1, 2]}, group_counts={"ml": 1})
     properties, env = gpu_spawner.started(spawner)

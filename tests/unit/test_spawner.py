@@ -100,7 +100,7 @@ def test_spawner_defaults(make_spawner):
     assert spawner.cmd == ["/opt/jupyterlab/bin/jupyterhub-singleuser"]
     assert spawner.isolate_tmp is True
     assert spawner.disable_user_sudo is True
-    assert spawner.extra_paths == []  # platform.json says [] explicitly
+    assert spawner.extra_paths == []  # platform_config.json says [] explicitly
     assert spawner._expand_user_vars(spawner.username_template) == "jh-alice"
 
 
@@ -146,8 +146,8 @@ def test_unit_spec_templates_and_defaults(make_spawner):
         assert absent not in spec.properties
 
 
-def test_lab_venv_bin_leads_path_whatever_extra_paths_says(make_spawner, settings):
-    # platform.json's extra_paths is [] by default: the venv is still first
+def test_lab_venv_bin_leads_path_whatever_extra_paths_says(make_spawner, platform_config):
+    # platform_config.json's extra_paths is [] by default: the venv is still first
     assert make_spawner().unit_spec({}).environment["PATH"] == (
         "/opt/jupyterlab/bin:" + SYSTEMD_DEFAULT_PATH
     )
@@ -155,7 +155,7 @@ def test_lab_venv_bin_leads_path_whatever_extra_paths_says(make_spawner, setting
     assert spawner.unit_spec({"PATH": "/usr/bin"}).environment["PATH"] == (
         "/opt/jupyterlab/bin:/opt/tools/jh-alice/bin:/usr/bin"  # no second venv entry
     )
-    del settings["spawner"]["extra_paths"]
+    del platform_config["PlatformSpawner"]["extra_paths"]
     assert make_spawner().unit_spec({}).environment["PATH"].startswith("/opt/jupyterlab/bin:")
 
 
