@@ -20,6 +20,7 @@ from traitlets import Unicode
 from traitlets.config import LoggingConfigurable
 
 from hub_ext.admin import settings_table
+from hub_ext.settings import platform_settings
 from hub_ext.web.access import require_scope
 
 SETTINGS_KEY = "hub_ext_settings_page"
@@ -52,6 +53,9 @@ class SettingsPage(LoggingConfigurable):
         except OSError as e:
             self.log.warning("Settings page: cannot read %s: %s", self.docs_file, e)
             docs = {}
+        # the hub's settings as this hub runs them (platform_config.json and
+        # any site-local override), not as the last play wrote them
+        values.update(settings_table.running_values(self.config, platform_settings()))
         return settings_table.settings_rows(values, docs)
 
 
