@@ -30,13 +30,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
-from hub_ext.accounts import passwords, privileges
+from hub_ext.accounts import privileges
 from hub_ext.accounts.unix_users import (
     InvalidNameError,
-    check_hub_name,
     check_unix_name,
     check_unix_username_template,
-    unix_name,
 )
 from hub_ext.culling.culler import MAX_REQUEST_HOURS
 from hub_ext.gpu.devices import MODES as GPU_MODES
@@ -174,33 +172,6 @@ def _string_dict(key, value):
     return value
 
 
-def _memory(key, value):
-    """Bytes as an int, or a number with suffix K/M/G/T (JupyterHub's ByteSpecification)."""
-    if _is_int(value):
-        if value <= 0:
-            raise PlatformSettingsError(key, "must be positive", value)
-        return value
-    match = _MEMORY_SPEC.fullmatch(value) if isinstance(value, str) else None
-    if not match or float(match.group(1)) <= 0:
-        raise PlatformSettingsError(
-            key, "must be a positive byte count or a number with suffix K, M, G or T", value
-        )
-    return value
-
-
-def _cpu(key, value):
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise PlatformSettingsError(key, "must be a positive number of CPUs", value)
-    return float(value)
-
-
-def _hub_name(key, value):
-    try:
-        return check_hub_name(_string(key, value))
-    except InvalidNameError as e:
-        raise PlatformSettingsError(key, f"is invalid: {e}") from None
-
-
 def _group_name(key, value):
     try:
         return check_unix_name(_string(key, value), what="group name")
@@ -227,12 +198,7 @@ TOP_LEVEL_CHECKS: dict[str, Check] = {
     "proxy_socket": _socket_path,
     "proxy_api_socket": _socket_path,
     "proxy_user": _group_name,
-    "admin_user": _hub_name,
     "admin_password_file": _optional(_absolute_path),
-    "signup_enabled": _boolean,
-    "allowed_failed_logins": _non_negative,
-    "seconds_before_next_try": _non_negative,
-    "minimum_password_length": _positive,
     "unix_username_template": _username_template,
     "platform_group": _group_name,
     "users_root": _bindable_path,
@@ -353,68 +319,16 @@ def _gpu(key, value):
     return checked
 
 
-# settings["accounts"] (optional object; a missing key takes the default below).
-# Mapped onto c.PlatformAuthenticator / c.PlatformSpawner; docs/accounts.md.
-def _password_words(key, value):
-    try:
-        return passwords.check_words(value)
-    except passwords.PasswordPolicyError as e:
-        raise PlatformSettingsError(key, f"is invalid: {e}") from None
-
-
-def _password_delimiter(key, value):
-    try:
-        return passwords.check_delimiter(value)
-    except passwords.PasswordPolicyError as e:
-        raise PlatformSettingsError(key, f"is invalid: {e}") from None
-
-
-_PROFILE_CHECKS: dict[str, Check] = {"mem_limit": _memory, "cpu_limit": _cpu}
-
-
-def _resource_profiles(key, value):
-    """{hub group: {mem_limit?, cpu_limit?}}; each profile sets at least one."""
-    if not isinstance(value, Mapping):
-        raise PlatformSettingsError(key, "must be an object of hub group -> profile", value)
-    checked = {}
-    for group, profile in value.items():
-        where = f"{key}.{group}"
-        if not isinstance(group, str) or not group or len(group) > 255:
-            raise PlatformSettingsError(key, "has an empty or over-long group name", group)
-        if not isinstance(profile, Mapping) or not profile:
-            raise PlatformSettingsError(
-                where, "must be an object with mem_limit and/or cpu_limit", profile
-            )
-        unknown = sorted(set(profile) - set(_PROFILE_CHECKS))
-        if unknown:
-            raise PlatformSettingsError(
-                f"{where}.{unknown[0]}", "is not a profile key (known: mem_limit, cpu_limit)"
-            )
-        checked[group] = {
-            sub: check(f"{where}.{sub}", profile[sub])
-            for sub, check in _PROFILE_CHECKS.items()
-            if sub in profile
-        }
-    return checked
-
-
+# settings["accounts"] (optional object): the unix groups behind the privilege
+# hub groups, fixed by Ansible. The accounts' settings are PlatformAuthenticator
+# and PlatformSpawner traits (hub_ext.settings); docs/accounts.md.
 ACCOUNTS_CHECKS: dict[str, Check] = {
-    "password_words": _password_words,
-    "password_delimiter": _password_delimiter,
-    "resource_profiles": _resource_profiles,
     "docker_group": _group_name,
     "sudo_group": _group_name,
-    "signup_max_pending": _non_negative,
-    "signups_per_address_per_hour": _non_negative,
 }
 ACCOUNTS_DEFAULTS: dict[str, Any] = {
-    "password_words": passwords.DEFAULT_WORDS,
-    "password_delimiter": passwords.DEFAULT_DELIMITER,
-    "resource_profiles": {},
     "docker_group": privileges.DEFAULT_DOCKER_UNIX_GROUP,
     "sudo_group": privileges.DEFAULT_SUDO_UNIX_GROUP,
-    "signup_max_pending": 100,
-    "signups_per_address_per_hour": 30,
 }
 
 
@@ -583,11 +497,6 @@ def validate_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     for key, (check, default) in OPTIONAL_OBJECT_CHECKS.items():
         checked[key] = check(key, settings[key]) if key in settings else dict(default)
 
-    try:
-        unix_name(checked["admin_user"], checked["unix_username_template"])
-    except InvalidNameError as e:
-        raise PlatformSettingsError("admin_user", f"has no valid unix name: {e}") from None
-
     domain = public_domain(checked["public_host"])
     if checked["user_subdomains"] and ("." not in domain or _IPV4.fullmatch(domain)):
         # each lab is <user>.<domain>: an IP address or a bare name has no subdomains
@@ -715,7 +624,6 @@ def apply_platform_settings(c, settings: Mapping[str, Any]) -> dict[str, Any]:
     spawner.lab_venv = s["lab_venv"]
     spawner.users_root = s["users_root"]
     spawner.shared_dir = s["shared_dir"]
-    spawner.unix_username_template = s["unix_username_template"]
     spawner.platform_group = s["platform_group"]
     # platform environment first (service passthrough, startup scripts path, lab
     # icons); the admin's spawner.environment wins on a name both set
@@ -730,36 +638,21 @@ def apply_platform_settings(c, settings: Mapping[str, Any]) -> dict[str, Any]:
 
     # accounts and privileges (docs/accounts.md)
     acc = s["accounts"]
-    spawner.resource_profiles = acc["resource_profiles"]
     spawner.docker_unix_group = acc["docker_group"]
     spawner.sudo_unix_group = acc["sudo_group"]
     # the built-in privilege groups, recreated at every hub start if deleted
     # (members are kept; JupyterHub only adds the users listed here)
     hub.load_groups = {name: {} for name in privileges.BUILTIN_GROUPS}
 
-    c.Authenticator.admin_users = {s["admin_user"]}
     # JupyterHub 5+ admits nobody but admins without this; NativeAuthenticator's
     # approval (UserInfo.is_authorized) is what gates logins here
     c.Authenticator.allow_all = True
 
     native = c.NativeAuthenticator
-    native.enable_signup = s["signup_enabled"]
     native.open_signup = False
-    # the traits' .tag(default=...) values are documentation only: the real
-    # defaults are 0, which would disable lockout and allow empty passwords
-    # PlatformAuthenticator reads these two as its login delays (hub_ext.accounts.throttle):
-    # failures free per account and address, and the longest delay
-    native.allowed_failed_logins = s["allowed_failed_logins"]
-    native.seconds_before_next_try = s["seconds_before_next_try"]
-    native.minimum_password_length = s["minimum_password_length"]
 
     authenticator = c.PlatformAuthenticator
     authenticator.admin_password_file = s["admin_password_file"]
-    authenticator.unix_username_template = s["unix_username_template"]
-    authenticator.password_words = acc["password_words"]
-    authenticator.password_delimiter = acc["password_delimiter"]
     authenticator.platform_group = s["platform_group"]
     authenticator.managed_unix_groups = [acc["docker_group"], acc["sudo_group"]]
-    authenticator.signup_max_pending = acc["signup_max_pending"]
-    authenticator.signups_per_address_per_hour = acc["signups_per_address_per_hour"]
     return s

@@ -45,6 +45,7 @@ PLATFORM_CONFIG_FILE = "/etc/jupyterhub/platform_config.json"
 # Every class whose traits may be platform settings (tagged with ANSIBLE_TAG).
 SETTING_CLASSES = (
     "hub_ext.spawner.PlatformSpawner",
+    "hub_ext.authenticator.PlatformAuthenticator",
 )
 
 

@@ -67,7 +67,7 @@ class PlatformSpawner(SystemdSpawner):
         The prefix keeps hub names away from system accounts (a hub user 'root'
         becomes 'jh-root'). Available as {UNIXNAME} in path and unit templates.
         """,
-    ).tag(config=True)
+    ).tag(config=True, ansible="jupyterhub_unix_username_template")
 
     platform_group = Unicode(
         accounts.DEFAULT_PLATFORM_GROUP,
@@ -88,13 +88,28 @@ class PlatformSpawner(SystemdSpawner):
     gpu_indices: tuple[int, ...] = ()
 
     resource_profiles = Dict(
-        help="""Hub group -> {"mem_limit": ..., "cpu_limit": ...}.
+        help="""Hub group -> {"mem_limit": ..., "cpu_limit": ...} (at least one of
+        the two: bytes or a size like 16G, and CPU cores > 0).
 
         A user in several of these groups gets the largest value of each key;
         a user in none gets mem_limit / cpu_limit. The lab's MEM_LIMIT and
         CPU_LIMIT environment variables show what its unit got.
         """,
-    ).tag(config=True)
+    ).tag(config=True, ansible="jupyterhub_resource_profiles")
+
+    @validate("unix_username_template")
+    def _valid_unix_username_template(self, proposal):
+        try:
+            return accounts.check_unix_username_template(proposal["value"])
+        except accounts.InvalidNameError as e:
+            raise TraitError(f"unix_username_template is invalid: {e}") from None
+
+    @validate("resource_profiles")
+    def _valid_resource_profiles(self, proposal):
+        try:
+            return privileges.check_resource_profiles(proposal["value"])
+        except ValueError as e:
+            raise TraitError(f"resource_profiles: {e}") from None
 
     docker_unix_group = Unicode(
         privileges.DEFAULT_DOCKER_UNIX_GROUP,

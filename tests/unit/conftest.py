@@ -25,12 +25,7 @@ SAMPLE_SETTINGS = {
     "proxy_socket": "/run/jupyterhub-proxy/proxy.sock",
     "proxy_api_socket": "/run/jupyterhub-proxy/api.sock",
     "proxy_user": "jupyterhub-proxy",
-    "admin_user": "admin",
     "admin_password_file": None,
-    "signup_enabled": True,
-    "allowed_failed_logins": 5,
-    "seconds_before_next_try": 600,
-    "minimum_password_length": 8,
     "unix_username_template": "jh-{USERNAME}",
     "platform_group": "jupyterhub-users",
     "users_root": "/srv/jupyterhub/users",
@@ -66,6 +61,20 @@ SAMPLE_PLATFORM_CONFIG = {
         "start_timeout": 120,
         "http_timeout": 60,
         "ready_poll_interval": 0.05,
+        "unix_username_template": "jh-{USERNAME}",
+        "resource_profiles": {},
+    },
+    "PlatformAuthenticator": {
+        "admin_user": "admin",
+        "unix_username_template": "jh-{USERNAME}",
+        "enable_signup": True,
+        "allowed_failed_logins": 5,
+        "seconds_before_next_try": 600,
+        "minimum_password_length": 8,
+        "password_words": 3,
+        "password_delimiter": "-",
+        "signup_max_pending": 100,
+        "signups_per_address_per_hour": 30,
     },
 }
 
@@ -137,17 +146,19 @@ def make_spawner(monkeypatch, settings, platform_config, tmp_path):
 
 
 @pytest.fixture
-def make_authenticator(settings, tmp_path):
+def make_authenticator(settings, platform_config, tmp_path):
     db = orm.new_session_factory("sqlite://")()
 
-    def make(password=None, **overrides):
-        settings.update(overrides)
+    def make(password=None, **traits):
+        """PlatformAuthenticator as deployed, with ``traits`` set on top."""
         if password is not None:
             path = tmp_path / "admin_password"
             path.write_text(password + "\n")
             settings["admin_password_file"] = str(path)
         c = Config()
         apply_platform_settings(c, settings)
+        c.merge(Config(platform_config))
+        c.PlatformAuthenticator.update(traits)
         return PlatformAuthenticator(config=c, db=db)
 
     make.db = db

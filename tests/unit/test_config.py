@@ -63,7 +63,6 @@ def test_spawner(settings):
     assert c.environment == {"TZ": "UTC"}
     assert c.users_root == "/srv/jupyterhub/users"
     assert c.shared_dir == "/srv/jupyterhub/shared"
-    assert c.unix_username_template == "jh-{USERNAME}"
     assert c.platform_group == "jupyterhub-users"
     assert c.lab_venv == "/opt/jupyterlab"
     # the lab unit's settings come from platform_config.json (test_settings.py)
@@ -71,35 +70,32 @@ def test_spawner(settings):
 
 
 def test_authenticator(settings):
-    settings["signup_enabled"] = False
     settings["admin_password_file"] = "/etc/jupyterhub/admin_password"
     c = rendered(settings)
-    assert c.Authenticator.admin_users == {"admin"}
     assert c.Authenticator.allow_all is True
-    assert c.NativeAuthenticator.enable_signup is False
     assert c.NativeAuthenticator.open_signup is False
-    assert c.NativeAuthenticator.allowed_failed_logins == 5
-    assert c.NativeAuthenticator.seconds_before_next_try == 600
-    assert c.NativeAuthenticator.minimum_password_length == 8
     assert c.PlatformAuthenticator.admin_password_file == "/etc/jupyterhub/admin_password"
-    assert c.PlatformAuthenticator.unix_username_template == "jh-{USERNAME}"
+    # the accounts' settings come from platform_config.json (test_settings.py)
+    assert "admin_users" not in c.Authenticator and "enable_signup" not in c.NativeAuthenticator
 
 
-def test_config_reaches_real_traits(settings):
+def test_config_reaches_real_traits(settings, platform_config):
     """The rendered config, loaded by the real classes, gives the expected values."""
-    from nativeauthenticator import NativeAuthenticator
+    from jupyterhub import orm
 
+    from hub_ext.authenticator import PlatformAuthenticator
     from hub_ext.spawner import PlatformSpawner
 
     c = rendered(settings)
+    c.merge(Config(platform_config))
     spawner_traits = PlatformSpawner.class_traits(config=True)
     for key in c.PlatformSpawner:
         assert key in spawner_traits, key
-    native = NativeAuthenticator(config=c, add_new_table=False)
-    assert native.allowed_failed_logins == 5
-    assert native.minimum_password_length == 8
-    assert native.enable_signup is True and native.open_signup is False
-    assert native.admin_users == {"admin"} and native.allow_all is True
+    auth = PlatformAuthenticator(config=c, db=orm.new_session_factory("sqlite://")())
+    assert auth.allowed_failed_logins == 5
+    assert auth.minimum_password_length == 8
+    assert auth.enable_signup is True and auth.open_signup is False
+    assert auth.admin_users == {"admin"} and auth.allow_all is True
 
 
 @pytest.mark.parametrize(
@@ -116,11 +112,6 @@ def test_config_reaches_real_traits(settings):
         ("public_host", "https://hub.example.org:99999", "public_host must be https://<domain>"),
         ("user_subdomains", "yes", "user_subdomains must be true or false"),
         ("state_dir", "var/lib", "state_dir must be an absolute path"),
-        ("admin_user", "Admin", "admin_user is invalid"),
-        ("signup_enabled", "yes", "signup_enabled must be true or false"),
-        ("allowed_failed_logins", -1, "allowed_failed_logins must be >= 0"),
-        ("seconds_before_next_try", True, "seconds_before_next_try must be an integer"),
-        ("minimum_password_length", 0, "minimum_password_length must be >= 1"),
         ("unix_username_template", "jh-user", "unix_username_template is invalid"),
         ("platform_group", "Bad Group", "platform_group is invalid"),
         ("users_root", "/srv/my users", "users_root must not contain whitespace"),
@@ -161,13 +152,6 @@ def test_internal_endpoints_are_unix_sockets(settings):
     assert c.JupyterHub.bind_url == "http+unix://%2Frun%2Fjupyterhub-proxy%2Fproxy.sock/jupyterhub/"
     assert c.ConfigurableHTTPProxy.api_url == "http+unix://%2Frun%2Fjupyterhub-proxy%2Fapi.sock"
     assert c.JupyterHub.hub_socket_mode == 0o666
-
-
-def test_admin_name_too_long_for_template(settings):
-    settings["unix_username_template"] = "jupyterhub-user-{USERNAME}"
-    settings["admin_user"] = "administrator-of-this-hub"
-    with pytest.raises(ValueError, match="admin_user has no valid unix name"):
-        rendered(settings)
 
 
 def test_unknown_top_level_keys_are_kept_for_other_modules(settings):
@@ -226,7 +210,7 @@ def test_jupyterhub_config_file_without_config_d(
     assert c.PlatformSpawner.mem_limit == "4G"
     settings["config_d"] = None
     c = load_jupyterhub_config(write_settings(settings), monkeypatch, platform_config)
-    assert c.NativeAuthenticator.minimum_password_length == 8
+    assert c.PlatformAuthenticator.minimum_password_length == 8
 
 
 def test_jupyterhub_config_file_refuses_bad_platform_json(settings, write_settings, monkeypatch):
@@ -253,40 +237,17 @@ def test_accounts_defaults_and_traits(settings):
     from hub_ext.config import apply_platform_settings
 
     c = Config()
-    s = apply_platform_settings(c, settings)  # no "accounts" key: the defaults
-    assert s["accounts"]["password_words"] == 3 and s["accounts"]["password_delimiter"] == "-"
-    assert c.PlatformSpawner.resource_profiles == {}
+    apply_platform_settings(c, settings)  # no "accounts" key: the defaults
     assert c.PlatformSpawner.docker_unix_group == "docker"
     assert c.PlatformAuthenticator.managed_unix_groups == ["docker", "jupyterhub-sudo"]
     assert set(c.JupyterHub.load_groups) == {"docker-sock", "docker-privileged"}
 
 
-def test_accounts_values_applied(settings):
-    from traitlets.config import Config
-
-    from hub_ext.config import apply_platform_settings
-
-    settings["accounts"] = {
-        "password_words": 5, "password_delimiter": ".",
-        "resource_profiles": {"big": {"mem_limit": "16G", "cpu_limit": 8}},
-    }
-    c = Config()
-    apply_platform_settings(c, settings)
-    assert c.PlatformAuthenticator.password_words == 5
-    assert c.PlatformAuthenticator.password_delimiter == "."
-    assert c.PlatformSpawner.resource_profiles == {"big": {"mem_limit": "16G", "cpu_limit": 8.0}}
-
-
 @pytest.mark.parametrize("accounts, key", [
-    ({"password_words": 2}, "accounts.password_words"),
-    ({"password_delimiter": " "}, "accounts.password_delimiter"),
-    ({"resource_profiles": []}, "accounts.resource_profiles"),
-    ({"resource_profiles": {"big": {}}}, "accounts.resource_profiles.big"),
-    ({"resource_profiles": {"big": {"mem_limit": "lots"}}}, "accounts.resource_profiles.big.mem_limit"),
-    ({"resource_profiles": {"big": {"cpu_limit": 0}}}, "accounts.resource_profiles.big.cpu_limit"),
-    ({"resource_profiles": {"big": {"gpus": 1}}}, "accounts.resource_profiles.big.gpus"),
     ({"sudo_group": "Bad Group"}, "accounts.sudo_group"),
     ({"colour": "red"}, "accounts.colour"),
+    # now PlatformAuthenticator/PlatformSpawner traits (test_settings.py)
+    ({"password_words": 5}, "accounts.password_words"),
 ])
 def test_accounts_errors_name_the_key(settings, accounts, key):
     from hub_ext.config import PlatformSettingsError, validate_settings

@@ -146,6 +146,18 @@ def test_defaults_pass_the_deploy_check(rendered, tmp_path):
     ("jupyterhub_spawner_readonly_paths", ["data"], "absolute paths"),
     ("jupyterhub_spawner_extra_paths", "/opt/bin", "expected a list"),
     ("jupyterhub_spawner_unit_extra_properties", {"X": 1}, "must be a unicode string or a list"),
+    ("jupyterhub_resource_profiles", {"big": {}}, "big must be an object with mem_limit and/or cpu_limit"),
+    ("jupyterhub_resource_profiles", {"big": {"cpu_limit": 0}}, "big.cpu_limit must be a positive number"),
+    ("jupyterhub_resource_profiles", {"big": {"gpus": 1}}, "big.gpus is not a profile key"),
+    ("jupyterhub_admin", "Admin", "admin_user 'Admin' is invalid"),
+    ("jupyterhub_admin", "x" * 29 + "-too-long", "admin_user"),
+    ("jupyterhub_unix_username_template", "jh-user", "unix_username_template is invalid"),
+    ("jupyterhub_allowed_failed_logins", -1, "should not be less than 0"),
+    ("jupyterhub_minimum_password_length", 0, "should not be less than 1"),
+    ("jupyterhub_password_words", 2, "should not be less than 3"),
+    ("jupyterhub_password_words", 11, "should not be greater than 10"),
+    ("jupyterhub_password_delimiter", " ", "the password delimiter must be 1-3 characters"),
+    ("jupyterhub_signup_max_pending", -1, "should not be less than 0"),
 ])
 def test_bad_value_is_refused_naming_the_variable(defaults, variable, value, message, tmp_path, capsys):
     config = render({**defaults, variable: value})

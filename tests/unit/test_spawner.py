@@ -412,12 +412,12 @@ def test_non_member_is_removed_from_stale_unix_groups(make_spawner, monkeypatch,
 
 
 def test_resource_profile_largest_wins_and_env_matches_unit(
-    make_spawner, monkeypatch, tmp_path, settings
+    make_spawner, monkeypatch, tmp_path, platform_config
 ):
-    settings["accounts"] = {"resource_profiles": {
+    platform_config["PlatformSpawner"]["resource_profiles"] = {
         "big-mem": {"mem_limit": "16G"},
         "gpu-team": {"mem_limit": "8G", "cpu_limit": 6},
-    }}
+    }
     _spawner, properties, env = _start(
         make_spawner, monkeypatch, tmp_path, groups=["big-mem", "gpu-team"]
     )
@@ -427,15 +427,15 @@ def test_resource_profile_largest_wins_and_env_matches_unit(
     assert "CPU_LIMIT=6.0\n" in env
 
 
-def test_no_profiled_group_gives_the_defaults(make_spawner, monkeypatch, tmp_path, settings):
-    settings["accounts"] = {"resource_profiles": {"big-mem": {"mem_limit": "16G"}}}
+def test_no_profiled_group_gives_the_defaults(make_spawner, monkeypatch, tmp_path, platform_config):
+    platform_config["PlatformSpawner"]["resource_profiles"] = {"big-mem": {"mem_limit": "16G"}}
     _spawner, properties, env = _start(make_spawner, monkeypatch, tmp_path, groups=["other"])
     assert f"MemoryMax={4 * 1024**3}" in properties and "CPUQuota=200%" in properties
     assert f"MEM_LIMIT={4 * 1024**3}\n" in env and "CPU_LIMIT=2.0\n" in env
 
 
 def test_tmpfs_sizes_set_in_a_site_config_file_are_checked_too(make_spawner):
-    # jupyterhub_config.d bypasses platform.json's checks: the traits check themselves
+    # jupyterhub_config.d bypasses the deploy-time check: the traits check themselves
     site = Config()
     site.PlatformSpawner.shm_size = "64M"
     assert make_spawner(extra_config=site).unit_spec({}).properties["TemporaryFileSystem"][-1] == (
