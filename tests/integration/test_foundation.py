@@ -204,6 +204,9 @@ def test_check_diff_runs_clean_on_a_deployed_host(host):
     ("jupyterhub_hub_port", "8081"),
     ("jupyterhub_spawner_tmp_size", "1.5G"),
     ("jupyterhub_spawner_shm_size", "64M,exec"),
+    # checked by the hub's traits before platform_config.json is installed
+    ("jupyterhub_password_words", "11"),
+    ("jupyterhub_admin", "Admin"),
     # labs are <user>.<domain>: an address has no subdomains
     ("jupyterhub_domain", "10.0.0.5"),
     ("jupyterhub_domain", "Hub.example.org:443"),
