@@ -14,11 +14,11 @@ import asyncio
 import os
 import re
 
+from jupyterhub.traitlets import ByteSpecification
 from jupyterhub.utils import random_port, url_path_join
 from sqlalchemy import inspect as orm_inspect
 from systemdspawner import SystemdSpawner, systemd
 from tornado import web
-from jupyterhub.traitlets import ByteSpecification
 from traitlets import Bool, Dict, Float, Integer, List, TraitError, Unicode, Union, default, validate
 
 from hub_ext.accounts import privileges

@@ -129,7 +129,7 @@ def running_values(config: Mapping[str, Any], settings: Iterable[Any]) -> dict[s
     values = {}
     for setting in settings:
         section = config.get(setting.section, {})
-        values[setting.variable] = section[setting.name] if setting.name in section else setting.default
+        values[setting.variable] = section.get(setting.name, setting.default)
     return values
 
 

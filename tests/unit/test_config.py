@@ -215,7 +215,7 @@ def test_jupyterhub_config_file_without_config_d(
 
 def test_jupyterhub_config_file_refuses_bad_platform_json(settings, write_settings, monkeypatch):
     settings["spawner"]["environment"] = {"A": 1}
-    with pytest.raises(ValueError, match="spawner.environment"):
+    with pytest.raises(ValueError, match=r"spawner\.environment"):
         load_jupyterhub_config(write_settings(settings), monkeypatch)
 
 
