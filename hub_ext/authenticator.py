@@ -55,9 +55,8 @@ from hub_ext.accounts.handlers import (
     DiscardActionHandler,
 )
 from hub_ext.accounts.throttle import LoginThrottle, WindowQuota, format_wait
-from hub_ext.plugin import platform_handlers
 from hub_ext.process import CommandError, run_command
-from hub_ext.storage.handlers import SETTINGS_KEY as STORAGE_SETTINGS_KEY
+from hub_ext.storage.service import SETTINGS_KEY as STORAGE_SETTINGS_KEY
 from hub_ext.web.base import request_client
 
 # bcrypt (>= 4.1/5.0) refuses longer passwords with ValueError
@@ -643,7 +642,7 @@ class PlatformAuthenticator(NativeAuthenticator):
         return user_info
 
     def _storage_manager(self):
-        # set up by get_handlers (hub_ext.storage.handlers); absent in unit tests
+        # handed to the handlers by hub_ext.app.PlatformHub; absent in unit tests
         return getattr(self.parent, "tornado_settings", {}).get(STORAGE_SETTINGS_KEY)
 
     async def delete_user(self, user):
@@ -677,9 +676,18 @@ class PlatformAuthenticator(NativeAuthenticator):
             self.log.error("Could not disable the unix account of %s: %s", user.name, e)
 
     def get_handlers(self, app):
-        handlers = [
+        """NativeAuthenticator's pages, with the platform's replacements.
+
+        The platform's own pages and services are wired by hub_ext.app.PlatformHub;
+        a plain ``jupyterhub`` would run without them, so it is refused here.
+        """
+        if app is not None and not getattr(app, "wires_platform_features", False):
+            raise RuntimeError(
+                "PlatformAuthenticator needs the platform's hub: run `platform-hub` "
+                "(hub_ext.app.PlatformHub) instead of `jupyterhub`, or the platform's "
+                "pages, culling, storage sizes, activity sampling and GPU detection are missing"
+            )
+        return [
             (path, PLATFORM_HANDLERS.get(handler, handler))
             for path, handler in super().get_handlers(app)
         ]
-        # the platform's own pages and APIs (app None, in tests: nothing started)
-        return handlers + platform_handlers(app, parent=self)

@@ -37,9 +37,9 @@ from hub_ext.accounts.unix_users import (
     check_unix_username_template,
 )
 from hub_ext.culling.culler import MAX_REQUEST_HOURS
-from hub_ext.gpu.devices import MODES as GPU_MODES
-from hub_ext.gpu.devices import POLICIES as GPU_POLICIES
-from hub_ext.storage.volumes import VOLUMES
+from hub_ext.gpu.policy import MODES as GPU_MODES
+from hub_ext.gpu.policy import POLICIES as GPU_POLICIES
+from hub_ext.storage.names import VOLUMES
 
 SPAWNER_CLASS = "hub_ext.spawner.PlatformSpawner"
 # hub_ext's page templates (home.html with the Session Status card)
@@ -218,7 +218,7 @@ SPAWNER_CHECKS: dict[str, Check] = {
 
 
 # settings["idle_culler"] (optional object; a missing key takes the default below).
-# Mapped onto c.SessionCuller (hub_ext.culling.handlers); docs/culling.md.
+# Mapped onto c.SessionCuller (hub_ext.culling.service); docs/culling.md.
 def _extension_hours(key, value):
     return _integer(key, value, 0, MAX_REQUEST_HOURS)
 
@@ -263,7 +263,7 @@ def _idle_culler(key, value):
 
 
 # settings["gpu"] (optional object; a missing key takes the default below).
-# Mapped onto c.GpuSupport (hub_ext.gpu.devices); docs/gpu.md.
+# Mapped onto c.GpuSupport (hub_ext.gpu.service); docs/gpu.md.
 def _gpu_mode(key, value):
     if not _is_int(value) or value not in GPU_MODES:
         raise PlatformSettingsError(key, "must be 0 (off), 1 (on) or 2 (auto)", value)
@@ -337,7 +337,7 @@ def _accounts(key, value):
 
 
 # settings["activity"] (optional object; a missing key takes the default below).
-# Mapped onto c.ActivityMonitor (hub_ext.activity.sampler); docs/activity.md.
+# Mapped onto c.ActivityMonitor (hub_ext.activity.service); docs/activity.md.
 # The original's ranges (seconds, days, hours, minutes, seconds).
 ACTIVITY_RANGES: dict[str, tuple[int, int]] = {
     "sample_interval": (60, 86400),
@@ -434,7 +434,7 @@ def lab_environment(s: Mapping[str, Any]) -> dict[str, str]:
 
 
 # settings["storage"] (optional object; a missing key takes the default below).
-# Mapped onto c.StorageManager (hub_ext.storage.handlers); docs/storage.md.
+# Mapped onto c.StorageManager (hub_ext.storage.service); docs/storage.md.
 def _volume_descriptions(key, value):
     _string_dict(key, value)
     unknown = sorted(set(value) - set(VOLUMES))
@@ -573,7 +573,7 @@ def apply_platform_settings(c, settings: Mapping[str, Any]) -> dict[str, Any]:
         # login cookie from its subdomain
         hub.cookie_host_prefix_enabled = True
 
-    # idle culling inside the hub (hub_ext.culling.handlers.SessionCuller)
+    # idle culling inside the hub (hub_ext.culling.service.SessionCuller)
     culling = c.SessionCuller
     culling.enabled = s["idle_culler"]["enabled"]
     culling.timeout = s["idle_culler"]["timeout"]
@@ -592,7 +592,7 @@ def apply_platform_settings(c, settings: Mapping[str, Any]) -> dict[str, Any]:
     storage.sizes_interval = s["storage"]["sizes_interval"]
     storage.volume_descriptions = s["storage"]["volume_descriptions"]
 
-    # GPU detection and assignment (hub_ext.gpu.devices.GpuSupport; docs/gpu.md)
+    # GPU detection and assignment (hub_ext.gpu.service.GpuSupport; docs/gpu.md)
     gpus = c.GpuSupport
     gpus.mode = s["gpu"]["enabled"]
     gpus.policy = s["gpu"]["policy"]

@@ -1,8 +1,9 @@
-"""The platform's features wired into the hub: each feature's handlers module.
+"""The platform's features as the hub serves them: each feature's handlers module.
 
 Each module ends in a ``default_handlers`` list of ``(path, handler)`` pairs
-(paths relative to the hub prefix, as JupyterHub's own); ``PlatformAuthenticator.get_handlers``
-registers them.
+(paths relative to the hub prefix, as JupyterHub's own).
+:class:`hub_ext.app.PlatformHub` creates the services the handlers use and
+registers these handlers (``init_handlers``).
 """
 
 from hub_ext.accounts import handlers as accounts
@@ -14,17 +15,14 @@ from hub_ext.gpu import handlers as gpu
 from hub_ext.notifications import handlers as notifications
 from hub_ext.storage import handlers as storage
 
-# Every feature module, in registration order. A new feature adds its module
-# here; `setup(app, parent)` (optional) runs first, once, with the hub app.
+# Every feature's handlers module, in registration order. A new feature adds
+# its module here (and its service to hub_ext.app.PlatformServices).
 FEATURES = [session, storage, gpu, activity, accounts, notifications, settings, health]
 
 
-def platform_handlers(app, parent=None) -> list:
-    """Set up every feature and return all their handlers."""
+def platform_handlers() -> list:
+    """Every feature's handlers."""
     handlers = []
     for feature in FEATURES:
-        setup = getattr(feature, "setup", None)
-        if setup is not None:
-            setup(app, parent=parent)
         handlers += feature.default_handlers
     return handlers

@@ -23,9 +23,10 @@ from traitlets import Bool, Dict, Float, Integer, List, TraitError, Unicode, Uni
 
 from hub_ext.accounts import privileges
 from hub_ext.accounts import unix_users as accounts
-from hub_ext.gpu import devices as gpu
+from hub_ext.gpu.policy import lab_environment, unit_properties
+from hub_ext.gpu.service import GpuSupport
 from hub_ext.process import run_command
-from hub_ext.storage import volumes as storage
+from hub_ext.storage import layout
 from hub_ext.units import lab_unit as units
 from hub_ext.units import readiness
 from hub_ext.units.lab_unit import DEFAULT_SHM_SIZE, DEFAULT_TMP_SIZE, UnitSpec, build_unit_spec, check_tmpfs_size
@@ -83,9 +84,12 @@ class PlatformSpawner(SystemdSpawner):
         leads $PATH in every lab, before extra_paths.""",
     ).tag(config=True)
 
-    # GPU indices held by the running server (hub_ext.gpu.devices); kept in the spawner
+    # GPU indices held by the running server (hub_ext.gpu.policy); kept in the spawner
     # state so a hub restart knows them (round-robin load, same devices)
     gpu_indices: tuple[int, ...] = ()
+    # session extension of this start ({"started", "hours"}, hub_ext.culling): in the
+    # spawner state, so JupyterHub's database keeps it across hub restarts
+    session_extension: dict | None = None
 
     resource_profiles = Dict(
         help="""Hub group -> {"mem_limit": ..., "cpu_limit": ...} (at least one of
@@ -290,6 +294,15 @@ class PlatformSpawner(SystemdSpawner):
         """,
     ).tag(config=True, ansible="jupyterhub_spawner_lab_hardening")
 
+    tasks_max = Integer(
+        1024,
+        allow_none=True,
+        min=1,
+        help="""Most processes and threads the lab unit may hold at once (TasksMax=);
+        past it fork() and thread creation fail in that lab only ("Cannot fork",
+        "Resource temporarily unavailable"), so a fork bomb stays inside. None: no cap.""",
+    ).tag(config=True, ansible="jupyterhub_spawner_tasks_max")
+
     tmp_size = Unicode(
         DEFAULT_TMP_SIZE,
         help="""Size cap of the lab's private /tmp, and separately of its /var/tmp
@@ -346,7 +359,7 @@ class PlatformSpawner(SystemdSpawner):
 
     @property
     def home_in_lab(self) -> str:
-        return storage.home_in_lab(self.unix_name)
+        return layout.home_in_lab(self.unix_name)
 
     def _expand_user_vars(self, string):
         """SystemdSpawner's template expansion, plus {UNIXNAME}."""
@@ -364,18 +377,21 @@ class PlatformSpawner(SystemdSpawner):
         return None if paths is None else [self._expand_user_vars(p) for p in paths]
 
     @property
-    def gpu_support(self) -> gpu.GpuSupport:
-        return gpu.GpuSupport.instance(config=self.config)
+    def gpu_support(self) -> GpuSupport:
+        return GpuSupport.instance(config=self.config)
 
     def get_state(self):
         state = super().get_state()
         if self.gpu_indices:
             state["gpu_indices"] = list(self.gpu_indices)
+        if self.session_extension:
+            state["session_extension"] = dict(self.session_extension)
         return state
 
     def load_state(self, state):
         super().load_state(state)
         self.gpu_indices = tuple(state.get("gpu_indices", ()))
+        self.session_extension = state.get("session_extension")
         if self.gpu_indices:
             self.gpu_support.book.hold(self.unit_name, self.gpu_indices)
 
@@ -383,6 +399,7 @@ class PlatformSpawner(SystemdSpawner):
         super().clear_state()
         self.gpu_support.book.release(self.unit_name)
         self.gpu_indices = ()
+        self.session_extension = None
 
     def assign_gpus(self) -> tuple[int, ...]:
         """Choose this server's GPUs by the policy (detects GPUs on first use)."""
@@ -454,15 +471,16 @@ class PlatformSpawner(SystemdSpawner):
         return build_unit_spec(
             base_env={
                 **base_env,
-                **gpu.lab_environment(support.enabled, bool(support.gpus), assigned),
+                **lab_environment(support.enabled, bool(support.gpus), assigned),
             },
             home=self.home_in_lab,
             working_dir=self._expand_user_vars(self.user_workingdir),
             shell=self.default_shell,
             extra_paths=self.lab_paths(),
-            bind_paths=storage.bind_paths(self.unix_name, self.users_root, self.shared_dir),
+            bind_paths=layout.bind_paths(self.unix_name, self.users_root, self.shared_dir),
             mem_limit=self.mem_limit,
             cpu_limit=self.cpu_limit,
+            tasks_max=self.tasks_max,
             isolate_tmp=self.isolate_tmp,
             tmp_size=self.tmp_size,
             shm_size=self.shm_size,
@@ -471,7 +489,7 @@ class PlatformSpawner(SystemdSpawner):
             hardening=self.lab_hardening,
             readonly_paths=self._expand_paths(self.readonly_paths),
             readwrite_paths=self._expand_paths(self.readwrite_paths),
-            device_access=gpu.unit_properties(support.enabled, assigned),
+            device_access=unit_properties(support.enabled, assigned),
             extra_properties=extra,
         )
 
@@ -483,7 +501,7 @@ class PlatformSpawner(SystemdSpawner):
             home=self.home_in_lab,
             runner=self.command_runner,
         )
-        storage.ensure_user_dirs(
+        layout.ensure_user_dirs(
             self.unix_name, self.users_root, account.uid, account.gid, chown=self.chown
         )
         return account

@@ -12,14 +12,22 @@ Installed by the playbook as ``/usr/local/lib/jupyterhub/lab_server.py``
 (root, 0644) and run by every lab unit, as the lab's user, under the lab
 venv's Python (after lab/lab_start.py's startup scripts). Imports only the
 standard library at module level, so its pure part is tested without a lab.
+
+It also starts the lab faster than a stock ``jupyterhub-singleuser`` of the
+same versions (``skip_start_costs``; docs/benchmarks.md, "Lab start"), by
+leaving out two things a stock start does that no lab needs at start.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.machinery
+import importlib.util
 import os
 import socket
 import sys
-from collections.abc import MutableMapping
+import types
+from collections.abc import Callable, MutableMapping, Sequence
 
 SD_LISTEN_FDS_START = 3  # the first file descriptor systemd passes
 LISTEN_VARIABLES = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
@@ -48,7 +56,97 @@ def adopt_socket(fd: int) -> socket.socket:
     return sock
 
 
+class DeferredModule(types.ModuleType):
+    """Stand-in for a module that is slow to import, until it is used: the
+    listed functions import the real module when first called; any other
+    attribute but a special name imports it at once. A package's ``__path__``
+    is the real one: ``from package import name`` looks for it first."""
+
+    def __init__(self, spec: importlib.machinery.ModuleSpec, functions: Sequence[str],
+                 modules: MutableMapping) -> None:
+        super().__init__(spec.name)
+        self.__spec__ = spec
+        if spec.submodule_search_locations is not None:
+            self.__path__ = list(spec.submodule_search_locations)
+        self._modules = modules
+        for function in functions:
+            setattr(self, function, self._deferred(function))
+
+    def _real(self) -> types.ModuleType:
+        if self._modules.get(self.__name__) is self:
+            del self._modules[self.__name__]
+        return importlib.import_module(self.__name__)
+
+    def _deferred(self, function: str) -> Callable:
+        def call(*args, **kwargs):
+            return getattr(self._real(), function)(*args, **kwargs)
+        call.__name__ = call.__qualname__ = function
+        return call
+
+    def __getattr__(self, attribute: str):
+        # probes of special names (copy, inspect, pickle) do not pay the import
+        if attribute.startswith("__") and attribute not in ("__file__", "__all__"):
+            raise AttributeError(attribute)
+        return getattr(self._real(), attribute)
+
+
+def defer_import(name: str, functions: Sequence[str], modules: MutableMapping | None = None) -> bool:
+    """Put a DeferredModule for the installed module ``name`` into ``modules``
+    (sys.modules); False when it is not installed or already imported (an
+    importer must still see a missing module as missing)."""
+    modules = sys.modules if modules is None else modules
+    if name in modules:
+        return False
+    spec = importlib.util.find_spec(name)
+    if spec is None:
+        return False
+    modules[name] = DeferredModule(spec, functions, modules)
+    return True
+
+
+def no_yarn_config(logger) -> dict:
+    """jupyterlab.commands._yarn_config's answer when node is not installed."""
+    return {"yarn config": {}, "npm config": {}}
+
+
+def import_labapp_without_yarn(modules: MutableMapping | None = None) -> bool:
+    """Import jupyterlab.labapp without the ``node yarn.js config`` it runs at
+    import: labapp computes its version through an AppOptions whose default
+    registry comes from the user's yarn configuration, a node process (0.3 s
+    to seconds on two cores) for a value the version does not use. Builds and
+    extension installs later in the lab read the yarn configuration as usual.
+    False when there was nothing to leave out."""
+    modules = sys.modules if modules is None else modules
+    if "jupyterlab.labapp" in modules or importlib.util.find_spec("jupyterlab") is None:
+        return False
+    commands = importlib.import_module("jupyterlab.commands")
+    read_yarn_config = getattr(commands, "_yarn_config", None)
+    if read_yarn_config is None:  # a JupyterLab that no longer reads it
+        return False
+    commands._yarn_config = no_yarn_config
+    try:
+        importlib.import_module("jupyterlab.labapp")
+    finally:
+        commands._yarn_config = read_yarn_config
+    return True
+
+
+def skip_start_costs() -> None:
+    """Leave out what a stock lab start spends most of its time on and never uses then.
+
+    - jsonschema's format checkers (imported by jupyter_events, so by every
+      Jupyter server) import rfc3987_syntax when it is installed, and its import
+      builds about 40 Earley parsers of the IRI grammar (0.7 s on two cores) for
+      the "iri" formats, which no schema the lab validates uses: the parsers are
+      built when such a value is first checked.
+    - jupyterlab.labapp's import-time yarn configuration (import_labapp_without_yarn).
+    """
+    defer_import("rfc3987_syntax", ["is_valid_syntax"])
+    import_labapp_without_yarn()
+
+
 def main() -> None:
+    skip_start_costs()
     from jupyter_server.serverapp import ServerApp
     from jupyterhub.singleuser.extension import JupyterHubSingleUser
 

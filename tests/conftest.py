@@ -99,13 +99,19 @@ def host():
         testhost.down(name)
 
 
-@pytest.fixture(scope="session")
-def admin(host) -> HubClient:
-    """The admin, logged in through nginx, with an API token for REST calls."""
+def admin_client(host) -> HubClient:
+    """A host's admin, logged in through nginx, with an API token for REST calls."""
     browser = HubClient(host.https_url)
+    browser.wait_hub()
     browser.login(host.admin_user, host.admin_password)
     assert browser.logged_in_as() == host.admin_user
     return HubClient(host.https_url, token=browser.new_token(host.admin_user))
+
+
+@pytest.fixture(scope="session")
+def admin(host) -> HubClient:
+    """The admin of the suite's host."""
+    return admin_client(host)
 
 
 
@@ -128,3 +134,31 @@ def hub_dropin(host, admin):
         host.exec("rm", "-f", *installed)
         host.exec("systemctl", "restart", "jupyterhub")
         admin.wait_hub()
+
+
+# --- the enforcing test host (docs/testing.md, "Resource limits") ---------------
+# A second host whose labs' limits take effect, shared by
+# tests/integration/test_resource_limits.py and tests/bench/test_hub_priority.py.
+
+@pytest.fixture(scope="session")
+def limits_host():
+    """``$TESTHOST_NAME-limits`` on port base ``$TESTHOST_PORT_BASE + 4000`` (or
+    TESTHOST_LIMITS_NAME / TESTHOST_LIMITS_PORT_BASE), kept and reused like the
+    main host with TESTHOST_KEEP / TESTHOST_REUSE."""
+    main = os.environ.get("TESTHOST_NAME", "pytest")
+    name = os.environ.get("TESTHOST_LIMITS_NAME", f"{main}-limits")
+    port_base = int(os.environ.get("TESTHOST_LIMITS_PORT_BASE",
+                                   int(os.environ.get("TESTHOST_PORT_BASE", "23000")) + 4000))
+    ARTIFACTS.mkdir(exist_ok=True)
+    h = testhost.provision(name, port_base, testhost.LIMITS_HOST_VARS, enforce_limits=True,
+                           reuse=os.environ.get("TESTHOST_REUSE") == "1",
+                           log_to=ARTIFACTS / "deploy-limits.log")
+    yield h
+    if os.environ.get("TESTHOST_KEEP") != "1":
+        testhost.down(name)
+
+
+@pytest.fixture(scope="session")
+def limits_admin(limits_host) -> HubClient:
+    """The enforcing host's admin, with an API token."""
+    return admin_client(limits_host)

@@ -1,6 +1,6 @@
 """A fake NVML with pynvml's function names, for tests only.
 
-Unit tests build ``FakeNvml(...)`` objects and hand them to ``hub_ext.gpu.devices``.
+Unit tests build ``FakeNvml(...)`` objects and hand them to ``hub_ext.gpu.nvml`` and ``hub_ext.gpu.usage``.
 The integration test copies this file onto the test host and points
 ``c.GpuSupport.nvml_module`` at it (docs/gpu.md, "Testing without a GPU"):
 imported as a module, it serves the devices listed in the JSON file named by
@@ -50,7 +50,7 @@ class FakeNvml:
         self.initialised = 0
         self.calls = 0
 
-    # --- pynvml API subset used by hub_ext.gpu.devices ---
+    # --- pynvml API subset used by hub_ext.gpu.nvml and hub_ext.gpu.usage ---
     def nvmlInit(self):
         self.calls += 1
         if self.init_error is not None:

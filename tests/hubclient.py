@@ -371,10 +371,15 @@ def lab_shell(admin: HubClient, user: str, command: str, timeout: float = 60) ->
     return TERMINAL_CONTROL.sub("", body), status
 
 
+KERNEL_DEATH = ("restarting", "dead")
+
+
 def lab_cell(admin: HubClient, user: str, code: str, timeout: float = 60) -> tuple[str, str]:
     """Run code as a notebook cell in a new Python kernel of user's lab (its
     /api/kernels + the kernel's channels websocket), as JupyterLab does; ``admin``
-    is a token client. Returns (stdout + stderr of the cell, execute_reply status)."""
+    is a token client. Returns (stdout + stderr of the cell, execute_reply status),
+    or status "died" when the lab reports the kernel restarting or dead (what
+    JupyterLab shows as "The kernel appears to have died")."""
     r = admin.s.post(admin.url(f"user/{user}/api/kernels"), json={"name": "python3"}, timeout=60)
     assert r.status_code == 201, r.text
     kernel = r.json()["id"]
@@ -396,10 +401,13 @@ def lab_cell(admin: HubClient, user: str, code: str, timeout: float = 60) -> tup
             raw = await asyncio.wait_for(ws.read_message(), timeout)
             assert raw is not None, f"kernel channel closed; output so far: {out!r}"
             msg = json.loads(raw)
-            if msg.get("parent_header", {}).get("msg_id") != msg_id:
-                continue
             kind = msg["header"]["msg_type"]
-            if kind == "stream":
+            # the lab's own notice, with no parent: its restarter saw the kernel die
+            if kind == "status" and msg["content"].get("execution_state") in KERNEL_DEATH:
+                status = "died"
+            elif msg.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            elif kind == "stream":
                 out += msg["content"]["text"]
             elif kind == "error":
                 out += "\n".join(msg["content"]["traceback"])

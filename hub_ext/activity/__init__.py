@@ -7,9 +7,10 @@ history in its own SQLite file, the exponential-decay activity score.
 * :mod:`.score`: the decay score kept as two running sums per user.
 * :mod:`.store`: the SQLite file (samples, platform totals, score sums),
   written only by the hub process, through one worker thread.
-* :mod:`.sampler`: :class:`~.sampler.ActivityMonitor`, the periodic sampling
+* :mod:`.model`: what a sampled target is, how history and sizes are shaped.
+* :mod:`.service`: :class:`~.service.ActivityMonitor`, the periodic sampling
   in the hub and the models the page, the API and the metrics read.
 * :mod:`.metrics`: the Prometheus collector on the hub's ``/hub/metrics``.
-
-None of these import tornado or jupyterhub (docs/activity.md).
+* :mod:`.handlers`: the page and the API (the only module here that imports
+  tornado or jupyterhub; docs/activity.md).
 """

@@ -1,8 +1,8 @@
-"""The activity monitor in the hub: setup, the admin page, its JSON API, static files.
+"""The activity monitor's admin page, its JSON API and the platform's static files.
 
-* :func:`setup` creates the hub's :class:`~hub_ext.activity.sampler.ActivityMonitor`
-  (``c.ActivityMonitor.*``), registers its Prometheus collector (so its
-  metrics appear on ``/hub/metrics``) and starts sampling once the hub serves.
+The activity service (:class:`hub_ext.activity.service.ActivityMonitor`) does
+the work; this module is the HTTP side only.
+
 * ``GET  /hub/activity``: the admin page (templates/activity.html).
 * ``GET  /hub/api/activity``: every user's status, live usage, sizes and score.
 * ``GET  /hub/api/activity/history``: the platform totals over the retention window.
@@ -23,42 +23,11 @@ from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.handlers import BaseHandler
 from tornado import web
 
-from hub_ext.activity import metrics
-from hub_ext.activity.sampler import ActivityMonitor, targets_from_users
-from hub_ext.gpu.devices import GpuSupport
+from hub_ext.activity.service import SETTINGS_KEY, ActivityMonitor
 from hub_ext.web.access import require_scope
 
-SETTINGS_KEY = "hub_ext_activity"
 SCOPE = "admin:servers"
 STATIC_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "static")
-
-
-def sizes_provider(app):
-    """Where the directory sizes column comes from: the storage feature's
-    background sizing (docs/storage.md), a callable (hub names) -> {name: {dir: bytes}}."""
-    from hub_ext.storage.handlers import SETTINGS_KEY as STORAGE_KEY
-
-    def provider(names):
-        manager = app.tornado_settings.get(STORAGE_KEY)
-        return manager.sizes_model(names)["users"] if manager else {}
-
-    return provider
-
-
-def setup(app, parent=None) -> ActivityMonitor:
-    """Create the hub's monitor; with an app, register its metrics and start sampling."""
-    gpus = GpuSupport.instance(parent=parent or app)
-    monitor = ActivityMonitor(
-        parent=parent or app,
-        targets=(lambda: targets_from_users(app.users.values())) if app is not None else None,
-        gpu_usage=gpus.usage,
-    )
-    if app is not None:
-        monitor.sizes_provider = sizes_provider(app)
-        app.tornado_settings[SETTINGS_KEY] = monitor
-        metrics.register(monitor)
-        monitor.start(getattr(app, "_start_future", None))
-    return monitor
 
 
 class _ActivityAPI(APIHandler):

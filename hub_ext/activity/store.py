@@ -1,7 +1,7 @@
 """The activity monitor's own SQLite file (``<state_dir>/activity.sqlite``).
 
 Only the hub process writes it, and only through one worker thread
-(:class:`hub_ext.activity.sampler.ActivityMonitor` owns the executor), so
+(:class:`hub_ext.activity.service.ActivityMonitor` owns the executor), so
 there is a single writer and no "database is locked" (the original's second
 process writing the same file risked exactly that). WAL journal, so reads
 never wait for the writer.

@@ -1,4 +1,4 @@
-"""``GET /hub/api/health``: JSON for monitoring (the original's shape).
+"""``GET /hub/api/platform/health``: JSON for monitoring (the original's shape).
 
 Anonymous callers get ``{"status": "ok"}``; a caller with the ``read:hub``
 scope (the admin, or a token made with it) gets ``{"status": "ok",
@@ -6,8 +6,8 @@ scope (the admin, or a token made with it) gets ``{"status": "ok",
 "users": {"total", "active_servers"}}``. Rate limited to one request per
 ``c.HealthEndpoint.min_interval`` seconds per client
 (:func:`hub_ext.web.base.request_client`); a faster request gets 429 with
-``Retry-After``. JupyterHub's own ``/hub/health`` (an empty 200,
-used by the playbook to wait for the hub) is left as it is.
+``Retry-After``. JupyterHub's own probe (``/hub/health`` and ``/hub/api/health``:
+an empty 200, never limited; the playbook waits on it) keeps its paths.
 """
 
 from __future__ import annotations
@@ -19,35 +19,15 @@ import time
 import jupyterhub
 from jupyterhub import orm
 from jupyterhub.apihandlers.base import APIHandler
-from traitlets import Float
-from traitlets.config import LoggingConfigurable
 
 from hub_ext import __version__
 from hub_ext.admin import health
+from hub_ext.admin.service import HEALTH_KEY, HealthEndpoint
 from hub_ext.web.base import request_client
 
-SETTINGS_KEY = "hub_ext_health"
 # versions, uptime and counts only for callers who may read the hub's details
 # (the admin, or a token with this scope); everybody else gets the status
 DETAILS_SCOPE = "read:hub"
-
-
-class HealthEndpoint(LoggingConfigurable):
-    min_interval = Float(
-        1.0, help="Seconds between two answered health requests from one client address."
-    ).tag(config=True)
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.started = time.time()
-        self.limiter = health.RateLimiter(self.min_interval)
-
-
-def setup(app, parent=None) -> HealthEndpoint:
-    endpoint = HealthEndpoint(parent=parent or app)
-    if app is not None:
-        app.tornado_settings[SETTINGS_KEY] = endpoint
-    return endpoint
 
 
 class HealthHandler(APIHandler):
@@ -55,7 +35,7 @@ class HealthHandler(APIHandler):
         """GET only; monitoring agents carry no cookie."""
 
     async def get(self):
-        endpoint: HealthEndpoint = self.settings[SETTINGS_KEY]
+        endpoint: HealthEndpoint = self.settings[HEALTH_KEY]
         self.set_header("Cache-Control", "no-cache, no-store")
         wait = endpoint.limiter.check(request_client(self))
         if wait:
@@ -79,4 +59,4 @@ class HealthHandler(APIHandler):
         ))
 
 
-default_handlers = [(r"/api/health", HealthHandler)]
+default_handlers = [(r"/api/platform/health", HealthHandler)]

@@ -5,7 +5,7 @@ One source of descriptions: the variable table of ``docs/configuration.md``
 nothing restates it. The current values of the hub's settings declared as
 traits (hub_ext.settings) are those of the hub's own loaded config, site-local
 overrides included; the others come from the file the playbook renders with
-every variable of ``ansible/group_vars/all.yml`` as the play saw it (secrets
+every variable of the roles' ``defaults/main.yml`` as the play saw it (secrets
 already masked there; masked again here, defence in depth).
 
 Pure: no tornado, no jupyterhub.

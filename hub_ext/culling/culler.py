@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -225,106 +224,89 @@ def server_key(user: str, server_name: str = "") -> str:
     return f"{user}/{server_name}" if server_name else user
 
 
+def _same_start(a: float, b: float) -> bool:
+    return abs(a - b) < 1e-3
+
+
+def hours_for_start(record: dict | None, started: float) -> int:
+    """The hours of an extension record (``{"started", "hours"}``) that count for
+    the server start ``started``: 0 for a record of another start, or none."""
+    if not record or not _same_start(record.get("started", -1.0), started):
+        return 0
+    return record["hours"]
+
+
+def read_extensions_file(path: str | os.PathLike) -> dict[str, dict]:
+    """The records of a session extension file of earlier versions (now only migrated).
+
+    ``{"alice": {"started": 1718000000.0, "hours": 3}, ...}``; malformed records
+    are left out, an unreadable or corrupt file is logged and reads as empty
+    (the worst outcome is a server culled on its unextended deadline).
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        log.error("Ignoring unreadable session extension file %s: %s", path, e)
+        return {}
+    if not isinstance(data, dict):
+        log.error("Ignoring session extension file %s: not a JSON object", path)
+        return {}
+    records = {}
+    for key, record in data.items():
+        if (
+            isinstance(record, dict)
+            and isinstance(record.get("started"), int | float)
+            and isinstance(record.get("hours"), int)
+            and not isinstance(record.get("hours"), bool)
+        ):
+            records[key] = {"started": float(record["started"]), "hours": record["hours"]}
+    return records
+
+
 class ExtensionStore:
-    """Hours of extension granted per server start, in a small JSON file.
+    """Hours of extension granted per server start: the hub's working view.
 
     ``{"alice": {"started": 1718000000.0, "hours": 3}, ...}``. A record counts
     only for the start time it was written for, so a restarted server starts
-    with a full allowance even if the hub missed the stop. Written only by the
-    hub process (atomically: temporary file + rename, mode 0600). ``path=None``
-    keeps the state in memory (tests).
-
-    An unreadable or corrupt file is logged and treated as empty: the worst
-    outcome is a server culled on its unextended deadline, never a hub that
-    fails to start.
+    with a full allowance even if the hub missed the stop. What survives a hub
+    restart is each server's own record in its spawner's state
+    (``PlatformSpawner.session_extension``, in JupyterHub's database), from
+    which the hub refills this view at start.
     """
 
-    def __init__(self, path: str | os.PathLike | None = None):
-        self.path = None if path is None else os.fspath(path)
-        self._records: dict[str, dict] = self._load()
-
-    def _load(self) -> dict[str, dict]:
-        if self.path is None:
-            return {}
-        try:
-            with open(self.path, encoding="utf-8") as f:
-                data = json.load(f)
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as e:
-            log.error("Ignoring unreadable session extension file %s: %s", self.path, e)
-            return {}
-        if not isinstance(data, dict):
-            log.error(
-                "Ignoring session extension file %s: not a JSON object", self.path
-            )
-            return {}
-        records = {}
-        for key, record in data.items():
-            if (
-                isinstance(record, dict)
-                and isinstance(record.get("started"), int | float)
-                and isinstance(record.get("hours"), int)
-                and not isinstance(record.get("hours"), bool)
-            ):
-                records[key] = {
-                    "started": float(record["started"]),
-                    "hours": record["hours"],
-                }
-        return records
-
-    def _save(self) -> None:
-        if self.path is None:
-            return
-        directory = os.path.dirname(self.path) or "."
-        fd, tmp = tempfile.mkstemp(prefix=".session_extensions.", dir=directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(self._records, f, indent=1, sort_keys=True)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
-
-    @staticmethod
-    def _same_start(a: float, b: float) -> bool:
-        return abs(a - b) < 1e-3
+    def __init__(self):
+        self._records: dict[str, dict] = {}
 
     def hours_used(self, key: str, started: float) -> int:
-        record = self._records.get(key)
-        if record is None or not self._same_start(record["started"], started):
-            return 0
-        return record["hours"]
+        return hours_for_start(self._records.get(key), started)
 
     def add(self, key: str, started: float, hours: int) -> int:
         """Record ``hours`` more for this start; return the new total."""
         total = self.hours_used(key, started) + hours
-        self._records[key] = {"started": float(started), "hours": total}
-        self._save()
+        self.set(key, started, total)
         return total
 
-    def forget(self, key: str) -> None:
-        if self._records.pop(key, None) is not None:
-            self._save()
+    def set(self, key: str, started: float, hours: int) -> None:
+        """``hours`` in total for this start (a record read back from where it persists)."""
+        self._records[key] = {"started": float(started), "hours": hours}
+
+    def record(self, key: str) -> dict | None:
+        """The record of ``key`` as it is persisted (a copy), or None."""
+        record = self._records.get(key)
+        return dict(record) if record is not None else None
 
     def prune(self, running: dict[str, float]) -> None:
         """Drop records of servers not running, or running since another start."""
         stale = [
             key
             for key, record in self._records.items()
-            if key not in running
-            or not self._same_start(record["started"], running[key])
+            if key not in running or not _same_start(record["started"], running[key])
         ]
         for key in stale:
             del self._records[key]
-        if stale:
-            self._save()
 
     def keys(self) -> list[str]:
         return sorted(self._records)

@@ -1,290 +1,19 @@
-"""Idle culling inside the hub, and the session-info / extend-session API.
+"""The session-info / extend-session API of idle culling.
 
-* :class:`SessionCuller` holds the settings (``c.SessionCuller.*``, set from
-  platform.json ``idle_culler``), the extension store and the periodic cull
-  task. It is created by :func:`setup` when the authenticator's handlers are
-  registered, and starts culling once the hub has finished starting.
 * ``GET  /hub/api/users/{user}/session-info``: where the user's default server stands.
 * ``POST /hub/api/users/{user}/extend-session`` with ``{"hours": N}``.
 
-The arithmetic is :mod:`hub_ext.culling.culler` (pure); this module only maps the hub's
-spawners onto it and does the I/O. docs/culling.md has the semantics.
+The culling service (:class:`hub_ext.culling.service.SessionCuller`) answers
+both; this module is the HTTP side only. docs/culling.md has the semantics.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
-
-from jupyterhub import orm
 from tornado import web
-from traitlets import Bool, Integer, Unicode
-from traitlets.config import LoggingConfigurable
 
 from hub_ext.culling import culler
-from hub_ext.timeutil import to_epoch, to_iso
+from hub_ext.culling.service import SETTINGS_KEY, ExtensionRefused, SessionCuller
 from hub_ext.web.base import UserResourceHandler
-
-SETTINGS_KEY = "hub_ext_session_culler"  # tornado settings key the handlers read
-
-
-def _spawner(user, server_name: str):
-    """A hub User's spawner, without creating a named server that does not exist."""
-    if server_name == "":
-        return user.spawner
-    if server_name in user.orm_spawners:
-        return user.spawners[server_name]
-    return None
-
-
-# --- the culler ---------------------------------------------------------------
-
-
-class SessionCuller(LoggingConfigurable):
-    """Culls idle servers from inside the hub, honouring session extensions."""
-
-    enabled = Bool(
-        False,
-        help="Cull idle servers (JUPYTERHUB_IDLE_CULLER_ENABLED of the original).",
-    ).tag(config=True)
-    timeout = Integer(
-        86400, help="Seconds without activity before a server is stopped."
-    ).tag(config=True)
-    interval = Integer(600, help="Seconds between two cull passes.").tag(config=True)
-    max_age = Integer(
-        0,
-        help="Seconds after its start a server is stopped whatever its activity (0: never).",
-    ).tag(config=True)
-    max_extension_hours = Integer(
-        24, help="Total hours a user may extend one server start (0: no extensions)."
-    ).tag(config=True)
-    extension_unit_seconds = Integer(
-        culler.HOUR,
-        help="Seconds one extension hour is worth (3600; smaller only to test culling quickly).",
-    ).tag(config=True)
-    state_file = Unicode(
-        None,
-        allow_none=True,
-        help="JSON file holding granted extensions (None: in memory, lost at hub restart).",
-    ).tag(config=True)
-
-    # seams for tests
-    clock = staticmethod(time.time)
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        # validates the numbers (a ValueError names the trait)
-        self.policy = culler.CullPolicy(
-            enabled=self.enabled,
-            timeout=self.timeout,
-            interval=self.interval,
-            max_age=self.max_age,
-            max_extension_hours=self.max_extension_hours,
-            extension_unit=self.extension_unit_seconds,
-        )
-        self.store = culler.ExtensionStore(self.state_file)
-        self.app = None
-        self.task: asyncio.Task | None = None
-
-    # --- reading the hub ---
-
-    def status(self, spawner) -> culler.SessionStatus | None:
-        """The culler's view of a spawner now; None when it is not running."""
-        orm_spawner = spawner.orm_spawner
-        started = to_epoch(orm_spawner.started) if orm_spawner is not None else None
-        if started is None:
-            return None
-        key = culler.server_key(spawner.user.name, spawner.name)
-        return culler.session_status(
-            self.policy,
-            now=self.clock(),
-            started=started,
-            last_activity=to_epoch(orm_spawner.last_activity),
-            extension_hours=self.store.hours_used(key, started),
-        )
-
-    def session_info(self, user, server_name: str = "") -> dict:
-        """The session-info model of a user's server (``user`` is a hub User)."""
-        spawner = _spawner(user, server_name)
-        active = bool(spawner is not None and spawner.active)
-        status = self.status(spawner) if active else None
-        p = self.policy
-        info = {
-            "user": user.name,
-            "server_name": server_name,
-            "culler_enabled": p.enabled,
-            "server_active": active,
-            "timeout_seconds": p.timeout,
-            "max_age_seconds": p.max_age,
-            "max_extension_hours": p.max_extension_hours,
-            "started": None,
-            "last_activity": None,
-            "deadline": None,
-            "cull_reason": None,
-            "time_remaining_seconds": None,
-            "extensions_used_hours": 0,
-            "extensions_available_hours": p.max_extension_hours,
-        }
-        if status is not None:
-            info.update(
-                started=to_iso(status.started),
-                last_activity=to_iso(status.last_activity),
-                extensions_used_hours=status.extension_hours,
-                extensions_available_hours=status.extensions_available_hours,
-            )
-            if p.enabled:
-                info.update(
-                    deadline=to_iso(status.deadline),
-                    cull_reason=status.reason,
-                    time_remaining_seconds=int(status.remaining),
-                )
-        return info
-
-    def extend(self, user, hours: int, server_name: str = "") -> dict:
-        """Grant up to ``hours`` to a running server; raise HTTPError(409) when impossible."""
-        p = self.policy
-        if not p.enabled:
-            raise web.HTTPError(
-                409, "Idle culling is disabled: sessions need no extension"
-            )
-        if p.max_extension_hours == 0:
-            raise web.HTTPError(
-                409, "Session extension is disabled (max extension 0 hours)"
-            )
-        spawner = _spawner(user, server_name)
-        status = (
-            self.status(spawner) if spawner is not None and spawner.active else None
-        )
-        if status is None:
-            raise web.HTTPError(409, f"The server of {user.name} is not running")
-        grant = culler.grant_extension(
-            hours, status.extension_hours, p.max_extension_hours
-        )
-        if grant.granted == 0:
-            raise web.HTTPError(409, grant.message)
-        key = culler.server_key(user.name, server_name)
-        self.store.add(key, status.started, grant.granted)
-        self.log.info(
-            "Session of %s extended by %dh (requested %dh, %d of %dh used)",
-            key,
-            grant.granted,
-            grant.requested,
-            grant.used,
-            p.max_extension_hours,
-        )
-        return {
-            "success": True,
-            "message": grant.message,
-            "requested_hours": grant.requested,
-            "granted_hours": grant.granted,
-            "truncated": grant.truncated,
-            "session_info": self.session_info(user, server_name),
-        }
-
-    # --- culling ---
-
-    def servers(self) -> list[culler.Server]:
-        """Every server the hub's database has as started."""
-        app = self.app
-        servers = []
-        for orm_spawner in app.db.query(orm.Spawner).filter(
-            orm.Spawner.started.isnot(None)
-        ):
-            if orm_spawner.user is None:
-                continue
-            user = app.users[orm_spawner.user]
-            spawner = user.spawners[orm_spawner.name]
-            servers.append(
-                culler.Server(
-                    user=user.name,
-                    name=orm_spawner.name,
-                    started=to_epoch(orm_spawner.started),
-                    last_activity=to_epoch(orm_spawner.last_activity),
-                    ready=bool(spawner.ready),
-                )
-            )
-        return servers
-
-    async def stop_server(self, user_name: str, server_name: str) -> None:
-        """Stop a server as the hub's DELETE /users/:name/server does: route, then spawner."""
-        app = self.app
-        user = app.users[user_name]
-        spawner = user.spawners[server_name]
-        if spawner.pending:
-            raise RuntimeError(f"{spawner._log_name} pending {spawner.pending}")
-        # like BaseHandler.stop_single_user: mark pending before anything async,
-        # so the UI and API see a stop in progress
-        spawner._stop_pending = True
-        try:
-            await app.proxy.delete_user(user, server_name)
-            await user.stop(server_name)
-        finally:
-            spawner._stop_pending = False
-
-    async def cull(self) -> culler.CullReport:
-        return await culler.cull_once(
-            self.policy,
-            now=self.clock(),
-            servers=self.servers(),
-            store=self.store,
-            stop=self.stop_server,
-        )
-
-    async def run(self, started: asyncio.Future | None = None) -> None:
-        """Cull every ``interval`` seconds, after ``started`` (the hub's start) is done."""
-        if started is not None:
-            await started
-        self.log.info(
-            "Idle culler: timeout %ds, interval %ds, max age %ds, max extension %dh",
-            self.timeout,
-            self.interval,
-            self.max_age,
-            self.max_extension_hours,
-        )
-        while True:
-            try:
-                report = await self.cull()
-                if report.culled:
-                    self.log.info(
-                        "Culled %d server(s): %s",
-                        len(report.culled),
-                        ", ".join(d.server.key for d in report.culled),
-                    )
-            except Exception:
-                self.log.exception("Idle cull pass failed")
-            await asyncio.sleep(self.interval)
-
-    def start(self, app) -> None:
-        """Start the periodic culling in the hub's event loop (no-op when disabled)."""
-        self.app = app
-        if not self.enabled:
-            self.log.info("Idle culler disabled")
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self.log.warning("Idle culler not started: no running event loop")
-            return
-        # JupyterHub sets _start_future once the proxy routes are checked and the hub
-        # is serving; culling before that would see half-initialised spawners
-        self.task = loop.create_task(self.run(getattr(app, "_start_future", None)))
-
-
-def setup(app, parent=None) -> SessionCuller:
-    """Create the hub's SessionCuller, hand it to the handlers and start it.
-
-    Called from ``PlatformAuthenticator.get_handlers(app)`` (JupyterHub's
-    ``init_handlers``, after ``init_tornado_settings`` and before the tornado
-    application is built). ``app`` None (tests): nothing is started.
-    """
-    session_culler = SessionCuller(parent=parent or app)
-    if app is not None:
-        app.tornado_settings[SETTINGS_KEY] = session_culler
-        session_culler.start(app)
-    return session_culler
-
-
-# --- handlers -------------------------------------------------------------------
 
 
 class _SessionHandler(UserResourceHandler):
@@ -311,7 +40,10 @@ class ExtendSessionHandler(_SessionHandler):
         except culler.ExtensionRequestError as e:
             raise web.HTTPError(400, str(e)) from None
         user = self.target_user(user_name)
-        self.write(self.session_culler.extend(user, hours))
+        try:
+            self.write(self.session_culler.extend(user, hours))
+        except ExtensionRefused as e:
+            raise web.HTTPError(409, str(e)) from None
 
 
 default_handlers = [
@@ -320,12 +52,7 @@ default_handlers = [
 ]
 
 __all__ = [
-    "SETTINGS_KEY",
     "ExtendSessionHandler",
-    "SessionCuller",
     "SessionInfoHandler",
     "default_handlers",
-    "setup",
-    "to_epoch",
-    "to_iso",
 ]

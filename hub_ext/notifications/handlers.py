@@ -19,37 +19,13 @@ from jupyterhub import orm
 from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.handlers import BaseHandler
 from tornado import web
-from traitlets import Float, Integer
-from traitlets.config import LoggingConfigurable
 
 from hub_ext.notifications import broadcast as notifications
+from hub_ext.notifications.service import SETTINGS_KEY, Notifications
 from hub_ext.web.access import require_scope
 
-SETTINGS_KEY = "hub_ext_notifications"
 SCOPE = "admin:servers"
 TOKEN_NOTE = "platform notification broadcast (single delivery)"
-
-
-class Notifications(LoggingConfigurable):
-    """Delivery settings of the broadcast (site-local tunables, c.Notifications.*)."""
-
-    timeout = Float(
-        5.0, help="Seconds one lab may take to accept a notification before it counts as failed."
-    ).tag(config=True)
-    token_expires_in = Integer(
-        60,
-        help="Lifetime in seconds of the per-delivery token (deleted right after the delivery).",
-    ).tag(config=True)
-
-    # seam for tests: coroutine (url, token, payload, timeout) -> None or DeliveryError
-    post = staticmethod(notifications.post_ingest)
-
-
-def setup(app, parent=None) -> Notifications:
-    n = Notifications(parent=parent or app)
-    if app is not None:
-        app.tornado_settings[SETTINGS_KEY] = n
-    return n
 
 
 def _ready_servers(handler) -> dict[str, str]:

@@ -1,9 +1,7 @@
 """Per-user storage in the hub: restart, reset to trash, restore, sizes, admin page.
 
-* :class:`StorageManager` holds the settings (``c.StorageManager.*``, set from
-  platform.json ``storage``), runs the storage functions of
-  :mod:`hub_ext.storage.volumes` for one user at a time and keeps the size cache,
-  refreshed every ``sizes_interval`` seconds in a worker thread.
+* The storage service (:class:`hub_ext.storage.service.StorageManager`) does
+  the work; this module is the HTTP side only.
 * API (the Docker original's two endpoints keep their JSON):
 
   - ``DELETE /hub/api/users/{user}/manage-volumes`` ``{"volumes": [...]}`` ->
@@ -27,401 +25,15 @@ docs/storage.md has the layout and the semantics.
 
 from __future__ import annotations
 
-import asyncio
-import os
-import pwd
-import threading
-import time
-
 from jupyterhub import orm
 from jupyterhub.handlers.base import BaseHandler
 from jupyterhub.scopes import has_scope
 from tornado import web
-from traitlets import Dict, Integer, Unicode
-from traitlets.config import LoggingConfigurable
 
 from hub_ext.accounts import unix_users as accounts
-from hub_ext.storage import volumes as storage
+from hub_ext.storage import fsops, names
+from hub_ext.storage.service import SETTINGS_KEY, StorageManager, busy_reason
 from hub_ext.web.base import UserResourceHandler
-
-SETTINGS_KEY = "hub_ext_storage"  # tornado settings key the handlers read
-WALK_NICE = 10  # niceness of the sizing thread
-
-
-def _account_ids(unix: str) -> tuple[int, int] | None:
-    """(uid, gid) of a unix account, None if there is none."""
-    try:
-        entry = pwd.getpwnam(unix)
-    except KeyError:
-        return None
-    return entry.pw_uid, entry.pw_gid
-
-
-def run_in_daemon_thread(name: str, fn, *args) -> asyncio.Future:
-    """Run ``fn(*args)`` in a new daemon thread; the future settles in the event loop.
-
-    Not a ThreadPoolExecutor: its threads are joined when the interpreter
-    exits, so a walk of millions of files would hold up every hub stop or
-    restart. A sizing pass only reads, so dropping it at exit is harmless.
-    """
-    loop = asyncio.get_running_loop()
-    future = loop.create_future()
-
-    def settle(setter, value):
-        if not future.done():
-            setter(value)
-
-    def run():
-        try:
-            # this thread only (Linux nice is per thread): the hub's own thread
-            # keeps the CPU when both want it
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WALK_NICE)
-        except OSError:
-            pass
-        try:
-            result = fn(*args)
-        except BaseException as e:
-            outcome = (future.set_exception, e)
-        else:
-            outcome = (future.set_result, result)
-        try:
-            loop.call_soon_threadsafe(settle, *outcome)
-        except RuntimeError:  # the loop is closed: the hub is stopping
-            pass
-
-    threading.Thread(target=run, name=name, daemon=True).start()
-    return future
-
-
-def busy_reason(user) -> str | None:
-    """Why ``user``'s storage must not change now, or None when every server is stopped.
-
-    Every server of the user (default and named) binds the same directories.
-    """
-    def label(name):
-        return f"server {name!r}" if name else "server"
-
-    for name, spawner in sorted(user.spawners.items()):
-        pending = spawner.pending
-        if pending == "spawn":
-            return f"The {label(name)} of {user.name} is starting; wait, stop it, then retry"
-        if pending:
-            return f"The {label(name)} of {user.name} is {pending} pending; retry when it is done"
-        if spawner.active:
-            return f"The {label(name)} of {user.name} is running; stop it first"
-    # servers the database has as running whose spawner is not loaded
-    for name, orm_spawner in sorted(user.orm_spawners.items()):
-        if getattr(orm_spawner, "server", None) is not None:
-            return f"The {label(name)} of {user.name} is running; stop it first"
-    return None
-
-
-class StorageManager(LoggingConfigurable):
-    """Storage operations of the hub and the background size cache."""
-
-    users_root = Unicode(
-        "/srv/jupyterhub/users", help="Host directory holding <unix name>/{home,workspace,cache}."
-    ).tag(config=True)
-    unix_username_template = Unicode(
-        accounts.DEFAULT_UNIX_USERNAME_TEMPLATE,
-        help="Unix account of a hub user, as PlatformSpawner.unix_username_template.",
-    ).tag(config=True)
-    trash_retention_days = Integer(
-        7,
-        min=1,
-        help="Days a reset directory stays restorable before the purge timer deletes it.",
-    ).tag(config=True)
-    sizes_interval = Integer(
-        3600,
-        min=1,
-        help="Seconds between two measurements of every user's directory sizes "
-        "(JUPYTERHUB_ACTIVITYMON_VOLUMES_UPDATE_INTERVAL of the original).",
-    ).tag(config=True)
-    deleted_user_retention_days = Integer(
-        30,
-        min=1,
-        help="Days a deleted user's directories stay in the admin-only archive, "
-        "restorable, before the purge timer deletes them.",
-    ).tag(config=True)
-    volume_descriptions = Dict(
-        value_trait=Unicode(),
-        help="Text shown next to each volume in the Manage Volumes dialog "
-        "(VOLUME_DESCRIPTIONS of the original), keyed home/workspace/cache.",
-    ).tag(config=True)
-
-    # seams for tests
-    clock = staticmethod(time.time)
-    chown = staticmethod(os.fchown)
-    account_ids = staticmethod(_account_ids)
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.sizes: dict[str, dict] = {}  # unix name -> storage.measure_user()
-        self.measured_at: dict[str, float] = {}  # unix name -> epoch
-        self.passes = 0
-        self.last_pass_seconds: float | None = None
-        self.last_pass_at: float | None = None
-        self.measuring = False
-        # one walk at a time (a full pass, or one user after a reset/restore)
-        self._walk_lock: asyncio.Lock | None = None
-        self.task: asyncio.Task | None = None
-
-    # --- names and models ---
-
-    @property
-    def retention_seconds(self) -> int:
-        return self.trash_retention_days * storage.DAY
-
-    def unix_name(self, hub_name: str) -> str:
-        return accounts.unix_name(hub_name, self.unix_username_template)
-
-    def trash_model(self, unix: str) -> list[dict]:
-        item_sizes = (self.sizes.get(unix) or {}).get("trash_items", {})
-        try:
-            items = storage.list_trash(unix, self.users_root)
-        except storage.UnsafePathError as e:
-            self.log.error("Storage: trash of %s not listed: %s", unix, e)
-            return []
-        return [
-            item.to_json(self.retention_seconds, item_sizes.get(item.id))
-            for item in items
-        ]
-
-    def volumes_model(self, user) -> dict:
-        """What the Manage Volumes dialog shows for a hub user."""
-        unix = self.unix_name(user.name)
-        sizes = self.sizes.get(unix) or {}
-        measured = self.measured_at.get(unix)
-        return {
-            "user": user.name,
-            "server_active": busy_reason(user) is not None,
-            "busy_reason": busy_reason(user),
-            "retention_days": self.trash_retention_days,
-            "sizes_measured_at": storage._iso(measured) if measured else None,
-            "sizes_interval_seconds": self.sizes_interval,
-            "volumes": [
-                {
-                    "name": volume,
-                    "description": self.volume_descriptions.get(volume, ""),
-                    "size_bytes": sizes.get(volume),
-                }
-                for volume in storage.VOLUMES
-            ],
-            "trash_size_bytes": sizes.get("trash"),
-            "trash": self.trash_model(unix),
-        }
-
-    # --- operations (synchronous: no await between the running check and the change) ---
-
-    def reset(self, user, volumes) -> dict:
-        unix = self.unix_name(user.name)
-        result = storage.reset_volumes(
-            unix,
-            self.users_root,
-            volumes,
-            owner=self.account_ids(unix),
-            now=self.clock(),
-            chown=self.chown,
-        )
-        for volume in result.reset_volumes:
-            self.log.info("Storage: %s of %s moved to the trash", volume, user.name)
-        for failed in result.failed_volumes:
-            self.log.warning(
-                "Storage: %s of %s not reset: %s", failed["volume"], user.name, failed["reason"]
-            )
-        return {
-            "message": f"Successfully reset {len(result.reset_volumes)} volume(s)",
-            "reset_volumes": result.reset_volumes,
-            "failed_volumes": result.failed_volumes,
-            "trash": [item.to_json(self.retention_seconds) for item in result.trashed],
-            "retention_days": self.trash_retention_days,
-        }
-
-    def restore(self, user, item_id) -> dict:
-        unix = self.unix_name(user.name)
-        result = storage.restore_trash_item(
-            unix, self.users_root, item_id, now=self.clock(), chown=self.chown
-        )
-        self.log.info(
-            "Storage: %s of %s restored from %s%s",
-            result.volume,
-            user.name,
-            result.restored.id,
-            f" (previous one trashed as {result.displaced.id})" if result.displaced else "",
-        )
-        return {
-            "message": f"Restored {result.volume} from the trash"
-            + (
-                "; the directory it replaced is now in the trash"
-                if result.displaced
-                else ""
-            ),
-            "volume": result.volume,
-            "restored": result.restored.id,
-            "trashed": (
-                result.displaced.to_json(self.retention_seconds) if result.displaced else None
-            ),
-        }
-
-    # --- deleted users' archive ---
-
-    @property
-    def archive_retention_seconds(self) -> int:
-        return self.deleted_user_retention_days * storage.DAY
-
-    def archive_user(self, hub_name: str) -> storage.ArchiveItem | None:
-        """Move a deleted hub user's directories out of reach (see storage.archive_user)."""
-        unix = self.unix_name(hub_name)
-        item = storage.archive_user(unix, self.users_root, now=self.clock())
-        if item is not None:
-            self.log.info("Storage: directories of deleted user %s archived as %s", hub_name, item.id)
-        self.sizes.pop(unix, None)
-        return item
-
-    def archive_model(self) -> dict:
-        return {
-            "retention_days": self.deleted_user_retention_days,
-            "items": [
-                dict(item.to_json(self.archive_retention_seconds),
-                     user=accounts.hub_name_for_unix(item.unix, self.unix_username_template))
-                for item in storage.list_archive(self.users_root)
-            ],
-        }
-
-    def restore_archived(self, item_id) -> dict:
-        result = storage.restore_archived_user(self.users_root, item_id, now=self.clock())
-        self.log.info(
-            "Storage: %s restored from the archive%s", result.restored.unix,
-            f" (the directory in place archived as {result.displaced.id})" if result.displaced else "",
-        )
-        return {
-            "message": f"Restored the directories of {result.restored.unix}"
-            + ("; the directories they replaced are now archived" if result.displaced else ""),
-            "restored": result.restored.id,
-            "archived": (
-                result.displaced.to_json(self.archive_retention_seconds)
-                if result.displaced else None
-            ),
-        }
-
-    # --- sizes, in the worker thread ---
-
-    def _store(self, measured: dict[str, dict], at: float, complete: bool) -> None:
-        if complete:
-            self.sizes = measured
-            self.measured_at = dict.fromkeys(measured, at)
-        else:
-            self.sizes.update(measured)
-            self.measured_at.update(dict.fromkeys(measured, at))
-
-    async def _walk(self, fn, *args):
-        """``fn(*args)`` in a worker thread, never two at once."""
-        if self._walk_lock is None:
-            self._walk_lock = asyncio.Lock()
-        async with self._walk_lock:
-            return await run_in_daemon_thread("storage-sizes", fn, *args)
-
-    async def measure_all(self) -> None:
-        """Measure every user's directories off the event loop, then swap the cache."""
-        started = time.monotonic()
-        self.measuring = True
-        try:
-            measured = await self._walk(storage.measure_all, self.users_root)
-        finally:
-            self.measuring = False
-        self._store(measured, self.clock(), complete=True)
-        self.passes += 1
-        self.last_pass_seconds = time.monotonic() - started
-        self.last_pass_at = self.clock()
-
-    async def measure_user(self, hub_name: str) -> None:
-        """Measure one user again (after a reset or restore)."""
-        unix = self.unix_name(hub_name)
-        measured = await self._walk(storage.measure_user, unix, self.users_root)
-        if measured is None:
-            self.sizes.pop(unix, None)
-        else:
-            self._store({unix: measured}, self.clock(), complete=False)
-
-    def remeasure_soon(self, hub_name: str) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        task = loop.create_task(self.measure_user(hub_name))
-        task.add_done_callback(self._log_failure)
-
-    def _log_failure(self, task: asyncio.Task) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            self.log.error("Storage: measuring sizes failed", exc_info=task.exception())
-
-    async def run(self, started: asyncio.Future | None = None) -> None:
-        """Measure every ``sizes_interval`` seconds, the first time once the hub serves."""
-        if started is not None:
-            await started
-        self.log.info("Storage sizes: measured every %ds", self.sizes_interval)
-        while True:
-            try:
-                await self.measure_all()
-                self.log.debug(
-                    "Storage sizes of %d user(s) measured in %.2fs",
-                    len(self.sizes),
-                    self.last_pass_seconds,
-                )
-            except Exception:
-                self.log.exception("Storage sizes pass failed")
-            await asyncio.sleep(self.sizes_interval)
-
-    def start(self, app) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self.log.warning("Storage sizes not measured: no running event loop")
-            return
-        self.task = loop.create_task(self.run(getattr(app, "_start_future", None)))
-
-    def sizes_model(self, hub_names) -> dict:
-        users = {}
-        for name in sorted(hub_names):
-            try:
-                unix = self.unix_name(name)
-            except accounts.InvalidNameError:
-                continue
-            sizes = self.sizes.get(unix)
-            measured = self.measured_at.get(unix)
-            users[name] = {
-                "unix_name": unix,
-                "sizes_measured_at": storage._iso(measured) if measured else None,
-                **{
-                    volume: (sizes or {}).get(volume)
-                    for volume in (*storage.VOLUMES, "trash")
-                },
-            }
-        return {
-            "sizes_interval_seconds": self.sizes_interval,
-            "passes": self.passes,
-            "measuring": self.measuring,
-            "last_pass_seconds": self.last_pass_seconds,
-            "last_pass_at": storage._iso(self.last_pass_at) if self.last_pass_at else None,
-            "retention_days": self.trash_retention_days,
-            "users": users,
-        }
-
-
-def setup(app, parent=None) -> StorageManager:
-    """Create the hub's StorageManager, hand it to the handlers, start the sizes.
-
-    Called from ``PlatformAuthenticator.get_handlers(app)``; ``app`` None
-    (tests): nothing is started.
-    """
-    manager = StorageManager(parent=parent or app)
-    if app is not None:
-        app.tornado_settings[SETTINGS_KEY] = manager
-        manager.start(app)
-    return manager
-
-
-# --- handlers ---------------------------------------------------------------------
 
 
 class _StorageHandler(UserResourceHandler):
@@ -453,15 +65,15 @@ class ManageVolumesHandler(_StorageHandler):
         self.check_access("servers", user_name)
         body = self.json_object()
         try:
-            volumes = storage.check_volume_names(body.get("volumes"))
-        except storage.VolumeNameError as e:
+            volumes = names.check_volume_names(body.get("volumes"))
+        except names.VolumeNameError as e:
             raise web.HTTPError(400, str(e)) from None
         user = self.target_user(user_name)
         self.check_stopped(user)
         # no await from the check above to the renames: no spawn can begin in between
         try:
             result = self.storage_manager.reset(user, volumes)
-        except storage.UnsafePathError as e:
+        except fsops.UnsafePathError as e:
             self.log.error("Storage: reset of %s refused: %s", user.name, e)
             raise web.HTTPError(409, "The user's storage is not in a safe state; see the hub log") from e
         self.storage_manager.remeasure_soon(user.name)
@@ -487,16 +99,16 @@ class RestoreHandler(_StorageHandler):
         self.check_access("servers", user_name)
         body = self.json_object()
         try:
-            storage.check_trash_item_id(body.get("item"))
-        except storage.VolumeNameError as e:
+            names.check_trash_item_id(body.get("item"))
+        except names.VolumeNameError as e:
             raise web.HTTPError(400, str(e)) from None
         user = self.target_user(user_name)
         self.check_stopped(user)
         try:
             result = self.storage_manager.restore(user, body["item"])
-        except storage.TrashItemNotFoundError:
+        except fsops.TrashItemNotFoundError:
             raise web.HTTPError(404, f"No trash item {body['item']!r} for {user.name}") from None
-        except (storage.UnsafePathError, OSError) as e:
+        except (fsops.UnsafePathError, OSError) as e:
             self.log.error("Storage: restore for %s failed: %s", user.name, e)
             raise web.HTTPError(409, f"Could not restore: {getattr(e, 'strerror', None) or e}") from e
         self.storage_manager.remeasure_soon(user.name)
@@ -559,8 +171,8 @@ class ArchiveRestoreHandler(_AdminStorageHandler):
         self.check_admin()
         body = self.json_object()
         try:
-            item = storage.check_archive_item_id(body.get("item"))
-        except storage.VolumeNameError as e:
+            item = names.check_archive_item_id(body.get("item"))
+        except names.VolumeNameError as e:
             raise web.HTTPError(400, str(e)) from None
         manager = self.storage_manager
         hub_name = accounts.hub_name_for_unix(item.unix, manager.unix_username_template)
@@ -570,9 +182,9 @@ class ArchiveRestoreHandler(_AdminStorageHandler):
         # no await from the check above to the renames: no spawn can begin in between
         try:
             result = manager.restore_archived(item.id)
-        except storage.TrashItemNotFoundError:
+        except fsops.TrashItemNotFoundError:
             raise web.HTTPError(404, f"No archive item {item.id!r}") from None
-        except (storage.UnsafePathError, OSError) as e:
+        except (fsops.UnsafePathError, OSError) as e:
             self.log.error("Storage: restore of %s failed: %s", item.id, e)
             raise web.HTTPError(409, f"Could not restore: {getattr(e, 'strerror', None) or e}") from e
         self.write(result)
@@ -617,7 +229,7 @@ class StorageAdminPageHandler(BaseHandler):
             "storage_admin.html",
             rows=rows,
             sizes=model,
-            volumes=storage.VOLUMES,
+            volumes=names.VOLUMES,
             selected=self.get_argument("user", ""),
         )
         self.finish(html)
@@ -637,15 +249,11 @@ default_handlers = [
 __all__ = [
     "ArchiveHandler",
     "ArchiveRestoreHandler",
-    "SETTINGS_KEY",
     "ManageVolumesHandler",
     "RestartServerHandler",
     "RestoreHandler",
     "StorageAdminPageHandler",
-    "StorageManager",
     "StorageSizesHandler",
     "TrashHandler",
-    "busy_reason",
     "default_handlers",
-    "setup",
 ]

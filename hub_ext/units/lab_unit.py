@@ -143,6 +143,7 @@ def build_unit_properties(
     bind_paths: Sequence[str] = (),
     mem_limit: int | None = None,
     cpu_limit: float | None = None,
+    tasks_max: int | None = None,
     isolate_tmp: bool = True,
     tmp_size: str = DEFAULT_TMP_SIZE,
     shm_size: str = DEFAULT_SHM_SIZE,
@@ -158,7 +159,7 @@ def build_unit_properties(
 
     ``isolate_tmp`` gives the lab its own capped /tmp, /var/tmp and /dev/shm
     (private_temporary_filesystems). ``hardening`` adds ``lab_hardening`` (the profile follows
-    ``disable_user_sudo``). ``device_access`` (hub_ext.gpu.devices.unit_properties: DevicePolicy/DeviceAllow)
+    ``disable_user_sudo``). ``device_access`` (hub_ext.gpu.policy.unit_properties: DevicePolicy/DeviceAllow)
     is added as given; when it grants devices, PrivateDevices is left out
     (it would hide the granted nodes; DevicePolicy=closed isolates instead).
     ``extra_properties`` (``unit_extra_properties``) win over the computed
@@ -175,10 +176,15 @@ def build_unit_properties(
     if mem_limit is not None:
         properties["MemoryAccounting"] = "yes"
         properties["MemoryMax"] = str(int(mem_limit))
+        # no escape past MemoryMax into swap (cgroup v2; systemd has no v1 counterpart)
+        properties["MemorySwapMax"] = "0"
     if cpu_limit is not None:
         # CPUQuota is a percentage of one CPU: 2.0 CPUs -> 200%
         properties["CPUAccounting"] = "yes"
         properties["CPUQuota"] = f"{int(cpu_limit * 100)}%"
+    if tasks_max is not None:
+        properties["TasksAccounting"] = "yes"
+        properties["TasksMax"] = str(int(tasks_max))
     if disable_user_sudo:
         # no setuid escalation (sudo, su) from inside the lab
         properties["NoNewPrivileges"] = "yes"

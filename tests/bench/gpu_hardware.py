@@ -1,4 +1,4 @@
-"""Benchmark and real-hardware check of hub_ext.gpu.devices (docs/gpu.md, "On real hardware").
+"""Benchmark and real-hardware check of hub_ext.gpu (docs/gpu.md, "On real hardware").
 
 Run it on a host with an NVIDIA GPU and nvidia-ml-py importable (no hub, no
 systemd needed):
@@ -32,7 +32,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from hub_ext.gpu import devices as gpu  # noqa: E402
+from hub_ext.gpu.nvml import Detection, NvmlUnavailable, detect, load_nvml  # noqa: E402
+from hub_ext.gpu.policy import MODE_AUTO, lab_environment, resolve_mode, unit_properties  # noqa: E402
+from hub_ext.gpu.usage import gpu_usage, read_proc_cgroup, usage_by_user  # noqa: E402
 
 UNIT = "jupyter-gpucheck-singleuser.service"
 CHILD = """
@@ -48,17 +50,17 @@ def timed_detection(module: str, fake: int | None):
     started = time.perf_counter()
     if fake is None:
         try:
-            nvml = gpu.load_nvml(module)
-        except gpu.NvmlUnavailable as e:
-            return None, gpu.Detection(errors=(str(e),)), {}
+            nvml = load_nvml(module)
+        except NvmlUnavailable as e:
+            return None, Detection(errors=(str(e),)), {}
     else:
         sys.path.insert(0, str(ROOT / "tests"))
         from fake_nvml import FakeNvml, fake_gpu
 
         nvml = FakeNvml([fake_gpu(i) for i in range(fake)])
-    first = gpu.detect(nvml)
+    first = detect(nvml)
     cold = time.perf_counter() - started
-    warm = [gpu.detect(nvml).seconds for _ in range(20)]
+    warm = [detect(nvml).seconds for _ in range(20)]
     return nvml, first, {
         "cold_s_including_import": round(cold, 4),
         "first_detect_s": round(first.seconds, 4),
@@ -86,7 +88,7 @@ def torch_checks(nvml, detection) -> dict:
         return {"skipped": "PyTorch not importable: no GPU process to measure"}
     # what a lab sees with CUDA_VISIBLE_DEVICES=<uuid> (lab_environment)
     if detection.gpus:
-        env = dict(os.environ, **gpu.lab_environment(True, True, detection.gpus[:1]))
+        env = dict(os.environ, **lab_environment(True, True, detection.gpus[:1]))
         seen = subprocess.run(
             [sys.executable, "-c", "import torch; print(torch.cuda.device_count(), torch.cuda.get_device_name(0))"],
             env=env, capture_output=True, text=True, timeout=120,
@@ -99,13 +101,13 @@ def torch_checks(nvml, detection) -> dict:
         line = child.stdout.readline().strip()
         result["child_ready"] = line == "ready"
         result["child_pid"] = child.pid
-        result["child_cgroup"] = gpu.read_proc_cgroup(child.pid)
+        result["child_cgroup"] = read_proc_cgroup(child.pid)
         time.sleep(1)
         started = time.perf_counter()
-        usage = gpu.gpu_usage(nvml, units={UNIT: "gpucheck"})
+        usage = gpu_usage(nvml, units={UNIT: "gpucheck"})
         result["usage_s"] = round(time.perf_counter() - started, 4)
         result["usage"] = [asdict(u) for u in usage]
-        result["by_user"] = gpu.usage_by_user(usage)
+        result["by_user"] = usage_by_user(usage)
     finally:
         child.kill()
         child.wait()
@@ -127,9 +129,9 @@ def main() -> None:
         "nvml_module": getattr(nvml, "__file__", "fake" if nvml is not None else None),
         "detection": detection.as_dict(),
         "timing": times,
-        "enabled_in_auto_mode": gpu.resolve_mode(gpu.MODE_AUTO, detection),
-        "unit_properties_round_robin_first": gpu.unit_properties(True, detection.gpus[:1]),
-        "lab_environment_first": gpu.lab_environment(True, bool(detection.gpus), detection.gpus[:1]),
+        "enabled_in_auto_mode": resolve_mode(MODE_AUTO, detection),
+        "unit_properties_round_robin_first": unit_properties(True, detection.gpus[:1]),
+        "lab_environment_first": lab_environment(True, bool(detection.gpus), detection.gpus[:1]),
     }
     if args.fake is None and detection.gpus:
         report["torch"] = torch_checks(nvml, detection)

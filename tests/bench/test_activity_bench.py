@@ -26,7 +26,8 @@ from pathlib import Path
 import pytest
 
 from hub_ext.activity import accounting, score
-from hub_ext.activity.sampler import ActivityMonitor, Target
+from hub_ext.activity.model import Target
+from hub_ext.activity.service import ActivityMonitor
 from hub_ext.activity.store import Store
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"

@@ -20,24 +20,21 @@ all of them go to artifacts/bench.json.
 
 from __future__ import annotations
 
-import concurrent.futures
 import json
 import secrets
 import statistics
-import threading
 import time
-from pathlib import Path
 
 import pytest
 import requests
 
 from hubclient import HubClient
+from spawn_burst import ARTIFACTS, describe_burst, run_burst, write_result
 
 SPAWNS = 10
 # every path is polled at the same rate, so no side gains from a coarser client
 POLL_S = 0.05
 BURSTS = (10, 20)
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 
 PLAIN_CONFIG = """\
 # Plain JupyterHub + SystemdSpawner, default settings: only what is needed to
@@ -170,58 +167,11 @@ def test_spawn_latency_platform_vs_plain_systemdspawner_vs_floor(host, platform_
     assert all(len(v) == SPAWNS for v in timings.values())
 
 
-def write_result(key: str, value) -> None:
-    """Merge one benchmark's result into artifacts/bench.json."""
-    path = ARTIFACTS / "bench.json"
-    ARTIFACTS.mkdir(exist_ok=True)
-    data = json.loads(path.read_text()) if path.exists() else {}
-    data[key] = value
-    path.write_text(json.dumps(data, indent=2))
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 @pytest.mark.parametrize("n", BURSTS)
 def test_burst_of_concurrent_spawns(host, platform_hub, n, capsys):
     client, _ = platform_hub
-    users = [f"burst{n}-{i}-{secrets.token_hex(2)}" for i in range(n)]
-    for user in users:
-        assert client.api("POST", f"users/{user}").status_code == 201
-    latencies: list[float] = []
-    errors: list[str] = []
-    done = threading.Event()
-
-    def poll_hub_api() -> None:
-        poller = client.copy()
-        while not done.is_set():
-            started = time.monotonic()
-            r = poller.api("GET", f"users/{users[0]}", timeout=30)
-            latencies.append(time.monotonic() - started)
-            if r.status_code != 200:
-                errors.append(str(r.status_code))
-            time.sleep(0.1)
-
-    poller = threading.Thread(target=poll_hub_api)
-    poller.start()
-    started = time.monotonic()
-    try:
-        with concurrent.futures.ThreadPoolExecutor(n) as pool:
-            ready = list(pool.map(lambda u: client.start_server(u, timeout=600), users))
-        all_ready = time.monotonic() - started
-    finally:
-        done.set()
-        poller.join()
-        with concurrent.futures.ThreadPoolExecutor(n) as pool:
-            list(pool.map(lambda u: client.api("DELETE", f"users/{u}"), users))
-    result = {"n": n, "all_ready_s": all_ready, "each_ready_s": ready,
-              "hub_api_p50_s": percentile(latencies, 0.5), "hub_api_p95_s": percentile(latencies, 0.95),
-              "hub_api_calls": len(latencies), "hub_api_errors": errors}
+    result = run_burst(client, n)
     write_result(f"burst_{n}", result)
     with capsys.disabled():
-        print(f"\nburst   N={n:<3d} all ready {all_ready:6.1f} s  (median one {statistics.median(ready):.1f} s); "
-              f"hub API p50 {result['hub_api_p50_s'] * 1000:.0f} ms, p95 {result['hub_api_p95_s'] * 1000:.0f} ms "
-              f"over {len(latencies)} calls")
-    assert len(ready) == n and errors == []
+        print(f"\nburst   {describe_burst(result)}")
+    assert len(result["each_ready_s"]) == n and result["hub_api_errors"] == []

@@ -7,6 +7,7 @@ extension "hour" worth 10 s, so an extended deadline passes within the test.
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 
@@ -102,8 +103,14 @@ def test_extension_survives_a_hub_restart(host, admin, culling):
     admin.wait_hub()
     info = admin.api("GET", f"users/{user}/session-info").json()
     assert info["extensions_used_hours"] == 2 and info["extensions_available_hours"] == 0
-    mode = host.exec("stat", "-c", "%U %a", "/var/lib/jupyterhub/session_extensions.json").stdout
-    assert mode.split() == ["root", "600"]
+    # kept in the spawner's state, in the hub's own database; no file of its own
+    state = host.exec("/opt/jupyterhub/bin/python", "-c", (
+        "import json, sqlite3, sys; db = sqlite3.connect('/var/lib/jupyterhub/jupyterhub.sqlite');"
+        "rows = db.execute('select s.state from spawners s join users u on s.user_id = u.id "
+        "where u.name = ? and s.name = ?', (sys.argv[1], '')).fetchall();"
+        "print(json.dumps(json.loads(rows[0][0]).get('session_extension')))"), user).stdout
+    assert json.loads(state)["hours"] == 2
+    assert host.exec("test", "-e", "/var/lib/jupyterhub/session_extensions.json", check=False).returncode == 1
     admin.stop_server(user)
 
 

@@ -195,6 +195,7 @@ def test_check_diff_runs_clean_on_a_deployed_host(host):
 @pytest.mark.parametrize("variable,value", [
     ("jupyterhub_spawner_mem_limit", "-1G"),
     ("jupyterhub_spawner_cpu_limit", "-2"),
+    ("jupyterhub_spawner_tasks_max", "0"),
     ("jupyterhub_base_url", "no-slashes"),
     ("jupyterhub_spawner_ready_poll_interval", "10"),
     ("jupyterhub_signup_max_pending", "-1"),

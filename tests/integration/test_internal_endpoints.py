@@ -210,4 +210,4 @@ def test_a_proxy_that_cannot_listen_fails_and_comes_back_by_itself(host, admin):
     # no one touches it: Restart= brings it back with the fixed configuration
     wait_active(host, "configurable-http-proxy.service", timeout=90)
     admin.wait_hub()
-    assert requests.get(admin.url("hub/api/health"), verify=False, timeout=10).status_code in (200, 429)
+    assert requests.get(admin.url("hub/api/health"), verify=False, timeout=10).status_code == 200

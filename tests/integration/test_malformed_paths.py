@@ -6,7 +6,7 @@ escape of a byte that is not UTF-8: configurable-http-proxy's route lookup
 (decodeURIComponent) threw on it and answered 500 for every path, hub and labs
 alike (and, for a websocket upgrade, wrote that page to the socket with no
 status line, which nginx turned into an error of its own);
-etc/configurable-http-proxy/proxy-fixes.js answers 400 before the
+ansible/roles/proxy/files/proxy-fixes.js answers 400 before the
 lookup. The proxy is asked directly too, so the test shows
 the fix is in the proxy and not in front of it.
 """

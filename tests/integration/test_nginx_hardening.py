@@ -1,5 +1,5 @@
 """nginx.service, the one unit facing the internet, runs in the sandbox of
-systemd/nginx.service.d/50-hardening.conf (installed by the nginx role) and
+ansible/roles/nginx/files/50-hardening.conf (installed by the nginx role) and
 still does its job: the configuration tests, a reload swaps the workers and
 keeps serving, and a log reopen (what logrotate asks for) recreates the log.
 """

@@ -1,5 +1,5 @@
 """nginx answers for the platform's names only, and the hub and each lab keep
-to their own origins (etc/nginx/jupyterhub.conf.j2, docs/architecture.md).
+to their own origins (ansible/roles/nginx/templates/jupyterhub.conf.j2, docs/architecture.md).
 
 * A Host that is neither the domain nor a subdomain of it is refused (421 over
   HTTP and over TLS; an unknown TLS SNI name gets no handshake at all) and is

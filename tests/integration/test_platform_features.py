@@ -232,8 +232,16 @@ def test_nothing_secret_on_the_settings_page_or_files(host, admin, admin_browser
 # --- health ---------------------------------------------------------------------------
 
 
+def test_jupyterhubs_own_health_probe_keeps_its_paths(host, admin):
+    """/hub/health and /hub/api/health are JupyterHub's probe: an empty 200, never
+    rate limited (the platform's detailed health has a path of its own)."""
+    for path in ("hub/health", "hub/api/health"):
+        answers = [requests.get(admin.url(path), verify=False, timeout=10) for _ in range(3)]
+        assert [(r.status_code, r.text) for r in answers] == [(200, "")] * 3, path
+
+
 def test_health_is_status_only_for_anonymous_callers_and_rate_limited(host, admin):
-    url = admin.url("hub/api/health")
+    url = admin.url("hub/api/platform/health")
     time.sleep(1.1)  # an earlier request from this address may be within the interval
     first = requests.get(url, verify=False, timeout=10)
     second = requests.get(url, verify=False, timeout=10)
@@ -247,21 +255,25 @@ def test_health_is_status_only_for_anonymous_callers_and_rate_limited(host, admi
 
 def test_health_details_need_a_token_with_read_hub(host, admin):
     time.sleep(1.1)
-    body = admin.api("GET", "health").json()
+    body = admin.api("GET", "platform/health").json()
     assert body["status"] == "ok" and body["uptime_seconds"] >= 0 and body["uptime"]
-    assert body["version"]["jupyterhub"] and body["version"]["platform"]
+    assert body["version"]["jupyterhub"]
+    # the platform's version is the installed hub_ext wheel's, which setuptools-scm took from git
+    wheel = host.exec("ls", "/opt/jupyterhub/wheels").stdout.split()
+    assert len(wheel) == 1 and wheel[0].startswith("hub_ext-"), wheel
+    assert body["version"]["platform"] == wheel[0].split("-")[1] != "0.0.0+unknown"
     assert body["users"]["total"] >= 1 and body["users"]["active_servers"] >= 0
     # a token without read:hub (a user's own) sees the status only
     user = as_user(admin, new_user(admin, "hlt"))
     time.sleep(1.1)
-    r = user.api("GET", "health")
+    r = user.api("GET", "platform/health")
     assert r.status_code == 200 and r.json() == {"status": "ok"}, r.text
 
 
 def _health_codes(host, client_addresses, headers=None):
     """GET the health endpoint through nginx, one request per client address in
     turn (client_from: the demo's nginx listens on every loopback address)."""
-    return [client_from(host, address).get("hub/api/health", headers=headers).status_code
+    return [client_from(host, address).get("hub/api/platform/health", headers=headers).status_code
             for address in client_addresses]
 
 
@@ -288,7 +300,7 @@ def test_a_lab_cannot_claim_a_client_address(host, admin):
                 codes.append(subprocess.run(
                     ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
                      "--unix-socket", "/run/jupyterhub/hub.sock",
-                     "-H", f"X-Real-IP: {ip}", "http://hub/jupyterhub/hub/api/health"],
+                     "-H", f"X-Real-IP: {ip}", "http://hub/jupyterhub/hub/api/platform/health"],
                     capture_output=True, text=True).stdout)
             print("codes", codes)
         """))

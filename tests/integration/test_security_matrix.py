@@ -155,7 +155,7 @@ MATRIX = [
     E("HEAD", "/platform/static/uplot/uPlot.iife.min.js", 200, 200, 200, 200, no_xsrf=200,
       note="public asset; HEAD is safe"),
     # --- health (public, one answer per client per second) ---------------------------
-    E("GET",  "/api/health",                 200, 200, 200, 200, interval=1.1),
+    E("GET",  "/api/platform/health",        200, 200, 200, 200, interval=1.1),
 ]
 # fmt: on
 

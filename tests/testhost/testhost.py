@@ -6,11 +6,13 @@ Lifecycle (each step a sub-command, each also importable for the tests):
 * ``build``  debootstrap a Debian 12 root once and cache it under
   ``.cache/testhost/base-<recipe hash>``; a change of ``RECIPE`` (or of the
   files copied in from this machine) gives a new hash and so a rebuild.
-* ``up NAME --port-base N``  copy the cached root to ``.cache/testhost/hosts/NAME``
+* ``up NAME --port-base N [--enforce-limits]``  copy the cached root to ``.cache/testhost/hosts/NAME``
   (two containers cannot boot one directory), boot it with
   ``systemd-nspawn --register=no --keep-unit -b`` (there is no host systemd),
   wait until ``systemctl is-system-running`` settles, and write an Ansible
-  inventory that reaches it over SSH like a real server.
+  inventory that reaches it over SSH like a real server. ``--enforce-limits``
+  boots it in legacy cgroup mode with writable limit controllers, so the labs'
+  memory, task and CPU limits hold (``limits_writable()``).
 * ``exec NAME -- CMD``  run a command as root inside (``nsenter -a``).
 * ``deploy NAME``  run ``ansible/site.yml`` against it.
 * ``down NAME``  power it off and delete its copy.
@@ -194,6 +196,10 @@ class Host:
     admin_password: str = ""
     ports: dict = field(default_factory=dict)
     extra_vars: dict = field(default_factory=dict)
+    # boot in legacy cgroup mode with writable memory/pids/cpu controllers, so
+    # the labs' MemoryMax=, TasksMax= and CPUQuota= take effect (limits_writable())
+    enforce_limits: bool = False
+    cgroups: list = field(default_factory=list)  # this host's cgroups on the build machine
 
     @property
     def dir(self) -> Path:
@@ -273,7 +279,7 @@ class Host:
         (self.dir / "host.json").write_text(json.dumps(asdict(self), indent=2))
 
     @classmethod
-    def load(cls, name: str) -> "Host":
+    def load(cls, name: str) -> Host:
         data = json.loads((HOSTS / name / "host.json").read_text())
         return cls(**data)
 
@@ -311,21 +317,58 @@ def _find_init(nspawn_pid: int, timeout: float = 30) -> int:
     raise RuntimeError(f"systemd-nspawn {nspawn_pid} did not start a systemd")
 
 
-def _cgroup_dirs(name: str) -> list[Path]:
-    """This host's own cgroup on the build machine, one per writable hierarchy.
+# The v1 controllers a lab's limits need: MemoryMax= (memory), TasksMax= (pids),
+# CPUQuota=/CPUWeight= (cpu), and cpuacct: systemd handles cpu and cpuacct as
+# one joined pair and, with cpuacct read-only, realizes neither. (Mounted apart,
+# as the build machine has them, it still leaves the units in cpuacct's root,
+# so CPUUsageNSec stays unset; docs/testing.md.)
+LIMIT_CONTROLLERS = ("memory", "pids", "cpu", "cpuacct")
+# cpu.shares of an enforcing host's cgroup on the build machine. With the
+# default 1024 the whole host weighs as much as one busy process of the build
+# machine: with ten of them it gets a tenth of a core, and no lab's CPU limit
+# (half a core, one core) could ever bind. It stands in for a server of its own.
+HOST_CPU_SHARES = 10240
+
+
+def own_cgroups(proc_cgroup: str) -> dict[str, str]:
+    """Hierarchy name -> this process's cgroup in it, from /proc/self/cgroup text
+    ("4:memory:/a/b" -> {"memory": "/a/b"}; the unified one is "unified")."""
+    found = {}
+    for line in proc_cgroup.splitlines():
+        _id, controllers, path = line.split(":", 2)
+        name = controllers.removeprefix("name=") if controllers else "unified"
+        found[name] = path
+    return found
+
+
+def _cgroup_dirs(name: str, enforce_limits: bool = False) -> list[Path]:
+    """This host's own cgroup on the build machine, one per hierarchy it needs.
 
     Without a host systemd, nspawn nests the container under the caller's cgroup
     as ``payload``; two hosts started from the same cgroup would share
     ``/payload/system.slice/<unit>`` and see each other's units (a lab
     named jupyter-admin-singleuser in both, for instance). Each host therefore
-    boots from a cgroup of its own.
+    boots from a cgroup of its own, below the caller's (the build machine may
+    put this process in a memory cgroup of its own: a host must stay inside it).
+    An enforcing host also gets one in each of LIMIT_CONTROLLERS.
     """
     root = Path("/sys/fs/cgroup")
     if (root / "cgroup.controllers").exists():  # pure cgroup v2
-        hierarchies = [root]
-    else:  # hybrid/v1: the named systemd hierarchy and the unified one
-        hierarchies = [h for h in (root / "systemd", root / "unified") if h.is_dir()]
-    return [h / f"testhost-{name}" for h in hierarchies]
+        return [root / f"testhost-{name}"]
+    # hybrid/v1: the named systemd hierarchy and the unified one
+    wanted = ["systemd", "unified"] + (list(LIMIT_CONTROLLERS) if enforce_limits else [])
+    mine = own_cgroups(Path("/proc/self/cgroup").read_text())
+    dirs = []
+    for hierarchy in wanted:
+        mount = root / hierarchy
+        if mount.is_dir() and hierarchy in mine:
+            dirs.append(mount / mine[hierarchy].lstrip("/") / f"testhost-{name}")
+    if enforce_limits:
+        missing = [c for c in LIMIT_CONTROLLERS if not (root / c / "cgroup.procs").exists()]
+        if missing:
+            raise SystemExit(f"test host {name!r}: --enforce-limits needs the cgroup v1 "
+                             f"controller hierarchies {missing} mounted under {root}")
+    return dirs
 
 
 def _enter_cgroups(dirs: list[Path]):
@@ -333,6 +376,25 @@ def _enter_cgroups(dirs: list[Path]):
         for d in dirs:
             (d / "cgroup.procs").write_text("0")
     return enter
+
+
+def limits_writable(host: Host) -> None:
+    """Make the host's limit controllers writable, then let its systemd use them.
+
+    nspawn mounts each v1 controller hierarchy read-only, so systemd inside
+    cannot create a unit's memory/pids/cpu cgroup and every limit stays on
+    paper. From inside the container's mount and cgroup namespaces a fresh
+    mount of the same controller is rooted at the container's own cgroup
+    (nothing outside it is reachable) and writable. A plain ``remount,rw`` is
+    refused as busy for memory, hence umount + mount. daemon-reexec makes
+    systemd re-probe the controllers and realize every unit's cgroup in them.
+    """
+    script = "set -e\n" + "".join(
+        f"umount -l /sys/fs/cgroup/{c}\n"
+        f"mount -t cgroup -o {c},nosuid,nodev,noexec cgroup /sys/fs/cgroup/{c}\n"
+        for c in LIMIT_CONTROLLERS)
+    host.sh(script)
+    host.exec("systemctl", "daemon-reexec")
 
 
 def _remove_cgroups(dirs: list[Path]) -> None:
@@ -352,7 +414,8 @@ def _ensure_ssh_key(path: Path) -> None:
         run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "testhost", "-f", str(path)])
 
 
-def up(name: str, port_base: int, extra_vars: dict | None = None) -> Host:
+def up(name: str, port_base: int, extra_vars: dict | None = None,
+       enforce_limits: bool = False) -> Host:
     if (HOSTS / name / "host.json").exists():
         old = Host.load(name)
         if old.is_running():
@@ -367,7 +430,7 @@ def up(name: str, port_base: int, extra_vars: dict | None = None) -> Host:
     base = build()
     host = Host(name=name, port_base=port_base, root=str(HOSTS / name / "root"),
                 ports=ports(port_base), extra_vars=extra_vars or {},
-                admin_password=secrets.token_urlsafe(12))
+                admin_password=secrets.token_urlsafe(12), enforce_limits=enforce_limits)
     host.dir.mkdir(parents=True, exist_ok=True)
     log(f"copying base root for {name}")
     run(["cp", "-a", "--reflink=auto", str(base), host.root])
@@ -385,24 +448,37 @@ def up(name: str, port_base: int, extra_vars: dict | None = None) -> Host:
     argv = ["systemd-nspawn", "-D", host.root, "--register=no", "--keep-unit", "-b",
             f"--machine=th-{name}", "--console=read-only"]
     argv += [f"--bind-ro={p}" for p in READONLY_BINDS if Path(p).is_dir()]
-    cgroups = _cgroup_dirs(name)
+    cgroups = _cgroup_dirs(name, enforce_limits)
     for d in cgroups:
         d.mkdir(exist_ok=True)
-    console = open(host.dir / "console.log", "wb")
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=console,
-                            stderr=subprocess.STDOUT, start_new_session=True,
-                            preexec_fn=_enter_cgroups(cgroups))
+        if (d / "cpu.shares").exists():
+            (d / "cpu.shares").write_text(str(HOST_CPU_SHARES))
+    host.cgroups = [str(d) for d in cgroups]
+    env = dict(os.environ)
+    if enforce_limits:
+        # legacy mode: the container sees the v1 controllers (limits_writable()
+        # opens them); in the hybrid default its systemd uses the empty unified one
+        env["SYSTEMD_NSPAWN_UNIFIED_HIERARCHY"] = "0"
+    # the container keeps writing its console; this process's copy is closed at once
+    with open(host.dir / "console.log", "wb") as console:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=console,
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=_enter_cgroups(cgroups), env=env)
     host.nspawn_pid = proc.pid
     host.init_pid = _find_init(proc.pid)
     host.save()
     try:
+        if enforce_limits:
+            _wait_running(host)
+            limits_writable(host)
         _wait_running(host)
         _wait_ssh(host)
     except BaseException:
         # a host that booted but never became usable is not left running
         down(name)
         raise
-    log(f"{name} is up (init pid {host.init_pid}, ssh 127.0.0.1:{host.ports['ssh']})")
+    log(f"{name} is up (init pid {host.init_pid}, ssh 127.0.0.1:{host.ports['ssh']}"
+        f"{', limits enforced' if enforce_limits else ''})")
     return host
 
 
@@ -470,6 +546,20 @@ def _write_inventory(host: Host) -> None:
     host.inventory.write_text(json.dumps(inventory, indent=2))
 
 
+# The suite's enforcing host (tests/conftest.py limits_host): small limits, so
+# the labs reach them cheaply (a lab with JupyterLab and a kernel fits in 512M),
+# a profile with more memory and one with half a core.
+LIMITS_HOST_VARS = {
+    "jupyterhub_spawner_mem_limit": "512M",
+    "jupyterhub_spawner_cpu_limit": 1.0,
+    "jupyterhub_spawner_tasks_max": 200,
+    "jupyterhub_resource_profiles": {"big-mem": {"mem_limit": "1G"}, "half-cpu": {"cpu_limit": 0.5}},
+    # the hub-priority bench starts 20 labs at once, each capped at one core, on
+    # two shared cores: a lab may take over a minute to listen
+    "jupyterhub_spawner_start_timeout": 300,
+    "jupyterhub_spawner_http_timeout": 300,
+}
+
 # Every lab on the hub's origin (jupyterhub_user_subdomains false), reached by
 # address: tests/hubclient.py takes a hub URL with an IP address for this mode.
 SINGLE_ORIGIN_VARS = {"jupyterhub_user_subdomains": False, "jupyterhub_domain": "127.0.0.1"}
@@ -500,9 +590,27 @@ def deploy(name: str, *ansible_args: str, check: bool = True,
     if capture:
         res = subprocess.run(argv, env=env, text=True, capture_output=True, cwd=REPO)
         if check and res.returncode:
-            raise RuntimeError(f"ansible-playbook failed ({res.returncode}):\n{res.stdout[-6000:]}\n{res.stderr[-3000:]}")
+            raise RuntimeError(f"ansible-playbook failed ({res.returncode}):\n"
+                               f"{res.stdout[-6000:]}\n{res.stderr[-3000:]}")
         return res
     return subprocess.run(argv, env=env, check=check, cwd=REPO)
+
+
+def provision(name: str, port_base: int, extra_vars: dict | None = None,
+              enforce_limits: bool = False, reuse: bool = False, log_to: Path | None = None) -> Host:
+    """A running host with the platform deployed: the kept one when ``reuse``
+    and it was deployed and still runs, else a fresh one (up + deploy)."""
+    marker = HOSTS / name / "deployed"
+    if reuse and marker.exists():
+        existing = Host.load(name)
+        if existing.is_running():
+            return existing
+    host = up(name, port_base, extra_vars, enforce_limits)
+    res = deploy(name, capture=True)
+    if log_to:
+        log_to.write_text(res.stdout + res.stderr)
+    marker.write_text("")
+    return host
 
 
 def down(name: str) -> None:
@@ -522,9 +630,9 @@ def down(name: str) -> None:
         if host.is_running():
             os.killpg(host.nspawn_pid, signal.SIGKILL)
             time.sleep(1)
-    _remove_cgroups(_cgroup_dirs(name))
+    _remove_cgroups([Path(d) for d in host.cgroups] if host and host.cgroups else _cgroup_dirs(name))
     root = (hdir / "root").resolve()
-    if any(line.split()[1].startswith(str(root)) for line in open("/proc/mounts")):
+    if any(line.split()[1].startswith(str(root)) for line in Path("/proc/mounts").read_text().splitlines()):
         raise RuntimeError(f"refusing to delete {root}: something is still mounted below it")
     shutil.rmtree(hdir)
     log(f"{name} is down")
@@ -560,6 +668,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("name")
     p.add_argument("--port-base", type=int, required=True)
     p.add_argument("--single-origin", **single_origin)
+    p.add_argument("--enforce-limits", action="store_true",
+                   help="legacy cgroup mode with writable memory/pids/cpu controllers: "
+                        "the labs' limits take effect (see docs/testing.md)")
     p = sub.add_parser("origins", help="switch a host's lab origins (then deploy it)")
     p.add_argument("name")
     p.add_argument("mode", choices=["subdomains", "single"])
@@ -575,13 +686,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", default="demo")
     p.add_argument("--port-base", type=int, default=18000)
     p.add_argument("--single-origin", **single_origin)
+    p.add_argument("--no-enforce-limits", dest="enforce_limits", action="store_false",
+                   help="the suite's default kind (limits set on the units, not enforced)")
     args = ap.parse_args(argv)
     extra_vars = SINGLE_ORIGIN_VARS if getattr(args, "single_origin", False) else {}
 
     if args.cmd == "build":
         print(build())
     elif args.cmd == "up":
-        host = up(args.name, args.port_base, extra_vars)
+        host = up(args.name, args.port_base, extra_vars, args.enforce_limits)
         print(json.dumps(asdict(host), indent=2))
     elif args.cmd == "origins":
         host = set_origins(args.name, args.mode == "subdomains")
@@ -595,7 +708,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.cmd == "down":
         down(args.name)
     elif args.cmd == "demo":
-        host = up(args.name, args.port_base, extra_vars)
+        # a newcomer should see the limits work: the demo enforces them
+        host = up(args.name, args.port_base, extra_vars, args.enforce_limits)
         deploy(host.name)
         facts_path = host.dir / "demo.json"
         facts = write_demo_facts(host, facts_path)

@@ -43,6 +43,7 @@ SAMPLE_PLATFORM_CONFIG = {
     "PlatformSpawner": {
         "mem_limit": "4G",
         "cpu_limit": 2.0,
+        "tasks_max": 1024,
         "user_workingdir": "/home/{UNIXNAME}/workspace",
         "default_shell": "/bin/bash",
         "extra_paths": [],
@@ -101,8 +102,8 @@ def write_settings(tmp_path):
 
 @pytest.fixture(autouse=True)
 def _fresh_gpu_support():
-    """hub_ext.gpu.devices.GpuSupport is one per hub process; one per test here."""
-    from hub_ext.gpu.devices import GpuSupport
+    """hub_ext.gpu.service.GpuSupport is one per hub process; one per test here."""
+    from hub_ext.gpu.service import GpuSupport
 
     GpuSupport.clear_instance()
     yield

@@ -89,12 +89,12 @@ def test_delete_user_survives_a_failing_disable(make_authenticator):
 def _with_storage(auth, users_root):
     from traitlets.config import Config
 
-    from hub_ext.storage.handlers import StorageManager
+    from hub_ext.storage.service import StorageManager
 
     c = Config()
     c.StorageManager.users_root = str(users_root)
     manager = StorageManager(config=c)
-    auth._storage_manager = lambda: manager  # the hub sets it up in get_handlers
+    auth._storage_manager = lambda: manager  # the hub hands it over (hub_ext.app)
 
 
 def test_delete_user_archives_the_directories(make_authenticator, tmp_path):
@@ -126,8 +126,9 @@ def test_delete_user_is_refused_when_the_directories_cannot_be_archived(make_aut
 
 def test_get_handlers_replace_the_get_based_state_changes(make_authenticator):
     from hub_ext.plugin import accounts as h
+    from hub_ext.plugin import platform_handlers
 
-    handlers = dict(make_authenticator().get_handlers(None))
+    handlers = dict(make_authenticator().get_handlers(None) + platform_handlers())
     assert handlers["/authorize"] is h.AuthorizationPageHandler
     assert handlers["/authorize/([^/]*)"] is h.AuthorizeActionHandler
     assert handlers["/discard/([^/]*)"] is h.DiscardActionHandler

@@ -14,13 +14,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from hub_ext import config
 from hub_ext.activity import accounting, metrics, score
-from hub_ext.activity.sampler import (
-    ActivityMonitor,
-    Target,
-    downsample,
-    sizes_entry,
-    targets_from_users,
-)
+from hub_ext.activity.model import Target, downsample, sizes_entry, targets_from_users
+from hub_ext.activity.service import ActivityMonitor
 from hub_ext.activity.store import Sample, Store, Total
 from hub_ext.process import CommandResult
 
@@ -412,7 +407,7 @@ def test_concurrent_live_requests_take_one_reading(monitor_env):
     assert len(reads) == 1
 
 
-def test_handlers_module_routes_and_setup_without_an_app():
+def test_handlers_module_routes():
     from hub_ext.plugin import activity as h
 
     routes = dict(h.default_handlers)
@@ -422,27 +417,12 @@ def test_handlers_module_routes_and_setup_without_an_app():
     assert routes["/api/activity/history/([^/]+)"] is h.ActivityHistoryHandler
     assert Path(h.STATIC_DIR, "uplot", "uPlot.iife.min.js").is_file()
     assert Path(h.STATIC_DIR, "uplot", "LICENSE").read_text().startswith("The MIT License")
-    monitor = h.setup(None)
-    assert monitor.task is None and monitor.sizes_provider is None
-    # the sizes come from the storage feature's manager in the hub's tornado settings
-    class App:
-        tornado_settings = {}
-    app = App()
-    provider = h.sizes_provider(app)
-    assert provider(["alice"]) == {}  # no storage manager: no sizes
-
-    class Manager:
-        def sizes_model(self, names):
-            return {"users": {n: {"home": 1, "workspace": 2, "cache": 3} for n in names}}
-    from hub_ext.storage.handlers import SETTINGS_KEY
-    app.tornado_settings[SETTINGS_KEY] = Manager()
-    assert provider(["alice"]) == {"alice": {"home": 1, "workspace": 2, "cache": 3}}
 
 
 def test_running_units_uses_full_unit_names():
     from types import SimpleNamespace as NS
 
-    from hub_ext.gpu.handlers import running_units
+    from hub_ext.gpu.service import running_units
 
     users = [NS(name="alice", spawners={"": NS(unit_name="jupyter-alice-singleuser", active=True)}),
              NS(name="bob", spawners={"": NS(unit_name="jupyter-bob-singleuser", active=False)})]

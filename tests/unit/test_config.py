@@ -11,7 +11,7 @@ from hub_ext.config import (
     validate_settings,
 )
 
-CONFIG_FILE = Path(__file__).resolve().parents[2] / "etc" / "jupyterhub" / "jupyterhub_config.py"
+CONFIG_FILE = Path(__file__).resolve().parents[2] / "ansible/roles/hub/files/jupyterhub_config.py"
 
 
 def rendered(settings):

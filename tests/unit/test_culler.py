@@ -17,6 +17,7 @@ from hub_ext.culling.culler import (
     cull_once,
     grant_extension,
     parse_extension_request,
+    read_extensions_file,
     server_key,
     session_status,
 )
@@ -412,34 +413,41 @@ def test_cull_once_prunes_only_records_of_gone_or_restarted_servers():
 # --- the store ----------------------------------------------------------------
 
 
-def test_store_survives_a_restart_of_the_hub(tmp_path):
-    path = tmp_path / "session_extensions.json"
-    store = ExtensionStore(path)
+def test_store_counts_a_record_for_its_start_only_and_hands_out_copies():
+    store = ExtensionStore()
     assert store.add("alice", T0, 2) == 2
     assert store.add("alice", T0, 1) == 3
     store.add(server_key("bob", "gpu"), T0 + 0.123456, 1)
-    assert (path.stat().st_mode & 0o777) == 0o600
+    assert store.hours_used("alice", T0) == 3
+    assert store.hours_used("bob/gpu", T0 + 0.123456) == 1
+    assert store.hours_used("alice", T0 + 1) == 0
+    record = store.record("alice")
+    assert record == {"started": T0, "hours": 3}
+    record["hours"] = 99  # what the spawner state gets is a copy
+    assert store.hours_used("alice", T0) == 3 and store.record("carol") is None
 
-    reopened = ExtensionStore(path)  # a new hub process
-    assert reopened.hours_used("alice", T0) == 3
-    assert reopened.hours_used("bob/gpu", T0 + 0.123456) == 1
-    assert reopened.hours_used("alice", T0 + 1) == 0
-    reopened.forget("alice")
-    assert ExtensionStore(path).keys() == ["bob/gpu"]
-    assert not list(tmp_path.glob(".session_extensions.*"))  # no temporary files left
+
+def test_extension_file_of_earlier_versions_is_read_for_migration(tmp_path):
+    path = tmp_path / "session_extensions.json"
+    path.write_text(json.dumps({
+        "alice": {"started": T0, "hours": 2},
+        "bob/gpu": {"started": int(T0), "hours": 1},
+        "carol": {"started": T0, "hours": True},  # malformed: left out
+    }))
+    assert read_extensions_file(path) == {
+        "alice": {"started": T0, "hours": 2}, "bob/gpu": {"started": T0, "hours": 1},
+    }
+    assert read_extensions_file(tmp_path / "missing.json") == {}
 
 
 @pytest.mark.parametrize(
     "content",
     ["not json", "[1, 2]", json.dumps({"alice": {"started": "x", "hours": 1}})],
 )
-def test_store_ignores_corrupt_file(tmp_path, content, caplog):
+def test_a_corrupt_extension_file_reads_as_empty(tmp_path, content):
     path = tmp_path / "session_extensions.json"
     path.write_text(content)
-    store = ExtensionStore(path)
-    assert store.hours_used("alice", T0) == 0
-    store.add("alice", T0, 1)  # and rewrites it cleanly
-    assert json.loads(path.read_text()) == {"alice": {"hours": 1, "started": T0}}
+    assert read_extensions_file(path) == {}
 
 
 def test_server_key():

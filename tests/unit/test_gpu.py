@@ -1,4 +1,4 @@
-"""hub_ext.gpu.devices with a fake NVML (tests/fake_nvml.py): detection, modes, policies,
+"""hub_ext.gpu (nvml, policy, usage, service) with a fake NVML (tests/fake_nvml.py): detection, modes, policies,
 unit properties and environment, usage per user, and the spawner's use of them."""
 
 from __future__ import annotations
@@ -15,7 +15,20 @@ from traitlets.config import Config
 
 from fake_nvml import FakeNvml, NVMLError, NVMLError_LibraryNotFound, fake_gpu
 from hub_ext.config import PlatformSettingsError, apply_platform_settings, validate_settings
-from hub_ext.gpu import devices as gpu
+from hub_ext.gpu.nvml import NvmlUnavailable, detect, load_nvml
+from hub_ext.gpu.policy import (
+    MODE_AUTO,
+    MODE_OFF,
+    MODE_ON,
+    AssignmentBook,
+    GpuRequiredError,
+    choose_gpus,
+    lab_environment,
+    resolve_mode,
+    unit_properties,
+)
+from hub_ext.gpu.service import GpuSupport
+from hub_ext.gpu.usage import gpu_usage, unit_of_cgroup, usage_by_user
 
 from .fakes import FakeSystemctl
 
@@ -30,7 +43,7 @@ def fake(n=0, **kw) -> FakeNvml:
 @pytest.mark.parametrize("count", [0, 1, 4])
 def test_detect_lists_every_gpu(count):
     nvml = fake(count)
-    d = gpu.detect(nvml)
+    d = detect(nvml)
     assert [g.index for g in d.gpus] == list(range(count))
     assert d.errors == () and d.driver_version == "580.00.00"
     if count:
@@ -39,48 +52,48 @@ def test_detect_lists_every_gpu(count):
         assert g.name == "NVIDIA Fake GPU"  # bytes from old pynvml decoded
         assert g.memory_total == 16 * 1024**3 and g.device == f"/dev/nvidia{count - 1}"
     assert nvml.initialised == 0  # shut down again
-    assert gpu.resolve_mode(gpu.MODE_AUTO, d) is (count > 0)
-    assert gpu.resolve_mode(gpu.MODE_OFF, d) is False
+    assert resolve_mode(MODE_AUTO, d) is (count > 0)
+    assert resolve_mode(MODE_OFF, d) is False
 
 
 def test_device_node_follows_the_minor_number_not_the_index():
-    d = gpu.detect(FakeNvml([fake_gpu(0, minor=3)]))
+    d = detect(FakeNvml([fake_gpu(0, minor=3)]))
     assert d.gpus[0].device == "/dev/nvidia3"
 
 
 def test_nvml_library_missing_resolves_auto_to_off_and_on_to_an_error():
-    d = gpu.detect(fake(init_error=NVMLError_LibraryNotFound("NVML Shared Library Not Found")))
+    d = detect(fake(init_error=NVMLError_LibraryNotFound("NVML Shared Library Not Found")))
     assert d.gpus == ()
     assert d.errors == ("NVML init failed: NVMLError_LibraryNotFound: NVML Shared Library Not Found",)
-    assert gpu.resolve_mode(gpu.MODE_AUTO, d) is False
-    with pytest.raises(gpu.GpuRequiredError, match=r"forced on.*Library Not Found"):
-        gpu.resolve_mode(gpu.MODE_ON, d)
+    assert resolve_mode(MODE_AUTO, d) is False
+    with pytest.raises(GpuRequiredError, match=r"forced on.*Library Not Found"):
+        resolve_mode(MODE_ON, d)
 
 
 def test_python_module_missing():
-    with pytest.raises(gpu.NvmlUnavailable, match="no_such_nvml_module"):
-        gpu.load_nvml("no_such_nvml_module")
+    with pytest.raises(NvmlUnavailable, match="no_such_nvml_module"):
+        load_nvml("no_such_nvml_module")
 
 
 def test_error_mid_enumeration_skips_that_gpu_and_keeps_the_others():
-    d = gpu.detect(fake(4, fail_at=2))
+    d = detect(fake(4, fail_at=2))
     assert [g.index for g in d.gpus] == [0, 1, 3]
     assert d.errors == ("GPU 2 skipped: NVMLError: GPU is lost",)
-    assert gpu.resolve_mode(gpu.MODE_ON, d) is True
+    assert resolve_mode(MODE_ON, d) is True
 
 
 def test_mode_on_without_gpu_fails():
-    with pytest.raises(gpu.GpuRequiredError, match="no device"):
-        gpu.resolve_mode(gpu.MODE_ON, gpu.detect(fake(0)))
+    with pytest.raises(GpuRequiredError, match="no device"):
+        resolve_mode(MODE_ON, detect(fake(0)))
 
 
-def support(nvml, monkeypatch, **config) -> gpu.GpuSupport:
+def support(nvml, monkeypatch, **config) -> GpuSupport:
     monkeypatch.setitem(sys.modules, "fake_nvml_unit", nvml)
     c = Config()
     c.GpuSupport.nvml_module = "fake_nvml_unit"
     for key, value in config.items():
         setattr(c.GpuSupport, key, value)
-    return gpu.GpuSupport.instance(config=c)
+    return GpuSupport.instance(config=c)
 
 
 def test_support_mode_off_never_touches_nvml(monkeypatch):
@@ -94,7 +107,7 @@ def test_support_mode_off_never_touches_nvml(monkeypatch):
 def test_support_auto_without_pynvml_logs_and_stays_off(caplog):
     c = Config()
     c.GpuSupport.nvml_module = "no_such_nvml_module"
-    s = gpu.GpuSupport.instance(config=c)
+    s = GpuSupport.instance(config=c)
     with caplog.at_level("INFO"):
         assert s.start() is False
     assert "GPU support off: no NVIDIA GPU found (Python module 'no_such_nvml_module'" in caplog.text
@@ -103,7 +116,7 @@ def test_support_auto_without_pynvml_logs_and_stays_off(caplog):
 
 def test_support_forced_on_without_gpu_raises(monkeypatch):
     s = support(fake(0), monkeypatch, mode=1)
-    with pytest.raises(gpu.GpuRequiredError):
+    with pytest.raises(GpuRequiredError):
         s.start()
 
 
@@ -118,25 +131,25 @@ def test_support_detects_once(monkeypatch):
 
 
 def test_policy_all():
-    assert gpu.choose_gpus("all", [0, 1, 2, 3], load={0: 5}) == (0, 1, 2, 3)
+    assert choose_gpus("all", [0, 1, 2, 3], load={0: 5}) == (0, 1, 2, 3)
 
 
 def test_policy_round_robin_takes_the_least_loaded_lowest_index_first():
-    book = gpu.AssignmentBook()
+    book = AssignmentBook()
     got = []
     for n in range(6):
         key = f"server-{n}"
-        indices = gpu.choose_gpus("round-robin", [0, 1, 2, 3], load=book.load())
+        indices = choose_gpus("round-robin", [0, 1, 2, 3], load=book.load())
         book.hold(key, indices)
         got.append(indices)
     assert got == [(0,), (1,), (2,), (3,), (0,), (1,)]
     book.release("server-2")  # GPU 2 is free again
-    assert gpu.choose_gpus("round-robin", [0, 1, 2, 3], load=book.load()) == (2,)
+    assert choose_gpus("round-robin", [0, 1, 2, 3], load=book.load()) == (2,)
 
 
 def test_policy_group():
     kw = {"group_devices": {"ml": [2, 3], "vision": [3]}, "group_counts": {"ml": 1, "big": 4}}
-    choose = gpu.choose_gpus
+    choose = choose_gpus
     assert choose("group", [0, 1, 2, 3], groups=["staff"], **kw) == ()  # no GPU group
     assert choose("group", [0, 1, 2, 3], groups=["ml"], **kw) == (2,)
     assert choose("group", [0, 1, 2, 3], groups=["ml"], load={2: 1}, **kw) == (3,)
@@ -148,34 +161,34 @@ def test_policy_group():
 
 def test_unknown_policy():
     with pytest.raises(ValueError, match="policy"):
-        gpu.choose_gpus("random", [0])
+        choose_gpus("random", [0])
 
 
 # --- unit properties and environment ---
 
 
-GPUS = gpu.detect(fake(4)).gpus
+GPUS = detect(fake(4)).gpus
 
 
 def test_unit_properties_for_each_case():
-    assert gpu.unit_properties(False, GPUS) == {}
-    assert gpu.unit_properties(True, []) == {"DevicePolicy": "closed"}  # no NVIDIA node at all
-    assert gpu.unit_properties(True, [GPUS[3], GPUS[1]]) == {
+    assert unit_properties(False, GPUS) == {}
+    assert unit_properties(True, []) == {"DevicePolicy": "closed"}  # no NVIDIA node at all
+    assert unit_properties(True, [GPUS[3], GPUS[1]]) == {
         "DevicePolicy": "closed",
         "DeviceAllow": [
             "/dev/nvidiactl rw", "/dev/nvidia-uvm rw", "/dev/nvidia-uvm-tools rw",
             "/dev/nvidia1 rw", "/dev/nvidia3 rw",
         ],
     }
-    assert not any("char-" in line for line in gpu.unit_properties(True, GPUS)["DeviceAllow"])
+    assert not any("char-" in line for line in unit_properties(True, GPUS)["DeviceAllow"])
 
 
 def test_lab_environment():
-    assert gpu.lab_environment(False, False, []) == {
+    assert lab_environment(False, False, []) == {
         "NVIDIA_DETECTED": "0", "JUPYTERHUB_GPU_ENABLED": "0",
         "ENABLE_GPU_SUPPORT": "0", "ENABLE_GPUSTAT": "0",
     }
-    env = gpu.lab_environment(True, True, [GPUS[2], GPUS[0]])
+    env = lab_environment(True, True, [GPUS[2], GPUS[0]])
     uuids = f"{GPUS[0].uuid},{GPUS[2].uuid}"
     assert env == {
         "NVIDIA_DETECTED": "1", "JUPYTERHUB_GPU_ENABLED": "1",
@@ -183,7 +196,7 @@ def test_lab_environment():
         "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
         "CUDA_VISIBLE_DEVICES": uuids, "NVIDIA_VISIBLE_DEVICES": uuids,
     }
-    none = gpu.lab_environment(True, True, [])
+    none = lab_environment(True, True, [])
     assert none["ENABLE_GPU_SUPPORT"] == "0" and none["CUDA_VISIBLE_DEVICES"] == ""
     assert none["NVIDIA_VISIBLE_DEVICES"] == "void"
 
@@ -200,11 +213,11 @@ CGROUPS = {
 
 
 def test_unit_of_cgroup():
-    assert gpu.unit_of_cgroup(CGROUPS[101]) == "jupyter-alice-singleuser.service"
-    assert gpu.unit_of_cgroup(CGROUPS[102]) == "jupyter-bob-singleuser.service"
-    assert gpu.unit_of_cgroup(CGROUPS[103]) is None
-    assert gpu.unit_of_cgroup(CGROUPS[104]) == "jupyter-alice-singleuser.service"
-    assert gpu.unit_of_cgroup("") is None
+    assert unit_of_cgroup(CGROUPS[101]) == "jupyter-alice-singleuser.service"
+    assert unit_of_cgroup(CGROUPS[102]) == "jupyter-bob-singleuser.service"
+    assert unit_of_cgroup(CGROUPS[103]) is None
+    assert unit_of_cgroup(CGROUPS[104]) == "jupyter-alice-singleuser.service"
+    assert unit_of_cgroup("") is None
 
 
 def test_usage_maps_process_memory_to_users_through_cgroups():
@@ -214,7 +227,7 @@ def test_usage_maps_process_memory_to_users_through_cgroups():
         fake_gpu(1, memory_used=3 * 2**30, utilization=10, processes={102: 2**30, 104: 2**30}),
     ])
     units = {"jupyter-alice-singleuser.service": "alice", "jupyter-bob-singleuser.service": "bob"}
-    usage = gpu.gpu_usage(nvml, units=units, read_cgroup=CGROUPS.get)
+    usage = gpu_usage(nvml, units=units, read_cgroup=CGROUPS.get)
     assert [(u.index, u.utilization_gpu, u.memory_used) for u in usage] == [
         (0, 80, 7 * 2**30), (1, 10, 3 * 2**30)]
     procs = {p.pid: (p.unit, p.user, p.memory_used) for u in usage for p in u.processes}
@@ -225,7 +238,7 @@ def test_usage_maps_process_memory_to_users_through_cgroups():
         102: ("jupyter-bob-singleuser.service", "bob", 2**30),
         104: ("jupyter-alice-singleuser.service", "alice", 2**30),
     }
-    assert gpu.usage_by_user(usage) == {
+    assert usage_by_user(usage) == {
         "alice": {"memory_used": 3 * 2**30, "gpus": [0, 1], "processes": 2},
         "bob": {"memory_used": 2**30, "gpus": [1], "processes": 1},
     }
@@ -234,7 +247,7 @@ def test_usage_maps_process_memory_to_users_through_cgroups():
 
 def test_usage_reports_a_broken_gpu_and_goes_on():
     nvml = fake(2, fail_at=0)
-    usage = gpu.gpu_usage(nvml, read_cgroup=CGROUPS.get)
+    usage = gpu_usage(nvml, read_cgroup=CGROUPS.get)
     assert usage[0].error == "NVMLError: GPU is lost" and usage[1].error is None
 
 
@@ -388,7 +401,7 @@ def test_round_robin_continues_across_a_hub_restart(gpu_spawner):
     saved = {"alice": a.get_state(), "bob": b.get_state()}
 
     # hub restart: a new process, spawners rebuilt from the database's state
-    gpu.GpuSupport.clear_instance()
+    GpuSupport.clear_instance()
     for name, state in saved.items():
         gpu_spawner(name, nvml, policy="round-robin").load_state(state)
     c = gpu_spawner("carol", nvml, policy="round-robin")
@@ -405,7 +418,7 @@ def test_round_robin_continues_across_a_hub_restart(gpu_spawner):
     e = gpu_spawner("erin", nvml, policy="round-robin")
     gpu_spawner.started(e)
     assert e.gpu_indices == (1,)
-    assert gpu.GpuSupport.instance().book.as_dict() == {
+    assert GpuSupport.instance().book.as_dict() == {
         "jupyter-alice-singleuser": [0], "jupyter-carol-singleuser": [2],
         "jupyter-dave-singleuser": [0], "jupyter-erin-singleuser": [1],
     }

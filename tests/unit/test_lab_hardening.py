@@ -7,7 +7,8 @@ directives, and that GPUs, admin overrides and sudo survive them.
 
 import pytest
 
-from hub_ext.gpu import devices as gpu
+from hub_ext.gpu.nvml import Gpu
+from hub_ext.gpu.policy import unit_properties
 from hub_ext.units.lab_unit import SUDO_CAPABILITIES, build_unit_properties, lab_hardening
 
 # Measured on the test host (systemd 252): each of these makes systemd set
@@ -21,7 +22,7 @@ IMPLY_NO_NEW_PRIVILEGES = {
     "MemoryDenyWriteExecute",
 }
 
-NVIDIA0 = gpu.Gpu(index=0, uuid="GPU-0", name="H100", memory_total=80 * 2**30, minor=0)
+NVIDIA0 = Gpu(index=0, uuid="GPU-0", name="H100", memory_total=80 * 2**30, minor=0)
 
 
 def normal(**options):
@@ -80,7 +81,7 @@ def test_hardening_off_leaves_the_unit_as_systemdspawner_makes_it():
 
 @pytest.mark.parametrize("build", [normal, privileged])
 def test_gpus_stay_reachable(build):
-    access = gpu.unit_properties(True, [NVIDIA0])
+    access = unit_properties(True, [NVIDIA0])
     p = build(isolate_devices=True, device_access=access)
     assert p["DevicePolicy"] == "closed"
     assert p["DeviceAllow"] == access["DeviceAllow"]

@@ -7,6 +7,7 @@ the test host (tests/integration/test_security_matrix.py).
 """
 
 import asyncio
+import json
 from types import SimpleNamespace
 
 import pytest
@@ -14,15 +15,10 @@ from traitlets.config import Config
 
 from hub_ext.config import apply_platform_settings
 from hub_ext.culling.culler import HOUR
-from hub_ext.culling.handlers import (
-    SETTINGS_KEY,
-    ExtendSessionHandler,
-    SessionCuller,
-    SessionInfoHandler,
-    to_epoch,
-    to_iso,
-)
+from hub_ext.culling.handlers import ExtendSessionHandler, SessionInfoHandler
+from hub_ext.culling.service import SETTINGS_KEY, SessionCuller
 from hub_ext.plugin import session
+from hub_ext.timeutil import to_epoch, to_iso
 
 from .fakes import T0, FakeClock, FakeUser, naive_utc
 from .realhub import ADMIN, RealHub, hub_template_env
@@ -77,35 +73,41 @@ def test_config_reaches_session_culler(settings, tmp_path):
     assert culler.state_file == str(tmp_path / "session_extensions.json")
 
 
-def test_setup_without_app_starts_nothing():
-    culler = session.setup(None)
-    assert culler.task is None and culler.app is None
+def test_a_new_culler_runs_nothing_until_started():
+    culler = make_culler()
+    assert not culler.running and culler.app is None
 
 
 def test_start_when_disabled_schedules_nothing():
     culler = make_culler(enabled=False)
-    culler.start(SimpleNamespace())
-    assert culler.task is None
+
+    async def scenario():
+        culler.start()
+        assert not culler.running
+
+    asyncio.run(scenario())
 
 
-def test_run_waits_for_hub_start_then_culls_periodically():
+def test_start_culls_at_once_then_every_interval_until_stopped():
     culler = make_culler(interval=1)
     passes = []
 
     async def fake_cull():
         passes.append(culler.clock())
+        return SimpleNamespace(culled=[])
 
     culler.cull = fake_cull
 
     async def scenario():
-        started = asyncio.get_running_loop().create_future()
-        culler.start(SimpleNamespace(_start_future=started))
-        await asyncio.sleep(0.05)
-        assert passes == []  # hub not started yet
-        started.set_result(None)
+        culler.start()
+        assert culler.period == 1
         await asyncio.sleep(0.05)
         assert len(passes) == 1  # first pass at once
-        culler.task.cancel()
+        await asyncio.sleep(1.1)
+        assert len(passes) == 2  # the next one an interval later
+        culler.stop()
+        await asyncio.sleep(1.1)
+        assert len(passes) == 2 and not culler.running
 
     asyncio.run(scenario())
 
@@ -294,19 +296,85 @@ def test_forbidden_comes_before_input_validation(hub, culler):
     assert extend(hub, "bob", "alice", {"hours": "x"})[0] == 403
 
 
-def test_extension_survives_hub_restart(tmp_path):
+def fake_hub(*users):
+    """The parts of the hub the culler reads: started spawners, users, the database."""
+    for u in users:
+        u.spawner.orm_spawner.user = u
+        u.spawner.orm_spawner.name = ""
+        u.spawner.get_state = lambda s=u.spawner: (
+            {"session_extension": s.session_extension} if s.session_extension else {})
+
+    class Query:
+        def filter(self, *_):
+            return [u.spawner.orm_spawner for u in users if u.spawner.orm_spawner.started]
+
+    commits = []
+    by_name = {u.name: u for u in users}
+    return SimpleNamespace(
+        db=SimpleNamespace(query=lambda _: Query(), commit=lambda: commits.append(1)),
+        users={**{u: u for u in users}, **by_name}, commits=commits,
+    )
+
+
+def test_extension_lives_in_the_spawner_state_and_survives_a_hub_restart():
     alice = FakeUser("alice")
+    alice.spawner.session_extension = None
     alice.spawner.start(T0)
-    first = make_culler(tmp_path)
+    first = make_culler()
+    first.app = fake_hub(alice)
     assert first.extend(alice, 2)["granted_hours"] == 2
-    second = make_culler(tmp_path)  # a new hub process, same state_dir
-    info = second.session_info(alice)
+    # persisted where JupyterHub keeps the spawner's state (its database)
+    assert alice.spawner.orm_spawner.state == {"session_extension": {"started": T0, "hours": 2}}
+    assert first.app.commits
+
+    # a new hub process: JupyterHub's load_state hands the spawner its record back
+    again = FakeUser("alice")
+    again.spawner.start(T0)
+    again.spawner.session_extension = alice.spawner.orm_spawner.state["session_extension"]
+    second = make_culler()
+    second.app = fake_hub(again)
+    assert second.session_info(again)["extensions_used_hours"] == 0  # not yet restored
+    second.restore_extensions()
+    info = second.session_info(again)
     assert info["extensions_used_hours"] == 2
     assert info["time_remaining_seconds"] == 600 + 2 * HOUR
+    # a record of an earlier start of the server does not count
+    third = FakeUser("alice")
+    third.spawner.start(T0 + 5000)
+    third.spawner.session_extension = {"started": T0, "hours": 2}
+    culler = make_culler()
+    culler.app = fake_hub(third)
+    culler.restore_extensions()
+    assert culler.session_info(third)["extensions_used_hours"] == 0
 
 
-def test_cull_uses_hub_servers_and_stops_through_proxy_then_spawner():
-    """SessionCuller.cull over a fake app: lists started spawners, stops the expired one."""
+def test_the_extension_file_of_earlier_versions_is_migrated_once_then_removed(tmp_path):
+    legacy = tmp_path / "session_extensions.json"
+    legacy.write_text(json.dumps({
+        "alice": {"started": T0, "hours": 2},
+        "bob": {"started": T0 - 100, "hours": 1},  # bob restarted since: void
+        "carol": {"started": T0, "hours": 1},  # not running: dropped
+    }))
+    alice, bob = FakeUser("alice"), FakeUser("bob")
+    for u in (alice, bob):
+        u.spawner.session_extension = None
+        u.spawner.start(T0)
+    culler = make_culler(tmp_path)
+    culler.app = fake_hub(alice, bob)
+    culler.restore_extensions()
+    assert not legacy.exists()
+    assert culler.session_info(alice)["extensions_used_hours"] == 2
+    assert alice.spawner.orm_spawner.state == {"session_extension": {"started": T0, "hours": 2}}
+    assert culler.session_info(bob)["extensions_used_hours"] == 0
+    assert bob.spawner.session_extension is None
+    culler.restore_extensions()  # nothing left to migrate; the state still counts
+    assert culler.session_info(alice)["extensions_used_hours"] == 2
+
+
+def test_cull_uses_hub_servers_and_stops_through_the_user_then_the_route():
+    """SessionCuller.cull over a fake app: lists started spawners, stops the expired one
+    with JupyterHub's public User.stop (which marks the server stop-pending before its
+    first await), then removes its route, also when the stop failed."""
     alice, bob = FakeUser("alice"), FakeUser("bob")
     alice.spawner.start(T0)
     bob.spawner.start(T0 + 500)
@@ -326,13 +394,15 @@ def test_cull_uses_hub_servers_and_stops_through_proxy_then_spawner():
         async def delete_user(self, user, server_name):
             calls.append(("proxy", user.name, server_name))
 
+    failing = []
+
     async def user_stop(server_name, user=alice):
-        assert user.spawner._stop_pending
         calls.append(("stop", user.name, server_name))
+        if failing:
+            raise RuntimeError("systemctl stop failed")
         user.spawner.stop()
 
     alice.stop = user_stop
-    alice.spawner._log_name = "alice"
     app = SimpleNamespace(
         db=SimpleNamespace(query=lambda _: Query()),
         # UserDict answers for orm users and names alike
@@ -342,8 +412,14 @@ def test_cull_uses_hub_servers_and_stops_through_proxy_then_spawner():
     culler.app = app
     report = asyncio.run(culler.cull())
     assert [d.server.key for d in report.culled] == ["alice"]
-    assert calls == [("proxy", "alice", ""), ("stop", "alice", "")]
-    assert alice.spawner._stop_pending is False
+    assert calls == [("stop", "alice", ""), ("proxy", "alice", "")]
+
+    alice.spawner.start(T0)
+    calls.clear()
+    failing.append(True)
+    report = asyncio.run(culler.cull())
+    assert [d.server.key for d in report.failed] == ["alice"]
+    assert calls == [("stop", "alice", ""), ("proxy", "alice", "")]
 
 
 @pytest.mark.parametrize(

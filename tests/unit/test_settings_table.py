@@ -1,31 +1,31 @@
 """Settings page table (hub_ext.admin.settings_table) and its one source of descriptions.
 
 docs/configuration.md IS the source of the descriptions the page shows, so the
-checks here are that every variable of group_vars/all.yml has exactly one row
+checks here are that every variable of the roles' defaults has exactly one row
 there, and that the page's parser reads every row of the real document.
 """
 
 from pathlib import Path
 
 import pytest
-import yaml
 
+from ansible_roles import all_defaults
 from hub_ext.admin import settings_table as st
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = (REPO / "docs" / "configuration.md").read_text()
-GROUP_VARS = yaml.safe_load((REPO / "ansible" / "group_vars" / "all.yml").read_text())
+KNOBS = all_defaults()
 
 
 def test_every_variable_has_one_row_in_the_configuration_doc():
     rows = st.parse_config_doc(DOC)
-    missing = st.undocumented(GROUP_VARS, rows)
+    missing = st.undocumented(KNOBS, rows)
     assert missing == [], f"add a row to docs/configuration.md for: {missing}"
     table_lines = [line for line in DOC.splitlines() if line.startswith("| `")]
     names = [line.split("`")[1] for line in table_lines]
     assert len(names) == len(set(names)), "a variable has two rows"
-    extra = sorted(set(rows) - set(GROUP_VARS))
-    assert extra == [], f"rows of docs/configuration.md without a variable in all.yml: {extra}"
+    extra = sorted(set(rows) - set(KNOBS))
+    assert extra == [], f"rows of docs/configuration.md without a variable in a role's defaults: {extra}"
 
 
 def test_every_row_parses_with_a_description():

@@ -30,6 +30,7 @@ def test_properties_from_options():
         bind_paths=["/u/home:/home/x", "/u/ws:/home/x/workspace"],
         mem_limit=4 * 1024**3,
         cpu_limit=1.5,
+        tasks_max=300,
         isolate_tmp=True,
         isolate_devices=True,
         disable_user_sudo=True,
@@ -46,8 +47,11 @@ def test_properties_from_options():
         "PrivateDevices": "yes",
         "MemoryAccounting": "yes",
         "MemoryMax": str(4 * 1024**3),
+        "MemorySwapMax": "0",  # no escape past MemoryMax into swap
         "CPUAccounting": "yes",
         "CPUQuota": "150%",
+        "TasksAccounting": "yes",
+        "TasksMax": "300",
         "NoNewPrivileges": "yes",
         "ReadOnlyPaths": ["/opt"],
         "ReadWritePaths": ["/opt/scratch"],
@@ -118,6 +122,8 @@ def test_unit_spec_from_platform_settings(make_spawner):
     ]
     assert spec.properties["MemoryMax"] == str(4 * 1024**3)
     assert spec.properties["CPUQuota"] == "200%"
+    assert spec.properties["MemorySwapMax"] == "0"
+    assert spec.properties["TasksMax"] == "1024"  # platform.json's tasks_max
     assert spec.properties["TemporaryFileSystem"] == [
         "/tmp:size=2G,mode=1777,nosuid,nodev",
         "/var/tmp:size=2G,mode=1777,nosuid,nodev",
@@ -137,12 +143,14 @@ def test_unit_spec_templates_and_defaults(make_spawner):
         disable_user_sudo=False,
         mem_limit=None,
         cpu_limit=None,
+        tasks_max=None,
     )
     spec = spawner.unit_spec({})
     assert spec.working_dir == "/home/jh-alice/projects/alice"
     # the admin's read-only paths come after the (sudo profile's) sandbox ones
     assert spec.properties["ReadOnlyPaths"][-1] == "/srv/data/alice"
-    for absent in ("TemporaryFileSystem", "NoNewPrivileges", "MemoryMax", "CPUQuota"):
+    for absent in ("TemporaryFileSystem", "NoNewPrivileges", "MemoryMax", "MemorySwapMax",
+                   "CPUQuota", "TasksMax"):
         assert absent not in spec.properties
 
 
@@ -457,3 +465,19 @@ def test_systemd_run_argv_repeats_list_values_and_needs_an_absolute_command():
                     "--socket-property=ListenStream=127.0.0.1:5", "/bin/lab", "--x"]
     with pytest.raises(ValueError, match="absolute path"):
         systemd_run_argv("u", ["lab"], working_dir="/w", properties={})
+
+
+def test_the_session_extension_lives_in_the_spawner_state(make_spawner):
+    """JupyterHub keeps a spawner's state in its database: the extension of this
+    start survives a hub restart there, and a stop (clear_state) ends it."""
+    spawner = make_spawner()
+    assert "session_extension" not in spawner.get_state()
+    spawner.session_extension = {"started": 1_700_000_000.0, "hours": 2}
+    state = spawner.get_state()
+    assert state["session_extension"] == {"started": 1_700_000_000.0, "hours": 2}
+    restarted = make_spawner()  # a new hub process loads the saved state
+    restarted.load_state(state)
+    assert restarted.session_extension == {"started": 1_700_000_000.0, "hours": 2}
+    restarted.clear_state()
+    assert restarted.session_extension is None
+    assert "session_extension" not in restarted.get_state()

@@ -4,7 +4,8 @@ import stat
 import pytest
 
 from hub_ext.accounts.unix_users import InvalidNameError
-from hub_ext.storage.volumes import UnsafePathError, bind_paths, ensure_user_dirs, user_dirs
+from hub_ext.storage.fsops import UnsafePathError
+from hub_ext.storage.layout import bind_paths, ensure_user_dirs, user_dirs
 
 from .fakes import T0, RecordingChown
 
@@ -121,8 +122,9 @@ import hashlib  # noqa: E402
 import json  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
 
-from hub_ext.storage import volumes as storage  # noqa: E402
+from hub_ext.storage import archive, fsops, names, sizes, trash  # noqa: E402
 
 
 def tree_manifest(top):
@@ -171,31 +173,31 @@ def outside_state(outside, bob):
 
 
 def test_check_volume_names_accepts_only_the_whitelist():
-    assert storage.check_volume_names(["cache", "home", "cache"]) == ["cache", "home"]
+    assert names.check_volume_names(["cache", "home", "cache"]) == ["cache", "home"]
     bad = [
         None, "home", {"home": 1}, [], [""], [".."], ["/etc"], ["home/../../x"], ["shared"],
         ["HOME"], ["home "], [1], [None], [["home"]], ["x" * 10_000], [".trash"],
     ]
     for volumes in bad:
-        with pytest.raises(storage.VolumeNameError):
-            storage.check_volume_names(volumes)
-    with pytest.raises(storage.VolumeNameError) as e:
-        storage.check_volume_names(["x" * 10_000])
+        with pytest.raises(names.VolumeNameError):
+            names.check_volume_names(volumes)
+    with pytest.raises(names.VolumeNameError) as e:
+        names.check_volume_names(["x" * 10_000])
     assert len(str(e.value)) < 200  # long names are not echoed whole
 
 
 def test_trash_names_round_trip_and_reject_everything_else():
-    name = storage.trash_item_name("workspace", T0 + 0.25)
+    name = names.trash_item_name("workspace", T0 + 0.25)
     assert name == "20231114T221320.250000Z-workspace"
-    item = storage.parse_trash_name(name)
+    item = names.parse_trash_name(name)
     assert (item.volume, item.trashed_at) == ("workspace", T0 + 0.25)
-    assert storage.parse_trash_name(storage.trash_item_name("home", T0, 3)).id.endswith("-home-3")
+    assert names.parse_trash_name(names.trash_item_name("home", T0, 3)).id.endswith("-home-3")
     for bad in ["", "..", "../x", "20231114T221320.250000Z-shared", "20231114T221320Z-home",
                 "20231114T221320.250000Z-home/../../etc", "x/20231114T221320.250000Z-home",
                 "20231399T221320.250000Z-home", None, 5, "20231114T221320.250000Z-home\n"]:
-        assert storage.parse_trash_name(bad) is None, bad
-        with pytest.raises(storage.VolumeNameError):
-            storage.check_trash_item_id(bad)
+        assert names.parse_trash_name(bad) is None, bad
+        with pytest.raises(names.VolumeNameError):
+            names.check_trash_item_id(bad)
 
 
 def test_reset_moves_into_trash_and_recreates_empty_with_owner_and_mode(users):
@@ -204,22 +206,22 @@ def test_reset_moves_into_trash_and_recreates_empty_with_owner_and_mode(users):
     before = tree_manifest(alice.workspace)
     chown = RecordingChown()
 
-    result = storage.reset_volumes("jh-alice", root, ["workspace", "home"], owner=(1000, 1000),
+    result = trash.reset_volumes("jh-alice", root, ["workspace", "home"], owner=(1000, 1000),
                                    now=T0, chown=chown)
 
     assert result.reset_volumes == ["workspace", "home"] and result.failed_volumes == []
     assert os.listdir(alice.workspace) == []
     assert mode(alice.workspace) == 0o700 and chown.calls[str(alice.workspace)] == (1000, 1000)
     assert sorted(os.listdir(alice.home)) == [".cache", "workspace"]  # mount points again
-    trash = alice.root / ".trash"
-    assert mode(trash) == 0o700
-    assert sorted(os.listdir(trash)) == [
+    trash_dir = alice.root / ".trash"
+    assert mode(trash_dir) == 0o700
+    assert sorted(os.listdir(trash_dir)) == [
         "20231114T221320.000000Z-home", "20231114T221320.000000Z-workspace"]
     # moved whole, links still links, never followed
-    assert tree_manifest(trash / "20231114T221320.000000Z-workspace") == before
-    assert os.readlink(trash / "20231114T221320.000000Z-workspace" / "to-bob") == str(bob.workspace)
+    assert tree_manifest(trash_dir / "20231114T221320.000000Z-workspace") == before
+    assert os.readlink(trash_dir / "20231114T221320.000000Z-workspace" / "to-bob") == str(bob.workspace)
     assert outside_state(outside, bob) == before_outside
-    assert [i.id for i in storage.list_trash("jh-alice", root)] == [
+    assert [i.id for i in trash.list_trash("jh-alice", root)] == [
         "20231114T221320.000000Z-workspace", "20231114T221320.000000Z-home"]
 
 
@@ -227,22 +229,22 @@ def test_reset_keeps_the_old_owner_without_an_account(users):
     root, _, alice, _ = users
     st = os.stat(alice.cache)
     chown = RecordingChown()
-    storage.reset_volumes("jh-alice", root, ["cache"], now=T0, chown=chown)
+    trash.reset_volumes("jh-alice", root, ["cache"], now=T0, chown=chown)
     assert chown.calls[str(alice.cache)] == (st.st_uid, st.st_gid)
 
 
 def test_reset_is_a_rename_on_the_same_filesystem(users, monkeypatch):
     root, _, alice, _ = users
     calls = []
-    real = storage.rename_noreplace
+    real = fsops.rename_noreplace
 
     def spy(*args):
         calls.append(args)
         return real(*args)
 
-    monkeypatch.setattr(storage, "rename_noreplace", spy)
-    monkeypatch.setattr(storage.shutil, "copytree", lambda *a, **k: pytest.fail("copied"))
-    storage.reset_volumes("jh-alice", root, ["workspace"], now=T0, chown=RecordingChown())
+    monkeypatch.setattr(fsops, "rename_noreplace", spy)
+    monkeypatch.setattr(fsops.shutil, "copytree", lambda *a, **k: pytest.fail("copied"))
+    trash.reset_volumes("jh-alice", root, ["workspace"], now=T0, chown=RecordingChown())
     assert len(calls) == 1 and calls[0][0] == "workspace"
 
 
@@ -258,18 +260,18 @@ def test_reset_refuses_a_trash_on_another_filesystem(users, monkeypatch):
             return os.stat_result((st.st_mode, st.st_ino, st.st_dev + 1, *st[3:10]))
         return st
 
-    monkeypatch.setattr(storage.os, "fstat", fstat)
-    result = storage.reset_volumes("jh-alice", root, ["workspace"], now=T0, chown=RecordingChown())
+    monkeypatch.setattr(fsops.os, "fstat", fstat)
+    result = trash.reset_volumes("jh-alice", root, ["workspace"], now=T0, chown=RecordingChown())
     assert result.reset_volumes == [] and "filesystem" in result.failed_volumes[0]["reason"]
     assert (alice.workspace / "notebook.ipynb").exists()
 
 
 def test_reset_of_missing_user_or_volume_reports_not_found(users):
     root, _, alice, _ = users
-    result = storage.reset_volumes("jh-nobody", root, ["home"], now=T0)
+    result = trash.reset_volumes("jh-nobody", root, ["home"], now=T0)
     assert result.failed_volumes == [{"volume": "home", "reason": "not found"}]
     alice.cache.rmdir()
-    result = storage.reset_volumes("jh-alice", root, ["cache"], now=T0, chown=RecordingChown())
+    result = trash.reset_volumes("jh-alice", root, ["cache"], now=T0, chown=RecordingChown())
     assert result.failed_volumes == [{"volume": "cache", "reason": "not found"}]
     assert not alice.cache.exists()
 
@@ -279,12 +281,12 @@ def test_reset_leaves_a_non_directory_alone(users):
     alice.cache.rmdir()
     alice.cache.symlink_to(outside)  # only root could plant this (the user root is root-owned)
     with pytest.raises(UnsafePathError):
-        storage.reset_volumes("jh-alice", root, ["cache"], now=T0, chown=RecordingChown())
+        trash.reset_volumes("jh-alice", root, ["cache"], now=T0, chown=RecordingChown())
     assert alice.cache.is_symlink() and not (alice.root / ".trash").exists()
     # a link inside the user root pointing inside it: moved as a link, never followed
     alice.cache.unlink()
     alice.cache.symlink_to(alice.workspace)
-    result = storage.reset_volumes("jh-alice", root, ["cache"], now=T0, chown=RecordingChown())
+    result = trash.reset_volumes("jh-alice", root, ["cache"], now=T0, chown=RecordingChown())
     assert result.failed_volumes[0]["volume"] == "cache" and alice.cache.is_symlink()
     assert (alice.workspace / "notebook.ipynb").exists()
     assert (outside / "passwd").read_text() == "root:x:0:0\n"
@@ -294,7 +296,7 @@ def test_reset_refuses_a_symlinked_user_root(users, tmp_path):
     root, _, _, bob = users
     (root / "jh-eve").symlink_to(bob.root)
     with pytest.raises(UnsafePathError):
-        storage.reset_volumes("jh-eve", root, ["workspace"], now=T0)
+        trash.reset_volumes("jh-eve", root, ["workspace"], now=T0)
     assert (bob.workspace / "secret.txt").exists()
 
 
@@ -302,15 +304,15 @@ def test_bad_names_touch_nothing(users):
     root, _, alice, _ = users
     before = tree_manifest(alice.root)
     for volumes in (["home", "../jh-bob/workspace"], ["workspace", ""], "home"):
-        with pytest.raises(storage.VolumeNameError):
-            storage.reset_volumes("jh-alice", root, volumes, now=T0)
+        with pytest.raises(names.VolumeNameError):
+            trash.reset_volumes("jh-alice", root, volumes, now=T0)
     assert tree_manifest(alice.root) == before
 
 
 def test_two_resets_in_the_same_microsecond_get_distinct_items(users):
     root, _, alice, _ = users
-    first = storage.reset_volumes("jh-alice", root, ["cache"], now=T0, chown=RecordingChown())
-    second = storage.reset_volumes("jh-alice", root, ["cache"], now=T0, chown=RecordingChown())
+    first = trash.reset_volumes("jh-alice", root, ["cache"], now=T0, chown=RecordingChown())
+    second = trash.reset_volumes("jh-alice", root, ["cache"], now=T0, chown=RecordingChown())
     assert first.trashed[0].id != second.trashed[0].id
     assert second.trashed[0].id.endswith("-cache-1")
 
@@ -319,10 +321,10 @@ def test_restore_round_trip_returns_every_file_and_never_overwrites(users):
     root, outside, alice, bob = users
     before = tree_manifest(alice.workspace)
     before_outside = outside_state(outside, bob)
-    result = storage.reset_volumes("jh-alice", root, ["workspace"], now=T0, chown=RecordingChown())
+    result = trash.reset_volumes("jh-alice", root, ["workspace"], now=T0, chown=RecordingChown())
     (alice.workspace / "new.txt").write_text("written after the reset")
 
-    restored = storage.restore_trash_item("jh-alice", root, result.trashed[0].id, now=T0 + 60,
+    restored = trash.restore_trash_item("jh-alice", root, result.trashed[0].id, now=T0 + 60,
                                           chown=RecordingChown())
 
     assert restored.volume == "workspace" and restored.displaced is not None
@@ -330,22 +332,22 @@ def test_restore_round_trip_returns_every_file_and_never_overwrites(users):
     # what was in place went to the trash, not away
     displaced = alice.root / ".trash" / restored.displaced.id
     assert (displaced / "new.txt").read_text() == "written after the reset"
-    assert [i.id for i in storage.list_trash("jh-alice", root)] == [restored.displaced.id]
+    assert [i.id for i in trash.list_trash("jh-alice", root)] == [restored.displaced.id]
     assert outside_state(outside, bob) == before_outside
 
 
 def test_restore_into_a_missing_directory_and_unknown_items(users):
     root, _, alice, _ = users
-    result = storage.reset_volumes("jh-alice", root, ["cache"], now=T0, chown=RecordingChown())
+    result = trash.reset_volumes("jh-alice", root, ["cache"], now=T0, chown=RecordingChown())
     alice.cache.rmdir()
-    restored = storage.restore_trash_item("jh-alice", root, result.trashed[0].id, chown=RecordingChown())
+    restored = trash.restore_trash_item("jh-alice", root, result.trashed[0].id, chown=RecordingChown())
     assert restored.displaced is None and alice.cache.is_dir()
-    with pytest.raises(storage.TrashItemNotFoundError):
-        storage.restore_trash_item("jh-alice", root, result.trashed[0].id)
-    with pytest.raises(storage.TrashItemNotFoundError):
-        storage.restore_trash_item("jh-nobody", root, result.trashed[0].id)
-    with pytest.raises(storage.VolumeNameError):
-        storage.restore_trash_item("jh-alice", root, "../../jh-bob/workspace")
+    with pytest.raises(fsops.TrashItemNotFoundError):
+        trash.restore_trash_item("jh-alice", root, result.trashed[0].id)
+    with pytest.raises(fsops.TrashItemNotFoundError):
+        trash.restore_trash_item("jh-nobody", root, result.trashed[0].id)
+    with pytest.raises(names.VolumeNameError):
+        trash.restore_trash_item("jh-alice", root, "../../jh-bob/workspace")
 
 
 def test_rename_noreplace_refuses_an_existing_target(tmp_path):
@@ -354,8 +356,8 @@ def test_rename_noreplace_refuses_an_existing_target(tmp_path):
     fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         with pytest.raises(FileExistsError):
-            storage.rename_noreplace("a", fd, "b", fd)
-        storage.rename_noreplace("a", fd, "c", fd)
+            fsops.rename_noreplace("a", fd, "b", fd)
+        fsops.rename_noreplace("a", fd, "c", fd)
     finally:
         os.close(fd)
     assert sorted(os.listdir(tmp_path)) == ["b", "c"]
@@ -364,30 +366,30 @@ def test_rename_noreplace_refuses_an_existing_target(tmp_path):
 def test_purge_deletes_only_expired_items_without_following_symlinks(users):
     root, outside, alice, bob = users
     before_outside = outside_state(outside, bob)
-    old = storage.reset_volumes("jh-alice", root, ["workspace"], now=T0, chown=RecordingChown())
-    new = storage.reset_volumes("jh-alice", root, ["cache"], now=T0 + 6 * storage.DAY,
+    old = trash.reset_volumes("jh-alice", root, ["workspace"], now=T0, chown=RecordingChown())
+    new = trash.reset_volumes("jh-alice", root, ["cache"], now=T0 + 6 * names.DAY,
                                 chown=RecordingChown())
-    trash = alice.root / ".trash"
-    (trash / "not-an-item").mkdir()
-    # links straight inside the trash, and a read-only directory in the item
-    (trash / old.trashed[0].id / "deep").chmod(0o500)
+    trash_dir = alice.root / ".trash"
+    (trash_dir / "not-an-item").mkdir()
+    # links straight inside the trash_dir, and a read-only directory in the item
+    (trash_dir / old.trashed[0].id / "deep").chmod(0o500)
 
-    report = storage.purge_trash(root, 7 * storage.DAY, now=T0 + 7 * storage.DAY + 1)
+    report = trash.purge_trash(root, 7 * names.DAY, now=T0 + 7 * names.DAY + 1)
 
     assert report.purged == [("jh-alice", old.trashed[0].id)] and report.errors == []
     assert report.kept == 1
-    assert sorted(os.listdir(trash)) == sorted([new.trashed[0].id, "not-an-item"])
+    assert sorted(os.listdir(trash_dir)) == sorted([new.trashed[0].id, "not-an-item"])
     assert outside_state(outside, bob) == before_outside
     assert (bob.workspace / "secret.txt").read_text() == "bob's"
 
 
 def test_purge_skips_symlinked_user_roots_and_trash(users):
     root, outside, alice, bob = users
-    storage.reset_volumes("jh-bob", root, ["workspace"], now=T0, chown=RecordingChown())
+    trash.reset_volumes("jh-bob", root, ["workspace"], now=T0, chown=RecordingChown())
     bob_trash = sorted(os.listdir(bob.root / ".trash"))
     (root / "jh-eve").symlink_to(bob.root)  # a user root that is a link
     (alice.root / ".trash").symlink_to(bob.root / ".trash")  # a trash that is a link
-    report = storage.purge_trash(root, storage.DAY, now=T0 + 30 * storage.DAY, dry_run=False)
+    report = trash.purge_trash(root, names.DAY, now=T0 + 30 * names.DAY, dry_run=False)
     assert report.purged == [("jh-bob", bob_trash[0])]
     assert any("jh-eve" in e for e in report.errors)
     assert any("jh-alice/.trash" in e for e in report.errors)
@@ -396,8 +398,8 @@ def test_purge_skips_symlinked_user_roots_and_trash(users):
 
 def test_purge_dry_run_deletes_nothing(users):
     root, _, alice, _ = users
-    storage.reset_volumes("jh-alice", root, ["cache"], now=T0, chown=RecordingChown())
-    report = storage.purge_trash(root, 1, now=T0 + 10, dry_run=True)
+    trash.reset_volumes("jh-alice", root, ["cache"], now=T0, chown=RecordingChown())
+    report = trash.purge_trash(root, 1, now=T0 + 10, dry_run=True)
     assert len(report.purged) == 1 and len(os.listdir(alice.root / ".trash")) == 1
 
 
@@ -406,21 +408,21 @@ def test_sizes_count_blocks_once_and_never_follow_links(users):
     (outside / "big").write_bytes(b"x" * 1_000_000)
     (alice.workspace / "blob").write_bytes(b"y" * 200_000)
     os.link(alice.workspace / "blob", alice.workspace / "blob-again")
-    sizes = storage.measure_user("jh-alice", root)
+    measured = sizes.measure_user("jh-alice", root)
     blob = os.stat(alice.workspace / "blob").st_blocks * 512
-    assert blob <= sizes["workspace"] < blob + 100_000  # the hard link counts once, /etc not at all
-    storage.reset_volumes("jh-alice", root, ["workspace"], now=T0, chown=RecordingChown())
-    sizes = storage.measure_user("jh-alice", root)
-    assert sizes["workspace"] == os.stat(alice.workspace).st_blocks * 512
-    assert list(sizes["trash_items"]) == ["20231114T221320.000000Z-workspace"]
-    assert sizes["trash"] >= blob
-    assert storage.measure_user("jh-nobody", root) is None
-    assert set(storage.measure_all(root)) == {"jh-alice", "jh-bob"}
+    assert blob <= measured["workspace"] < blob + 100_000  # the hard link counts once, /etc not at all
+    trash.reset_volumes("jh-alice", root, ["workspace"], now=T0, chown=RecordingChown())
+    measured = sizes.measure_user("jh-alice", root)
+    assert measured["workspace"] == os.stat(alice.workspace).st_blocks * 512
+    assert list(measured["trash_items"]) == ["20231114T221320.000000Z-workspace"]
+    assert measured["trash"] >= blob
+    assert sizes.measure_user("jh-nobody", root) is None
+    assert set(sizes.measure_all(root)) == {"jh-alice", "jh-bob"}
 
 
 def test_trash_item_json():
-    item = storage.parse_trash_name("20231114T221320.000000Z-home")
-    assert item.to_json(7 * storage.DAY, 4096) == {
+    item = names.parse_trash_name("20231114T221320.000000Z-home")
+    assert item.to_json(7 * names.DAY, 4096) == {
         "id": "20231114T221320.000000Z-home",
         "volume": "home",
         "trashed_at": "2023-11-14T22:13:20Z",
@@ -431,11 +433,11 @@ def test_trash_item_json():
 
 def test_cli_purge_reads_the_retention_from_platform_json(users, settings, tmp_path):
     root, _, alice, _ = users
-    now = storage.time.time()
-    storage.reset_volumes("jh-alice", root, ["cache"], now=now - 3 * storage.DAY, chown=RecordingChown())
-    storage.reset_volumes("jh-alice", root, ["home"], now=now - 1 * storage.DAY, chown=RecordingChown())
+    now = time.time()
+    trash.reset_volumes("jh-alice", root, ["cache"], now=now - 3 * names.DAY, chown=RecordingChown())
+    trash.reset_volumes("jh-alice", root, ["home"], now=now - 1 * names.DAY, chown=RecordingChown())
     settings["users_root"] = str(root)
-    storage.archive_user("jh-bob", root, now=now - 6 * storage.DAY)
+    archive.archive_user("jh-bob", root, now=now - 6 * names.DAY)
     settings["storage"] = {"trash_retention_days": 2, "deleted_user_retention_days": 5}
     config = tmp_path / "platform.json"
     config.write_text(json.dumps(settings))
@@ -449,8 +451,8 @@ def test_cli_purge_reads_the_retention_from_platform_json(users, settings, tmp_p
     assert "2 item(s) purged, 1 kept (retention 2 day(s), deleted users 5)" in run.stdout
     assert os.listdir(root / ".archive") == []
     assert [n.endswith("-home") for n in os.listdir(alice.root / ".trash")] == [True]
-    sizes = subprocess.run(cli + ["sizes"], capture_output=True, text=True)
-    assert json.loads(sizes.stdout)["jh-alice"]["trash"] > 0
+    listed = subprocess.run(cli + ["sizes"], capture_output=True, text=True)
+    assert json.loads(listed.stdout)["jh-alice"]["trash"] > 0
     settings["storage"] = {"trash_retention_days": 0}
     config.write_text(json.dumps(settings))
     bad = subprocess.run(cli + ["purge"], capture_output=True, text=True)
@@ -463,9 +465,9 @@ def test_cli_purge_reads_the_retention_from_platform_json(users, settings, tmp_p
 def test_archive_moves_the_whole_user_away_and_a_new_user_starts_empty(users):
     root, outside, alice, bob = users
     before = outside_state(outside, bob)
-    storage.reset_volumes("jh-alice", root, ["cache"], chown=RecordingChown())
+    trash.reset_volumes("jh-alice", root, ["cache"], chown=RecordingChown())
     old_alice = tree_manifest(alice.root)
-    item = storage.archive_user("jh-alice", root)
+    item = archive.archive_user("jh-alice", root)
     assert item.unix == "jh-alice" and not alice.root.exists()
     assert mode(root / ".archive") == 0o700
     # every file (trash included, links as links) is in the archive, unchanged
@@ -473,15 +475,15 @@ def test_archive_moves_the_whole_user_away_and_a_new_user_starts_empty(users):
     assert outside_state(outside, bob) == before
     fresh = ensure_user_dirs("jh-alice", root, 1000, 1000, chown=RecordingChown())
     assert [sorted(os.listdir(d)) for d in fresh.all()] == [[".cache", "workspace"], [], []]
-    assert storage.archive_user("jh-nobody", root) is None
-    assert [i.id for i in storage.list_archive(root)] == [item.id]
+    assert archive.archive_user("jh-nobody", root) is None
+    assert [i.id for i in archive.list_archive(root)] == [item.id]
 
 
 @pytest.mark.parametrize("name", ["../etc", ".archive", "jh-alice/workspace", "", "a" * 40])
 def test_archive_refuses_names_outside_one_user(users, name):
     root, outside, alice, bob = users
     with pytest.raises((InvalidNameError, UnsafePathError)):
-        storage.archive_user(name, root)
+        archive.archive_user(name, root)
     assert alice.root.exists() and bob.root.exists()
 
 
@@ -490,33 +492,33 @@ def test_archive_refuses_a_symlink_in_place_of_the_user_root(users):
     (root / "jh-mallory").symlink_to(outside)
     before = outside_state(outside, bob)
     with pytest.raises(UnsafePathError):
-        storage.archive_user("jh-mallory", root)
+        archive.archive_user("jh-mallory", root)
     assert (root / "jh-mallory").is_symlink() and outside_state(outside, bob) == before
 
 
 def test_restore_puts_the_old_directories_back_and_archives_the_new_ones(users):
     root, outside, alice, bob = users
     old_alice = tree_manifest(alice.root)
-    item = storage.archive_user("jh-alice", root, now=1_700_000_000)
+    item = archive.archive_user("jh-alice", root, now=1_700_000_000)
     ensure_user_dirs("jh-alice", root, 1000, 1000, chown=RecordingChown())
     (alice.workspace / "new.txt").write_text("new alice")
-    result = storage.restore_archived_user(root, item.id, now=1_700_000_100)
+    result = archive.restore_archived_user(root, item.id, now=1_700_000_100)
     assert result.restored == item and result.displaced.unix == "jh-alice"
     assert tree_manifest(alice.root) == old_alice
     assert (root / ".archive" / result.displaced.id / "workspace" / "new.txt").exists()
-    with pytest.raises(storage.TrashItemNotFoundError):
-        storage.restore_archived_user(root, item.id)
+    with pytest.raises(fsops.TrashItemNotFoundError):
+        archive.restore_archived_user(root, item.id)
     for bad in ("../../etc", "20260101T000000.000000Z-../x", None, "20260101T000000.000000Z-.archive"):
-        with pytest.raises(storage.VolumeNameError):
-            storage.restore_archived_user(root, bad)
+        with pytest.raises(names.VolumeNameError):
+            archive.restore_archived_user(root, bad)
 
 
 def test_purge_archive_deletes_expired_items_without_following_links(users):
     root, outside, alice, bob = users
     before = outside_state(outside, bob)
-    old = storage.archive_user("jh-alice", root, now=storage.time.time() - 10 * storage.DAY)
-    recent = storage.archive_user("jh-bob", root)
-    report = storage.purge_archive(root, 5 * storage.DAY)
+    old = archive.archive_user("jh-alice", root, now=time.time() - 10 * names.DAY)
+    recent = archive.archive_user("jh-bob", root)
+    report = archive.purge_archive(root, 5 * names.DAY)
     assert report.purged == [(".archive", old.id)] and report.kept == 1 and not report.errors
     assert os.listdir(root / ".archive") == [recent.id]
     assert tree_manifest(outside) == before[0]  # alice's links into /etc were removed as links

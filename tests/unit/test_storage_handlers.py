@@ -18,16 +18,14 @@ from traitlets.config import Config
 
 from hub_ext.config import apply_platform_settings
 from hub_ext.plugin import storage as storage_handlers
-from hub_ext.storage import volumes as storage
+from hub_ext.storage import layout, names, sizes
 from hub_ext.storage.handlers import (
-    SETTINGS_KEY,
     ManageVolumesHandler,
     RestartServerHandler,
     RestoreHandler,
-    StorageManager,
     TrashHandler,
-    busy_reason,
 )
+from hub_ext.storage.service import SETTINGS_KEY, StorageManager, busy_reason
 
 from .fakes import T0, FakeUser
 from .realhub import ADMIN, RealHub, hub_template_env, set_running
@@ -84,7 +82,7 @@ def hub():
 @pytest.fixture
 def users_root(tmp_path):
     for unix in ("jh-alice", "jh-bob"):
-        storage.ensure_user_dirs(unix, tmp_path, 0, 0, chown=lambda *a: None)
+        layout.ensure_user_dirs(unix, tmp_path, 0, 0, chown=lambda *a: None)
     (tmp_path / "jh-alice/workspace/notebook.ipynb").write_text("{}")
     return tmp_path
 
@@ -279,7 +277,7 @@ def test_list_and_restore_round_trip(hub, manager, users_root):
 
 
 def test_manage_volumes_model_has_descriptions_sizes_and_trash(hub, manager, users_root):
-    manager.sizes = storage.measure_all(users_root)
+    manager.sizes = sizes.measure_all(users_root)
     manager.measured_at = dict.fromkeys(manager.sizes, T0)
     code, model = hub.request("GET", "api/users/alice/manage-volumes", "alice")
     assert code == 200
@@ -293,7 +291,7 @@ def test_manage_volumes_model_has_descriptions_sizes_and_trash(hub, manager, use
 
 
 def test_sizes_are_admin_only(hub, manager, users_root):
-    manager.sizes = storage.measure_all(users_root)
+    manager.sizes = sizes.measure_all(users_root)
     assert hub.request("GET", "api/storage", "alice")[0] == 403
     code, body = hub.request("GET", "api/storage", ADMIN)
     assert code == 200
@@ -344,10 +342,10 @@ def test_default_handlers_paths():
 
 
 def test_sizes_are_measured_in_a_worker_thread_periodically(tmp_path):
-    storage.ensure_user_dirs("jh-alice", tmp_path, 0, 0, chown=lambda *a: None)
+    layout.ensure_user_dirs("jh-alice", tmp_path, 0, 0, chown=lambda *a: None)
     manager = make_manager(tmp_path, sizes_interval=1)
     threads = []
-    real = storage.measure_all
+    real = sizes.measure_all
 
     def measure(root):
         import threading
@@ -357,30 +355,27 @@ def test_sizes_are_measured_in_a_worker_thread_periodically(tmp_path):
 
     async def scenario(monkeypatch_target):
         monkeypatch_target.measure_all = measure
-        started = asyncio.get_running_loop().create_future()
-        manager.start(SimpleNamespace(_start_future=started))
-        await asyncio.sleep(0.05)
-        assert manager.passes == 0  # waits for the hub to be up
-        started.set_result(None)
+        assert manager.passes == 0 and manager.period == 1
+        manager.start()
         for _ in range(100):
             await asyncio.sleep(0.05)
             if manager.passes >= 2:
                 break
-        manager.task.cancel()
+        manager.stop()
 
-    original = storage.measure_all
+    original = sizes.measure_all
     try:
-        asyncio.run(scenario(storage))
+        asyncio.run(scenario(sizes))
     finally:
-        storage.measure_all = original
+        sizes.measure_all = original
     assert manager.passes >= 2
     assert threads and all(t.startswith("storage-sizes") for t in threads)
     assert "jh-alice" in manager.sizes and manager.sizes["jh-alice"]["home"] > 0
 
 
-def test_setup_without_app_starts_nothing():
-    manager = storage_handlers.setup(None)
-    assert manager.task is None
+def test_a_new_manager_measures_nothing_until_started(tmp_path):
+    manager = make_manager(tmp_path)
+    assert not manager.running and manager.passes == 0
 
 
 def test_platform_json_storage_reaches_the_manager(settings):
@@ -472,31 +467,8 @@ def test_admin_page_lists_users_with_sizes():
                          "sizes_measured_at": "2023-11-14T22:13:20Z"}}],
         sizes={"sizes_interval_seconds": 3600, "last_pass_at": None, "last_pass_seconds": None,
                "retention_days": 7},
-        volumes=storage.VOLUMES, selected="alice", **PAGE,
+        volumes=names.VOLUMES, selected="alice", **PAGE,
     )
     assert 'data-storage-user="alice"' in html and 'data-restart-user="alice"' in html
     assert "3.0 GiB" in html and 'data-bytes="2048"' in html
     assert 'id="storage-dialog"' in html and 'data-selected="alice"' in html
-
-
-def test_walks_run_in_daemon_threads_and_errors_reach_the_loop():
-    import threading
-
-    from hub_ext.storage.handlers import run_in_daemon_thread
-
-    def boom():
-        raise PermissionError("walk failed")
-
-    def who():
-        nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-        return threading.current_thread().name, threading.current_thread().daemon, nice
-
-    async def scenario():
-        with pytest.raises(PermissionError, match="walk failed"):
-            await run_in_daemon_thread("storage-sizes", boom)
-        # a daemon thread: a walk still running never holds up the hub's exit
-        name, daemon, nice = await run_in_daemon_thread("storage-sizes", who)
-        assert (name, daemon) == ("storage-sizes", True)
-        assert nice >= os.getpriority(os.PRIO_PROCESS, 0)  # never more urgent than the hub
-
-    asyncio.run(scenario())

@@ -8,6 +8,8 @@ from pathlib import Path
 import yaml
 from jinja2 import Environment, StrictUndefined
 
+from ansible_roles import all_defaults, role_defaults
+
 REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "ansible/roles/storage"
 
@@ -20,7 +22,7 @@ def unit(path):
 
 
 def test_purge_service_runs_the_hub_ext_cli_confined():
-    service = unit(REPO / "systemd/jupyterhub-storage-purge.service")["Service"]
+    service = unit(ROLE / "files/jupyterhub-storage-purge.service")["Service"]
     assert service["Type"] == "oneshot"
     assert service["ExecStart"].split() == [
         "/opt/jupyterhub/bin/python", "-m", "hub_ext.storage",
@@ -35,15 +37,14 @@ def test_purge_service_runs_the_hub_ext_cli_confined():
 
 
 def test_purge_timer_is_persistent_and_installed_with_timers():
-    timer = unit(REPO / "systemd/jupyterhub-storage-purge.timer")
+    timer = unit(ROLE / "files/jupyterhub-storage-purge.timer")
     assert timer["Timer"]["OnCalendar"] == "hourly"
     assert timer["Timer"]["Persistent"] == "true"
     assert timer["Install"]["WantedBy"] == "timers.target"
 
 
 def role_vars(**overrides):
-    defaults = yaml.safe_load((REPO / "ansible/group_vars/all.yml").read_text())
-    values = {**defaults, **overrides}
+    values = {**all_defaults(), **overrides}
     env = Environment(undefined=StrictUndefined)
     role = yaml.safe_load((ROLE / "vars/main.yml").read_text())
     for key, value in role.items():
@@ -97,7 +98,7 @@ def unit_from_text(text):
 
 
 def test_storage_defaults_match_the_original():
-    defaults = yaml.safe_load((REPO / "ansible/group_vars/all.yml").read_text())
+    defaults = role_defaults("storage")
     assert defaults["jupyterhub_storage_trash_retention_days"] == 7
     assert defaults["jupyterhub_storage_sizes_interval"] == 3600  # JUPYTERHUB_ACTIVITYMON_VOLUMES_UPDATE_INTERVAL
     assert defaults["jupyterhub_volume_descriptions"] == {  # VOLUME_DESCRIPTIONS

@@ -1,4 +1,4 @@
-"""The activity monitor in the hub: periodic sampling, live readings, the models.
+"""The hub's activity service: periodic sampling, live readings, the models.
 
 :class:`ActivityMonitor` (``c.ActivityMonitor.*``, set from platform.json
 ``activity``) runs a periodic task in the hub's event loop. A tick
@@ -9,7 +9,7 @@
    ``systemctl show`` for all of them, :class:`.accounting.ControlGroupCache`),
 3. in the monitor's single worker thread: reads each running unit's figures
    (:class:`.accounting.Accounting`), the GPU memory per user
-   (:meth:`hub_ext.gpu.devices.GpuSupport.usage`), and writes one sample per user, the
+   (:meth:`hub_ext.gpu.service.GpuSupport.usage`), and writes one sample per user, the
    platform total, the retention pruning and the score sums in one SQLite
    transaction (:mod:`.store`),
 4. publishes the new figures (attribute swaps the event loop reads).
@@ -23,110 +23,34 @@ the one worker thread: the hub process is its only writer.
 from __future__ import annotations
 
 import asyncio
-import math
 import time
-from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from traitlets import Any as AnyTrait
 from traitlets import Float, Integer, Unicode
-from traitlets.config import LoggingConfigurable
 
 from hub_ext.activity import accounting, score
+from hub_ext.activity.model import (
+    TOTAL_HISTORY_COLUMNS,
+    USER_HISTORY_COLUMNS,
+    Target,
+    columns,
+    downsample,
+    sizes_entry,
+)
 from hub_ext.activity.store import Sample, Store, Total
-from hub_ext.timeutil import to_epoch, to_iso
+from hub_ext.periodic import PeriodicService, WorkerThread
+from hub_ext.timeutil import to_iso
 
+SETTINGS_KEY = "hub_ext_activity"  # tornado settings key the handlers read
 DAY = 86400
 
 
-@dataclass(frozen=True)
-class Target:
-    """A hub user as the monitor sees it at one moment."""
-
-    user: str
-    unit: str | None = None  # full unit name (".service") of the running default server
-    running: bool = False
-    last_activity: float | None = None  # the SERVER's last activity (epoch), not the hub page's
-    mem_limit: int | None = None
-    cpu_limit: float | None = None
-
-
-def unit_of(spawner) -> str | None:
-    """The full systemd name of a spawner's unit (SystemdSpawner keeps it without ".service")."""
-    name = getattr(spawner, "unit_name", None)
-    if not name:
-        return None
-    return name if "." in name else f"{name}.service"
-
-
-def targets_from_users(users: Iterable) -> list[Target]:
-    """Targets from the hub's User objects (``app.users.values()``): default servers only."""
-    targets = []
-    for user in users:
-        spawner = user.spawners.get("")
-        if spawner is None:
-            targets.append(Target(user.name))
-            continue
-        running = bool(spawner.active)
-        last = getattr(getattr(spawner, "orm_spawner", None), "last_activity", None)
-        mem = spawner.mem_limit
-        targets.append(
-            Target(
-                user=user.name,
-                unit=unit_of(spawner) if running else None,
-                running=running,
-                last_activity=to_epoch(last) if running else None,
-                mem_limit=int(mem) if mem else None,
-                cpu_limit=float(spawner.cpu_limit) if spawner.cpu_limit else None,
-            )
-        )
-    return targets
-
-
-def sizes_entry(value: Mapping[str, Any] | None) -> dict | None:
-    """A provider's entry for one user -> ``{"total", "dirs"}``, None when nothing is measured.
-
-    Byte counts are the int values (other keys, e.g. a unix name or a time, are
-    ignored; None = that directory is not measured)."""
-    if not value:
-        return None
-    dirs = {
-        k: v for k, v in value.items() if isinstance(v, int) and not isinstance(v, bool)
-    }
-    if not dirs:
-        return None
-    return {"total": sum(dirs.values()), "dirs": dirs}
-
-
-def downsample(rows: list[tuple], max_points: int) -> list[tuple]:
-    """At most ``max_points`` rows: consecutive rows averaged per bucket (None ignored)."""
-    if len(rows) <= max_points or max_points <= 0:
-        return rows
-    size = math.ceil(len(rows) / max_points)
-    out = []
-    for start in range(0, len(rows), size):
-        bucket = rows[start:start + size]
-        merged = []
-        for column in zip(*bucket, strict=True):
-            values = [v for v in column if v is not None]
-            merged.append(sum(values) / len(values) if values else None)
-        out.append(tuple(merged))
-    return out
-
-
-def columns(rows: list[tuple], names: tuple[str, ...]) -> dict[str, list]:
-    """Row tuples -> one list per column (what the charting library draws)."""
-    return {name: [row[i] for row in rows] for i, name in enumerate(names)}
-
-
-USER_HISTORY_COLUMNS = ("t", "active", "online", "cpu_percent", "memory_bytes", "gpu_memory_bytes")
-TOTAL_HISTORY_COLUMNS = ("t", "online", "active", "cpu_percent", "memory_bytes", "gpu_memory_bytes")
-
-
-class ActivityMonitor(LoggingConfigurable):
+class ActivityMonitor(PeriodicService):
     """Samples every user's lab unit and keeps history and score (docs/activity.md)."""
+
+    service_name = "Activity monitor"
 
     sample_interval = Integer(
         600, min=1, help="Seconds between two samples (orig JUPYTERHUB_ACTIVITYMON_SAMPLE_INTERVAL)."
@@ -184,8 +108,8 @@ class ActivityMonitor(LoggingConfigurable):
         self.cgroups = accounting.ControlGroupCache(cgroup_lookup)
         self.gpu_usage = gpu_usage
         self.store = Store(self.db_file)
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="activity")
-        self.task: asyncio.Task | None = None
+        # the only thread that touches the SQLite file
+        self.worker = WorkerThread("activity")
         self._lock = asyncio.Lock()
         # worker-thread state
         self.scores: dict[str, score.DecayScore] = {}
@@ -204,37 +128,23 @@ class ActivityMonitor(LoggingConfigurable):
     # --- running in the hub ---
 
     async def run_in_worker(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        return await self.worker.run(fn, *args)
 
-    def start(self, started: asyncio.Future | None = None) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self.log.warning("Activity monitor not started: no running event loop")
-            return
-        self.task = loop.create_task(self.run(started))
+    @property
+    def period(self) -> float:
+        return self.sample_interval
 
-    async def run(self, started: asyncio.Future | None = None) -> None:
-        """Sample every ``sample_interval`` seconds, the first time once the hub serves."""
-        if started is not None:
-            await started
-        self.log.info(
-            "Activity monitor: sample every %ds, retention %dd, half life %gh, inactive after %gmin, "
-            "database %s",
-            self.sample_interval, self.retention_days, self.half_life, self.inactive_after,
-            self.db_file,
-        )
-        while True:
-            try:
-                await self.tick()
-            except Exception:
-                self.log.exception("Activity sampling tick failed")
-            await asyncio.sleep(self.sample_interval)
+    def describe(self) -> str:
+        return (f"sample every {self.sample_interval}s, retention {self.retention_days}d, "
+                f"half life {self.half_life:g}h, inactive after {self.inactive_after:g}min, "
+                f"database {self.db_file}")
+
+    async def run_pass(self) -> None:
+        await self.tick()
 
     def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-        self.executor.shutdown(wait=False)
+        super().stop()
+        self.worker.shutdown()
 
     # --- measuring ---
 

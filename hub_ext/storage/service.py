@@ -1,0 +1,335 @@
+"""The hub's storage service: :class:`StorageManager` and its background sizing.
+
+:class:`StorageManager` holds the settings (``c.StorageManager.*``, set from
+platform.json ``storage``), runs the storage functions (:mod:`.trash`,
+:mod:`.archive`, :mod:`.sizes`) for one user at a time and keeps the size cache,
+refreshed every ``sizes_interval`` seconds (a :class:`~hub_ext.periodic.PeriodicService`)
+in a low-priority daemon thread. The HTTP side
+is :mod:`hub_ext.storage.handlers`; docs/storage.md has the layout and the
+semantics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pwd
+import time
+
+from traitlets import Dict, Integer, Unicode
+
+from hub_ext.accounts import unix_users as accounts
+from hub_ext.periodic import PeriodicService, WorkerThread
+from hub_ext.storage import archive, fsops, names, sizes, trash
+
+SETTINGS_KEY = "hub_ext_storage"  # tornado settings key the handlers read
+WALK_NICE = 10  # niceness of the sizing thread
+
+
+def _account_ids(unix: str) -> tuple[int, int] | None:
+    """(uid, gid) of a unix account, None if there is none."""
+    try:
+        entry = pwd.getpwnam(unix)
+    except KeyError:
+        return None
+    return entry.pw_uid, entry.pw_gid
+
+
+def busy_reason(user) -> str | None:
+    """Why ``user``'s storage must not change now, or None when every server is stopped.
+
+    Every server of the user (default and named) binds the same directories.
+    """
+    def label(name):
+        return f"server {name!r}" if name else "server"
+
+    for name, spawner in sorted(user.spawners.items()):
+        pending = spawner.pending
+        if pending == "spawn":
+            return f"The {label(name)} of {user.name} is starting; wait, stop it, then retry"
+        if pending:
+            return f"The {label(name)} of {user.name} is {pending} pending; retry when it is done"
+        if spawner.active:
+            return f"The {label(name)} of {user.name} is running; stop it first"
+    # servers the database has as running whose spawner is not loaded
+    for name, orm_spawner in sorted(user.orm_spawners.items()):
+        if getattr(orm_spawner, "server", None) is not None:
+            return f"The {label(name)} of {user.name} is running; stop it first"
+    return None
+
+
+class StorageManager(PeriodicService):
+    """Storage operations of the hub and the background size cache."""
+
+    service_name = "Storage sizes"
+
+    users_root = Unicode(
+        "/srv/jupyterhub/users", help="Host directory holding <unix name>/{home,workspace,cache}."
+    ).tag(config=True)
+    unix_username_template = Unicode(
+        accounts.DEFAULT_UNIX_USERNAME_TEMPLATE,
+        help="Unix account of a hub user, as PlatformSpawner.unix_username_template.",
+    ).tag(config=True)
+    trash_retention_days = Integer(
+        7,
+        min=1,
+        help="Days a reset directory stays restorable before the purge timer deletes it.",
+    ).tag(config=True)
+    sizes_interval = Integer(
+        3600,
+        min=1,
+        help="Seconds between two measurements of every user's directory sizes "
+        "(JUPYTERHUB_ACTIVITYMON_VOLUMES_UPDATE_INTERVAL of the original).",
+    ).tag(config=True)
+    deleted_user_retention_days = Integer(
+        30,
+        min=1,
+        help="Days a deleted user's directories stay in the admin-only archive, "
+        "restorable, before the purge timer deletes them.",
+    ).tag(config=True)
+    volume_descriptions = Dict(
+        value_trait=Unicode(),
+        help="Text shown next to each volume in the Manage Volumes dialog "
+        "(VOLUME_DESCRIPTIONS of the original), keyed home/workspace/cache.",
+    ).tag(config=True)
+
+    # seams for tests
+    clock = staticmethod(time.time)
+    chown = staticmethod(os.fchown)
+    account_ids = staticmethod(_account_ids)
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.sizes: dict[str, dict] = {}  # unix name -> sizes.measure_user()
+        self.measured_at: dict[str, float] = {}  # unix name -> epoch
+        self.passes = 0
+        self.last_pass_seconds: float | None = None
+        self.last_pass_at: float | None = None
+        self.measuring = False
+        # one walk at a time (a full pass, or one user after a reset/restore)
+        self.walker = WorkerThread("storage-sizes", nice=WALK_NICE)
+
+    # --- names and models ---
+
+    @property
+    def retention_seconds(self) -> int:
+        return self.trash_retention_days * names.DAY
+
+    def unix_name(self, hub_name: str) -> str:
+        return accounts.unix_name(hub_name, self.unix_username_template)
+
+    def trash_model(self, unix: str) -> list[dict]:
+        item_sizes = (self.sizes.get(unix) or {}).get("trash_items", {})
+        try:
+            items = trash.list_trash(unix, self.users_root)
+        except fsops.UnsafePathError as e:
+            self.log.error("Storage: trash of %s not listed: %s", unix, e)
+            return []
+        return [
+            item.to_json(self.retention_seconds, item_sizes.get(item.id))
+            for item in items
+        ]
+
+    def volumes_model(self, user) -> dict:
+        """What the Manage Volumes dialog shows for a hub user."""
+        unix = self.unix_name(user.name)
+        sizes = self.sizes.get(unix) or {}
+        measured = self.measured_at.get(unix)
+        return {
+            "user": user.name,
+            "server_active": busy_reason(user) is not None,
+            "busy_reason": busy_reason(user),
+            "retention_days": self.trash_retention_days,
+            "sizes_measured_at": names.iso(measured) if measured else None,
+            "sizes_interval_seconds": self.sizes_interval,
+            "volumes": [
+                {
+                    "name": volume,
+                    "description": self.volume_descriptions.get(volume, ""),
+                    "size_bytes": sizes.get(volume),
+                }
+                for volume in names.VOLUMES
+            ],
+            "trash_size_bytes": sizes.get("trash"),
+            "trash": self.trash_model(unix),
+        }
+
+    # --- operations (synchronous: no await between the running check and the change) ---
+
+    def reset(self, user, volumes) -> dict:
+        unix = self.unix_name(user.name)
+        result = trash.reset_volumes(
+            unix,
+            self.users_root,
+            volumes,
+            owner=self.account_ids(unix),
+            now=self.clock(),
+            chown=self.chown,
+        )
+        for volume in result.reset_volumes:
+            self.log.info("Storage: %s of %s moved to the trash", volume, user.name)
+        for failed in result.failed_volumes:
+            self.log.warning(
+                "Storage: %s of %s not reset: %s", failed["volume"], user.name, failed["reason"]
+            )
+        return {
+            "message": f"Successfully reset {len(result.reset_volumes)} volume(s)",
+            "reset_volumes": result.reset_volumes,
+            "failed_volumes": result.failed_volumes,
+            "trash": [item.to_json(self.retention_seconds) for item in result.trashed],
+            "retention_days": self.trash_retention_days,
+        }
+
+    def restore(self, user, item_id) -> dict:
+        unix = self.unix_name(user.name)
+        result = trash.restore_trash_item(
+            unix, self.users_root, item_id, now=self.clock(), chown=self.chown
+        )
+        self.log.info(
+            "Storage: %s of %s restored from %s%s",
+            result.volume,
+            user.name,
+            result.restored.id,
+            f" (previous one trashed as {result.displaced.id})" if result.displaced else "",
+        )
+        return {
+            "message": f"Restored {result.volume} from the trash"
+            + (
+                "; the directory it replaced is now in the trash"
+                if result.displaced
+                else ""
+            ),
+            "volume": result.volume,
+            "restored": result.restored.id,
+            "trashed": (
+                result.displaced.to_json(self.retention_seconds) if result.displaced else None
+            ),
+        }
+
+    # --- deleted users' archive ---
+
+    @property
+    def archive_retention_seconds(self) -> int:
+        return self.deleted_user_retention_days * names.DAY
+
+    def archive_user(self, hub_name: str) -> names.ArchiveItem | None:
+        """Move a deleted hub user's directories out of reach (see archive.archive_user)."""
+        unix = self.unix_name(hub_name)
+        item = archive.archive_user(unix, self.users_root, now=self.clock())
+        if item is not None:
+            self.log.info("Storage: directories of deleted user %s archived as %s", hub_name, item.id)
+        self.sizes.pop(unix, None)
+        return item
+
+    def archive_model(self) -> dict:
+        return {
+            "retention_days": self.deleted_user_retention_days,
+            "items": [
+                dict(item.to_json(self.archive_retention_seconds),
+                     user=accounts.hub_name_for_unix(item.unix, self.unix_username_template))
+                for item in archive.list_archive(self.users_root)
+            ],
+        }
+
+    def restore_archived(self, item_id) -> dict:
+        result = archive.restore_archived_user(self.users_root, item_id, now=self.clock())
+        self.log.info(
+            "Storage: %s restored from the archive%s", result.restored.unix,
+            f" (the directory in place archived as {result.displaced.id})" if result.displaced else "",
+        )
+        return {
+            "message": f"Restored the directories of {result.restored.unix}"
+            + ("; the directories they replaced are now archived" if result.displaced else ""),
+            "restored": result.restored.id,
+            "archived": (
+                result.displaced.to_json(self.archive_retention_seconds)
+                if result.displaced else None
+            ),
+        }
+
+    # --- sizes, in the worker thread ---
+
+    def _store(self, measured: dict[str, dict], at: float, complete: bool) -> None:
+        if complete:
+            self.sizes = measured
+            self.measured_at = dict.fromkeys(measured, at)
+        else:
+            self.sizes.update(measured)
+            self.measured_at.update(dict.fromkeys(measured, at))
+
+    async def measure_all(self) -> None:
+        """Measure every user's directories off the event loop, then swap the cache."""
+        started = time.monotonic()
+        self.measuring = True
+        try:
+            measured = await self.walker.run(sizes.measure_all, self.users_root)
+        finally:
+            self.measuring = False
+        self._store(measured, self.clock(), complete=True)
+        self.passes += 1
+        self.last_pass_seconds = time.monotonic() - started
+        self.last_pass_at = self.clock()
+
+    async def measure_user(self, hub_name: str) -> None:
+        """Measure one user again (after a reset or restore)."""
+        unix = self.unix_name(hub_name)
+        measured = await self.walker.run(sizes.measure_user, unix, self.users_root)
+        if measured is None:
+            self.sizes.pop(unix, None)
+        else:
+            self._store({unix: measured}, self.clock(), complete=False)
+
+    def remeasure_soon(self, hub_name: str) -> None:
+        """Measure one user again in the background (after a reset or restore)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        task = loop.create_task(self.measure_user(hub_name))
+        task.add_done_callback(self._log_failure)
+
+    def _log_failure(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self.log.error("Storage: measuring sizes failed", exc_info=task.exception())
+
+    # --- the periodic pass ---
+
+    @property
+    def period(self) -> float:
+        return self.sizes_interval
+
+    def describe(self) -> str:
+        return f"measured every {self.sizes_interval}s"
+
+    async def run_pass(self) -> None:
+        await self.measure_all()
+        self.log.debug(
+            "Storage sizes of %d user(s) measured in %.2fs", len(self.sizes), self.last_pass_seconds
+        )
+
+    def sizes_model(self, hub_names) -> dict:
+        users = {}
+        for name in sorted(hub_names):
+            try:
+                unix = self.unix_name(name)
+            except accounts.InvalidNameError:
+                continue
+            sizes = self.sizes.get(unix)
+            measured = self.measured_at.get(unix)
+            users[name] = {
+                "unix_name": unix,
+                "sizes_measured_at": names.iso(measured) if measured else None,
+                **{
+                    volume: (sizes or {}).get(volume)
+                    for volume in (*names.VOLUMES, "trash")
+                },
+            }
+        return {
+            "sizes_interval_seconds": self.sizes_interval,
+            "passes": self.passes,
+            "measuring": self.measuring,
+            "last_pass_seconds": self.last_pass_seconds,
+            "last_pass_at": names.iso(self.last_pass_at) if self.last_pass_at else None,
+            "retention_days": self.trash_retention_days,
+            "users": users,
+        }

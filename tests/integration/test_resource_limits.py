@@ -1,0 +1,315 @@
+"""Resource limits that hold (issue 15), attacked from inside real labs.
+
+The suite's main test host cannot enforce a lab's limits (its cgroup
+controllers are read-only); this module boots a second host of the enforcing
+kind (``testhost.up(..., enforce_limits=True)``, docs/testing.md "Resource
+limits") with small limits, and proves each one from a lab:
+
+* memory: a kernel allocating past ``MemoryMax`` is killed by the kernel inside
+  that lab only; the lab server, the hub and another user's lab stay up; the
+  lab reports the kernel restarting (JupyterLab's "kernel died" dialog), the
+  unit's journal shows the restart and its memory cgroup counts the OOM kill;
+  nothing went to swap; a member of a resource profile with more memory keeps
+  the same allocation;
+* tasks: a fork bomb stops at ``TasksMax`` while the hub and another lab answer;
+* CPU: a lab of a profile with ``cpu_limit`` 0.5 gets about half a core under
+  contention, and two busy labs with equal limits share the cores fairly
+  however many processes each runs;
+* the activity monitor reads the units' memory, tasks and CPU from the cgroup
+  v1 controllers of this host kind.
+
+Host: conftest's ``limits_host`` (``$TESTHOST_NAME-limits``), with the
+limits of ``testhost.LIMITS_HOST_VARS``.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import threading
+import time
+
+import pytest
+
+from hubclient import HubClient, lab_cell, lab_shell
+from testhost import LIMITS_HOST_VARS
+
+M = 2**20
+MEM_LIMIT = 512 * M  # LIMITS_HOST_VARS
+TASKS_MAX = LIMITS_HOST_VARS["jupyterhub_spawner_tasks_max"]
+SAMPLE_INTERVAL = 4
+ACTIVITY_DROPIN = f"""\
+# test: sample every {SAMPLE_INTERVAL} s, live readings at most 1 s old
+c.ActivityMonitor.sample_interval = {SAMPLE_INTERVAL}
+c.ActivityMonitor.live_interval = 1.0
+"""
+
+
+@pytest.fixture(scope="module")
+def admin(limits_admin) -> HubClient:
+    """This module's admin is the enforcing host's (conftest's is the main host's)."""
+    return limits_admin
+
+
+@pytest.fixture(scope="module")
+def fast_sampling(limits_host, admin):
+    path = "/etc/jupyterhub/jupyterhub_config.d/90-test-limits.py"
+    limits_host.exec("tee", path, input=ACTIVITY_DROPIN)
+    limits_host.exec("systemctl", "restart", "jupyterhub")
+    admin.wait_hub()
+    yield
+    limits_host.exec("rm", "-f", path)
+    limits_host.exec("systemctl", "restart", "jupyterhub")
+    admin.wait_hub()
+
+
+@pytest.fixture(scope="module")
+def labs(admin):
+    """labs(n, group=None): n fresh users with running labs (in hub group ``group``);
+    every lab is stopped at the end of the module."""
+    started = []
+
+    def make(n: int, group: str | None = None) -> list[str]:
+        tag = secrets.token_hex(3)
+        names = [f"lim-{tag}-{i}" for i in range(n)]
+        for name in names:
+            assert admin.api("POST", f"users/{name}").status_code == 201
+        if group:
+            assert admin.api("POST", f"groups/{group}").status_code in (201, 409)
+            r = admin.api("POST", f"groups/{group}/users", json={"users": names})
+            assert r.status_code == 200, r.text
+        for name in names:
+            admin.start_server(name)
+            started.append(name)
+        return names
+
+    yield make
+    for name in started:
+        admin.stop_server(name)
+
+
+def unit(user: str) -> str:
+    return f"jupyter-{user}-singleuser.service"
+
+
+def cgroup_file(host, user: str, controller: str, name: str) -> str:
+    """A file of the lab unit's cgroup in one v1 controller hierarchy."""
+    group = host.unit_properties(unit(user), "ControlGroup")["ControlGroup"]
+    return host.exec("cat", f"/sys/fs/cgroup/{controller}{group}/{name}").stdout
+
+
+def answers(admin: HubClient, user: str | None = None) -> bool:
+    """The hub's API (or user's lab server) answers within 10 s."""
+    path = f"user/{user}/api/status" if user else "hub/api/"
+    try:
+        return admin.get(path, timeout=10).status_code == 200
+    except OSError:
+        return False
+
+
+def allocate(megabytes: int) -> str:
+    """Cell code touching ``megabytes`` of memory (written, so really resident)."""
+    return (f"chunks = []\nfor i in range({megabytes // 16}):\n"
+            f"    chunks.append(bytearray(b'x' * {16 * M}))\n"
+            f"print('allocated', len(chunks) * 16, 'MB')\n")
+
+
+# --- the units and their cgroups ---------------------------------------------------
+
+
+def test_lab_unit_limits_are_in_the_kernel(limits_host, admin, labs):
+    user, = labs(1)
+    props = limits_host.unit_properties(unit(user), "MemoryMax", "MemorySwapMax", "TasksMax",
+                                        "CPUQuotaPerSecUSec")
+    assert props == {"MemoryMax": str(MEM_LIMIT), "MemorySwapMax": "0",
+                     "TasksMax": str(TASKS_MAX), "CPUQuotaPerSecUSec": "1s"}
+    # what the kernel enforces, not only what systemd was told
+    assert int(cgroup_file(limits_host, user, "memory", "memory.limit_in_bytes")) == MEM_LIMIT
+    assert cgroup_file(limits_host, user, "pids", "pids.max").strip() == str(TASKS_MAX)
+    quota = int(cgroup_file(limits_host, user, "cpu", "cpu.cfs_quota_us"))
+    period = int(cgroup_file(limits_host, user, "cpu", "cpu.cfs_period_us"))
+    assert quota == period  # one core
+    # and the hub, proxy and nginx outweigh a lab (CPUWeight 1000 -> shares 10240)
+    lab_shares = int(cgroup_file(limits_host, user, "cpu", "cpu.shares"))
+    for service in ("jupyterhub", "configurable-http-proxy", "nginx"):
+        group = limits_host.unit_properties(service, "ControlGroup")["ControlGroup"]
+        shares = int(limits_host.exec("cat", f"/sys/fs/cgroup/cpu{group}/cpu.shares").stdout)
+        assert shares == 10 * lab_shares, service
+
+
+# --- memory ----------------------------------------------------------------------
+
+
+def test_kernel_past_the_memory_limit_dies_alone(limits_host, admin, labs):
+    victim, other = labs(2)
+    lab_pid = limits_host.unit_properties(unit(victim), "MainPID")["MainPID"]
+    out, status = lab_cell(admin, victim, allocate(2 * MEM_LIMIT // M), timeout=120)
+    # the lab tells the user: its restarter reports the kernel restarting
+    # (JupyterLab: "The kernel appears to have died. It will restart automatically.")
+    assert status == "died", (status, out[-500:])
+    assert "allocated" not in out
+    # the kernel's OOM killer acted inside this unit's memory cgroup
+    oom = dict(line.split() for line in
+               cgroup_file(limits_host, victim, "memory", "memory.oom_control").splitlines())
+    assert int(oom["oom_kill"]) >= 1, oom
+    # nothing escaped into swap: memory + swap peaked at the limit (the kernel
+    # charges in per-CPU batches, a few hundred KB past it; an escape into swap
+    # would have reached the twice the limit the cell asked for)
+    peak = int(cgroup_file(limits_host, victim, "memory", "memory.memsw.max_usage_in_bytes"))
+    assert peak <= MEM_LIMIT + M, peak
+    journal = limits_host.exec("journalctl", "-u", unit(victim), "--no-pager", "-o", "cat").stdout
+    assert "restarting kernel" in journal, journal[-2000:]
+    # the lab server (same process), the hub and the other lab stay up
+    assert limits_host.unit_properties(unit(victim), "ActiveState", "MainPID") == {
+        "ActiveState": "active", "MainPID": lab_pid}
+    assert answers(admin, victim) and answers(admin)
+    out, status = lab_cell(admin, other, "print(6 * 7)")
+    assert (status, out.strip()) == ("ok", "42")
+    # and the victim's lab runs a new kernel
+    out, status = lab_cell(admin, victim, "print(6 * 7)")
+    assert (status, out.strip()) == ("ok", "42")
+
+
+def test_memory_profile_gives_its_members_more(limits_host, admin, labs):
+    member, = labs(1, group="big-mem")
+    assert int(cgroup_file(limits_host, member, "memory", "memory.limit_in_bytes")) == 2 * MEM_LIMIT
+    # past the default limit, within the profile's
+    out, status = lab_cell(admin, member, allocate(MEM_LIMIT * 3 // 2 // M), timeout=120)
+    assert status == "ok", out[-500:]
+    assert f"allocated {MEM_LIMIT * 3 // 2 // M} MB" in out
+
+
+# --- tasks ----------------------------------------------------------------------
+
+FORK_BOMB = f"""python3 -c '
+import os, time
+kids, refused = [], 0
+end = time.monotonic() + 15
+while time.monotonic() < end and len(kids) < {2 * TASKS_MAX}:
+    try:
+        pid = os.fork()
+    except OSError:  # EAGAIN: the unit is at TasksMax
+        refused += 1
+        continue
+    if pid == 0:
+        time.sleep(60)
+        os._exit(0)
+    kids.append(pid)
+print("forked", len(kids), "refused", refused)
+for pid in kids:
+    os.kill(pid, 9)
+'"""
+
+
+def test_fork_bomb_stops_at_tasks_max_and_the_rest_answers(limits_host, admin, labs):
+    bomber, other = labs(2)
+    result = {}
+
+    def bomb():
+        result["out"], result["status"] = lab_shell(admin, bomber, FORK_BOMB, timeout=120)
+
+    thread = threading.Thread(target=bomb)
+    thread.start()
+    peak, answered = 0, []
+    while thread.is_alive():
+        peak = max(peak, int(limits_host.unit_properties(unit(bomber), "TasksCurrent")["TasksCurrent"]))
+        answered.append((answers(admin), answers(admin, other)))
+        time.sleep(1)
+    thread.join()
+    counts = re.search(r"forked (\d+) refused (\d+)", result["out"])
+    assert counts, result["out"]
+    forked, refused = int(counts[1]), int(counts[2])
+    assert refused > 0 and forked < TASKS_MAX, result["out"]
+    assert forked > TASKS_MAX // 2  # the bomb did fill the lab
+    assert TASKS_MAX - 20 <= peak <= TASKS_MAX
+    # the hub and the other lab answered all along
+    assert answered and all(hub and lab for hub, lab in answered), answered
+    assert answers(admin, bomber)
+
+
+# --- CPU ------------------------------------------------------------------------
+
+BURN = ("for i in $(seq {n}); do setsid nohup timeout {secs} bash -c 'while :; do :; done' "
+        ">/dev/null 2>&1 </dev/null & done; echo burning")
+
+
+# CPU seconds of a unit's processes (utime + stime of each). Not CPUUsageNSec:
+# systemd takes cpu and cpuacct for one v1 hierarchy, and on this host they are
+# two, so a unit has no cpuacct cgroup of its own (docs/testing.md).
+UNIT_CPU_SECONDS = """
+import os, subprocess, sys
+group = subprocess.run(["systemctl", "show", "-p", "ControlGroup", "--value", sys.argv[1]],
+                       capture_output=True, text=True, check=True).stdout.strip()
+ticks = 0
+for pid in open(f"/sys/fs/cgroup/systemd{group}/cgroup.procs").read().split():
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        continue
+    ticks += int(fields[11]) + int(fields[12])
+print(ticks / os.sysconf("SC_CLK_TCK"))
+"""
+
+
+def cores_used(host, users: list[str], seconds: float = 6) -> dict[str, float]:
+    """CPU cores each user's lab used over ``seconds`` (its processes' CPU time)."""
+    def usage():
+        return {u: float(host.exec("python3", "-c", UNIT_CPU_SECONDS, unit(u)).stdout) for u in users}
+    before, start = usage(), time.monotonic()
+    time.sleep(seconds)
+    after, wall = usage(), time.monotonic() - start
+    return {u: (after[u] - before[u]) / wall for u in users}
+
+
+def burn(admin: HubClient, user: str, processes: int, secs: int = 30) -> None:
+    out, status = lab_shell(admin, user, BURN.format(n=processes, secs=secs))
+    assert status == 0 and "burning" in out
+
+
+def test_half_core_profile_gets_half_a_core_under_contention(limits_host, admin, labs):
+    half, = labs(1, group="half-cpu")
+    full, = labs(1)
+    assert limits_host.unit_properties(unit(half), "CPUQuotaPerSecUSec")["CPUQuotaPerSecUSec"] == "500ms"
+    for user in (half, full):
+        burn(admin, user, processes=2)  # both want two cores of the two
+    time.sleep(2)
+    used = cores_used(limits_host, [half, full])
+    assert 0.3 <= used[half] <= 0.6, used
+    assert used[full] <= 1.05, used
+
+
+def test_equal_limits_share_fairly_whatever_the_process_count(limits_host, admin, labs):
+    many, one = labs(2)
+    # per process, 4 loops against 1 would take 80 % of the cores; per lab, half each
+    burn(admin, many, processes=4)
+    burn(admin, one, processes=1)
+    time.sleep(2)
+    used = cores_used(limits_host, [many, one])
+    assert 0.6 <= used[many] / used[one] <= 1.6, used
+
+
+# --- activity monitor on cgroup v1 ---------------------------------------------
+
+
+def test_activity_monitor_reads_the_v1_controllers(limits_host, admin, labs, fast_sampling):
+    busy, idle = labs(2)
+    burn(admin, busy, processes=1, secs=60)
+    deadline = time.monotonic() + 2 * SAMPLE_INTERVAL + 30
+    while True:
+        users = {u["name"]: u for u in admin.api("GET", "activity").json()["users"]}
+        b, i = users[busy], users[idle]
+        if b["cpu_percent"] is not None and b["cpu_percent"] >= 50 and i["cpu_percent"] is not None:
+            break
+        assert time.monotonic() < deadline, (b["cpu_percent"], b["sources"], i["cpu_percent"])
+        time.sleep(1)
+    for u in (b, i):
+        assert u["sources"]["memory"] == "cgroup-v1", u["sources"]
+        assert u["sources"]["tasks"] == "cgroup-v1", u["sources"]
+        # a unit has no cpuacct cgroup here (cores_used): the psutil fallback
+        assert u["sources"]["cpu"] == "psutil", u["sources"]
+        assert u["memory_limit"] == MEM_LIMIT
+        assert 20 * M < u["memory_bytes"] <= MEM_LIMIT and 1 <= u["tasks"] <= TASKS_MAX
+    assert i["cpu_percent"] <= 5 and b["cpu_percent"] <= 105  # one core at most
+    # the figures are the kernel's own for the unit
+    tasks = int(limits_host.unit_properties(unit(idle), "TasksCurrent")["TasksCurrent"])
+    assert abs(i["tasks"] - tasks) <= 2
