@@ -282,7 +282,7 @@ class PlatformAuthenticator(NativeAuthenticator):
         valid too); admin_users is {admin_user} unless configured otherwise.""",
     ).tag(config=True, ansible="jupyterhub_admin")
 
-    unix_username_template = Unicode(
+    unix_username_template = accounts.UnixUsernameTemplate(
         accounts.DEFAULT_UNIX_USERNAME_TEMPLATE,
         help="""Unix account of a hub user; {USERNAME} is the hub name. Must contain
         {USERNAME}, only [a-z0-9_-] otherwise, and give at most 32 characters for a
@@ -336,13 +336,6 @@ class PlatformAuthenticator(NativeAuthenticator):
         except accounts.InvalidNameError as e:
             raise TraitError(f"admin_user {proposal['value']!r} is invalid: {e}") from None
         return name
-
-    @validate("unix_username_template")
-    def _valid_unix_username_template(self, proposal):
-        try:
-            return accounts.check_unix_username_template(proposal["value"])
-        except accounts.InvalidNameError as e:
-            raise TraitError(f"unix_username_template is invalid: {e}") from None
 
     @validate("password_delimiter")
     def _valid_password_delimiter(self, proposal):

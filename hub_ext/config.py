@@ -10,14 +10,11 @@ the SAME section; a more specific class section wins over a base one):
 ``c.JupyterHub`` (with ``user_subdomains``: ``subdomain_host``, one origin per
 lab, and ``__Host-`` cookies), ``c.ConfigurableHTTPProxy``, ``c.PlatformSpawner`` (every
 spawner option), ``c.Authenticator`` (admin_users, allow_all),
-``c.NativeAuthenticator`` (signup, and the login delays' two numbers), ``c.PlatformAuthenticator``
-(admin_password_file, unix_username_template, passwords; from the optional
-``accounts`` object), ``c.JupyterHub.load_groups`` (the built-in privilege
-groups), ``c.SessionCuller`` (idle culling, from the optional ``idle_culler``
-object; docs/culling.md), ``c.StorageManager`` (reset/restore/sizes, from
-the optional ``storage`` object; docs/storage.md), ``c.GpuSupport`` (from the
-optional ``gpu`` object; docs/gpu.md) and ``c.ActivityMonitor`` (from the
-optional ``activity`` object; docs/activity.md).
+``c.NativeAuthenticator``, ``c.PlatformAuthenticator`` (admin_password_file,
+platform_group, the managed unix groups), ``c.JupyterHub.load_groups`` (the
+built-in privilege groups) and the state files of ``c.SessionCuller`` and
+``c.ActivityMonitor``. The features' settings themselves are traits tagged with
+their Ansible variable, rendered into platform_config.json (hub_ext/settings.py).
 Classes are referenced by import string so this module does not import jupyterhub.
 """
 
@@ -36,10 +33,6 @@ from hub_ext.accounts.unix_users import (
     check_unix_name,
     check_unix_username_template,
 )
-from hub_ext.culling.culler import MAX_REQUEST_HOURS
-from hub_ext.gpu.policy import MODES as GPU_MODES
-from hub_ext.gpu.policy import POLICIES as GPU_POLICIES
-from hub_ext.storage.names import VOLUMES
 
 SPAWNER_CLASS = "hub_ext.spawner.PlatformSpawner"
 # hub_ext's page templates (home.html with the Session Status card)
@@ -64,20 +57,6 @@ class PlatformSettingsError(ValueError):
 # --- value checks: each returns the value or raises PlatformSettingsError ---
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _integer(key, value, minimum=None, maximum=None):
-    if not _is_int(value):
-        raise PlatformSettingsError(key, "must be an integer", value)
-    if minimum is not None and value < minimum:
-        raise PlatformSettingsError(key, f"must be >= {minimum}", value)
-    if maximum is not None and value > maximum:
-        raise PlatformSettingsError(key, f"must be <= {maximum}", value)
-    return value
-
-
 def _socket_path(key, value):
     # an absolute path in a directory of its own (the unit's RuntimeDirectory)
     _absolute_path(key, value)
@@ -86,14 +65,6 @@ def _socket_path(key, value):
             key, "must be an absolute socket path like /run/<dir>/<name>.sock", value
         )
     return value
-
-
-def _non_negative(key, value):
-    return _integer(key, value, 0)
-
-
-def _positive(key, value):
-    return _integer(key, value, 1)
 
 
 def _boolean(key, value):
@@ -217,30 +188,6 @@ SPAWNER_CHECKS: dict[str, Check] = {
 }
 
 
-# settings["idle_culler"] (optional object; a missing key takes the default below).
-# Mapped onto c.SessionCuller (hub_ext.culling.service); docs/culling.md.
-def _extension_hours(key, value):
-    return _integer(key, value, 0, MAX_REQUEST_HOURS)
-
-
-IDLE_CULLER_CHECKS: dict[str, Check] = {
-    "enabled": _boolean,
-    "timeout": _positive,
-    "interval": _positive,
-    "max_age": _non_negative,
-    "max_extension": _extension_hours,
-    "extension_unit_seconds": _positive,
-}
-IDLE_CULLER_DEFAULTS: dict[str, Any] = {
-    "enabled": False,
-    "timeout": 86400,
-    "interval": 600,
-    "max_age": 0,
-    "max_extension": 24,
-    "extension_unit_seconds": 3600,
-}
-
-
 def _options_object(key, value, checks, defaults, what):
     """An optional object of sub-options: unknown names are errors, missing ones default."""
     if not isinstance(value, Mapping):
@@ -255,67 +202,6 @@ def _options_object(key, value, checks, defaults, what):
     for sub, check in checks.items():
         if sub in value:
             checked[sub] = check(f"{key}.{sub}", value[sub])
-    return checked
-
-
-def _idle_culler(key, value):
-    return _options_object(key, value, IDLE_CULLER_CHECKS, IDLE_CULLER_DEFAULTS, "idle culler")
-
-
-# settings["gpu"] (optional object; a missing key takes the default below).
-# Mapped onto c.GpuSupport (hub_ext.gpu.service); docs/gpu.md.
-def _gpu_mode(key, value):
-    if not _is_int(value) or value not in GPU_MODES:
-        raise PlatformSettingsError(key, "must be 0 (off), 1 (on) or 2 (auto)", value)
-    return value
-
-
-def _gpu_policy(key, value):
-    if value not in GPU_POLICIES:
-        raise PlatformSettingsError(key, f"must be one of {', '.join(GPU_POLICIES)}", value)
-    return value
-
-
-def _group_map(key, value, check_value):
-    if not isinstance(value, Mapping):
-        raise PlatformSettingsError(key, "must be an object keyed by hub group name", value)
-    for group, item in value.items():
-        if not isinstance(group, str) or not group:
-            raise PlatformSettingsError(key, "must have non-empty group names as keys", value)
-        check_value(f"{key}.{group}", item)
-    return dict(value)
-
-
-def _gpu_indices(key, value):
-    if not isinstance(value, list) or not value:
-        raise PlatformSettingsError(key, "must be a non-empty list of GPU indices", value)
-    for index in value:
-        _non_negative(key, index)
-    return value
-
-
-GPU_CHECKS: dict[str, Check] = {
-    "enabled": _gpu_mode,
-    "policy": _gpu_policy,
-    "group_devices": lambda key, value: _group_map(key, value, _gpu_indices),
-    "group_counts": lambda key, value: _group_map(key, value, _positive),
-}
-GPU_DEFAULTS: dict[str, Any] = {
-    "enabled": 2,
-    "policy": "all",
-    "group_devices": {},
-    "group_counts": {},
-}
-
-
-def _gpu(key, value):
-    checked = _options_object(key, value, GPU_CHECKS, GPU_DEFAULTS, "gpu")
-    if checked["policy"] == "group" and not (checked["group_devices"] or checked["group_counts"]):
-        raise PlatformSettingsError(
-            f"{key}.policy",
-            "is 'group' but gpu.group_devices and gpu.group_counts are both empty "
-            "(nobody would get a GPU)",
-        )
     return checked
 
 
@@ -334,29 +220,6 @@ ACCOUNTS_DEFAULTS: dict[str, Any] = {
 
 def _accounts(key, value):
     return _options_object(key, value, ACCOUNTS_CHECKS, ACCOUNTS_DEFAULTS, "accounts")
-
-
-# settings["activity"] (optional object; a missing key takes the default below).
-# Mapped onto c.ActivityMonitor (hub_ext.activity.service); docs/activity.md.
-# The original's ranges (seconds, days, hours, minutes, seconds).
-ACTIVITY_RANGES: dict[str, tuple[int, int]] = {
-    "sample_interval": (60, 86400),
-    "retention_days": (1, 365),
-    "half_life": (1, 168),
-    "inactive_after": (1, 1440),
-    "volumes_update_interval": (60, 86400),
-}
-ACTIVITY_CHECKS: dict[str, Check] = {
-    name: (lambda low, high: lambda key, value: _integer(key, value, low, high))(*limits)
-    for name, limits in ACTIVITY_RANGES.items()
-}
-ACTIVITY_DEFAULTS: dict[str, Any] = {
-    "sample_interval": 600,
-    "retention_days": 7,
-    "half_life": 72,
-    "inactive_after": 60,
-    "volumes_update_interval": 3600,
-}
 
 
 # --- lab start, lab environment, branding (optional objects; docs/platform-features.md) ---
@@ -403,7 +266,6 @@ OPTIONAL_OBJECT_CHECKS: dict[str, tuple[Check, Any]] = {
         LAB_START_DEFAULTS,
     ),
     "lab_environment": (_lab_environment, {}),
-    "activity": (_object(ACTIVITY_CHECKS, ACTIVITY_DEFAULTS, "activity"), ACTIVITY_DEFAULTS),
     "branding": (
         _object(
             {
@@ -433,36 +295,6 @@ def lab_environment(s: Mapping[str, Any]) -> dict[str, str]:
     return env
 
 
-# settings["storage"] (optional object; a missing key takes the default below).
-# Mapped onto c.StorageManager (hub_ext.storage.service); docs/storage.md.
-def _volume_descriptions(key, value):
-    _string_dict(key, value)
-    unknown = sorted(set(value) - set(VOLUMES))
-    if unknown:
-        raise PlatformSettingsError(
-            f"{key}.{unknown[0]}", f"is not a per-user volume (known: {', '.join(VOLUMES)})"
-        )
-    return dict(value)
-
-
-STORAGE_CHECKS: dict[str, Check] = {
-    "trash_retention_days": _positive,
-    "deleted_user_retention_days": _positive,
-    "sizes_interval": _positive,
-    "volume_descriptions": _volume_descriptions,
-}
-STORAGE_DEFAULTS: dict[str, Any] = {
-    "trash_retention_days": 7,
-    "deleted_user_retention_days": 30,
-    "sizes_interval": 3600,
-    "volume_descriptions": {},
-}
-
-
-def _storage(key, value):
-    return _options_object(key, value, STORAGE_CHECKS, STORAGE_DEFAULTS, "storage")
-
-
 def validate_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     """Check every known key; return a copy with normalised values.
 
@@ -490,9 +322,6 @@ def validate_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
         key: SPAWNER_CHECKS[key](f"spawner.{key}", value) for key, value in spawner.items()
     }
 
-    checked["idle_culler"] = _idle_culler("idle_culler", settings.get("idle_culler", {}))
-    checked["storage"] = _storage("storage", settings.get("storage", {}))
-    checked["gpu"] = _gpu("gpu", settings.get("gpu", {}))
     checked["accounts"] = _accounts("accounts", settings.get("accounts", {}))
     for key, (check, default) in OPTIONAL_OBJECT_CHECKS.items():
         checked[key] = check(key, settings[key]) if key in settings else dict(default)
@@ -573,40 +402,11 @@ def apply_platform_settings(c, settings: Mapping[str, Any]) -> dict[str, Any]:
         # login cookie from its subdomain
         hub.cookie_host_prefix_enabled = True
 
-    # idle culling inside the hub (hub_ext.culling.service.SessionCuller)
-    culling = c.SessionCuller
-    culling.enabled = s["idle_culler"]["enabled"]
-    culling.timeout = s["idle_culler"]["timeout"]
-    culling.interval = s["idle_culler"]["interval"]
-    culling.max_age = s["idle_culler"]["max_age"]
-    culling.max_extension_hours = s["idle_culler"]["max_extension"]
-    culling.extension_unit_seconds = s["idle_culler"]["extension_unit_seconds"]
-    culling.state_file = f"{s['state_dir']}/{SESSION_EXTENSIONS_FILE}"
-
-    # per-user storage: reset to trash, restore, sizes (hub_ext.storage.handlers)
-    storage = c.StorageManager
-    storage.users_root = s["users_root"]
-    storage.unix_username_template = s["unix_username_template"]
-    storage.trash_retention_days = s["storage"]["trash_retention_days"]
-    storage.deleted_user_retention_days = s["storage"]["deleted_user_retention_days"]
-    storage.sizes_interval = s["storage"]["sizes_interval"]
-    storage.volume_descriptions = s["storage"]["volume_descriptions"]
-
-    # GPU detection and assignment (hub_ext.gpu.service.GpuSupport; docs/gpu.md)
-    gpus = c.GpuSupport
-    gpus.mode = s["gpu"]["enabled"]
-    gpus.policy = s["gpu"]["policy"]
-    gpus.group_devices = s["gpu"]["group_devices"]
-    gpus.group_counts = s["gpu"]["group_counts"]
-
-    # activity monitor: sampling, history, score (hub_ext.activity; docs/activity.md)
-    activity = c.ActivityMonitor
-    activity.sample_interval = s["activity"]["sample_interval"]
-    activity.retention_days = s["activity"]["retention_days"]
-    activity.half_life = float(s["activity"]["half_life"])
-    activity.inactive_after = float(s["activity"]["inactive_after"])
-    activity.volumes_update_interval = s["activity"]["volumes_update_interval"]
-    activity.db_file = f"{s['state_dir']}/{ACTIVITY_DB_FILE}"
+    # files in the hub's state directory (the features' settings themselves are
+    # traits tagged with their Ansible variable, in platform_config.json)
+    c.SessionCuller.state_file = f"{s['state_dir']}/{SESSION_EXTENSIONS_FILE}"
+    c.ActivityMonitor.db_file = f"{s['state_dir']}/{ACTIVITY_DB_FILE}"
+    c.StorageManager.users_root = s["users_root"]
 
     # the proxy runs in its own unit; its token comes from CONFIGPROXY_AUTH_TOKEN
     # (EnvironmentFile=/etc/jupyterhub/proxy.env), which the trait reads by default

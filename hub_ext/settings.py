@@ -46,6 +46,10 @@ PLATFORM_CONFIG_FILE = "/etc/jupyterhub/platform_config.json"
 SETTING_CLASSES = (
     "hub_ext.spawner.PlatformSpawner",
     "hub_ext.authenticator.PlatformAuthenticator",
+    "hub_ext.culling.service.SessionCuller",
+    "hub_ext.storage.service.StorageManager",
+    "hub_ext.activity.service.ActivityMonitor",
+    "hub_ext.gpu.service.GpuSupport",
 )
 
 
@@ -132,18 +136,42 @@ def merge_config_file(c: Config, path: str = PLATFORM_CONFIG_FILE) -> None:
     c.merge(load_config_file(path))
 
 
+def configured_values(cls: type, path: str = PLATFORM_CONFIG_FILE) -> dict[str, Any]:
+    """Every configurable trait of ``cls`` as the file sets it (else its default),
+    checked by the trait: for a command-line tool that reads the hub's settings
+    without building the class (e.g. the storage purge timer)."""
+    section = load_config_file(path).get(cls.__name__, {})
+    bare = cls.__new__(cls)
+    values = {}
+    for name, trait in cls.class_traits(config=True).items():
+        try:
+            values[name] = trait._validate(bare, section[name] if name in section else trait.default())
+        except TraitError as e:
+            raise ValueError(f"platform settings file {path}: {cls.__name__}.{name}: {e}") from None
+    return values
+
+
 def _configured(c: Mapping[str, Any], section: str, name: str, default: Any = None) -> Any:
     return c.get(section, {}).get(name, default)
 
 
 def check_combinations(c: Mapping[str, Any]) -> None:
     """Checks across settings, on the hub's whole config (after the site-local
-    files); a ValueError names the settings. Each trait checks itself alone."""
+    files) and at deploy; a ValueError names the settings and their Ansible
+    variables. Each trait checks itself alone."""
     if _configured(c, "GpuSupport", "mode") == 1 and _configured(c, "PlatformSpawner", "isolate_devices"):
         raise ValueError(
             "GpuSupport.mode 1 (jupyterhub_gpu_enabled) and PlatformSpawner.isolate_devices "
             "(jupyterhub_spawner_isolate_devices) cannot both be on: PrivateDevices hides the "
             "GPUs (GPU labs get DevicePolicy=closed instead)"
+        )
+    if _configured(c, "GpuSupport", "policy") == "group" and not (
+        _configured(c, "GpuSupport", "group_devices") or _configured(c, "GpuSupport", "group_counts")
+    ):
+        raise ValueError(
+            "GpuSupport.policy 'group' (jupyterhub_gpu_policy) needs GpuSupport.group_devices "
+            "(jupyterhub_gpu_group_devices) or GpuSupport.group_counts "
+            "(jupyterhub_gpu_group_counts): with both empty nobody would get a GPU"
         )
 
 
@@ -163,7 +191,8 @@ def problems(config: Mapping[str, Any], settings: Iterable[Setting]) -> list[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m hub_ext.settings check FILE``: exit 1 naming each bad variable."""
+    """``python -m hub_ext.settings check FILE``: exit 1 naming each bad variable
+    (then the combinations of valid ones)."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2 or args[0] != "check":
         print("usage: python -m hub_ext.settings check PLATFORM_CONFIG_JSON", file=sys.stderr)
@@ -175,6 +204,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args[1]}: {e}", file=sys.stderr)
         return 1
     found = problems(config, platform_settings())
+    if not found:  # the combinations of values that are each valid
+        try:
+            check_combinations(config)
+        except ValueError as e:
+            found.append(str(e))
     for line in found:
         print(line, file=sys.stderr)
     return 1 if found else 0

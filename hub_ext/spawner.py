@@ -61,7 +61,7 @@ class PlatformSpawner(SystemdSpawner):
         help="Host directory bound read-write at /mnt/shared in every lab (None: no shared dir).",
     ).tag(config=True)
 
-    unix_username_template = Unicode(
+    unix_username_template = accounts.UnixUsernameTemplate(
         accounts.DEFAULT_UNIX_USERNAME_TEMPLATE,
         help="""Unix account name for a hub user; {USERNAME} is the hub name.
 
@@ -100,13 +100,6 @@ class PlatformSpawner(SystemdSpawner):
         CPU_LIMIT environment variables show what its unit got.
         """,
     ).tag(config=True, ansible="jupyterhub_resource_profiles")
-
-    @validate("unix_username_template")
-    def _valid_unix_username_template(self, proposal):
-        try:
-            return accounts.check_unix_username_template(proposal["value"])
-        except accounts.InvalidNameError as e:
-            raise TraitError(f"unix_username_template is invalid: {e}") from None
 
     @validate("resource_profiles")
     def _valid_resource_profiles(self, proposal):

@@ -77,6 +77,31 @@ SAMPLE_PLATFORM_CONFIG = {
         "signup_max_pending": 100,
         "signups_per_address_per_hour": 30,
     },
+    "SessionCuller": {
+        "enabled": False,
+        "timeout": 86400,
+        "interval": 600,
+        "max_age": 0,
+        "max_extension_hours": 24,
+    },
+    "StorageManager": {
+        "unix_username_template": "jh-{USERNAME}",
+        "trash_retention_days": 7,
+        "deleted_user_retention_days": 30,
+        "sizes_interval": 3600,
+        "volume_descriptions": {
+            "home": "User home directory files, configurations",
+            "workspace": "Project files, notebooks, code",
+            "cache": "Temporary files, pip cache, conda cache",
+        },
+    },
+    "ActivityMonitor": {
+        "sample_interval": 600,
+        "retention_days": 7,
+        "half_life": 72.0,
+        "inactive_after": 60.0,
+    },
+    "GpuSupport": {"mode": 2, "policy": "all", "group_devices": {}, "group_counts": {}},
 }
 
 

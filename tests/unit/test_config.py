@@ -222,7 +222,7 @@ def test_jupyterhub_config_file_refuses_bad_platform_json(settings, write_settin
 def test_jupyterhub_config_file_refuses_gpus_with_private_devices(
     settings, platform_config, write_settings, monkeypatch
 ):
-    settings["gpu"] = {"enabled": 1}
+    platform_config["GpuSupport"]["mode"] = 1
     platform_config["PlatformSpawner"]["isolate_devices"] = True
     with pytest.raises(ValueError, match="jupyterhub_spawner_isolate_devices"):
         load_jupyterhub_config(write_settings(settings), monkeypatch, platform_config)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 from jupyterhub.traitlets import ByteSpecification
-from traitlets import Bool, Dict, Float, Integer, List, TraitError, Unicode
+from traitlets import Bool, Dict, Enum, Float, Integer, List, TraitError, Unicode
 
 from hub_ext import settings as st
 
@@ -91,6 +91,8 @@ def changed_value(setting: st.Setting, default):
     trait = setting.trait
     if isinstance(trait, Bool):
         return not default
+    if isinstance(trait, Enum):
+        return next(value for value in trait.values if value != default)
     if isinstance(trait, ByteSpecification):  # an Integer that takes "4G"
         return "8G"
     if isinstance(trait, Integer):
@@ -158,6 +160,25 @@ def test_defaults_pass_the_deploy_check(rendered, tmp_path):
     ("jupyterhub_password_words", 11, "should not be greater than 10"),
     ("jupyterhub_password_delimiter", " ", "the password delimiter must be 1-3 characters"),
     ("jupyterhub_signup_max_pending", -1, "should not be less than 0"),
+    ("jupyterhub_idle_culler_timeout", 0, "should not be less than 1"),
+    ("jupyterhub_idle_culler_interval", 0, "should not be less than 1"),
+    ("jupyterhub_idle_culler_max_age", -1, "should not be less than 0"),
+    ("jupyterhub_idle_culler_max_extension", 8761, "should not be greater than 8760"),
+    ("jupyterhub_storage_trash_retention_days", 0, "should not be less than 1"),
+    ("jupyterhub_storage_deleted_user_retention_days", 0, "should not be less than 1"),
+    ("jupyterhub_storage_sizes_interval", 0, "should not be less than 1"),
+    ("jupyterhub_volume_descriptions", {"shared": "x"}, "'shared' is not a per-user volume"),
+    ("jupyterhub_volume_descriptions", {"home": ["x"]}, "volume_descriptions"),
+    ("jupyterhub_activitymon_sample_interval", 0, "should not be less than 1"),
+    ("jupyterhub_activitymon_sample_interval", 86401, "should not be greater than 86400"),
+    ("jupyterhub_activitymon_retention_days", 366, "should not be greater than 365"),
+    ("jupyterhub_activitymon_half_life", 169, "should not be greater than 168"),
+    ("jupyterhub_activitymon_inactive_after", 0, "should not be less than 1"),
+    ("jupyterhub_gpu_enabled", 3, "expected any of [0, 1, 2]"),
+    ("jupyterhub_gpu_policy", "random", "expected any of ['all'"),
+    ("jupyterhub_gpu_group_devices", {"ml": []}, "group_devices"),
+    ("jupyterhub_gpu_group_devices", {"ml": [-1]}, "group_devices"),
+    ("jupyterhub_gpu_group_counts", {"ml": 0}, "group_counts"),
 ])
 def test_bad_value_is_refused_naming_the_variable(defaults, variable, value, message, tmp_path, capsys):
     config = render({**defaults, variable: value})
@@ -171,6 +192,18 @@ def test_bad_value_is_refused_naming_the_variable(defaults, variable, value, mes
     # at hub start: the trait itself refuses the same value (TraitError)
     with pytest.raises(TraitError, match=re.escape(message)):
         setting.check(config[setting.section][setting.name])
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"jupyterhub_gpu_policy": "group"}, "jupyterhub_gpu_group_devices"),
+    ({"jupyterhub_gpu_enabled": 1, "jupyterhub_spawner_isolate_devices": True},
+     "jupyterhub_spawner_isolate_devices"),
+])
+def test_bad_combinations_are_refused_at_deploy(defaults, changes, message, tmp_path, capsys):
+    path = tmp_path / "platform_config.json"
+    path.write_text(json.dumps(render({**defaults, **changes})))
+    assert st.main(["check", str(path)]) == 1
+    assert message in capsys.readouterr().err
 
 
 def test_the_check_command_reports_unreadable_files(tmp_path, capsys):
@@ -221,6 +254,7 @@ def test_configuration_reference_has_the_default_and_bounds(rendered, variable):
 # ByteSpecification first: an Integer subclass that also takes "4G" (a string in Ansible)
 SPEC_TYPES = {ByteSpecification: {"str", "raw"}, Bool: {"bool"}, Integer: {"int"},
               Float: {"float"}, Unicode: {"str", "path"}, List: {"list"}, Dict: {"dict"}}
+SPEC_TYPE_OF_VALUE = {int: "int", str: "str"}
 
 
 def argument_spec_options() -> dict[str, dict]:
@@ -238,7 +272,10 @@ def test_argument_specs_fit_the_traits():
     for variable, settings in BY_VARIABLE.items():
         assert variable in options, f"no role's argument spec declares {variable}"
         trait = settings[0].trait
-        expected = next((types for cls, types in SPEC_TYPES.items() if isinstance(trait, cls)), None)
+        if isinstance(trait, Enum):  # the spec's type is that of the values
+            expected = {SPEC_TYPE_OF_VALUE[type(value)] for value in trait.values}
+        else:
+            expected = next((types for cls, types in SPEC_TYPES.items() if isinstance(trait, cls)), None)
         assert expected is not None, f"{variable}: no Ansible type for {type(trait).__name__}"
         assert options[variable].get("type", "str") in expected | {"raw"}, variable
 
