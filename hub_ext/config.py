@@ -31,7 +31,6 @@ from hub_ext.accounts import privileges
 from hub_ext.accounts.unix_users import (
     InvalidNameError,
     check_unix_name,
-    check_unix_username_template,
 )
 
 SPAWNER_CLASS = "hub_ext.spawner.PlatformSpawner"
@@ -150,13 +149,6 @@ def _group_name(key, value):
         raise PlatformSettingsError(key, f"is invalid: {e}") from None
 
 
-def _username_template(key, value):
-    try:
-        return check_unix_username_template(_string(key, value))
-    except InvalidNameError as e:
-        raise PlatformSettingsError(key, f"is invalid: {e}") from None
-
-
 Check = Callable[[str, Any], Any]
 
 # top-level keys: every one is required (Ansible renders them all)
@@ -170,7 +162,6 @@ TOP_LEVEL_CHECKS: dict[str, Check] = {
     "proxy_api_socket": _socket_path,
     "proxy_user": _group_name,
     "admin_password_file": _optional(_absolute_path),
-    "unix_username_template": _username_template,
     "platform_group": _group_name,
     "users_root": _bindable_path,
     "shared_dir": _optional(_bindable_path),

@@ -26,7 +26,6 @@ SAMPLE_SETTINGS = {
     "proxy_api_socket": "/run/jupyterhub-proxy/api.sock",
     "proxy_user": "jupyterhub-proxy",
     "admin_password_file": None,
-    "unix_username_template": "jh-{USERNAME}",
     "platform_group": "jupyterhub-users",
     "users_root": "/srv/jupyterhub/users",
     "shared_dir": "/srv/jupyterhub/shared",

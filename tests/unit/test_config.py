@@ -112,7 +112,6 @@ def test_config_reaches_real_traits(settings, platform_config):
         ("public_host", "https://hub.example.org:99999", "public_host must be https://<domain>"),
         ("user_subdomains", "yes", "user_subdomains must be true or false"),
         ("state_dir", "var/lib", "state_dir must be an absolute path"),
-        ("unix_username_template", "jh-user", "unix_username_template is invalid"),
         ("platform_group", "Bad Group", "platform_group is invalid"),
         ("users_root", "/srv/my users", "users_root must not contain whitespace"),
         ("shared_dir", "/srv/a:b", "shared_dir must not contain whitespace or ':'"),
