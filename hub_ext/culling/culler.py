@@ -55,7 +55,7 @@ class CullPolicy:
     max_extension_hours: int  # total extension allowed per server start
     # Seconds one extension "hour" is worth: 3600 on every real deployment; the
     # integration tests shrink it to see an extended deadline pass in seconds.
-    extension_unit: int = HOUR
+    extension_unit: int
 
 
 # --- remaining time ---------------------------------------------------------

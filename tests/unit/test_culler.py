@@ -98,7 +98,7 @@ class FakeHub:
 
 def policy(**kw):
     base = {"enabled": True, "timeout": 600, "interval": 60, "max_age": 0}
-    base["max_extension_hours"] = 3
+    base.update(max_extension_hours=3, extension_unit=HOUR)
     base.update(kw)
     return CullPolicy(**base)
 
