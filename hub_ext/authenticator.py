@@ -31,7 +31,7 @@ from jupyterhub import orm
 from nativeauthenticator import NativeAuthenticator
 from nativeauthenticator.orm import UserInfo
 from tornado import web
-from traitlets import Integer, List, Unicode
+from traitlets import Bool, Integer, List, TraitError, Unicode, default, validate
 
 from hub_ext.accounts import passwords, privileges
 from hub_ext.accounts import unix_users as accounts
@@ -68,23 +68,73 @@ class PlatformAuthenticator(NativeAuthenticator):
         """,
     ).tag(config=True)
 
-    unix_username_template = Unicode(
-        accounts.DEFAULT_UNIX_USERNAME_TEMPLATE,
-        help="""Unix account template, as PlatformSpawner.unix_username_template.
+    admin_user = Unicode(
+        "admin",
+        help="""Hub name of the platform's admin (a valid hub name whose unix name is
+        valid too); admin_users is {admin_user} unless configured otherwise.""",
+    ).tag(config=True, ansible="jupyterhub_admin")
 
-        Hub names whose unix name would be invalid (too long) are refused at signup.
-        """,
-    ).tag(config=True)
+    unix_username_template = accounts.UnixUsernameTemplate(
+        accounts.DEFAULT_UNIX_USERNAME_TEMPLATE,
+        help="""Unix account of a hub user; {USERNAME} is the hub name. Must contain
+        {USERNAME}, only [a-z0-9_-] otherwise, and give at most 32 characters for a
+        29-character hub name. Hub names whose unix name would be invalid are refused
+        at signup.""",
+    ).tag(config=True, ansible="jupyterhub_unix_username_template")
 
     password_words = Integer(
         passwords.DEFAULT_WORDS,
-        help="Words in a generated password (batch creation, reset), 3-10.",
-    ).tag(config=True)
+        min=passwords.MIN_WORDS,
+        max=passwords.MAX_WORDS,
+        help="Words in a generated password (batch creation, reset).",
+    ).tag(config=True, ansible="jupyterhub_password_words")
 
     password_delimiter = Unicode(
         passwords.DEFAULT_DELIMITER,
-        help="What joins the words of a generated password (1-3 characters, e.g. '-').",
-    ).tag(config=True)
+        help="What joins the words of a generated password: 1-3 characters of -_.,:;+=~!@#%^*/| or digits.",
+    ).tag(config=True, ansible="jupyterhub_password_delimiter")
+
+    # NativeAuthenticator's own options, declared again with the platform's
+    # defaults (upstream's are 0: no delays, empty passwords) and bounds
+    enable_signup = Bool(
+        True, help="Self-registration with admin approval; False: only the admin creates users."
+    ).tag(config=True, ansible="jupyterhub_signup_enabled")
+
+    allowed_failed_logins = Integer(
+        5,
+        min=0,
+        help="""Failed logins one client address may make for one account before
+        its next try waits 1 s, then 2 s, 4 s ... (login delays, not a lockout;
+        the address as a whole gets 20 times as many). 0 turns the delays off.""",
+    ).tag(config=True, ansible="jupyterhub_allowed_failed_logins")
+
+    seconds_before_next_try = Integer(
+        600, min=0, help="The longest login delay in seconds (0 turns the delays off)."
+    ).tag(config=True, ansible="jupyterhub_seconds_before_next_try")
+
+    minimum_password_length = Integer(
+        8, min=1, help="Minimum password length at signup and password change."
+    ).tag(config=True, ansible="jupyterhub_minimum_password_length")
+
+    @default("admin_users")
+    def _default_admin_users(self):
+        return {self.admin_user}
+
+    @validate("admin_user")
+    def _valid_admin_user(self, proposal):
+        try:
+            name = accounts.check_hub_name(proposal["value"])
+            accounts.unix_name(name, self.unix_username_template)
+        except accounts.InvalidNameError as e:
+            raise TraitError(f"admin_user {proposal['value']!r} is invalid: {e}") from None
+        return name
+
+    @validate("password_delimiter")
+    def _valid_password_delimiter(self, proposal):
+        try:
+            return passwords.check_delimiter(proposal["value"])
+        except passwords.PasswordPolicyError as e:
+            raise TraitError(str(e)) from None
 
     platform_group = Unicode(
         accounts.DEFAULT_PLATFORM_GROUP,
@@ -102,22 +152,20 @@ class PlatformAuthenticator(NativeAuthenticator):
         min=0,
         help="""Signups waiting for approval at most; further signups are refused
         (429) until an admin approves or discards some. 0: no limit.""",
-    ).tag(config=True)
+    ).tag(config=True, ansible="jupyterhub_signup_max_pending")
 
     signups_per_address_per_hour = Integer(
         30,
         min=0,
         help="""Signups one client address may submit per hour (the form passed its
         checks, so a password was hashed); more are refused (429). 0: no limit.""",
-    ).tag(config=True)
+    ).tag(config=True, ansible="jupyterhub_signups_per_address_per_hour")
 
     # seam for unit tests
     command_runner = staticmethod(run_command)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        passwords.check_words(self.password_words)
-        passwords.check_delimiter(self.password_delimiter)
         # what the operator configured; enable_signup itself may be opened
         # temporarily for the admin's own first signup
         self.signup_configured = self.enable_signup

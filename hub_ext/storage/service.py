@@ -16,7 +16,7 @@ import os
 import pwd
 import time
 
-from traitlets import Dict, Integer, Unicode
+from traitlets import Dict, Integer, TraitError, Unicode, validate
 
 from hub_ext.accounts import unix_users as accounts
 from hub_ext.periodic import PeriodicService, WorkerThread
@@ -70,32 +70,50 @@ class StorageManager(PeriodicService):
     users_root = Unicode(
         "/srv/jupyterhub/users", help="Host directory holding <unix name>/{home,workspace,cache}."
     ).tag(config=True)
-    unix_username_template = Unicode(
+    # The settings (hub_ext/settings.py): each trait is the only declaration of
+    # its type, bounds and default; the Ansible variable in its tag sets it.
+    unix_username_template = accounts.UnixUsernameTemplate(
         accounts.DEFAULT_UNIX_USERNAME_TEMPLATE,
         help="Unix account of a hub user, as PlatformSpawner.unix_username_template.",
-    ).tag(config=True)
+    ).tag(config=True, ansible="jupyterhub_unix_username_template")
     trash_retention_days = Integer(
         7,
         min=1,
         help="Days a reset directory stays restorable before the purge timer deletes it.",
-    ).tag(config=True)
+    ).tag(config=True, ansible="jupyterhub_storage_trash_retention_days")
     sizes_interval = Integer(
         3600,
         min=1,
         help="Seconds between two measurements of every user's directory sizes "
-        "(JUPYTERHUB_ACTIVITYMON_VOLUMES_UPDATE_INTERVAL of the original).",
-    ).tag(config=True)
+        "(JUPYTERHUB_ACTIVITYMON_VOLUMES_UPDATE_INTERVAL of the original; the activity "
+        "page shows the latest measurement).",
+    ).tag(config=True, ansible="jupyterhub_storage_sizes_interval")
     deleted_user_retention_days = Integer(
         30,
         min=1,
         help="Days a deleted user's directories stay in the admin-only archive, "
         "restorable, before the purge timer deletes them.",
-    ).tag(config=True)
+    ).tag(config=True, ansible="jupyterhub_storage_deleted_user_retention_days")
     volume_descriptions = Dict(
         value_trait=Unicode(),
+        default_value={
+            "home": "User home directory files, configurations",
+            "workspace": "Project files, notebooks, code",
+            "cache": "Temporary files, pip cache, conda cache",
+        },
         help="Text shown next to each volume in the Manage Volumes dialog "
         "(VOLUME_DESCRIPTIONS of the original), keyed home/workspace/cache.",
-    ).tag(config=True)
+    ).tag(config=True, ansible="jupyterhub_volume_descriptions")
+
+    @validate("volume_descriptions")
+    def _known_volumes(self, proposal):
+        unknown = sorted(set(proposal["value"]) - set(names.VOLUMES))
+        if unknown:
+            raise TraitError(
+                f"volume_descriptions: {unknown[0]!r} is not a per-user volume "
+                f"(known: {', '.join(names.VOLUMES)})"
+            )
+        return proposal["value"]
 
     # seams for tests
     clock = staticmethod(time.time)

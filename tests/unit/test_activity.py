@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+from traitlets import TraitError
 
 from hub_ext import config
 from hub_ext.activity import accounting, metrics, score
@@ -329,13 +330,16 @@ def test_scores_survive_a_hub_restart(monitor_env, tmp_path):
     assert again.score_view["alice"] == (1.0, 4)
 
 
-def test_sizes_provider_is_reused_for_the_volumes_interval(monitor_env):
+def test_sizes_show_the_providers_latest_measurement(monitor_env):
+    # no second cache in the activity monitor: the storage sizing's interval
+    # (jupyterhub_storage_sizes_interval) alone says how fresh the column is
     m, clock, *_ = monitor_env
+    measured = {"alice": {"home": 2**20, "workspace": 3 * 2**20, "cache": None}}
     calls = []
 
     def provider(names):
         calls.append(sorted(names))
-        return {"alice": {"home": 2**20, "workspace": 3 * 2**20, "cache": None}}
+        return measured
 
     m.sizes_provider = provider
     run(m.tick())
@@ -343,11 +347,11 @@ def test_sizes_provider_is_reused_for_the_volumes_interval(monitor_env):
     assert users["alice"]["sizes"] == {"total": 4 * 2**20,
                                        "dirs": {"home": 2**20, "workspace": 3 * 2**20}}
     assert users["bob"]["sizes"] is None
-    m.model()
-    assert len(calls) == 1
-    clock.now += m.volumes_update_interval
-    m.model()
-    assert len(calls) == 2 and calls[0] == ["alice", "bob", "carol"]
+    assert calls == [["alice", "bob", "carol"]]
+    measured["alice"] = {"home": 2**20, "workspace": None, "cache": None}  # a new pass
+    users = {u["name"]: u for u in m.model()["users"]}
+    assert users["alice"]["sizes"] == {"total": 2**20, "dirs": {"home": 2**20}}
+    assert len(calls) == 2
 
 
 def test_targets_from_hub_users():
@@ -384,9 +388,14 @@ def test_metrics_collector(monitor_env):
     assert generate_latest(registry).decode().count("# TYPE jupyterhub_activity_score_ratio") == 1
 
 
-def test_monitor_rejects_nonsense():
-    with pytest.raises(ValueError, match="half_life and inactive_after must be > 0"):
-        ActivityMonitor(half_life=0, cgroup_lookup=lambda u: {})
+@pytest.mark.parametrize("trait, value", [
+    ("half_life", 0), ("inactive_after", 0), ("live_interval", -1), ("sample_interval", 0),
+])
+def test_monitor_rejects_nonsense(trait, value):
+    # the traits' bounds (the Ansible variables' values are checked by the same
+    # traits at deploy: test_settings.py)
+    with pytest.raises(TraitError, match=trait):
+        ActivityMonitor(**{trait: value}, cgroup_lookup=lambda u: {})
 
 
 def test_systemctl_lookup_failure_leaves_units_unresolved():
@@ -400,35 +409,17 @@ def test_systemctl_lookup_failure_leaves_units_unresolved():
 # --- settings -------------------------------------------------------------------------
 
 
-def test_activity_settings_default_and_apply(settings):
+def test_activity_settings_from_the_deployed_files(settings, platform_config):
     from traitlets.config import Config
 
     c = Config()
-    s = config.apply_platform_settings(c, settings)
-    assert s["activity"] == config.ACTIVITY_DEFAULTS
-    assert c.ActivityMonitor.sample_interval == 600
-    assert c.ActivityMonitor.half_life == 72.0
-    assert c.ActivityMonitor.db_file == "/var/lib/jupyterhub/activity.sqlite"
-
-    settings["activity"] = {"sample_interval": 120, "inactive_after": 5}
-    c = Config()
     config.apply_platform_settings(c, settings)
-    assert c.ActivityMonitor.sample_interval == 120 and c.ActivityMonitor.inactive_after == 5.0
-    assert c.ActivityMonitor.retention_days == 7
-
-
-@pytest.mark.parametrize("key, value, message", [
-    ("sample_interval", 30, "activity.sample_interval must be >= 60"),
-    ("retention_days", 0, "activity.retention_days must be >= 1"),
-    ("half_life", 169, "activity.half_life must be <= 168"),
-    ("inactive_after", "60", "activity.inactive_after must be an integer"),
-    ("volumes_update_interval", True, "activity.volumes_update_interval must be an integer"),
-    ("colour", 1, "activity.colour is not a known activity option"),
-])
-def test_bad_activity_settings_name_the_key(settings, key, value, message):
-    settings["activity"] = {key: value}
-    with pytest.raises(config.PlatformSettingsError, match=message):
-        config.validate_settings(settings)
+    platform_config["ActivityMonitor"].update(sample_interval=120, inactive_after=5)
+    c.merge(Config(platform_config))
+    assert c.ActivityMonitor.db_file == "/var/lib/jupyterhub/activity.sqlite"
+    c.ActivityMonitor.db_file = ":memory:"
+    m = ActivityMonitor(config=c, cgroup_lookup=lambda u: {})
+    assert (m.sample_interval, m.inactive_after, m.retention_days) == (120, 5.0, 7)
 
 
 def test_concurrent_live_requests_take_one_reading(monitor_env):

@@ -77,7 +77,7 @@ def test_empty_admin_password_file_is_an_error(make_authenticator):
 
 
 def test_admin_can_sign_up_while_signup_disabled(make_authenticator):
-    authenticator = make_authenticator(signup_enabled=False)
+    authenticator = make_authenticator(enable_signup=False)
     # open for the admin's first signup only
     assert authenticator.enable_signup is True
     assert authenticator.create_user("alice", "long-enough-pw") is None
@@ -90,7 +90,7 @@ def test_admin_can_sign_up_while_signup_disabled(make_authenticator):
 
 
 def test_signup_disabled_with_password_file_stays_closed(make_authenticator):
-    authenticator = make_authenticator(password="admin-password", signup_enabled=False)
+    authenticator = make_authenticator(password="admin-password", enable_signup=False)
     assert authenticator.enable_signup is False
 
 
