@@ -7,8 +7,8 @@ For each N (default 20, then 50): create N users with the platform's batch API,
 run Locust headless (N users spawned at ``--spawn-rate`` per second, each
 running the session once, the whole run bounded by ``--run-time``), sample the
 build machine's load average and available memory meanwhile, delete the users.
-Prints p50/p95 per step and the error count, writes artifacts/load.json and
-Locust's CSVs (artifacts/load-N_*.csv), and exits 1 on any error (0 is the bar).
+Prints p50/p95 per step and the error count, writes artifacts/load.json (and
+Locust's output, artifacts/load-N.log), and exits 1 on any error (0 is the bar).
 
 The platform runs on the suite's default test host (TESTHOST_NAME, default
 ``pytest``, on TESTHOST_PORT_BASE, default 23000), built and deployed here, or
@@ -19,7 +19,6 @@ Everything stays on the loopback address.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import subprocess
@@ -47,18 +46,6 @@ def machine_sample() -> tuple[float, int]:
     return load, int(meminfo["MemAvailable"].split()[0]) // 1024
 
 
-def step_stats(csv_prefix: Path) -> dict[str, dict]:
-    """Locust's statistics per step (milliseconds) from its _stats.csv."""
-    with open(f"{csv_prefix}_stats.csv") as f:
-        rows = {row["Name"]: row for row in csv.DictReader(f)}
-    return {name: {"count": int(rows[name]["Request Count"]) if name in rows else 0,
-                   "failures": int(rows[name]["Failure Count"]) if name in rows else 0,
-                   "p50_ms": float(rows[name]["50%"]) if name in rows else None,
-                   "p95_ms": float(rows[name]["95%"]) if name in rows else None,
-                   "max_ms": float(rows[name]["Max Response Time"]) if name in rows else None}
-            for name in STEPS}
-
-
 def run_load(host, n: int, spawn_rate: float, idle: float, run_time: int) -> dict:
     admin = admin_client(host)
     passwords = batch_create(admin, unique_names(n, "load"))
@@ -70,21 +57,24 @@ def run_load(host, n: int, spawn_rate: float, idle: float, run_time: int) -> dic
             samples.append(machine_sample())
 
     sampler = threading.Thread(target=sample)
-    csv_prefix = ARTIFACTS / f"load-{n}"
     started = time.monotonic()
     try:
         with tempfile.TemporaryDirectory() as tmp:
             creds = Path(tmp) / "users.json"
             creds.write_text(json.dumps([{"name": k, "password": v} for k, v in passwords.items()]))
+            result_file = Path(tmp) / "result.json"
             env = dict(os.environ, LOAD_USERS_FILE=str(creds), LOAD_IDLE_SECONDS=str(idle),
+                       LOAD_RESULT_FILE=str(result_file),
                        PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
             sampler.start()
             res = subprocess.run(
                 [str(Path(sys.executable).parent / "locust"), "-f", str(LOCUSTFILE), "--headless",
                  "--users", str(n), "--spawn-rate", str(spawn_rate), "--run-time", f"{run_time}s",
-                 "--stop-timeout", "30", "--host", host.https_url, "--csv", str(csv_prefix),
+                 "--stop-timeout", "30", "--host", host.https_url,
                  "--only-summary", "--loglevel", "WARNING"],
                 env=env, text=True, capture_output=True, timeout=run_time + 120)
+            (ARTIFACTS / f"load-{n}.log").write_text(res.stdout + res.stderr)
+            locust = json.loads(result_file.read_text())
     finally:
         done.set()
         if sampler.is_alive():
@@ -92,14 +82,15 @@ def run_load(host, n: int, spawn_rate: float, idle: float, run_time: int) -> dic
         for user in passwords:
             admin.api("DELETE", f"users/{user}", timeout=120)
     wall = time.monotonic() - started
-    (ARTIFACTS / f"load-{n}.log").write_text(res.stdout + res.stderr)
-    steps = step_stats(csv_prefix)
+    empty = {"count": 0, "failures": 0, "p50_ms": None, "p95_ms": None, "max_ms": None}
+    steps = {name: locust["steps"].get(name, empty) for name in STEPS}
     # a session stops at its first failed step: every session that did not
     # complete its last step is one error (a failure, or cut off by --run-time)
     completed = steps[STEPS[-1]]["count"] - steps[STEPS[-1]]["failures"]
     errors = n - completed
     return {"users": n, "spawn_rate_per_s": spawn_rate, "idle_s": idle, "wall_s": round(wall, 1),
             "locust_exit": res.returncode, "errors": errors, "steps": steps,
+            "error_messages": locust["errors"],
             "max_load_avg_1m": max((s[0] for s in samples), default=None),
             "min_mem_available_mib": min((s[1] for s in samples), default=None)}
 

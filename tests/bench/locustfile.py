@@ -16,7 +16,9 @@ Each simulated user runs the session once, as a person at a browser would:
 Each step is one entry in Locust's statistics (its time, or its failure), so
 Locust's p50/p95 per name are the steps' percentiles. Credentials come from the
 JSON file ``LOAD_USERS_FILE`` (``[{"name":..., "password":...}]``, one per
-simulated user); when the last user is done the run quits.
+simulated user); when the last user is done the run quits, and the final
+figures per step (count, failures, p50, p95, max in ms, Locust's own
+percentiles) and the error messages are written to ``LOAD_RESULT_FILE``.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from urllib.parse import urlparse
 
 import gevent
 import websocket
-from locust import User, constant, task
+from locust import User, constant, events, task
 from locust.exception import StopUser
 
 from hubclient import LOOPBACK, HubClient, is_loopback_name
@@ -42,6 +44,17 @@ IDLE_SECONDS = float(os.environ.get("LOAD_IDLE_SECONDS", "30"))
 START_TIMEOUT = float(os.environ.get("LOAD_START_TIMEOUT", "600"))
 CELL = "import os\nprint(sum(range(10**6)), os.environ['JUPYTERHUB_USER'])"
 _finished = []
+
+
+@events.quitting.add_listener
+def write_result(environment, **_kw):
+    steps = {name: {"count": entry.num_requests, "failures": entry.num_failures,
+                    "p50_ms": entry.get_response_time_percentile(0.5),
+                    "p95_ms": entry.get_response_time_percentile(0.95),
+                    "max_ms": entry.max_response_time}
+             for (name, _method), entry in environment.stats.entries.items()}
+    errors = [f"{e.name}: {e.error} (x{e.occurrences})" for e in environment.stats.errors.values()]
+    Path(os.environ["LOAD_RESULT_FILE"]).write_text(json.dumps({"steps": steps, "errors": errors}))
 
 
 class StepFailed(Exception):
