@@ -402,8 +402,10 @@ def kernel_cell(admin: HubClient, user: str, kernel: str, code: str,
     async def talk() -> tuple[str, str]:
         ws = await lab_websocket(admin, url)
         await ws.write_message(json.dumps(request))
-        out, status = "", None
-        while status is None:
+        # the reply (shell channel) may overtake the output (iopub): the cell is
+        # done once both its reply and the kernel's idle status for it arrived
+        out, status, idle = "", None, False
+        while not (status == "died" or (status is not None and idle)):
             raw = await asyncio.wait_for(ws.read_message(), timeout)
             assert raw is not None, f"kernel channel closed; output so far: {out!r}"
             msg = json.loads(raw)
@@ -413,6 +415,8 @@ def kernel_cell(admin: HubClient, user: str, kernel: str, code: str,
                 status = "died"
             elif msg.get("parent_header", {}).get("msg_id") != msg_id:
                 continue
+            elif kind == "status":
+                idle = msg["content"]["execution_state"] == "idle"
             elif kind == "stream":
                 out += msg["content"]["text"]
             elif kind == "error":

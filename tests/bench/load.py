@@ -10,8 +10,9 @@ build machine's load average and available memory meanwhile, delete the users.
 Prints p50/p95 per step and the error count, writes artifacts/load.json (and
 Locust's output, artifacts/load-N.log), and exits 1 on any error (0 is the bar).
 
-The platform runs on the suite's default test host (TESTHOST_NAME, default
-``pytest``, on TESTHOST_PORT_BASE, default 23000), built and deployed here, or
+The platform runs on a test host of the suite's default kind with
+LOAD_HOST_VARS, ``$TESTHOST_NAME-load`` on port base ``$TESTHOST_PORT_BASE + 6000``
+(or TESTHOST_LOAD_NAME / TESTHOST_LOAD_PORT_BASE), built and deployed here, or
 the kept one with TESTHOST_REUSE=1; torn down afterwards unless TESTHOST_KEEP=1.
 Everything stays on the loopback address.
 """
@@ -36,6 +37,9 @@ from hubclient import admin_client, batch_create, unique_names  # noqa: E402
 
 ARTIFACTS = TESTS.parent / "artifacts"
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
+# 50 labs starting within 25 s on two cores shared with other jobs: a start
+# takes minutes, not the default 120 s (start) / 60 s (http) the platform allows
+LOAD_HOST_VARS = {"jupyterhub_spawner_start_timeout": 300, "jupyterhub_spawner_http_timeout": 300}
 STEPS = ("1 login", "2 start lab", "3 open kernel", "4 run cell", "5 stop")
 
 
@@ -115,10 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--idle", type=float, default=30, help="seconds each user idles with the kernel open")
     ap.add_argument("--run-time", type=int, default=900, help="upper bound of each run in seconds")
     args = ap.parse_args(argv)
-    name = os.environ.get("TESTHOST_NAME", "pytest")
-    port_base = int(os.environ.get("TESTHOST_PORT_BASE", "23000"))
+    name = os.environ.get("TESTHOST_LOAD_NAME", os.environ.get("TESTHOST_NAME", "pytest") + "-load")
+    port_base = int(os.environ.get("TESTHOST_LOAD_PORT_BASE",
+                                   int(os.environ.get("TESTHOST_PORT_BASE", "23000")) + 6000))
     ARTIFACTS.mkdir(exist_ok=True)
-    host = testhost.provision(name, port_base, reuse=os.environ.get("TESTHOST_REUSE") == "1",
+    host = testhost.provision(name, port_base, LOAD_HOST_VARS, reuse=os.environ.get("TESTHOST_REUSE") == "1",
                               log_to=ARTIFACTS / "deploy-load.log")
     results = []
     try:

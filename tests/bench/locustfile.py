@@ -5,7 +5,8 @@ Each simulated user runs the session once, as a person at a browser would:
 1. ``login``: the hub's login form through nginx (POST with ``_xsrf``);
 2. ``start lab``: the home page's start (POST ``/hub/api/users/<name>/server``
    with the session cookie and ``X-XSRFToken``) until the hub reports the lab
-   ready, the lab page opened through the OAuth dance and its API answering;
+   ready (polled every 0.5 s), the lab page opened through the OAuth dance and
+   its API answering;
 3. ``open kernel``: a new Python kernel (``/api/kernels``) and its channels
    websocket on the lab's origin, with the lab's cookies;
 4. ``run cell``: an ``execute_request`` until its ``execute_reply`` is ``ok``
@@ -88,20 +89,44 @@ def execute(ws: websocket.WebSocket, user: str, code: str) -> str:
         "parent_header": {}, "metadata": {}, "channel": "shell",
         "content": {"code": code, "silent": False, "store_history": True,
                     "user_expressions": {}, "allow_stdin": False, "stop_on_error": True}}))
-    out = ""
-    while True:
+    # the reply (shell channel) may overtake the output (iopub): the cell is
+    # done once both its reply and the kernel's idle status for it arrived
+    out, replied, idle = "", False, False
+    while not (replied and idle):
         msg = json.loads(ws.recv())
         if msg.get("parent_header", {}).get("msg_id") != msg_id:
             continue
         kind = msg["header"]["msg_type"]
         if kind == "stream":
             out += msg["content"]["text"]
+        elif kind == "status":
+            idle = msg["content"]["execution_state"] == "idle"
         elif kind == "error":
             raise StepFailed("\n".join(msg["content"]["traceback"])[-500:])
         elif kind == "execute_reply":
             if msg["content"]["status"] != "ok":
                 raise StepFailed(f"execute_reply {msg['content']['status']}")
-            return out
+            replied = True
+    return out
+
+
+def start_lab(client: HubClient, user: str) -> None:
+    """The home page's start; fails as soon as the hub gives the start up (its
+    start_timeout or http_timeout passed: the server is gone from the user's model)."""
+    r = client.api("POST", f"users/{user}/server")
+    if r.status_code not in (201, 202):
+        raise StepFailed(f"start {r.status_code} {r.text[:200]}")
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        server = client.api("GET", f"users/{user}").json().get("servers", {}).get("")
+        if not server:
+            raise StepFailed("the hub gave up starting the lab")
+        if server.get("ready"):
+            break
+        if time.monotonic() > deadline:
+            raise StepFailed(f"not ready in {START_TIMEOUT} s")
+        gevent.sleep(0.5)
+    client.wait_lab(user, timeout=START_TIMEOUT)  # the lab page (OAuth) and its API
 
 
 class PlatformUser(User):
@@ -133,7 +158,7 @@ class PlatformUser(User):
                 if r.status_code != 200 or client.logged_in_as() != user:
                     raise StepFailed(f"login {r.status_code}")
             self.step("1 login", login)
-            self.step("2 start lab", lambda: client.start_server(user, timeout=START_TIMEOUT, poll=0.5))
+            self.step("2 start lab", lambda: start_lab(client, user))
 
             def open_kernel():
                 r = client.s.post(client.url(f"user/{user}/api/kernels"), json={"name": "python3"},
