@@ -5,13 +5,9 @@ import bcrypt
 import pytest
 from nativeauthenticator.orm import UserInfo
 
+from hub_ext.accounts.outcomes import LoginResult, SignupRefused, delay_message
 from hub_ext.accounts.unix_users import HUB_NAME_RULE
-from hub_ext.authenticator import (
-    SIGNUP_CLOSED_MESSAGE,
-    LoginResult,
-    SignupRefused,
-    delay_message,
-)
+from hub_ext.authenticator import SIGNUP_CLOSED_MESSAGE
 
 from .fakes import FakeClock
 
@@ -99,7 +95,7 @@ def test_signup_disabled_with_password_file_stays_closed(make_authenticator):
 
 
 def test_signup_handler_replaced(make_authenticator):
-    from hub_ext.authenticator import PlatformSignUpHandler
+    from hub_ext.accounts.login_pages import PlatformSignUpHandler
 
     handlers = dict(make_authenticator().get_handlers(None))
     assert handlers["/signup"] is PlatformSignUpHandler
