@@ -389,8 +389,9 @@ class PlatformAuthenticator(NativeAuthenticator):
         manager = self._storage_manager()
         if manager is not None and accounts.is_valid_hub_name(user.name):
             try:
+                await manager.release_quota(user.name)
                 manager.archive_user(user.name)
-            except (OSError, ValueError) as e:  # UnsafePathError is a ValueError
+            except (OSError, ValueError, RuntimeError) as e:  # UnsafePathError is a ValueError
                 self.log.error("Could not archive the directories of %s: %s", user.name, e)
                 raise web.HTTPError(
                     500,

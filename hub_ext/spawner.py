@@ -24,7 +24,7 @@ from hub_ext.accounts import unix_users as accounts
 from hub_ext.gpu.policy import lab_environment, unit_properties
 from hub_ext.gpu.service import GpuSupport
 from hub_ext.process import run_command
-from hub_ext.storage import layout
+from hub_ext.storage import layout, quota
 from hub_ext.units import lab_unit as units
 from hub_ext.units import readiness
 from hub_ext.units.lab_unit import DEFAULT_SHM_SIZE, DEFAULT_TMP_SIZE, UnitSpec, build_unit_spec, check_tmpfs_size
@@ -174,6 +174,7 @@ class PlatformSpawner(SystemdSpawner):
     # seams for unit tests (plain attributes, not config)
     command_runner = staticmethod(run_command)
     chown = staticmethod(os.fchown)
+    disk_quota_settings_file = quota.SETTINGS_FILE
     lab_probe = staticmethod(readiness.http_answers)
 
     # SystemdSpawner's own knob for the unix name; kept coherent with ours
@@ -355,6 +356,10 @@ class PlatformSpawner(SystemdSpawner):
             home=self.home_in_lab,
             runner=self.command_runner,
         )
+        if quota.load_settings(self.disk_quota_settings_file) is not None:
+            # the user root becomes the quota's unit (a btrfs subvolume) before the
+            # directories are made in it (hub_ext.storage.quota)
+            await quota.start_unit(self.command_runner, "apply", self.unix_name)
         layout.ensure_user_dirs(
             self.unix_name, self.users_root, account.uid, account.gid, chown=self.chown
         )

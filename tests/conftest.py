@@ -23,6 +23,7 @@ TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
 sys.path.insert(0, str(TESTS / "testhost"))
 
+import acme_ca  # noqa: E402
 import testhost  # noqa: E402
 from hubclient import HubClient, admin_client  # noqa: E402
 
@@ -143,7 +144,8 @@ def limits_host():
     ARTIFACTS.mkdir(exist_ok=True)
     h = testhost.provision(name, port_base, testhost.LIMITS_HOST_VARS, enforce_limits=True,
                            reuse=os.environ.get("TESTHOST_REUSE") == "1",
-                           log_to=ARTIFACTS / "deploy-limits.log")
+                           log_to=ARTIFACTS / "deploy-limits.log",
+                           users_btrfs=testhost.LIMITS_HOST_USERS_BTRFS)
     yield h
     if os.environ.get("TESTHOST_KEEP") != "1":
         testhost.down(name)
@@ -153,3 +155,26 @@ def limits_host():
 def limits_admin(limits_host) -> HubClient:
     """The enforcing host's admin, with an API token."""
     return admin_client(limits_host)
+
+
+# --- the ACME test host (docs/tls.md, "How it is tested") ------------------------
+# A host whose certificate comes from a local ACME CA (tests/acme_ca.py) through
+# the playbook's nginx_acme_* settings; otherwise deployed like the suite's host,
+# so a test of another setting that works with either certificate can share it.
+
+@pytest.fixture(scope="session")
+def acme_host():
+    """``$TESTHOST_NAME-acme`` on port base ``$TESTHOST_PORT_BASE + 5000`` (or
+    TESTHOST_ACME_NAME / TESTHOST_ACME_PORT_BASE), kept and reused like the main
+    host with TESTHOST_KEEP / TESTHOST_REUSE."""
+    main = os.environ.get("TESTHOST_NAME", "pytest")
+    name = os.environ.get("TESTHOST_ACME_NAME", f"{main}-acme")
+    port_base = int(os.environ.get("TESTHOST_ACME_PORT_BASE",
+                                   int(os.environ.get("TESTHOST_PORT_BASE", "23000")) + 5000))
+    ARTIFACTS.mkdir(exist_ok=True)
+    h = testhost.provision(name, port_base, acme_ca.host_vars(name, port_base),
+                           reuse=os.environ.get("TESTHOST_REUSE") == "1",
+                           log_to=ARTIFACTS / "deploy-acme.log", before_deploy=acme_ca.start)
+    yield h
+    if os.environ.get("TESTHOST_KEEP") != "1":
+        testhost.down(name)

@@ -115,6 +115,7 @@ class ActivityMonitor(PeriodicService):
         self.scores: dict[str, score.DecayScore] = {}
         self._tick_readings: dict[str, accounting.Reading] = {}
         self._last_readings: dict[str, accounting.Reading] = {}
+        self._oom_seen_at: dict[str, float] = {}  # user -> reading that first showed a new OOM kill
         self._loaded = False
         # published state (replaced whole; the event loop reads it)
         self.seen: list[Target] = []
@@ -172,6 +173,8 @@ class ActivityMonitor(PeriodicService):
             units[target.unit] = target.user
             reading = self.accounting.read(target.unit, cgroups.get(target.unit), now)
             readings[target.unit] = reading
+            if oom_kill_is_new(self._last_readings.get(target.unit), reading):
+                self._oom_seen_at[target.user] = now
             figures[target.user] = {
                 "unit": target.unit,
                 "cpu_percent": accounting.cpu_percent(self._last_readings.get(target.unit), reading),
@@ -179,6 +182,7 @@ class ActivityMonitor(PeriodicService):
                     self._tick_readings.get(target.unit), reading
                 ),
                 **reading.as_dict(),
+                "last_oom_kill_at": self._oom_seen_at.get(target.user),
                 "gpu_memory_bytes": None,
             }
         self._last_readings = readings
@@ -343,6 +347,8 @@ class ActivityMonitor(PeriodicService):
                 "memory_bytes": f.get("memory_bytes"),
                 "memory_limit": t.mem_limit,
                 "tasks": f.get("tasks"),
+                "oom_kills": f.get("oom_kills"),
+                "last_oom_kill_at": to_iso(f.get("last_oom_kill_at")),
                 "io_read_bytes": f.get("io_read_bytes"),
                 "io_write_bytes": f.get("io_write_bytes"),
                 "gpu_memory_bytes": f.get("gpu_memory_bytes"),
@@ -380,6 +386,17 @@ class ActivityMonitor(PeriodicService):
 
         series = await self.run_in_worker(job)
         return {"user": user, "since": to_iso(since), "series": series}
+
+
+def oom_kill_is_new(previous: accounting.Reading | None, current: accounting.Reading) -> bool:
+    """Whether ``current`` shows an OOM kill the previous reading of the unit did not.
+
+    A unit's first reading with kills (the hub started after them) counts as new:
+    its time is then when the monitor saw them, not when they happened."""
+    if not current.oom_kills:
+        return False
+    before = previous.oom_kills if previous is not None else None
+    return before is None or current.oom_kills > before
 
 
 def _round(value, digits):

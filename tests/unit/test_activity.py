@@ -15,9 +15,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from hub_ext import config
 from hub_ext.activity import accounting, metrics, score
 from hub_ext.activity.model import Target, downsample, sizes_entry, targets_from_users
-from hub_ext.activity.service import ActivityMonitor
+from hub_ext.activity.service import ActivityMonitor, oom_kill_is_new
 from hub_ext.activity.store import Sample, Store, Total
 from hub_ext.process import CommandResult
+from hub_ext.timeutil import to_iso
 
 from .fakes import FakeClock
 
@@ -155,11 +156,16 @@ def make_tree(root: Path, units) -> accounting.Hierarchies:
         d.mkdir(parents=True)
         for f in V2.iterdir():
             shutil.copy(f, d / f.name)
+        set_oom_kills(root, unit, 0)
     return accounting.Hierarchies(unified=str(root))
 
 
 def set_cpu(root: Path, unit: str, seconds: float) -> None:
     (root / "system.slice" / unit / "cpu.stat").write_text(f"usage_usec {int(seconds * 1e6)}\n")
+
+
+def set_oom_kills(root: Path, unit: str, kills: int) -> None:
+    (root / "system.slice" / unit / "memory.events").write_text(f"oom {kills}\noom_kill {kills}\n")
 
 
 @pytest.fixture
@@ -224,7 +230,10 @@ def test_tick_samples_every_user_and_the_model_shows_status_usage_and_score(moni
     assert users["bob"]["status"] == "idle" and users["bob"]["cpu_percent"] == 1.0
     assert users["carol"]["status"] == "offline" and users["carol"]["cpu_percent"] is None
     assert users["alice"]["sources"] == {"cpu": "cgroup-v2", "memory": "cgroup-v2",
-                                         "tasks": "cgroup-v2", "io": "cgroup-v2"}
+                                         "tasks": "cgroup-v2", "io": "cgroup-v2",
+                                         "oom_kills": "cgroup-v2"}
+    assert users["alice"]["oom_kills"] == 0 and users["alice"]["last_oom_kill_at"] is None
+    assert users["carol"]["oom_kills"] is None
     assert users["alice"]["memory_bytes"] == 734003200 - 209715200
     assert users["alice"]["memory_limit"] == 2 * 2**30
     assert users["alice"]["gpu_memory_bytes"] == 3 * 2**30 and users["bob"]["gpu_memory_bytes"] == 0
@@ -254,6 +263,41 @@ def test_live_refresh_between_ticks_does_not_write(monitor_env):
     run(m.refresh())
     assert m.measured_at == clock.now and m.store.count() == count
     assert m.current["alice"]["cpu_percent"] == pytest.approx(50.0)
+
+
+def test_an_oom_kill_shows_with_the_reading_that_first_saw_it(monitor_env):
+    m, clock, cg, targets, lookups, _ = monitor_env
+    run(m.tick())
+    clock.now += 10
+    set_oom_kills(cg, "jupyter-alice-singleuser.service", 1)
+    run(m.refresh())
+    killed_seen = clock.now
+    clock.now += 10
+    run(m.tick())  # the same kill again: not new
+    users = {u["name"]: u for u in m.model()["users"]}
+    assert users["alice"]["oom_kills"] == 1
+    assert users["alice"]["last_oom_kill_at"] == to_iso(killed_seen)
+    assert users["bob"]["oom_kills"] == 0 and users["bob"]["last_oom_kill_at"] is None
+    clock.now += 10
+    set_oom_kills(cg, "jupyter-alice-singleuser.service", 3)
+    run(m.tick())
+    assert m.model()["users"][0]["last_oom_kill_at"] == to_iso(clock.now)
+    # the metric follows the count
+    registry = CollectorRegistry()
+    metrics.register(m, registry)
+    assert 'jupyterhub_activity_oom_kills_total{user="alice"} 3.0' in generate_latest(registry).decode()
+
+
+def test_oom_kill_is_new_only_when_the_count_grows():
+    def reading(kills):
+        return accounting.Reading("u.service", "/u", 0.0, oom_kills=kills)
+
+    assert oom_kill_is_new(None, reading(2))  # kills before the hub started: seen now
+    assert not oom_kill_is_new(None, reading(0))
+    assert not oom_kill_is_new(reading(1), reading(1))
+    assert oom_kill_is_new(reading(1), reading(2))
+    assert oom_kill_is_new(reading(None), reading(1))
+    assert not oom_kill_is_new(reading(3), reading(None))  # memory controller gone
 
 
 def test_stopped_server_restart_and_reset(monitor_env):
