@@ -11,7 +11,7 @@ Prints p50/p95 per step and the error count, writes artifacts/load.json (and
 Locust's output, artifacts/load-N.log), and exits 1 on any error (0 is the bar).
 
 The platform runs on a test host of the suite's default kind with
-LOAD_HOST_VARS, ``$TESTHOST_NAME-load`` on port base ``$TESTHOST_PORT_BASE + 6000``
+LOAD_HOST_VARS, ``$TESTHOST_NAME-load`` on port base ``$TESTHOST_PORT_BASE + 8000``
 (or TESTHOST_LOAD_NAME / TESTHOST_LOAD_PORT_BASE), built and deployed here, or
 the kept one with TESTHOST_REUSE=1; torn down afterwards unless TESTHOST_KEEP=1.
 Everything stays on the loopback address.
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     name = os.environ.get("TESTHOST_LOAD_NAME", os.environ.get("TESTHOST_NAME", "pytest") + "-load")
     port_base = int(os.environ.get("TESTHOST_LOAD_PORT_BASE",
-                                   int(os.environ.get("TESTHOST_PORT_BASE", "23000")) + 6000))
+                                   int(os.environ.get("TESTHOST_PORT_BASE", "23000")) + 8000))
     ARTIFACTS.mkdir(exist_ok=True)
     host = testhost.provision(name, port_base, LOAD_HOST_VARS, reuse=os.environ.get("TESTHOST_REUSE") == "1",
                               log_to=ARTIFACTS / "deploy-load.log")

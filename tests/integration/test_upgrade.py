@@ -19,7 +19,7 @@ doc's verification block on the host. After it:
   (JupyterHub's own ``check_db_revision``; the hub starts with ``--upgrade-db``);
 * every user, the admin included, logs in with the same password.
 
-The host is ``$TESTHOST_NAME-upgrade`` on port base ``$TESTHOST_PORT_BASE + 5000``
+The host is ``$TESTHOST_NAME-upgrade`` on port base ``$TESTHOST_PORT_BASE + 7000``
 (or TESTHOST_UPGRADE_NAME / TESTHOST_UPGRADE_PORT_BASE), torn down afterwards
 unless TESTHOST_KEEP=1. Phase times go to artifacts/upgrade-time.json.
 """
@@ -54,7 +54,7 @@ ARTIFACTS = REPO / "artifacts"
 RELEASE_TREES = REPO / ".cache" / "upgrade"
 NAME = os.environ.get("TESTHOST_UPGRADE_NAME", os.environ.get("TESTHOST_NAME", "pytest") + "-upgrade")
 PORT_BASE = int(os.environ.get("TESTHOST_UPGRADE_PORT_BASE",
-                               int(os.environ.get("TESTHOST_PORT_BASE", "23000")) + 5000))
+                               int(os.environ.get("TESTHOST_PORT_BASE", "23000")) + 7000))
 ALEMBIC_REVISION = """
 import sqlite3
 db = sqlite3.connect("file:/var/lib/jupyterhub/jupyterhub.sqlite?mode=ro", uri=True)
