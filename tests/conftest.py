@@ -25,7 +25,7 @@ sys.path.insert(0, str(TESTS / "testhost"))
 
 import acme_ca  # noqa: E402
 import testhost  # noqa: E402
-from hubclient import HubClient  # noqa: E402
+from hubclient import HubClient, admin_client  # noqa: E402
 
 ARTIFACTS = TESTS.parent / "artifacts"
 
@@ -98,15 +98,6 @@ def host():
     yield h
     if os.environ.get("TESTHOST_KEEP") != "1":
         testhost.down(name)
-
-
-def admin_client(host) -> HubClient:
-    """A host's admin, logged in through nginx, with an API token for REST calls."""
-    browser = HubClient(host.https_url)
-    browser.wait_hub()
-    browser.login(host.admin_user, host.admin_password)
-    assert browser.logged_in_as() == host.admin_user
-    return HubClient(host.https_url, token=browser.new_token(host.admin_user))
 
 
 @pytest.fixture(scope="session")

@@ -624,22 +624,24 @@ def set_origins(name: str, user_subdomains: bool) -> Host:
 
 
 def deploy(name: str, *ansible_args: str, check: bool = True,
-           capture: bool = False) -> subprocess.CompletedProcess:
+           capture: bool = False, repo: Path = REPO) -> subprocess.CompletedProcess:
+    """Run ``repo``'s playbook against the host: this checkout's, or another
+    tree's (the upgrade test deploys the previous release's checkout first)."""
     host = Host.load(name)
     env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
-    cfg = REPO / "ansible" / "ansible.cfg"
+    cfg = repo / "ansible" / "ansible.cfg"
     if cfg.exists():
         env["ANSIBLE_CONFIG"] = str(cfg)
     argv = [str(VENV_BIN / "ansible-playbook"), "-i", str(host.inventory),
-            str(REPO / "ansible" / "site.yml"), *ansible_args]
+            str(repo / "ansible" / "site.yml"), *ansible_args]
     log(" ".join(argv))
     if capture:
-        res = subprocess.run(argv, env=env, text=True, capture_output=True, cwd=REPO)
+        res = subprocess.run(argv, env=env, text=True, capture_output=True, cwd=repo)
         if check and res.returncode:
             raise RuntimeError(f"ansible-playbook failed ({res.returncode}):\n"
                                f"{res.stdout[-6000:]}\n{res.stderr[-3000:]}")
         return res
-    return subprocess.run(argv, env=env, check=check, cwd=REPO)
+    return subprocess.run(argv, env=env, check=check, cwd=repo)
 
 
 def provision(name: str, port_base: int, extra_vars: dict | None = None,
