@@ -3,7 +3,8 @@
 Re-running the playbook is how admins update (docs/operations.md, "Upgrade").
 This test deploys the previous release (the newest tag before this checkout,
 ``git describe --tags --abbrev=0``, of HEAD's parent when HEAD is itself
-tagged) onto a fresh host of its own, from that tag's tree checked out under
+tagged, or docs/releases.md's newest earlier commit in a checkout without
+tags) onto a fresh host of its own, from that tag's tree checked out under
 ``.cache/upgrade/``, then builds state there: users with files in their home
 and workspace, labs running with a kernel that holds a variable, one lab
 stopped, an API token, activity samples. Then it runs the procedure of
@@ -67,20 +68,47 @@ def git(*args: str) -> str:
                           capture_output=True).stdout.strip()
 
 
+RELEASES_DOC = REPO / "docs" / "releases.md"
+
+
+def recorded_releases(text: str) -> list[tuple[str, str]]:
+    """(release, commit) rows of docs/releases.md, in the table's order."""
+    rows = []
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 2 and cells[0].startswith("v") and len(cells[1]) == 40:
+            rows.append((cells[0], cells[1]))
+    return rows
+
+
+def is_earlier_commit(commit: str) -> bool:
+    """``commit`` is in HEAD's history and is not HEAD itself."""
+    head = git("rev-parse", "HEAD")
+    return commit != head and subprocess.run(
+        ["git", "-C", str(REPO), "merge-base", "--is-ancestor", commit, "HEAD"],
+        capture_output=True).returncode == 0
+
+
 def previous_release() -> str:
-    """The newest release tag before this checkout: HEAD's own tag is this release."""
+    """The newest release before this checkout (HEAD's own tag is this release):
+    from the tags, or from docs/releases.md in a checkout without tags."""
     tagged = subprocess.run(["git", "-C", str(REPO), "describe", "--tags", "--exact-match", "HEAD"],
                             capture_output=True).returncode == 0
     found = subprocess.run(["git", "-C", str(REPO), "describe", "--tags", "--abbrev=0",
                             "HEAD^" if tagged else "HEAD"], text=True, capture_output=True)
-    assert found.returncode == 0, (
-        "no release tag before this checkout (a clone needs its tags: git fetch --tags): "
-        + found.stderr.strip())
-    return found.stdout.strip()
+    if found.returncode == 0:
+        return found.stdout.strip()
+    earlier = [commit for _release, commit in recorded_releases(RELEASES_DOC.read_text())
+               if is_earlier_commit(commit)]
+    assert earlier, (
+        "no release before this checkout: no tag (git fetch --tags) and no commit of "
+        f"docs/releases.md in HEAD's history ({found.stderr.strip()})")
+    return earlier[-1]
 
 
 def release_tree(tag: str) -> Path:
-    """A checkout of ``tag`` (a git worktree: the hub_ext wheel takes its version from git)."""
+    """A checkout of ``tag`` (a tag or a commit; a git worktree: the hub_ext wheel
+    takes its version from git)."""
     tree = RELEASE_TREES / tag
     if tree.exists():
         subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)],
