@@ -100,6 +100,7 @@ class PlatformServices:
         )
         # the directory sizes column: the storage feature's background sizing
         monitor.sizes_provider = lambda names: sizes.sizes_model(names)["users"]
+        monitor.sizes_pending = lambda: sizes.sizes_pending
         culler = culling.SessionCuller(parent=hub)
         culler.app = hub
         return cls(

@@ -82,8 +82,15 @@ class ActivityMonitor(PeriodicService):
     sizes_provider = AnyTrait(
         None,
         allow_none=True,
-        help="Callable(hub names) -> {name: {directory: bytes}}: the directory sizes column. "
-        "None: no sizes (the page says n/a, the API gives null).",
+        help="Callable(hub names) -> {name: {directory: bytes, 'trash': bytes}}: the directory "
+        "sizes column. None: no sizes (the page says n/a, the API gives null).",
+    )
+    sizes_pending = AnyTrait(
+        None,
+        allow_none=True,
+        help="Callable() -> bool: whether sizes not known yet are being measured (a sizing "
+        "pass runs or the first one is still to come); the page then says 'measuring' for "
+        "them instead of n/a. None: never.",
     )
 
     # seams for tests and the benchmark
@@ -123,7 +130,7 @@ class ActivityMonitor(PeriodicService):
         self.measured_at: float | None = None
         self.last_tick: dict[str, Any] = {}
         self.gpu_error: str | None = None
-        self._sizes: tuple[float, dict] | None = None
+        self._sizes: dict[str, tuple[float, dict]] = {}  # name -> (taken at, entry)
 
     # --- running in the hub ---
 
@@ -308,19 +315,31 @@ class ActivityMonitor(PeriodicService):
 
     # --- sizes ---
 
-    def sizes(self, names: list[str]) -> dict[str, dict | None]:
-        """Directory sizes per user from the provider, refreshed every volumes_update_interval."""
+    def sizes(self, names: list[str]) -> dict[str, dict]:
+        """Directory sizes per user from the provider, each reused for volumes_update_interval.
+
+        Only figures are reused: a user the provider has not measured yet is
+        asked for again at the next call (the provider reads a cache, it does
+        not measure), so the first sizing pass shows as soon as it is done.
+        """
         if self.sizes_provider is None:
             return {}
         now = self.clock()
-        if self._sizes is None or now - self._sizes[0] >= self.volumes_update_interval:
+        due = [n for n in names
+               if n not in self._sizes or now - self._sizes[n][0] >= self.volumes_update_interval]
+        if due:
             try:
-                raw = self.sizes_provider(names) or {}
+                raw = self.sizes_provider(due) or {}
             except Exception:
                 self.log.exception("Activity monitor: the sizes provider failed")
                 raw = {}
-            self._sizes = (now, {name: sizes_entry(raw.get(name)) for name in raw})
-        return self._sizes[1]
+            for name in due:
+                entry = sizes_entry(raw.get(name))
+                if entry is None:
+                    self._sizes.pop(name, None)
+                else:
+                    self._sizes[name] = (now, entry)
+        return {n: self._sizes[n][1] for n in names if n in self._sizes}
 
     # --- models ---
 
@@ -347,7 +366,7 @@ class ActivityMonitor(PeriodicService):
                 "io_write_bytes": f.get("io_write_bytes"),
                 "gpu_memory_bytes": f.get("gpu_memory_bytes"),
                 "sources": f.get("sources", {}),
-                "sizes": sizes.get(t.user) if sizes else None,
+                "sizes": sizes.get(t.user),
                 "score": None if ratio is None else int(round(ratio * 100)),
                 "samples": samples,
             })
@@ -361,6 +380,7 @@ class ActivityMonitor(PeriodicService):
                 "volumes_update_interval": self.volumes_update_interval,
             },
             "sizes_available": self.sizes_provider is not None,
+            "sizes_pending": bool(self.sizes_pending and self.sizes_pending()),
             "gpu_error": self.gpu_error,
             "last_tick": self.last_tick,
             "counts": self.counts(now),
