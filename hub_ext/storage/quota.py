@@ -24,13 +24,27 @@ filesystem; docs/storage.md "Disk quotas"):
 **Who runs what.** The hub's unit has no ``CAP_SYS_ADMIN`` (docs/security.md)
 and keeps none: the privileged steps run in two oneshot units of the storage
 role, which the hub starts with ``systemctl start`` (as it starts labs):
-``jupyterhub-disk-quota@<unix>.service`` (:func:`apply`: the user root made
-the quota's unit if new, tagged, limited; before the hub makes the
-directories at a spawn) and ``jupyterhub-disk-quota-usage.service``
-(:func:`usage`: every user's figures into :data:`USAGE_FILE`, which the hub
-reads). A deleted user's limit is lifted by the first with ``release-<unix>``.
-Their settings are :data:`SETTINGS_FILE`, rendered by the role; no file, no
-quotas.
+``jupyterhub-disk-quota@apply-<unix>.service`` (:func:`apply`: the user root
+made the quota's unit if new, tagged, limited, and the limit recorded in
+:data:`APPLIED_DIR`), ``jupyterhub-disk-quota@sync.service`` (:func:`sync`:
+every existing user root whose record is not the configured limit) and
+``jupyterhub-disk-quota-usage.service`` (:func:`usage`: every user's figures
+into :data:`USAGE_FILE`, which the hub reads). A deleted user's limit is lifted
+with ``release-<unix>``.
+
+**Once per account.** A spawn starts the apply unit only when the user root is
+missing, not (for btrfs) a subvolume, or its record is not the configured limit
+(:func:`is_applied`: a stat and a small file read); the hub's storage pass runs
+the sync unit when a record differs (the limit was changed).
+
+**Settings.** ``StorageManager.quota_enabled`` and ``.quota_per_user`` (traits
+tagged with their Ansible variables, in platform_config.json); the units read
+them from that file as the purge timer does. The mechanism (:attr:`Settings.kind`)
+and the mount point are the filesystem's of ``users_root``, read from
+``/proc/self/mountinfo`` (:func:`detect`).
+
+What a user could do to move data out of their quota (make a btrfs subvolume,
+change a project id) is refused in every lab by lab/lab_start.py's seccomp filter.
 
 Pure apart from :class:`Executor` (the commands, the file reads) and the CLI.
 """
@@ -56,9 +70,12 @@ KINDS = ("btrfs", "ext4", "xfs")
 # every btrfs subvolume's root directory has this inode number (BTRFS_FIRST_FREE_OBJECTID)
 BTRFS_SUBVOLUME_ROOT_INO = 256
 KIB = 1024
-SETTINGS_FILE = "/etc/jupyterhub/disk-quota.json"  # the storage role's jupyterhub-disk-quota.json.j2
+MOUNTINFO = "/proc/self/mountinfo"
 USAGE_FILE = "/run/jupyterhub-disk-quota/usage.json"  # RuntimeDirectory= of the usage unit
+# StateDirectory= of the apply unit: one file per user root, the limit last set on it
+APPLIED_DIR = "/var/lib/jupyterhub-disk-quota/applied"
 APPLY_UNIT = "jupyterhub-disk-quota@{action}-{unix}.service"
+SYNC_UNIT = "jupyterhub-disk-quota@sync.service"
 USAGE_UNIT = "jupyterhub-disk-quota-usage.service"
 ACTIONS = ("apply", "release")
 # struct fsxattr of FS_IOC_FSGETXATTR (linux/fs.h): xflags, extsize, nextents, projid, cowextsize, pad
@@ -68,35 +85,49 @@ FS_IOC_FSGETXATTR = 0x801C581F
 
 @dataclass(frozen=True)
 class Settings:
-    """The quota settings (:data:`SETTINGS_FILE`)."""
+    """What the quota code works with: the configured limit, the users' root and
+    what its filesystem is (:func:`detect`)."""
 
     kind: str
     limit_bytes: int
     users_root: str
     mount_point: str = ""
 
-    @classmethod
-    def from_json(cls, data: Mapping) -> Settings:
-        kind, limit = data.get("kind"), data.get("limit_bytes")
-        if kind not in KINDS:
-            raise ValueError(f"disk quota: kind must be one of {', '.join(KINDS)}, got {kind!r}")
-        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-            raise ValueError(f"disk quota: limit_bytes must be a positive integer, got {limit!r}")
-        root, mount = data.get("users_root"), data.get("mount_point") or ""
-        if not isinstance(root, str) or not root.startswith("/"):
-            raise ValueError(f"disk quota: users_root must be an absolute path, got {root!r}")
-        if kind != "btrfs" and not (isinstance(mount, str) and mount.startswith("/")):
-            raise ValueError(f"disk quota: mount_point must be an absolute path for {kind}, got {mount!r}")
-        return cls(kind, limit, root, mount)
+
+def _unescape_mount_path(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash as octal escapes."""
+    for escaped, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
+        field = field.replace(escaped, char)
+    return field
 
 
-def load_settings(path: str = SETTINGS_FILE) -> Settings | None:
-    """The settings, or None when quotas are off (no file)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return Settings.from_json(json.load(f))
-    except FileNotFoundError:
-        return None
+def filesystem_of(path: str, mountinfo: str) -> tuple[str, str]:
+    """(mount point, filesystem type) of the mount that holds the absolute ``path``,
+    from ``/proc/self/mountinfo``'s text; ("", "") when none does. Of mounts on one
+    point the last (the one on top) counts."""
+    found = ("", "")
+    for line in mountinfo.splitlines():
+        # id parent major:minor root MOUNT-POINT options [optional...] - FSTYPE source super-options
+        fields = line.split()
+        separator = fields.index("-", 6) if "-" in fields[6:] else len(fields)
+        if separator + 1 >= len(fields):
+            continue
+        point, fstype = _unescape_mount_path(fields[4]), fields[separator + 1]
+        inside = path == point or path.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(found[0]):
+            found = (point, fstype)
+    return found
+
+
+def detect(limit_bytes: int, users_root: str, mountinfo_path: str = MOUNTINFO) -> Settings:
+    """The settings for ``users_root``'s filesystem; ValueError naming it when it
+    cannot keep per-user quotas (the storage role checks the same at deploy)."""
+    with open(mountinfo_path, encoding="utf-8") as f:
+        mount, fstype = filesystem_of(os.path.realpath(users_root), f.read())
+    if fstype not in KINDS:
+        raise ValueError(f"disk quotas need {users_root} on {', '.join(KINDS)}; "
+                         f"it is on {fstype or 'an unknown filesystem'} (mounted at {mount or '?'})")
+    return Settings(fstype, limit_bytes, users_root, mount)
 
 
 @dataclass(frozen=True)
@@ -240,6 +271,7 @@ class Executor:
     run: Run = run
     uid_of: Callable[[str], int] = lambda unix: pwd.getpwnam(unix).pw_uid
     project_of: Callable[[str], int] = project_id
+    applied_dir: str = APPLIED_DIR
 
     def check(self, argv: Sequence[str], what: str) -> str:
         result = self.run(argv)
@@ -251,6 +283,45 @@ class Executor:
 
 def is_subvolume(path: str | os.PathLike) -> bool:
     return os.lstat(path).st_ino == BTRFS_SUBVOLUME_ROOT_INO
+
+
+# --- the record of what was applied (one file per user root) --------------------------
+
+
+def applied_limit(unix: str, applied_dir: str = APPLIED_DIR) -> int | None:
+    """The limit last set on ``unix``'s root, None when none was (or it was released)."""
+    try:
+        text = Path(applied_dir, check_unix_name(unix)).read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def record_applied(unix: str, limit_bytes: int, applied_dir: str) -> None:
+    """Atomically (the hub, root, reads it at a spawn)."""
+    os.makedirs(applied_dir, mode=0o700, exist_ok=True)
+    path = Path(applied_dir, check_unix_name(unix))
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(f"{limit_bytes}\n")
+    os.replace(tmp, path)
+
+
+def forget_applied(unix: str, applied_dir: str) -> None:
+    Path(applied_dir, check_unix_name(unix)).unlink(missing_ok=True)
+
+
+def is_applied(settings: Settings, unix: str, applied_dir: str = APPLIED_DIR) -> bool:
+    """Whether ``unix``'s root is in place with the configured limit: the spawn
+    path's check (a file read and a stat; no unit started)."""
+    if applied_limit(unix, applied_dir) != settings.limit_bytes:
+        return False
+    try:
+        st = os.lstat(layout.user_dirs(unix, settings.users_root).root)
+    except FileNotFoundError:
+        return False  # removed by hand since: apply again (a plain directory would have no limit)
+    return settings.kind != "btrfs" or st.st_ino == BTRFS_SUBVOLUME_ROOT_INO
 
 
 def apply(settings: Settings, unix: str, io: Executor) -> str:
@@ -282,8 +353,26 @@ def apply(settings: Settings, unix: str, io: Executor) -> str:
             done.append(f"tagged with project {uid}")
     for argv in limit_commands(settings.kind, root, uid, settings.limit_bytes, settings.mount_point):
         io.check(argv, f"limiting {root}")
+    record_applied(unix, settings.limit_bytes, io.applied_dir)
     done.append(f"limited to {settings.limit_bytes} bytes")
     return f"{root}: " + ", ".join(done)
+
+
+def sync(settings: Settings, io: Executor) -> tuple[list[str], list[str]]:
+    """Apply the configured limit to every existing user root whose record differs
+    (after a change of the limit); (what was done, what failed), each failure
+    named, the others applied all the same. Creates no user root."""
+    done, failed = [], []
+    for unix in user_roots(settings.users_root):
+        if is_applied(settings, unix, io.applied_dir):
+            continue
+        try:
+            done.append(apply(settings, unix, io))
+        except KeyError:
+            failed.append(f"{unix}: no unix account")
+        except (OSError, RuntimeError) as e:
+            failed.append(f"{unix}: {e}")
+    return done, failed
 
 
 def release(settings: Settings, unix: str, io: Executor) -> str:
@@ -291,6 +380,7 @@ def release(settings: Settings, unix: str, io: Executor) -> str:
     root = str(layout.user_dirs(unix, settings.users_root).root)
     if settings.kind == "btrfs":
         if not (os.path.isdir(root) and is_subvolume(root)):
+            forget_applied(unix, io.applied_dir)
             return f"{root}: no subvolume, nothing to release"
         uid = 0
     else:
@@ -300,6 +390,7 @@ def release(settings: Settings, unix: str, io: Executor) -> str:
             return f"{unix}: no account, nothing to release"
     for argv in limit_commands(settings.kind, root, uid, None, settings.mount_point):
         io.check(argv, f"releasing {root}")
+    forget_applied(unix, io.applied_dir)
     return f"{root}: limit lifted"
 
 
@@ -337,28 +428,51 @@ def write_usage(found: Mapping[str, Usage], path: str = USAGE_FILE) -> None:
     os.replace(tmp, path)
 
 
-def main(argv: list[str] | None = None, io: Executor | None = None) -> int:
+def configured(config_file: str, mountinfo_path: str = MOUNTINFO) -> Settings | None:
+    """The settings as the hub has them (StorageManager's traits in
+    platform_config.json, as the purge timer reads them); None when quotas are off."""
+    from hub_ext import settings as platform_settings  # the hub's settings, not imported by the hub's side
+    from hub_ext.storage.service import StorageManager
+
+    values = platform_settings.configured_values(StorageManager, config_file)
+    if not values["quota_enabled"]:
+        return None
+    return detect(values["quota_per_user"], values["users_root"], mountinfo_path)
+
+
+def main(argv: list[str] | None = None, io: Executor | None = None, mountinfo_path: str = MOUNTINFO) -> int:
+    from hub_ext.settings import PLATFORM_CONFIG_FILE
+
     parser = argparse.ArgumentParser(
         prog="python -m hub_ext.storage.quota",
         description="Per-user disk quotas of the platform (the storage role's oneshot units).")
-    parser.add_argument("--settings", default=SETTINGS_FILE)
+    parser.add_argument("--config", default=PLATFORM_CONFIG_FILE,
+                        help="platform_config.json giving StorageManager's quota settings")
     parser.add_argument("--usage-file", default=USAGE_FILE)
-    parser.add_argument("request", help="apply-<unix>, release-<unix> (the unit's instance) or usage")
+    parser.add_argument("request", help="apply-<unix>, release-<unix> (the unit's instance), sync or usage")
     args = parser.parse_args(argv)
     io = io or Executor()
     try:
-        settings = load_settings(args.settings)
+        settings = configured(args.config, mountinfo_path)
         if settings is None:
-            print(f"disk quota: {args.settings} does not exist: quotas are off", file=sys.stderr)
+            print(f"disk quota: quotas are off ({args.config})", file=sys.stderr)
             return 2
         if args.request == "usage":
             found = usage(settings, io)
             write_usage(found, args.usage_file)
             print(f"usage of {len(found)} user(s) written to {args.usage_file}")
             return 0
+        if args.request == "sync":
+            done, failed = sync(settings, io)
+            for line in done:
+                print(line)
+            for line in failed:
+                print(f"disk quota: {line}", file=sys.stderr)
+            print(f"{len(done)} user root(s) brought to {settings.limit_bytes} bytes, {len(failed)} failed")
+            return 1 if failed else 0
         action, _, unix = args.request.partition("-")
         if action not in ACTIONS:
-            raise ValueError(f"unknown request {args.request!r}: apply-<unix>, release-<unix> or usage")
+            raise ValueError(f"unknown request {args.request!r}: apply-<unix>, release-<unix>, sync or usage")
         check_unix_name(unix)
         print((apply if action == "apply" else release)(settings, unix, io))
         return 0

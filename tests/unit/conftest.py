@@ -93,6 +93,8 @@ SAMPLE_PLATFORM_CONFIG = {
             "workspace": "Project files, notebooks, code",
             "cache": "Temporary files, pip cache, conda cache",
         },
+        "quota_enabled": False,
+        "quota_per_user": "10G",
     },
     "ActivityMonitor": {
         "sample_interval": 600,
