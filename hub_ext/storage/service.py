@@ -115,8 +115,9 @@ class StorageManager(PeriodicService):
     ).tag(config=True, ansible="jupyterhub_storage_quota_enabled")
     quota_per_user = ByteSpecification(
         "10G",
-        help="Each user's disk quota when quota_enabled: bytes, or a number with suffix "
-        "K, M, G or T (powers of 1024), at least 1M.",
+        help="Each user's disk quota when quota_enabled: a number with suffix K, M, G or T "
+        "(powers of 1024), at least 1M. Applied once per account; a change reaches every "
+        "existing user at the next storage pass (hub start).",
     ).tag(config=True, ansible="jupyterhub_storage_quota_per_user")
 
     @validate("quota_per_user")

@@ -25,7 +25,9 @@ limits") with small limits, and proves each one from a lab:
   own Manage Volumes model and the activity monitor's sizes; a deleted user's
   limit is lifted; a nested btrfs subvolume (a qgroup outside the user's) cannot
   be made from a lab, by the btrfs tool or the ioctl itself, so writing into it
-  stops at the quota too.
+  stops at the quota too; the quota is applied at an account's first spawn only
+  (the next spawn starts no quota unit), and a new limit reaches existing users
+  through the hub's storage pass, without a spawn.
 
 Host: conftest's ``limits_host`` (``$TESTHOST_NAME-limits``), with the
 limits of ``testhost.LIMITS_HOST_VARS``.
@@ -33,6 +35,7 @@ limits of ``testhost.LIMITS_HOST_VARS``.
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import threading
@@ -438,6 +441,58 @@ def test_a_nested_subvolume_does_not_escape_the_quota(limits_host, admin, labs):
     assert "disk quota barrier installed" in journal, journal[-2000:]
 
 
+def qgroup_limit(host, unix: str) -> str:
+    """The max-referenced limit btrfs holds for ``unix``'s subvolume ("none" or bytes)."""
+    show = host.exec("btrfs", "qgroup", "show", "--raw", "-re", USERS_ROOT).stdout
+    found = re.search(rf"^0/\d+\s+\d+\s+\d+\s+(\S+)\s+\S+\s+{unix}$", show, re.M)
+    assert found, show
+    return found[1]
+
+
+def test_the_quota_is_applied_once_per_account_and_again_when_the_limit_changes(limits_host, admin, labs):
+    (user,) = labs(1)
+    unix = quota_of(admin, user)["unix_name"]
+    apply_unit = f"jupyterhub-disk-quota@apply-{unix}.service"
+    record = f"/var/lib/jupyterhub-disk-quota/applied/{unix}"
+
+    def apply_started() -> str:
+        return limits_host.unit_properties(apply_unit, "ExecMainStartTimestampMonotonic")[
+            "ExecMainStartTimestampMonotonic"]
+
+    first = apply_started()
+    assert first != "0" and limits_host.exec("cat", record).stdout.strip() == str(QUOTA)
+    # the next spawn starts no quota unit: the record says the limit is in place
+    admin.stop_server(user)
+    admin.start_server(user)
+    assert apply_started() == first
+    assert qgroup_limit(limits_host, unix) == str(QUOTA)
+
+    # a new limit (as a deploy would write it): the hub's storage pass brings the
+    # existing roots to it through the sync unit, without a spawn
+    path = "/etc/jupyterhub/platform_config.json"
+    original = limits_host.exec("cat", path).stdout
+    changed = json.loads(original)
+    changed["StorageManager"]["quota_per_user"] = "150M"
+
+    def switch_to(text: str, limit: int) -> None:
+        limits_host.exec("tee", path, input=text)
+        limits_host.exec("systemctl", "restart", "jupyterhub")
+        admin.wait_hub()
+        deadline = time.monotonic() + 60
+        while qgroup_limit(limits_host, unix) != str(limit) and time.monotonic() < deadline:
+            time.sleep(2)
+        assert qgroup_limit(limits_host, unix) == str(limit)
+
+    try:
+        switch_to(json.dumps(changed), 150 * M)
+        assert limits_host.exec("cat", record).stdout.strip() == str(150 * M)
+        sync_unit = "jupyterhub-disk-quota@sync.service"
+        assert limits_host.unit_properties(sync_unit, "Result")["Result"] == "success"
+        assert apply_started() == first  # no spawn was needed
+    finally:
+        switch_to(original, QUOTA)
+
+
 def test_a_deleted_users_limit_is_lifted(limits_host, admin):
     name = f"lim-del-{secrets.token_hex(3)}"
     assert admin.api("POST", f"users/{name}").status_code == 201
@@ -450,3 +505,6 @@ def test_a_deleted_users_limit_is_lifted(limits_host, admin):
     show = limits_host.exec("btrfs", "qgroup", "show", "--raw", "-re", USERS_ROOT).stdout
     archived = re.search(rf"^0/\d+\s+\d+\s+\d+\s+(\S+)\s+\S+\s+\.archive/\S+-{unix}$", show, re.M)
     assert archived and archived[1] == "none", show
+    # a new user of that name is a new account: applied again at their first spawn
+    record = f"/var/lib/jupyterhub-disk-quota/applied/{unix}"
+    assert limits_host.exec("test", "-e", record, check=False).returncode == 1
