@@ -27,7 +27,8 @@ limits") with small limits, and proves each one from a lab:
   be made from a lab, by the btrfs tool or the ioctl itself, so writing into it
   stops at the quota too; the quota is applied at an account's first spawn only
   (the next spawn starts no quota unit), and a new limit reaches existing users
-  through the hub's storage pass, without a spawn.
+  through the hub's storage pass, without a spawn; a lab does not start when a
+  directory it binds is on a mount that failed (RequiresMountsFor=).
 
 Host: conftest's ``limits_host`` (``$TESTHOST_NAME-limits``), with the
 limits of ``testhost.LIMITS_HOST_VARS``.
@@ -491,6 +492,44 @@ def test_the_quota_is_applied_once_per_account_and_again_when_the_limit_changes(
         assert apply_started() == first  # no spawn was needed
     finally:
         switch_to(original, QUOTA)
+
+
+def test_a_lab_does_not_start_on_a_directory_whose_mount_failed(limits_host, admin):
+    """A users' root or shared directory on a NAS whose mount failed: the lab unit's
+    RequiresMountsFor= (every directory it binds) makes its start fail, where the
+    lab would otherwise write below the bare mount point (files that vanish under
+    the mount when it comes back). Simulated with a mount unit for the shared
+    directory that cannot mount."""
+    mount_unit = "srv-jupyterhub-shared.mount"
+    path = f"/etc/systemd/system/{mount_unit}"
+    limits_host.exec("tee", path, input="[Mount]\nWhat=/nonexistent-share\nWhere=/srv/jupyterhub/shared\n"
+                                         "Type=none\nOptions=bind\n")
+    limits_host.exec("systemctl", "daemon-reload")
+    name = f"lim-nas-{secrets.token_hex(3)}"
+    since = limits_host.exec("date", "+%Y-%m-%d %H:%M:%S").stdout.strip()
+    try:
+        assert admin.api("POST", f"users/{name}").status_code == 201
+        r = admin.api("POST", f"users/{name}/server")
+        deadline = time.monotonic() + 120
+        while r.status_code in (201, 202) and time.monotonic() < deadline:
+            server = admin.api("GET", f"users/{name}").json().get("servers", {}).get("")
+            if not server or server.get("ready"):
+                break
+            time.sleep(1)
+        server = admin.api("GET", f"users/{name}").json().get("servers", {}).get("")
+        assert not (server and server.get("ready")), "the lab started on the unmounted directory"
+        assert limits_host.unit_properties(mount_unit, "ActiveState")["ActiveState"] == "failed"
+        journal = limits_host.exec("journalctl", "-u", "jupyterhub", "--since", since, "--no-pager",
+                                   "-o", "cat").stdout
+        assert "dependency" in journal.lower(), journal[-3000:]
+    finally:
+        limits_host.exec("rm", "-f", path)
+        limits_host.exec("systemctl", "daemon-reload")
+        limits_host.exec("systemctl", "reset-failed", mount_unit, check=False)
+    # mounted again (here: no mount unit at all), the same user's lab starts
+    admin.start_server(name)
+    admin.stop_server(name)
+    assert admin.api("DELETE", f"users/{name}").status_code == 204
 
 
 def test_a_deleted_users_limit_is_lifted(limits_host, admin):
