@@ -74,6 +74,9 @@ MOUNTINFO = "/proc/self/mountinfo"
 USAGE_FILE = "/run/jupyterhub-disk-quota/usage.json"  # RuntimeDirectory= of the usage unit
 # StateDirectory= of the apply unit: one file per user root, the limit last set on it
 APPLIED_DIR = "/var/lib/jupyterhub-disk-quota/applied"
+SHARED = ".shared"  # the shared directory's record there (no unix name starts with a dot)
+# the shared directory's project on ext4/XFS: far above any uid (the users' projects)
+SHARED_PROJECT_ID = 2**31 - 2
 APPLY_UNIT = "jupyterhub-disk-quota@{action}-{unix}.service"
 SYNC_UNIT = "jupyterhub-disk-quota@sync.service"
 USAGE_UNIT = "jupyterhub-disk-quota-usage.service"
@@ -85,12 +88,13 @@ FS_IOC_FSGETXATTR = 0x801C581F
 
 @dataclass(frozen=True)
 class Settings:
-    """What the quota code works with: the configured limit, the users' root and
-    what its filesystem is (:func:`detect`)."""
+    """What the quota code works with (:func:`detect`): a limit, the directory it is
+    about (the users' root, whose every user gets ``limit_bytes``, or the shared
+    directory) and what its filesystem is."""
 
     kind: str
     limit_bytes: int
-    users_root: str
+    root: str
     mount_point: str = ""
 
 
@@ -119,15 +123,15 @@ def filesystem_of(path: str, mountinfo: str) -> tuple[str, str]:
     return found
 
 
-def detect(limit_bytes: int, users_root: str, mountinfo_path: str = MOUNTINFO) -> Settings:
-    """The settings for ``users_root``'s filesystem; ValueError naming it when it
-    cannot keep per-user quotas (the storage role checks the same at deploy)."""
+def detect(limit_bytes: int, root: str, mountinfo_path: str = MOUNTINFO) -> Settings:
+    """The settings for ``root``'s filesystem; ValueError naming it when it cannot
+    keep quotas (the storage role checks the same at deploy)."""
     with open(mountinfo_path, encoding="utf-8") as f:
-        mount, fstype = filesystem_of(os.path.realpath(users_root), f.read())
+        mount, fstype = filesystem_of(os.path.realpath(root), f.read())
     if fstype not in KINDS:
-        raise ValueError(f"disk quotas need {users_root} on {', '.join(KINDS)}; "
+        raise ValueError(f"disk quotas need {root} on {', '.join(KINDS)}; "
                          f"it is on {fstype or 'an unknown filesystem'} (mounted at {mount or '?'})")
-    return Settings(fstype, limit_bytes, users_root, mount)
+    return Settings(fstype, limit_bytes, root, mount)
 
 
 @dataclass(frozen=True)
@@ -288,10 +292,16 @@ def is_subvolume(path: str | os.PathLike) -> bool:
 # --- the record of what was applied (one file per user root) --------------------------
 
 
+def _record(applied_dir: str, unix: str) -> Path:
+    """The record of ``unix``'s root, or of the shared directory (:data:`SHARED`)."""
+    return Path(applied_dir, unix if unix == SHARED else check_unix_name(unix))
+
+
 def applied_limit(unix: str, applied_dir: str = APPLIED_DIR) -> int | None:
-    """The limit last set on ``unix``'s root, None when none was (or it was released)."""
+    """The limit last set on ``unix``'s root (or :data:`SHARED`), None when none was
+    (or it was released)."""
     try:
-        text = Path(applied_dir, check_unix_name(unix)).read_text(encoding="ascii").strip()
+        text = _record(applied_dir, unix).read_text(encoding="ascii").strip()
     except (OSError, UnicodeDecodeError):
         return None
     return int(text) if text.isdigit() else None
@@ -300,7 +310,7 @@ def applied_limit(unix: str, applied_dir: str = APPLIED_DIR) -> int | None:
 def record_applied(unix: str, limit_bytes: int, applied_dir: str) -> None:
     """Atomically (the hub, root, reads it at a spawn)."""
     os.makedirs(applied_dir, mode=0o700, exist_ok=True)
-    path = Path(applied_dir, check_unix_name(unix))
+    path = _record(applied_dir, unix)
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as f:
@@ -313,12 +323,14 @@ def forget_applied(unix: str, applied_dir: str) -> None:
 
 
 def is_applied(settings: Settings, unix: str, applied_dir: str = APPLIED_DIR) -> bool:
-    """Whether ``unix``'s root is in place with the configured limit: the spawn
+    """Whether ``unix``'s root (or with :data:`SHARED` and the shared directory's
+    settings, that directory) is in place with the configured limit: the spawn
     path's check (a file read and a stat; no unit started)."""
     if applied_limit(unix, applied_dir) != settings.limit_bytes:
         return False
+    directory = settings.root if unix == SHARED else layout.user_dirs(unix, settings.root).root
     try:
-        st = os.lstat(layout.user_dirs(unix, settings.users_root).root)
+        st = os.lstat(directory)
     except FileNotFoundError:
         return False  # removed by hand since: apply again (a plain directory would have no limit)
     return settings.kind != "btrfs" or st.st_ino == BTRFS_SUBVOLUME_ROOT_INO
@@ -332,38 +344,62 @@ def apply(settings: Settings, unix: str, io: Executor) -> str:
     refused, since a limit set there would land on the subvolume holding every
     user. On ext4/XFS a root not yet in the user's project is tagged, with
     everything below it (once: afterwards new files inherit the project)."""
-    root = str(layout.user_dirs(unix, settings.users_root).root)
+    root = str(layout.user_dirs(unix, settings.root).root)
     uid = io.uid_of(unix)
     done = []
-    if settings.kind == "btrfs":
-        if not os.path.lexists(root):
+    if not os.path.lexists(root):
+        if settings.kind == "btrfs":
             io.check(create_root_commands("btrfs", root)[0], f"creating {root}")
             done.append("created the subvolume")
-        elif not is_subvolume(root):
-            raise RuntimeError(
-                f"{root} is not a btrfs subvolume (made before quotas were on): move its contents "
-                "into a subvolume of that name (docs/storage.md, Disk quotas)")
-    else:
-        if not os.path.lexists(root):
+        else:
             os.mkdir(root, layout.USER_ROOT_MODE)
             done.append("created")
-        if io.project_of(root) != uid:
-            for argv in assign_commands(settings.kind, root, uid, settings.mount_point):
-                io.check(argv, f"tagging {root} with project {uid}")
-            done.append(f"tagged with project {uid}")
-    for argv in limit_commands(settings.kind, root, uid, settings.limit_bytes, settings.mount_point):
-        io.check(argv, f"limiting {root}")
+    done += limit_directory(settings, root, uid, io)
     record_applied(unix, settings.limit_bytes, io.applied_dir)
-    done.append(f"limited to {settings.limit_bytes} bytes")
     return f"{root}: " + ", ".join(done)
 
 
-def sync(settings: Settings, io: Executor) -> tuple[list[str], list[str]]:
+def limit_directory(settings: Settings, directory: str, project: int, io: Executor) -> list[str]:
+    """Set ``settings.limit_bytes`` on an existing ``directory``: on btrfs it must be
+    a subvolume (a limit set on a plain directory would land on the subvolume
+    holding it: every user); on ext4/XFS its tree is tagged with ``project`` first
+    unless it is already. What was done, for the unit's journal."""
+    done = []
+    if settings.kind == "btrfs":
+        if not is_subvolume(directory):
+            raise RuntimeError(
+                f"{directory} is not a btrfs subvolume (made before quotas were on): move its "
+                "contents into a subvolume of that name (docs/storage.md, Disk quotas)")
+    elif io.project_of(directory) != project:
+        for argv in assign_commands(settings.kind, directory, project, settings.mount_point):
+            io.check(argv, f"tagging {directory} with project {project}")
+        done.append(f"tagged with project {project}")
+    for argv in limit_commands(settings.kind, directory, project, settings.limit_bytes, settings.mount_point):
+        io.check(argv, f"limiting {directory}")
+    done.append(f"limited to {settings.limit_bytes} bytes")
+    return done
+
+
+def apply_shared(shared: Settings, io: Executor) -> str:
+    """The shared directory's limit (``shared``: its settings, :func:`detect`); the
+    storage role made the directory (a subvolume on btrfs)."""
+    done = limit_directory(shared, shared.root, SHARED_PROJECT_ID, io)
+    record_applied(SHARED, shared.limit_bytes, io.applied_dir)
+    return f"{shared.root} (shared): " + ", ".join(done)
+
+
+def sync(settings: Settings, io: Executor, shared: Settings | None = None) -> tuple[list[str], list[str]]:
     """Apply the configured limit to every existing user root whose record differs
-    (after a change of the limit); (what was done, what failed), each failure
-    named, the others applied all the same. Creates no user root."""
+    (after a change of the limit), and ``shared``'s to the shared directory;
+    (what was done, what failed), each failure named, the others applied all
+    the same. Creates no user root."""
     done, failed = [], []
-    for unix in user_roots(settings.users_root):
+    if shared is not None and not is_applied(shared, SHARED, io.applied_dir):
+        try:
+            done.append(apply_shared(shared, io))
+        except (OSError, RuntimeError) as e:
+            failed.append(f"shared directory: {e}")
+    for unix in user_roots(settings.root):
         if is_applied(settings, unix, io.applied_dir):
             continue
         try:
@@ -377,7 +413,7 @@ def sync(settings: Settings, io: Executor) -> tuple[list[str], list[str]]:
 
 def release(settings: Settings, unix: str, io: Executor) -> str:
     """Lift a user's limit (the user is being deleted; the directories go to the archive)."""
-    root = str(layout.user_dirs(unix, settings.users_root).root)
+    root = str(layout.user_dirs(unix, settings.root).root)
     if settings.kind == "btrfs":
         if not (os.path.isdir(root) and is_subvolume(root)):
             forget_applied(unix, io.applied_dir)
@@ -405,11 +441,11 @@ def user_roots(users_root: str) -> list[str]:
 
 def usage(settings: Settings, io: Executor, unix_names: Sequence[str] | None = None) -> dict[str, Usage]:
     """{unix: Usage} of every user root, from one command."""
-    names = list(unix_names) if unix_names is not None else user_roots(settings.users_root)
-    out = io.check(usage_command(settings.kind, settings.users_root, settings.mount_point),
+    names = list(unix_names) if unix_names is not None else user_roots(settings.root)
+    out = io.check(usage_command(settings.kind, settings.root, settings.mount_point),
                    "reading usage")
     if settings.kind == "btrfs":
-        return parse_btrfs_qgroups(out, settings.users_root, names)
+        return parse_btrfs_qgroups(out, settings.root, names)
     uids = {}
     for unix in names:
         try:
@@ -428,16 +464,19 @@ def write_usage(found: Mapping[str, Usage], path: str = USAGE_FILE) -> None:
     os.replace(tmp, path)
 
 
-def configured(config_file: str, mountinfo_path: str = MOUNTINFO) -> Settings | None:
+def configured(config_file: str, mountinfo_path: str = MOUNTINFO) -> tuple[Settings, Settings | None] | None:
     """The settings as the hub has them (StorageManager's traits in
-    platform_config.json, as the purge timer reads them); None when quotas are off."""
+    platform_config.json, as the purge timer reads them): the users' and the
+    shared directory's (None without a shared limit); None when quotas are off."""
     from hub_ext import settings as platform_settings  # the hub's settings, not imported by the hub's side
     from hub_ext.storage.service import StorageManager
 
     values = platform_settings.configured_values(StorageManager, config_file)
     if not values["quota_enabled"]:
         return None
-    return detect(values["quota_per_user"], values["users_root"], mountinfo_path)
+    shared = values["quota_shared"]
+    return (detect(values["quota_per_user"], values["users_root"], mountinfo_path),
+            detect(shared, values["shared_dir"], mountinfo_path) if shared else None)
 
 
 def main(argv: list[str] | None = None, io: Executor | None = None, mountinfo_path: str = MOUNTINFO) -> int:
@@ -453,22 +492,23 @@ def main(argv: list[str] | None = None, io: Executor | None = None, mountinfo_pa
     args = parser.parse_args(argv)
     io = io or Executor()
     try:
-        settings = configured(args.config, mountinfo_path)
-        if settings is None:
+        found = configured(args.config, mountinfo_path)
+        if found is None:
             print(f"disk quota: quotas are off ({args.config})", file=sys.stderr)
             return 2
+        settings, shared = found
         if args.request == "usage":
-            found = usage(settings, io)
-            write_usage(found, args.usage_file)
-            print(f"usage of {len(found)} user(s) written to {args.usage_file}")
+            figures = usage(settings, io)
+            write_usage(figures, args.usage_file)
+            print(f"usage of {len(figures)} user(s) written to {args.usage_file}")
             return 0
         if args.request == "sync":
-            done, failed = sync(settings, io)
+            done, failed = sync(settings, io, shared)
             for line in done:
                 print(line)
             for line in failed:
                 print(f"disk quota: {line}", file=sys.stderr)
-            print(f"{len(done)} user root(s) brought to {settings.limit_bytes} bytes, {len(failed)} failed")
+            print(f"sync: {len(done)} brought to their limit, {len(failed)} failed")
             return 1 if failed else 0
         action, _, unix = args.request.partition("-")
         if action not in ACTIONS:

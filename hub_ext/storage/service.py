@@ -72,6 +72,9 @@ class StorageManager(PeriodicService):
     users_root = Unicode(
         "/srv/jupyterhub/users", help="Host directory holding <unix name>/{home,workspace,cache}."
     ).tag(config=True)
+    shared_dir = Unicode(
+        "/srv/jupyterhub/shared", help="Host directory bound at /mnt/shared in every lab."
+    ).tag(config=True)
     # The settings (hub_ext/settings.py): each trait is the only declaration of
     # its type, bounds and default; the Ansible variable in its tag sets it.
     unix_username_template = accounts.UnixUsernameTemplate(
@@ -120,13 +123,22 @@ class StorageManager(PeriodicService):
         "existing user at the next storage pass (hub start).",
     ).tag(config=True, ansible="jupyterhub_storage_quota_per_user")
 
-    @validate("quota_per_user")
+    quota_shared = ByteSpecification(
+        None,
+        allow_none=True,
+        help="Limit of the shared directory (all users' files there together) when "
+        "quota_enabled: a number with suffix K, M, G or T, at least 1M; None: no limit. "
+        "Not for a CIFS share (the NAS keeps its own).",
+    ).tag(config=True, ansible="jupyterhub_storage_quota_shared")
+
+    @validate("quota_per_user", "quota_shared")
     def _at_least_a_mebibyte(self, proposal):
-        if proposal["value"] < QUOTA_MIN_BYTES:
+        value = proposal["value"]
+        if value is not None and value < QUOTA_MIN_BYTES:
             raise TraitError(
-                f"quota_per_user: at least 1M ({QUOTA_MIN_BYTES} bytes), got {proposal['value']} bytes"
+                f"{proposal['trait'].name}: at least 1M ({QUOTA_MIN_BYTES} bytes), got {value} bytes"
             )
-        return proposal["value"]
+        return value
 
     @validate("volume_descriptions")
     def _known_volumes(self, proposal):
@@ -160,12 +172,15 @@ class StorageManager(PeriodicService):
         # disk quotas (hub_ext.storage.quota): None when off, or on and unusable
         # (quota_error says why; spawns then fail rather than run without a limit)
         self.quota: quota.Settings | None = None
+        self.shared_quota: quota.Settings | None = None
         self.quota_usage: dict[str, quota.Usage] = {}
         self.quota_read_at: float | None = None
         self.quota_error: str | None = None
         if self.quota_enabled:
             try:
                 self.quota = quota.detect(self.quota_per_user, self.users_root, self.mountinfo)
+                if self.quota_shared is not None:
+                    self.shared_quota = quota.detect(self.quota_shared, self.shared_dir, self.mountinfo)
             except (OSError, ValueError) as e:
                 self.quota_error = f"Disk quotas are on but cannot be kept: {e}"
                 self.log.error("Storage: %s", self.quota_error)
@@ -263,10 +278,12 @@ class StorageManager(PeriodicService):
             return
         behind = [unix for unix in quota.user_roots(self.users_root)
                   if not quota.is_applied(self.quota, unix, self.quota_applied_dir)]
+        if self.shared_quota and not quota.is_applied(self.shared_quota, quota.SHARED, self.quota_applied_dir):
+            behind.append(self.shared_dir)
         if not behind:
             return
-        self.log.info("Storage: bringing the disk quota of %d user root(s) to %d bytes",
-                      len(behind), self.quota.limit_bytes)
+        self.log.info("Storage: bringing the disk quota of %s to the configured limit",
+                      ", ".join(behind))
         result = await self.command_runner(["systemctl", "start", quota.SYNC_UNIT])
         if not result.ok:
             self.log.error("Storage: %s (journalctl -u %s)",

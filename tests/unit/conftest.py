@@ -95,6 +95,7 @@ SAMPLE_PLATFORM_CONFIG = {
         },
         "quota_enabled": False,
         "quota_per_user": "10G",
+        "quota_shared": None,
     },
     "ActivityMonitor": {
         "sample_interval": 600,

@@ -291,6 +291,32 @@ def test_usage_maps_projects_to_users(tmp_path):
     assert found == {"jh-alice": quota.Usage(10 * M, 100 * M), "jh-bob": quota.Usage(100 * M, 100 * M)}
 
 
+def test_sync_limits_the_shared_directory_once(tmp_path, fake_subvolumes):
+    users, shared, applied = tmp_path / "users", tmp_path / "shared", str(tmp_path / "applied")
+    users.mkdir()
+    shared.mkdir()
+    s = settings("ext4", str(users), mount="/srv")
+    shared_settings = settings("ext4", str(shared), limit=500 * M, mount="/srv")
+    io = FakeExecutor(applied_dir=applied)
+    done, failed = quota.sync(s, io, shared_settings)
+    project = quota.SHARED_PROJECT_ID
+    assert io.calls == (quota.assign_commands("ext4", str(shared), project, "/srv")
+                        + quota.limit_commands("ext4", str(shared), project, 500 * M, "/srv"))
+    assert done == [f"{shared} (shared): tagged with project {project}, limited to {500 * M} bytes"]
+    assert failed == [] and quota.applied_limit(quota.SHARED, applied) == 500 * M
+    io = FakeExecutor(applied_dir=applied)
+    assert quota.sync(s, io, shared_settings) == ([], []) and io.calls == []
+    # btrfs: a plain shared directory cannot take a limit; the users' roots still sync
+    btrfs_shared = settings("btrfs", str(shared), limit=500 * M)
+    done, failed = quota.sync(settings("btrfs", str(users)), FakeExecutor(applied_dir=str(tmp_path / "b")),
+                              btrfs_shared)
+    assert done == [] and failed[0].startswith(f"shared directory: {shared} is not a btrfs subvolume")
+    fake_subvolumes.add(str(shared))
+    io = FakeExecutor(applied_dir=str(tmp_path / "b"))
+    assert quota.sync(settings("btrfs", str(users)), io, btrfs_shared)[1] == []
+    assert io.calls == [["btrfs", "qgroup", "limit", str(500 * M), str(shared)]]
+
+
 def platform_config_file(tmp_path, **storage) -> Path:
     """A platform_config.json with StorageManager's settings (the units read it)."""
     path = tmp_path / "platform_config.json"
@@ -317,7 +343,15 @@ def test_cli(tmp_path, capsys):
     assert main("apply-jh-alice") == 0
     assert io.calls[-1] == ["xfs_quota", "-x", "-c", "limit -p bhard=102400k 1001", str(users)]
     assert main("sync") == 0  # applied just now: nothing to do
-    assert "0 user root(s) brought to" in capsys.readouterr().out
+    assert "sync: 0 brought to their limit, 0 failed" in capsys.readouterr().out
+    # a shared limit: the next sync sets it, on the shared directory's own filesystem
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    platform_config_file(tmp_path, users_root=str(users), shared_dir=str(shared), quota_enabled=True,
+                         quota_per_user="100M", quota_shared="1G")
+    assert main("sync") == 0
+    assert io.calls[-1] == quota.limit_commands("ext4", str(shared), quota.SHARED_PROJECT_ID, 2**30, "/")[-1]
+    platform_config_file(tmp_path, users_root=str(users), quota_enabled=True, quota_per_user="100M")
     assert main("wipe-jh-alice") == 1
     assert "unknown request 'wipe-jh-alice'" in capsys.readouterr().err
     assert main("apply-../etc") == 1
@@ -423,6 +457,13 @@ def test_hub_syncs_only_when_a_root_lacks_the_limit(tmp_path):
     quota.record_applied("jh-alice", 100 * M, applied)
     asyncio.run(manager.sync_quotas())
     assert len(runner.calls) == 1
+    # a shared limit not yet set: synced
+    manager.shared_quota = settings("ext4", str(tmp_path), limit=500 * M)
+    asyncio.run(manager.sync_quotas())
+    assert len(runner.calls) == 2
+    quota.record_applied(quota.SHARED, 500 * M, applied)
+    asyncio.run(manager.sync_quotas())
+    assert len(runner.calls) == 2
 
 
 def test_spawner_applies_the_quota_once_before_making_the_directories(make_spawner, tmp_path):
