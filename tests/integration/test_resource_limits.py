@@ -28,7 +28,9 @@ limits") with small limits, and proves each one from a lab:
   stops at the quota too; the quota is applied at an account's first spawn only
   (the next spawn starts no quota unit), and a new limit reaches existing users
   through the hub's storage pass, without a spawn; a lab does not start when a
-  directory it binds is on a mount that failed (RequiresMountsFor=).
+  directory it binds is on a mount that failed (RequiresMountsFor=); the shared
+  directory's own quota (jupyterhub_storage_quota_shared) stops every user's
+  writes there together.
 
 Host: conftest's ``limits_host`` (``$TESTHOST_NAME-limits``), with the
 limits of ``testhost.LIMITS_HOST_VARS``.
@@ -493,6 +495,57 @@ def test_the_quota_is_applied_once_per_account_and_again_when_the_limit_changes(
         assert apply_runs() == 1  # the sync unit did it, no spawn was needed
     finally:
         switch_to(original, QUOTA)
+
+
+def test_the_shared_directory_keeps_its_own_quota(limits_host, admin):
+    """jupyterhub_storage_quota_shared: every user's files in /mnt/shared together
+    stop at its limit (without it, /mnt/shared is a way round one's own quota).
+    This host's shared directory is not on btrfs: the test binds a subvolume of
+    the users' btrfs image there, as the storage role makes it on a btrfs host,
+    and sets the limit in platform_config.json as a deploy would."""
+    shared, backing = "/srv/jupyterhub/shared", f"{USERS_ROOT}/.shared-quota-test"
+    config_path = "/etc/jupyterhub/platform_config.json"
+    original = limits_host.exec("cat", config_path).stdout
+    changed = json.loads(original)
+    changed["StorageManager"]["quota_shared"] = "30M"
+    limits_host.exec("btrfs", "subvolume", "create", backing)
+    limits_host.exec("chown", "root:jupyterhub-users", backing)
+    limits_host.exec("chmod", "2775", backing)
+    limits_host.exec("mount", "--bind", backing, shared)
+    names = [f"lim-sh-{secrets.token_hex(3)}-{i}" for i in range(2)]
+    try:
+        limits_host.exec("tee", config_path, input=json.dumps(changed))
+        limits_host.exec("systemctl", "restart", "jupyterhub")
+        admin.wait_hub()
+        # the hub's first storage pass starts the sync unit, which limits the subvolume
+        deadline = time.monotonic() + 60
+        while qgroup_limit(limits_host, ".shared-quota-test") != str(30 * M) and time.monotonic() < deadline:
+            time.sleep(2)
+        assert qgroup_limit(limits_host, ".shared-quota-test") == str(30 * M)
+        for name in names:
+            assert admin.api("POST", f"users/{name}").status_code == 201
+            admin.start_server(name)
+        first, second = names
+        out, _status = lab_shell(admin, first, "dd if=/dev/zero of=/mnt/shared/fill-$USER bs=1M count=60; sync",
+                                 timeout=120)
+        assert "Disk quota exceeded" in out, out[-1000:]
+        # the limit is everyone's: the second user cannot add to it either, and
+        # still writes in their own directories
+        out, status = lab_shell(admin, second, "dd if=/dev/zero of=/mnt/shared/more bs=1M count=5; sync; "
+                                "dd if=/dev/zero of=$HOME/workspace/own bs=1M count=5 && sync && echo own-ok")
+        assert "Disk quota exceeded" in out and "own-ok" in out, out[-1000:]
+    finally:
+        for name in names:
+            if admin.server_running(name):
+                admin.stop_server(name)
+        limits_host.exec("umount", shared, check=False)
+        limits_host.exec("btrfs", "subvolume", "delete", backing, check=False)
+        limits_host.exec("rm", "-f", "/var/lib/jupyterhub-disk-quota/applied/.shared")
+        limits_host.exec("tee", config_path, input=original)
+        limits_host.exec("systemctl", "restart", "jupyterhub")
+        admin.wait_hub()
+        for name in names:
+            admin.api("DELETE", f"users/{name}")
 
 
 def test_a_lab_does_not_start_on_a_directory_whose_mount_failed(limits_host, admin):
