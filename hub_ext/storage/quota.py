@@ -4,8 +4,8 @@ One limit per user covers home, workspace, cache and the user's trash (a
 reset keeps counting until the purge timer frees it), enforced by the kernel:
 a write past it fails with ``EDQUOT`` ("Disk quota exceeded") in that user's
 lab only. Which mechanism is the filesystem's of ``users_root``
-(:attr:`DiskQuota.kind`, set by the storage role, which checks the
-filesystem; docs/storage.md "Disk quotas"):
+(:attr:`Settings.kind`; the storage role checks the filesystem;
+docs/storage.md "Disk quotas"):
 
 ``btrfs``
     The user root is a **subvolume**, created as such before the user's
@@ -37,11 +37,16 @@ missing, not (for btrfs) a subvolume, or its record is not the configured limit
 (:func:`is_applied`: a stat and a small file read); the hub's storage pass runs
 the sync unit when a record differs (the limit was changed).
 
-**Settings.** ``StorageManager.quota_enabled`` and ``.quota_per_user`` (traits
-tagged with their Ansible variables, in platform_config.json); the units read
-them from that file as the purge timer does. The mechanism (:attr:`Settings.kind`)
-and the mount point are the filesystem's of ``users_root``, read from
-``/proc/self/mountinfo`` (:func:`detect`).
+**Settings.** ``StorageManager.quota_enabled``, ``.quota_per_user`` and
+``.quota_shared`` (traits tagged with their Ansible variables, in
+platform_config.json); the units read them from that file as the purge timer
+does. The mechanism (:attr:`Settings.kind`) and the mount point are the
+filesystem's of ``users_root``, read from ``/proc/self/mountinfo``
+(:func:`detect`).
+
+**The shared directory** may have a limit of its own (``quota_shared``): all
+users' files there together, the directory a subvolume (btrfs) or tagged with
+:data:`SHARED_PROJECT_ID` (ext4/XFS); the sync unit sets it (:func:`apply_shared`).
 
 What a user could do to move data out of their quota (make a btrfs subvolume,
 change a project id) is refused in every lab by lab/lab_start.py's seccomp filter.
