@@ -556,7 +556,8 @@ class PlatformSpawner(SystemdSpawner):
         else:
             # fail now instead of polling a unit that never started
             raise RuntimeError(
-                f"systemd-run failed ({returncode}) for {self.unit_name}; see the hub's journal"
+                f"systemd-run failed ({returncode}) for {self.unit_name}; see the hub's journal "
+                f"and journalctl -u {self.unit_name} (e.g. a directory's mount that failed)"
             )
         # no wait for "active" first (SystemdSpawner's loop): a lab that
         # already exited would keep it polling until start_timeout
