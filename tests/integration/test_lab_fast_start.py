@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import textwrap
 
+from hubclient import batch_create, lab_cell, lab_shell, unique_names
+
 LAB_PYTHON = "/opt/jupyterlab/bin/python"
 LAB_LIBRARY = "/usr/local/lib/jupyterhub"
 
@@ -27,8 +29,21 @@ PROBE = textwrap.dedent(f"""
     subprocess.Popen.__init__ = spy
     lab_server.skip_start_costs()
     import jupyter_server.serverapp, jupyterlab.labapp, jupyterhub.singleuser.extension
+    def hub_database():
+        return sorted(name for name, module in sys.modules.items()
+                      if name.split(".")[0] in ("sqlalchemy", "alembic") or name.startswith("jupyterhub.handlers")
+                      or name == "jupyterhub.orm" if not isinstance(module, lab_server.DeferredModule))
     result = {{"grammar_at_start": "rfc3987_syntax.syntax_helpers" in sys.modules,
-               "commands_at_start": commands[:]}}
+               "commands_at_start": commands[:], "hub_database_at_start": hub_database()}}
+    # what a lab does with the hub's scopes: token scopes against the lab's own
+    from jupyterhub.services.auth import check_scopes
+    result["scope_checks"] = [bool(check_scopes("access:servers!server=u/", {{"access:servers!user=u"}})),
+                              bool(check_scopes("access:servers!server=u/", {{"access:servers!user=v"}}))]
+    result["hub_database_after_scope_checks"] = hub_database()
+    from jupyterhub import orm, log
+    import jupyterhub.handlers.pages
+    result["orm_on_use"] = orm.Server.__module__
+    result["real_handlers_on_import"] = jupyterhub.handlers.pages.HealthCheckHandler.__module__
     import jsonschema
     checker = jsonschema.Draft7Validator.FORMAT_CHECKER
     result["iri_known"] = "iri" in checker.checkers
@@ -57,3 +72,31 @@ def test_lab_start_skips_the_grammar_and_node_and_iri_checks_still_work(host):
     assert result["iri_bad"] is False
     assert result["grammar_after_use"] is True
     assert result["yarn_config_restored"] is True
+    # the hub's handlers and database layer: not imported, even once the lab
+    # checked a token's scopes; the real ones for whoever imports them
+    assert result["hub_database_at_start"] == []
+    assert result["scope_checks"] == [True, False]
+    assert result["hub_database_after_scope_checks"] == []
+    assert result["orm_on_use"] == "jupyterhub.orm"
+    assert result["real_handlers_on_import"] == "jupyterhub.handlers.pages"
+
+
+def test_a_serving_lab_never_loads_the_hub_database(host, admin):
+    """In a real lab, after it served the API, a kernel, a terminal and its
+    page: SQLAlchemy's compiled modules are not mapped in the lab's process."""
+    user, = unique_names(1, "fast")
+    batch_create(admin, [user])
+    admin.start_server(user)
+    try:
+        out, status = lab_cell(admin, user, "print(6 * 7)")
+        assert status == "ok" and "42" in out, out
+        out, status = lab_shell(admin, user, "echo term-ok")
+        assert status == 0 and "term-ok" in out, out
+        assert admin.s.get(admin.url(f"user/{user}/lab"), timeout=60).status_code == 200
+        pid = host.unit_properties(f"jupyter-{user}-singleuser.service", "MainPID")["MainPID"]
+        maps = host.exec("cat", f"/proc/{pid}/maps").stdout
+        assert "/site-packages/zmq/" in maps  # the map of a lab, with its compiled modules
+        assert "/site-packages/sqlalchemy/" not in maps
+    finally:
+        admin.stop_server(user)
+        admin.api("DELETE", f"users/{user}")
