@@ -28,6 +28,16 @@ _lab_kernels = _load("lab_kernels")
 _kernel_config, _kernel_environment = _lab_kernels.kernel_settings(os.environ)
 if _lab_kernels.too_long_warning(os.environ):
     print(_lab_kernels.too_long_warning(os.environ), file=sys.stderr, flush=True)
+if _kernel_environment:
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    # the server's cookie secret stays where it was, so a lab's cookie outlives
+    # a restart of the lab as before (the runtime directory is new each start)
+    try:
+        os.makedirs(jupyter_runtime_dir(), mode=0o700, exist_ok=True)
+    except OSError as _error:  # the server logs that it keeps the secret in memory
+        print(f"jupyter_server_config: {_error}", file=sys.stderr, flush=True)
+    c.ServerApp.cookie_secret_file = os.path.join(jupyter_runtime_dir(), "jupyter_cookie_secret")  # noqa: F821
 for _section, _values in _kernel_config.items():
     c[_section].update(_values)  # noqa: F821
 os.environ.update(_kernel_environment)

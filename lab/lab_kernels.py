@@ -56,12 +56,11 @@ def too_long_warning(environ: Mapping[str, str]) -> str | None:
 def kernel_settings(environ: Mapping[str, str]) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
     """(traitlets settings, environment variables) that put the lab's kernels
     on unix sockets in its private runtime directory; nothing to change
-    outside a lab unit. The variable makes ``jupyter console --existing`` and
-    ``jupyter kernel`` in the lab's terminals use the same directory."""
+    outside a lab unit. The server takes its runtime directory (where it
+    writes the kernels' connection files) from the variable, read after its
+    configuration files; so do ``jupyter console --existing`` and ``jupyter
+    kernel`` in the lab's terminals."""
     directory = private_runtime_dir(environ)
     if directory is None:
         return {}, {}
-    return (
-        {"ServerApp": {"runtime_dir": directory}, "KernelManager": {"transport": "ipc"}},
-        {"JUPYTER_RUNTIME_DIR": directory},
-    )
+    return {"KernelManager": {"transport": "ipc"}}, {"JUPYTER_RUNTIME_DIR": directory}

@@ -6,8 +6,7 @@ from lab import lab_kernels
 
 def test_kernels_use_ipc_in_the_units_runtime_directory():
     config, environment = lab_kernels.kernel_settings({"RUNTIME_DIRECTORY": "/run/jupyter-ann-singleuser"})
-    assert config == {"ServerApp": {"runtime_dir": "/run/jupyter-ann-singleuser"},
-                      "KernelManager": {"transport": "ipc"}}
+    assert config == {"KernelManager": {"transport": "ipc"}}
     assert environment == {"JUPYTER_RUNTIME_DIR": "/run/jupyter-ann-singleuser"}
 
 

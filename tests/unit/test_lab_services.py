@@ -7,6 +7,7 @@ The services themselves run on the test host (tests/integration/test_lab_service
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -123,16 +124,24 @@ def installed_server_config():
     return compile(text.replace(installed, f"{LAB}/"), "jupyter_server_config.py", "exec")
 
 
-def test_the_labs_server_config_puts_kernels_on_unix_sockets_in_the_units_runtime_directory(monkeypatch):
+def test_the_labs_server_config_puts_kernels_on_unix_sockets_in_the_units_runtime_directory(monkeypatch, tmp_path):
     code = installed_server_config()
+    # jupyter_core (the lab venv's, not this one's): Jupyter's own runtime directory
+    paths = types.ModuleType("jupyter_core.paths")
+    paths.jupyter_runtime_dir = lambda: str(tmp_path / "jh-ann/.local/share/jupyter/runtime")
+    monkeypatch.setitem(sys.modules, "jupyter_core", types.ModuleType("jupyter_core"))
+    monkeypatch.setitem(sys.modules, "jupyter_core.paths", paths)
     lab_env = {"HOME": "/home/jh-ann", "RUNTIME_DIRECTORY": "/run/jupyter-ann-singleuser"}
     monkeypatch.setattr(os, "environ", lab_env)
     c = Config()
     exec(code, {"c": c})
     assert c.KernelManager.transport == "ipc"
-    assert c.ServerApp.runtime_dir == "/run/jupyter-ann-singleuser"
-    # terminals' jupyter console --existing finds the lab's kernels there
+    # the server's connection files, and terminals' jupyter console --existing
     assert lab_env["JUPYTER_RUNTIME_DIR"] == "/run/jupyter-ann-singleuser"
+    # the cookie secret where Jupyter keeps it by default (it outlives the lab)
+    secret = tmp_path / "jh-ann/.local/share/jupyter/runtime/jupyter_cookie_secret"
+    assert c.ServerApp.cookie_secret_file == str(secret)
+    assert secret.parent.is_dir() and secret.parent.stat().st_mode & 0o777 == 0o700
 
 
 def test_an_unknown_service_is_a_usage_error():
