@@ -178,6 +178,30 @@ def import_with_stand_ins(name: str, stand_ins: Mapping[str, types.ModuleType],
     return True
 
 
+def import_without_default_ca_file(name: str, environ: MutableMapping[str, str] | None = None) -> bool:
+    """Import module ``name`` (aiohttp.connector) with OpenSSL's default CA
+    file set to an empty one (``SSL_CERT_FILE``) for the time of the import.
+
+    aiohttp builds its two default SSL contexts when imported, and each reads
+    the system's CA bundle, about 140 certificates parsed one by one (OpenSSL
+    3.0: 40 ms each on an idle two-core host); the lab talks to the hub over a
+    unix socket and makes no TLS connection with them. OpenSSL's default CA
+    directory (/etc/ssl/certs, the same certificates as hash links) stays in
+    those contexts: it is read certificate by certificate when a peer's chain
+    is checked, so a TLS connection made with them verifies as before. False
+    (nothing done) when the module was imported already or SSL_CERT_FILE is
+    set by someone else."""
+    environ = os.environ if environ is None else environ
+    if name in sys.modules or "SSL_CERT_FILE" in environ or importlib.util.find_spec(name.partition(".")[0]) is None:
+        return False
+    environ["SSL_CERT_FILE"] = os.devnull
+    try:
+        importlib.import_module(name)
+    finally:
+        del environ["SSL_CERT_FILE"]
+    return True
+
+
 def skip_start_costs() -> None:
     """Leave out what a stock lab start spends most of its time on and never uses then.
 
@@ -192,9 +216,12 @@ def skip_start_costs() -> None:
       extension imports through jupyterhub.log, jupyterhub.utils and
       jupyterhub.scopes and never uses (HubHandlers, HubDatabaseErrors,
       HUB_DATABASE_MODULES).
+    - the system's CA bundle, read twice by aiohttp's import for TLS
+      connections the lab does not make (import_without_default_ca_file).
     """
     defer_import("rfc3987_syntax", ["is_valid_syntax"])
     import_labapp_without_yarn()
+    import_without_default_ca_file("aiohttp.connector")  # before jupyterhub.utils imports it
     for name in HUB_DATABASE_MODULES:  # before jupyterhub.log's import of jupyterhub.metrics
         defer_import(name, [])
     handlers = HubHandlers("jupyterhub.handlers.pages")

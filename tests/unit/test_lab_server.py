@@ -168,3 +168,28 @@ def test_a_deferred_package_without_functions_is_imported_before_its_submodules(
     assert SQLAlchemyError.real is True
     assert not isinstance(sys.modules["heavydb"], lab_server.DeferredModule)
     assert stand_in.exc is sys.modules["heavydb.exc"]
+
+
+def test_a_module_is_imported_with_an_empty_default_ca_file_for_the_time_of_its_import(tmp_path, monkeypatch):
+    # what aiohttp.connector does at import: build SSL contexts, which read the CA file
+    write_module(tmp_path, "tlsclient", "import os\nSEEN = os.environ.get('SSL_CERT_FILE')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "tlsclient", raising=False)
+    environ = {"HOME": "/h"}
+    try:
+        monkeypatch.setattr(lab_server.os, "environ", environ)
+        assert lab_server.import_without_default_ca_file("tlsclient") is True
+        assert sys.modules["tlsclient"].SEEN == "/dev/null"
+        assert environ == {"HOME": "/h"}  # kernels and terminals never see it
+        assert lab_server.import_without_default_ca_file("tlsclient") is False
+    finally:
+        sys.modules.pop("tlsclient", None)
+
+
+def test_an_admins_own_ca_file_is_left_alone(tmp_path, monkeypatch):
+    write_module(tmp_path, "tlsclient", "")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    environ = {"SSL_CERT_FILE": "/etc/custom-ca.pem"}
+    assert lab_server.import_without_default_ca_file("tlsclient", environ) is False
+    assert "tlsclient" not in sys.modules
+    assert environ == {"SSL_CERT_FILE": "/etc/custom-ca.pem"}
