@@ -47,6 +47,14 @@ async def _run_logged(argv: list[str]) -> int:
     return await proc.wait()
 
 
+async def _any_unit_is(state: str, units: tuple[str, ...]) -> bool:
+    """``systemctl is-<state>`` of several units in one call: True when at least one is."""
+    proc = await asyncio.create_subprocess_exec(
+        "systemctl", f"is-{state}", "--quiet", *units, stdin=asyncio.subprocess.DEVNULL
+    )
+    return await proc.wait() == 0
+
+
 class PlatformSpawner(SystemdSpawner):
     users_root = Unicode(
         "/srv/jupyterhub/users",
@@ -515,9 +523,14 @@ class PlatformSpawner(SystemdSpawner):
         """Stop units of this lab JupyterHub does not know, reset failed ones.
 
         Same as the opening of SystemdSpawner.start, which 1.0.2 does not
-        expose separately, plus the lab's socket unit.
+        expose separately, plus the lab's socket unit. The usual case, neither
+        unit active nor failed, costs two systemctl calls (one per state, for
+        both units), not four: each is a process the hub starts per spawn.
         """
-        for unit in (self.socket_unit, self.unit_name):
+        units = (self.socket_unit, self.unit_name)
+        if not await _any_unit_is("active", units) and not await _any_unit_is("failed", units):
+            return
+        for unit in units:
             if await systemd.service_running(unit):
                 self.log.info("user:%s stopping unknown leftover unit %s", self.user.name, unit)
                 await systemd.stop_service(unit)
