@@ -160,6 +160,216 @@ def _post_install(root: Path) -> None:
     (root / "etc/machine-id").write_text("")
 
 
+# ---------------------------------------------------------------- private networks
+
+NETWORKS = CACHE / "networks"
+NETNS_DIR = Path("/run/netns")
+# Linux interface names hold at most 15 characters.
+IFNAME_MAX = 15
+
+
+@dataclass
+class Network:
+    """A private network among test hosts (a cluster: hub and workers).
+
+    Built only of namespaces and veth pairs this script creates and removes:
+    a switch namespace ``<name>-sw`` holding a bridge, one namespace per host
+    (named like the host) whose ``eth0`` is a veth into that bridge, and one
+    veth ``<name>-gw`` from this machine's namespace into the bridge, so
+    Ansible's SSH and the tests reach the hosts at their own addresses. Nothing
+    routes or NATs beyond the /24: package installs go through a forward proxy
+    (``serve_package_proxy``) listening on the gateway address, which makes the
+    outgoing connections from this machine like any of its processes. The
+    hosts share one directory of this machine (``shared_dir``), bound at
+    /srv/jupyterhub in each: the per-user directories a cluster keeps on NFS.
+    """
+
+    name: str
+    subnet: str  # the first three octets of a /24, e.g. "10.120.0"
+    members: dict  # host name -> address
+    proxy_port: int
+    proxy_pid: int = 0
+
+    @property
+    def dir(self) -> Path:
+        return NETWORKS / self.name
+
+    @property
+    def gateway(self) -> str:
+        return f"{self.subnet}.1"
+
+    @property
+    def switch(self) -> str:
+        return f"{self.name}-sw"
+
+    @property
+    def gateway_link(self) -> str:
+        return f"{self.name}-gw"
+
+    @property
+    def proxy_url(self) -> str:
+        return f"http://{self.gateway}:{self.proxy_port}"
+
+    @property
+    def shared_dir(self) -> Path:
+        return self.dir / "shared"
+
+    def save(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "network.json").write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, name: str) -> Network:
+        return cls(**json.loads((NETWORKS / name / "network.json").read_text()))
+
+
+def plan_network(name: str, port_base: int, hosts: list[str]) -> Network:
+    """Addresses of a private network: the gateway .1, the hosts .2, .3, ... in
+    order, in a /24 derived from the port base (each person's base is their own,
+    so are their networks); the proxy on the port base + 9."""
+    for ifname in [f"{name}-sw", f"{name}-gw", *hosts]:
+        if len(ifname) > IFNAME_MAX or not re.fullmatch(r"[a-z0-9][a-z0-9-]*", ifname):
+            raise ValueError(f"{ifname!r} cannot name a namespace and interface "
+                             f"(a-z, 0-9, '-', at most {IFNAME_MAX} characters)")
+    if len(hosts) > 250:
+        raise ValueError("a /24 holds at most 250 test hosts")
+    subnet = f"10.{(port_base // 100) % 256}.{(port_base // 25600) % 256}"
+    return Network(name=name, subnet=subnet,
+                   members={h: f"{subnet}.{i}" for i, h in enumerate(hosts, start=2)},
+                   proxy_port=port_base + 9)
+
+
+def hosts_file(network: Network) -> str:
+    """/etc/hosts of every member: each host's name (th-<name>, its hostname)
+    at its address, so Slurm and the proxy find the others by name."""
+    lines = ["127.0.0.1 localhost", "::1 localhost ip6-localhost ip6-loopback"]
+    lines += [f"{addr} th-{host}" for host, addr in network.members.items()]
+    return "\n".join(lines) + "\n"
+
+
+def network_commands(network: Network) -> list[list[str]]:
+    """The ip(8) commands that build the network (network_up runs them)."""
+    sw, gw = network.switch, network.gateway_link
+    cmds = [
+        ["ip", "netns", "add", sw],
+        ["ip", "-n", sw, "link", "set", "lo", "up"],
+        ["ip", "-n", sw, "link", "add", "br0", "type", "bridge"],
+        ["ip", "-n", sw, "link", "set", "br0", "up"],
+        ["ip", "link", "add", gw, "type", "veth", "peer", "name", "gw", "netns", sw],
+        ["ip", "-n", sw, "link", "set", "gw", "master", "br0", "up"],
+        ["ip", "addr", "add", f"{network.gateway}/24", "dev", gw],
+        ["ip", "link", "set", gw, "up"],
+    ]
+    for host, addr in network.members.items():
+        cmds += [
+            ["ip", "netns", "add", host],
+            ["ip", "-n", host, "link", "set", "lo", "up"],
+            ["ip", "-n", sw, "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", host],
+            ["ip", "-n", sw, "link", "set", host, "master", "br0", "up"],
+            ["ip", "-n", host, "addr", "add", f"{addr}/24", "dev", "eth0"],
+            ["ip", "-n", host, "link", "set", "eth0", "up"],
+        ]
+    return cmds
+
+
+def network_up(name: str, port_base: int, hosts: list[str]) -> Network:
+    network = plan_network(name, port_base, hosts)
+    if (NETWORKS / name / "network.json").exists():
+        network_down(name)
+    routes = subprocess.run(["ip", "route"], capture_output=True, text=True, check=True).stdout
+    if f"{network.subnet}.0/24" in routes:
+        raise SystemExit(f"network {name!r}: {network.subnet}.0/24 is already routed here; "
+                         f"choose another port base than {port_base}")
+    network.shared_dir.mkdir(parents=True, exist_ok=True)
+    network.save()  # before the first command: network_down removes a half-built one
+    try:
+        for argv in network_commands(network):
+            run(argv)
+        # an outgoing proxy for package installs, detached from this process
+        with open(network.dir / "proxy.log", "ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, __file__, "package-proxy", network.gateway, str(network.proxy_port)],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        network.proxy_pid = proc.pid
+        network.save()
+    except BaseException:
+        network_down(name)
+        raise
+    log(f"network {name} is up: {network.subnet}.0/24, proxy {network.proxy_url}")
+    return network
+
+
+def network_down(name: str) -> None:
+    """Stop the proxy, delete the namespaces (their veths go with them) and the
+    shared directory. Its hosts must be down first."""
+    path = NETWORKS / name / "network.json"
+    if not path.exists():
+        return
+    network = Network.load(name)
+    if network.proxy_pid:
+        try:
+            os.killpg(network.proxy_pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        _reap(network.proxy_pid)
+    for ns in [*network.members, network.switch]:
+        if (NETNS_DIR / ns).exists():
+            subprocess.run(["ip", "netns", "del", ns], check=False)
+    subprocess.run(["ip", "link", "del", network.gateway_link], check=False, capture_output=True)
+    shutil.rmtree(network.dir)
+    log(f"network {name} is down")
+
+
+async def _pipe(reader, writer) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        writer.close()
+
+
+async def _proxy_client(reader, writer) -> None:
+    """One client of the package proxy: CONNECT host:port (HTTPS: pip, npm) or
+    an absolute-URI request (HTTP: apt), each on a connection of its own."""
+    import asyncio
+    from urllib.parse import urlsplit
+
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+        request_line, *headers = head.decode("latin-1").split("\r\n")
+        method, target, version = request_line.split(" ", 2)
+        if method == "CONNECT":
+            host, _, port = target.rpartition(":")
+            up_reader, up_writer = await asyncio.open_connection(host, int(port))
+            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        else:
+            url = urlsplit(target)
+            up_reader, up_writer = await asyncio.open_connection(url.hostname, url.port or 80)
+            kept = [h for h in headers if h and not h.lower().startswith(("proxy-", "connection:"))]
+            path = url.path + (f"?{url.query}" if url.query else "")
+            up_writer.write("\r\n".join([f"{method} {path} {version}", *kept, "Connection: close", "", ""])
+                            .encode("latin-1"))
+    except (OSError, ValueError, asyncio.IncompleteReadError) as exc:
+        writer.write(f"HTTP/1.1 502 Bad Gateway\r\n\r\n{exc}\n".encode())
+        writer.close()
+        return
+    await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+
+
+def serve_package_proxy(address: str, port: int) -> None:
+    import asyncio
+
+    async def serve() -> None:
+        server = await asyncio.start_server(_proxy_client, address, port)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(serve())
+
+
 # ---------------------------------------------------------------- hosts
 
 def ports(base: int) -> dict[str, int]:
@@ -200,6 +410,16 @@ class Host:
     # the labs' MemoryMax=, TasksMax= and CPUQuota= take effect (limits_writable())
     enforce_limits: bool = False
     cgroups: list = field(default_factory=list)  # this host's cgroups on the build machine
+    # A host of a private network (Network): its address there, its network
+    # namespace, and (on a cluster's hub) the names of its worker hosts.
+    # Empty: the host shares this machine's network (the single-host default).
+    address: str = ""
+    netns: str = ""
+    workers: list = field(default_factory=list)
+
+    @property
+    def ssh_address(self) -> str:
+        return self.address or "127.0.0.1"
 
     @property
     def dir(self) -> Path:
@@ -415,13 +635,19 @@ def _ensure_ssh_key(path: Path) -> None:
 
 
 def up(name: str, port_base: int, extra_vars: dict | None = None,
-       enforce_limits: bool = False) -> Host:
+       enforce_limits: bool = False, network: Network | None = None,
+       workers: list[str] | None = None) -> Host:
+    """Boot a host; with ``network`` in that private network (its own
+    namespace, address and /etc/hosts, the network's shared directory at
+    /srv/jupyterhub, package installs through its proxy), else on this
+    machine's network. ``workers``: the hosts its inventory lists as the
+    cluster's ``workers`` group (they are up already)."""
     if (HOSTS / name / "host.json").exists():
         old = Host.load(name)
         if old.is_running():
             raise SystemExit(f"test host {name!r} is already up; run `down {name}` first")
         down(name)
-    taken = ports_in_use(ports(port_base).values())
+    taken = [] if network else ports_in_use(ports(port_base).values())
     if taken:
         # hosts share this machine's network: a second sshd on the port would
         # answer for this host (and refuse its key)
@@ -430,7 +656,9 @@ def up(name: str, port_base: int, extra_vars: dict | None = None,
     base = build()
     host = Host(name=name, port_base=port_base, root=str(HOSTS / name / "root"),
                 ports=ports(port_base), extra_vars=extra_vars or {},
-                admin_password=secrets.token_urlsafe(12), enforce_limits=enforce_limits)
+                admin_password=secrets.token_urlsafe(12), enforce_limits=enforce_limits,
+                address=network.members[name] if network else "", netns=name if network else "",
+                workers=list(workers or []))
     host.dir.mkdir(parents=True, exist_ok=True)
     log(f"copying base root for {name}")
     run(["cp", "-a", "--reflink=auto", str(base), host.root])
@@ -440,7 +668,7 @@ def up(name: str, port_base: int, extra_vars: dict | None = None,
     auth.write_text(Path(str(host.ssh_key) + ".pub").read_text())
     auth.chmod(0o600)
     (root / "etc/ssh/sshd_config.d/10-testhost.conf").write_text(
-        f"Port {host.ports['ssh']}\nListenAddress 127.0.0.1\n"
+        f"Port {host.ports['ssh']}\nListenAddress {host.ssh_address}\n"
         "PermitRootLogin prohibit-password\nPasswordAuthentication no\n")
     (root / "etc/hostname").write_text(f"th-{name}\n")
     _write_inventory(host)
@@ -448,6 +676,10 @@ def up(name: str, port_base: int, extra_vars: dict | None = None,
     argv = ["systemd-nspawn", "-D", host.root, "--register=no", "--keep-unit", "-b",
             f"--machine=th-{name}", "--console=read-only"]
     argv += [f"--bind-ro={p}" for p in READONLY_BINDS if Path(p).is_dir()]
+    if network:
+        _join_network(root, network)
+        argv += [f"--network-namespace-path={NETNS_DIR / name}", "--resolv-conf=off",
+                 f"--bind={network.shared_dir}:/srv/jupyterhub"]
     cgroups = _cgroup_dirs(name, enforce_limits)
     for d in cgroups:
         d.mkdir(exist_ok=True)
@@ -477,9 +709,27 @@ def up(name: str, port_base: int, extra_vars: dict | None = None,
         # a host that booted but never became usable is not left running
         down(name)
         raise
-    log(f"{name} is up (init pid {host.init_pid}, ssh 127.0.0.1:{host.ports['ssh']}"
+    log(f"{name} is up (init pid {host.init_pid}, ssh {host.ssh_address}:{host.ports['ssh']}"
         f"{', limits enforced' if enforce_limits else ''})")
     return host
+
+
+def _join_network(root: Path, network: Network) -> None:
+    """Names, no DNS (there is none on the private network: a lookup fails at
+    once instead of timing out), and the package proxy for apt, pip and npm
+    (pam_env gives /etc/environment to Ansible's SSH sessions)."""
+    (root / "etc/hosts").write_text(hosts_file(network))
+    (root / "etc/resolv.conf").unlink(missing_ok=True)
+    (root / "etc/resolv.conf").write_text("# private test network: names are in /etc/hosts\n")
+    local = ["localhost", "127.0.0.1", "::1", ".localhost",
+             *network.members.values(), *[f"th-{h}" for h in network.members]]
+    proxy = network.proxy_url
+    env = root / "etc/environment"
+    env.write_text(env.read_text() + "".join(
+        f"{k}={v}\n" for k, v in [("http_proxy", proxy), ("https_proxy", proxy), ("HTTP_PROXY", proxy),
+                                  ("HTTPS_PROXY", proxy), ("no_proxy", ",".join(local)),
+                                  ("NO_PROXY", ",".join(local))]))
+    (root / "etc/apt/apt.conf.d/90testhost-proxy").write_text(f'Acquire::http::Proxy "{proxy}";\n')
 
 
 def _wait_running(host: Host, timeout: float = 120) -> None:
@@ -512,17 +762,23 @@ def _wait_ssh(host: Host, timeout: float = 60) -> None:
 def _ssh_argv(host: Host) -> list[str]:
     return ["ssh", "-i", str(host.ssh_key), "-p", str(host.ports["ssh"]),
             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-            "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", "root@127.0.0.1"]
+            "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", f"root@{host.ssh_address}"]
 
 
-def _write_inventory(host: Host) -> None:
-    hostvars = {
-        "ansible_host": "127.0.0.1",
+def _connection_vars(host: Host) -> dict:
+    return {
+        "ansible_host": host.ssh_address,
         "ansible_port": host.ports["ssh"],
         "ansible_user": "root",
         "ansible_ssh_private_key_file": str(host.ssh_key),
         "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
         "ansible_python_interpreter": "/usr/bin/python3",
+    }
+
+
+def _write_inventory(host: Host) -> None:
+    hostvars = {
+        **_connection_vars(host),
         "jupyterhub_admin": host.admin_user,
         "jupyterhub_admin_password": host.admin_password,
         "jupyterhub_domain": host.domain,
@@ -542,6 +798,9 @@ def _write_inventory(host: Host) -> None:
     hostvars.update({k: v for k, v in host.ports.items() if k != "ssh"})
     hostvars.update(host.extra_vars)
     inventory = {"all": {"hosts": {f"th-{host.name}": hostvars}}}
+    if host.workers:
+        inventory["all"]["children"] = {"workers": {"hosts": {
+            f"th-{w}": _connection_vars(Host.load(w)) for w in host.workers}}}
     # JSON is valid YAML; Ansible's YAML inventory plugin reads it.
     host.inventory.write_text(json.dumps(inventory, indent=2))
 
@@ -613,6 +872,42 @@ def provision(name: str, port_base: int, extra_vars: dict | None = None,
     return host
 
 
+def cluster_names(name: str, workers: int) -> tuple[str, list[str]]:
+    """The hub host and worker hosts of cluster ``name``: <name>-hub, <name>-w1 ..."""
+    return f"{name}-hub", [f"{name}-w{i}" for i in range(1, workers + 1)]
+
+
+# A cluster's hub (tests/integration/test_cluster.py): every lab on the hub's
+# origin, reached at its address on the private network; Slurm without its
+# cgroup plugins (a default-kind test host's controllers are read-only).
+CLUSTER_HUB_VARS = {"jupyterhub_user_subdomains": False, "slurm_cgroup_enforce": False}
+
+
+def cluster_up(name: str, port_base: int, workers: int = 1, extra_vars: dict | None = None) -> Host:
+    """A private network with a hub host and ``workers`` worker hosts on it;
+    the hub's inventory lists the workers (deploy the hub to deploy them all)."""
+    hub_name, worker_names = cluster_names(name, workers)
+    network = network_up(name, port_base, [hub_name, *worker_names])
+    try:
+        for worker in worker_names:
+            up(worker, port_base, network=network)
+        hub_vars = {**CLUSTER_HUB_VARS, "jupyterhub_domain": network.members[hub_name], **(extra_vars or {})}
+        return up(hub_name, port_base, hub_vars, network=network, workers=worker_names)
+    except BaseException:
+        cluster_down(name)
+        raise
+
+
+def cluster_down(name: str) -> None:
+    """Every host of the cluster, then its network (namespaces, veths, proxy, shared directory)."""
+    path = NETWORKS / name / "network.json"
+    if not path.exists():
+        return
+    for host in Network.load(name).members:
+        down(host)
+    network_down(name)
+
+
 def down(name: str) -> None:
     hdir = HOSTS / name
     if not hdir.exists():
@@ -682,6 +977,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("ansible_args", nargs=argparse.REMAINDER)
     p = sub.add_parser("down", help="power off and delete the host")
     p.add_argument("name")
+    p = sub.add_parser("cluster-up", help="a private network with NAME-hub and NAME-w1.. on it")
+    p.add_argument("name")
+    p.add_argument("--port-base", type=int, required=True)
+    p.add_argument("--workers", type=int, default=1)
+    p = sub.add_parser("cluster-down", help="every host of cluster NAME, then its network")
+    p.add_argument("name")
+    p = sub.add_parser("package-proxy", help="(internal) the forward proxy of a private network")
+    p.add_argument("address")
+    p.add_argument("port", type=int)
     p = sub.add_parser("demo", help="build, boot and deploy the demo host, print how to log in")
     p.add_argument("--name", default="demo")
     p.add_argument("--port-base", type=int, default=18000)
@@ -707,6 +1011,13 @@ def main(argv: list[str] | None = None) -> int:
         return deploy(args.name, *extra, check=False).returncode
     elif args.cmd == "down":
         down(args.name)
+    elif args.cmd == "cluster-up":
+        host = cluster_up(args.name, args.port_base, args.workers)
+        print(f"{host.name} and its workers {host.workers} are up; deploy {host.name} next")
+    elif args.cmd == "cluster-down":
+        cluster_down(args.name)
+    elif args.cmd == "package-proxy":
+        serve_package_proxy(args.address, args.port)
     elif args.cmd == "demo":
         # a newcomer should see the limits work: the demo enforces them
         host = up(args.name, args.port_base, extra_vars, args.enforce_limits)
