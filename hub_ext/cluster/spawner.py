@@ -1,0 +1,191 @@
+"""SlurmLabSpawner: the platform's spawner with each lab a Slurm job on a worker.
+
+Everything the hub does before a lab starts stays PlatformSpawner's (the unix
+account, the per-user directories on the shared storage, the privilege
+groups, the resource profile); the lab itself is a batch job submitted as the
+user (hub_ext.cluster.slurm) instead of a transient unit. The account is
+exported for the workers first (hub_ext.cluster.accounts_export). The lab
+listens on a random port of whichever worker Slurm picked; the proxy routes
+to <worker>:<port>, and the lab calls the hub's API through the relay the
+slurm role sets up (``hub_connect_url``). docs/cluster.md says what is not
+there yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from jupyterhub.utils import random_port, url_path_join
+from tornado import web
+from traitlets import Float, Unicode
+
+from hub_ext.cluster import accounts_export, slurm
+from hub_ext.spawner import PlatformSpawner
+from hub_ext.storage import layout
+from hub_ext.units import readiness
+
+# the lab binds every address of its worker: the proxy on the hub host connects to it
+LAB_BIND_IP = "0.0.0.0"
+# the system directories after the lab's own in a job's $PATH
+SYSTEM_PATH = ["/usr/local/bin", "/usr/bin", "/bin"]
+
+
+class SlurmLabSpawner(PlatformSpawner):
+    partition = Unicode(
+        "labs", help="Slurm partition every lab is submitted to (the slurm role's slurm_partition)."
+    ).tag(config=True)
+
+    accounts_dir = Unicode(
+        "/srv/jupyterhub/accounts",
+        help="""Shared directory where the platform's accounts are exported before
+        every submission; the workers resolve them from there (libnss-extrausers).""",
+    ).tag(config=True)
+
+    job_poll_interval = Float(
+        1.0, min=0.1, help="Seconds between two squeue calls while a lab's job waits to run."
+    ).tag(config=True)
+
+    job_name_template = Unicode(
+        "jupyter-{UNIXNAME}", help="Slurm job name of a lab ({USERNAME}, {UNIXNAME})."
+    ).tag(config=True)
+
+    # the running lab's Slurm job, in the spawner state (a hub restart keeps it)
+    job_id: str = ""
+
+    # seams for unit tests
+    slurm_run = staticmethod(slurm.run)
+    export_accounts = staticmethod(accounts_export.export_accounts)
+
+    def get_state(self):
+        state = super().get_state()
+        if self.job_id:
+            state["job_id"] = self.job_id
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        self.job_id = state.get("job_id", "")
+
+    def clear_state(self):
+        super().clear_state()
+        self.job_id = ""
+
+    @property
+    def job_name(self) -> str:
+        return self._expand_user_vars(self.job_name_template)
+
+    def job_environment(self, base_env: dict[str, str]) -> dict[str, str]:
+        """The job's whole environment (sbatch --export=ALL of a clean one):
+        JupyterHub's variables, the lab's PATH, and HOME in the user's home
+        directory on the shared storage."""
+        dirs = layout.user_dirs(self.unix_name, self.users_root)
+        return {
+            **base_env,
+            "HOME": str(dirs.home),
+            "USER": self.unix_name,
+            "SHELL": self.default_shell,
+            "PATH": ":".join(self.lab_paths() + SYSTEM_PATH),
+        }
+
+    def job_request(self, uid: int, gid: int) -> slurm.JobRequest:
+        return slurm.JobRequest(
+            job_name=self.job_name,
+            partition=self.partition,
+            uid=uid,
+            gid=gid,
+            workdir=str(layout.user_dirs(self.unix_name, self.users_root).workspace),
+            mem_limit=self.mem_limit,
+            cpu_limit=self.cpu_limit,
+        )
+
+    async def job_status(self) -> slurm.JobStatus | None:
+        result = await self.slurm_run(["squeue", "--noheader", "--jobs", self.job_id, "--format=%T|%N|%r"])
+        if not result.ok:
+            # squeue refuses an id it no longer knows ("Invalid job id specified")
+            if "Invalid job id" in result.stderr:
+                return None
+            raise slurm.SlurmError(f"squeue failed ({result.returncode}): {result.stderr.strip()}")
+        return slurm.parse_status(result.stdout)
+
+    async def start(self):
+        account = await self.ensure_account()
+        exported = self.export_accounts(self.accounts_dir, self.platform_group)
+        self.log.debug("exported %s platform accounts to %s", exported, self.accounts_dir)
+        await self.reconcile_privileges(self.privileges)
+        self.apply_resource_profile()
+        self.port = random_port()
+        self.ip = LAB_BIND_IP
+        env = self.job_environment(self.get_env())
+        script = slurm.batch_script(
+            [self._expand_user_vars(c) for c in self.cmd] + [self._expand_user_vars(a) for a in self.get_args()],
+            {},
+        )
+        result = await self.slurm_run(slurm.sbatch_argv(self.job_request(account.uid, account.gid)),
+                                      stdin=script, env=env)
+        if not result.ok:
+            raise web.HTTPError(500, f"Slurm refused the lab's job: {result.stderr.strip()}")
+        self.job_id = slurm.parse_job_id(result.stdout)
+        self.log.info("user:%s lab is Slurm job %s", self.user.name, self.job_id)
+        if self.orm_spawner is not None:
+            # in the hub's database now: a hub restart meanwhile finds the job
+            self.orm_spawner.state = self.get_state()
+        node = await self.wait_for_node()
+        return await self.wait_for_lab(node)
+
+    async def wait_for_node(self) -> str:
+        """The worker the job runs on, once it runs; waits while Slurm queues it."""
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            status = await self.job_status()
+            if status is None or not (status.waiting or status.running):
+                state = status.state if status else "gone"
+                raise web.HTTPError(500, f"The lab's Slurm job {self.job_id} ended before it ran ({state})")
+            if status.running and status.node:
+                return status.node
+            if time.monotonic() > deadline:
+                await self.cancel()
+                raise web.HTTPError(
+                    503, f"The lab waited {self.start_timeout} s for a worker ({status.reason}); try again later"
+                )
+            await asyncio.sleep(self.job_poll_interval)
+
+    async def wait_for_lab(self, node: str) -> tuple[str, int]:
+        api = url_path_join(self.server.base_url if self.server else "/", "api")
+
+        async def job_alive() -> bool:
+            status = await self.job_status()
+            return bool(status and status.running)
+
+        state = await readiness.wait_until_listening(
+            lambda: self.lab_probe(node, self.port, api), job_alive,
+            timeout=self.http_timeout, interval=self.ready_poll_interval,
+        )
+        if state is not readiness.Readiness.LISTENING:
+            await self.cancel()
+            raise web.HTTPError(
+                500,
+                f"The lab {state.value} on {node}:{self.port} (http_timeout {self.http_timeout} s); "
+                f"Slurm job {self.job_id}",
+            )
+        return (node, self.port)
+
+    async def cancel(self) -> None:
+        if self.job_id:
+            await self.slurm_run(["scancel", self.job_id])
+
+    async def poll(self):
+        if not self.job_id:
+            return 0
+        status = await self.job_status()
+        if status and (status.running or status.waiting):
+            return None
+        return 1
+
+    async def stop(self, now=False):
+        await self.cancel()
+        for _ in range(int(self.http_timeout)):
+            status = await self.job_status()
+            if status is None or not (status.running or status.waiting):
+                return
+            await asyncio.sleep(1)

@@ -1,0 +1,185 @@
+"""Labs as Slurm jobs (hub_ext.cluster): the command lines, the parsers, the
+account export and the spawner's start/poll/stop against a fake Slurm."""
+
+import asyncio
+
+import pytest
+
+from hub_ext.cluster import accounts_export, slurm
+from hub_ext.cluster.spawner import SlurmLabSpawner
+from hub_ext.process import CommandResult
+
+REQUEST = slurm.JobRequest(job_name="jupyter-jh-alice", partition="labs", uid=1001, gid=1001,
+                           workdir="/srv/jupyterhub/users/jh-alice/workspace", mem_limit="2G", cpu_limit=1.5)
+
+
+@pytest.mark.parametrize("limit, mib", [("512M", 512), ("2G", 2048), ("1T", 1048576), ("1048576", 1),
+                                        ("1500K", 2), ("3g", 3072)])
+def test_memory_limits_become_mebibytes_rounded_up(limit, mib):
+    assert slurm.mem_mib(limit) == mib
+
+
+def test_a_memory_limit_slurm_cannot_take_is_refused():
+    with pytest.raises(ValueError, match="digits with an optional"):
+        slurm.mem_mib("2 GB")
+
+
+def test_the_job_is_submitted_as_the_user_with_the_labs_limits():
+    argv = slurm.sbatch_argv(REQUEST)
+    assert argv[:2] == ["sbatch", "--parsable"]
+    for option in ["--uid=1001", "--gid=1001", "--partition=labs", "--job-name=jupyter-jh-alice",
+                   "--chdir=/srv/jupyterhub/users/jh-alice/workspace", "--mem=2048M",
+                   "--cpus-per-task=2", "--export=ALL", "--no-requeue"]:
+        assert option in argv
+
+
+def test_without_limits_the_job_asks_for_none():
+    argv = slurm.sbatch_argv(slurm.JobRequest("j", "labs", 1, 1, "/w"))
+    assert not [a for a in argv if a.startswith(("--mem", "--cpus-per-task"))]
+
+
+def test_the_batch_script_execs_the_lab_with_its_arguments_quoted():
+    script = slurm.batch_script(["/opt/jupyterlab/bin/jupyterhub-singleuser", "--arg=a b"], {"X": "1;rm"})
+    lines = script.splitlines()
+    assert lines[0] == "#!/bin/sh"
+    assert "export X='1;rm'" in lines
+    assert lines[-1] == "exec /opt/jupyterlab/bin/jupyterhub-singleuser '--arg=a b'"
+
+
+@pytest.mark.parametrize("out, job", [("42\n", "42"), ("42;cluster\n", "42")])
+def test_the_job_id_is_read_from_sbatch(out, job):
+    assert slurm.parse_job_id(out) == job
+
+
+def test_sbatch_output_without_a_job_id_is_an_error():
+    with pytest.raises(slurm.SlurmError, match="no job id"):
+        slurm.parse_job_id("sbatch: error: something\n")
+
+
+def test_squeue_lines_give_state_node_and_reason():
+    running = slurm.parse_status("RUNNING|th-w1|None\n")
+    assert (running.state, running.node, running.running, running.waiting) == ("RUNNING", "th-w1", True, False)
+    pending = slurm.parse_status("PENDING||Resources\n")
+    assert (pending.waiting, pending.reason) == (True, "Resources")
+    assert slurm.parse_status("\n") is None
+
+
+PASSWD = """root:x:0:0:root:/root:/bin/bash
+jh-alice:x:1001:1001::/home/jh-alice:/bin/bash
+jh-bob:x:1002:1002::/home/jh-bob:/bin/bash
+nginx:x:105:107::/var/www:/usr/sbin/nologin
+"""
+GROUP = """root:x:0:
+jupyterhub-users:x:999:jh-alice,jh-bob
+jh-alice:x:1001:
+jh-bob:x:1002:
+docker:x:998:jh-alice
+nginx:x:107:
+"""
+
+
+def test_only_the_platform_accounts_their_own_groups_and_the_platform_group_are_exported():
+    passwd, group = accounts_export.platform_entries(PASSWD, GROUP, "jupyterhub-users")
+    assert passwd == ["jh-alice:x:1001:1001::/home/jh-alice:/bin/bash",
+                      "jh-bob:x:1002:1002::/home/jh-bob:/bin/bash"]
+    assert group == ["jupyterhub-users:x:999:jh-alice,jh-bob", "jh-alice:x:1001:", "jh-bob:x:1002:"]
+
+
+def test_no_platform_group_exports_nothing():
+    assert accounts_export.platform_entries(PASSWD, "root:x:0:\n", "jupyterhub-users") == ([], [])
+
+
+def test_the_export_replaces_both_files(tmp_path):
+    etc, out = tmp_path / "etc", tmp_path / "accounts"
+    etc.mkdir()
+    out.mkdir()
+    (etc / "passwd").write_text(PASSWD)
+    (etc / "group").write_text(GROUP)
+    (out / "passwd").write_text("stale:x:1:1::/:/bin/sh\n")
+    assert accounts_export.export_accounts(str(out), "jupyterhub-users", etc=str(etc)) == 2
+    assert "stale" not in (out / "passwd").read_text()
+    assert (out / "group").read_text().startswith("jupyterhub-users:x:999:")
+    assert oct((out / "passwd").stat().st_mode & 0o777) == "0o644"
+
+
+class FakeSlurm:
+    """sbatch, squeue and scancel of a cluster whose one job runs on th-w1 after
+    ``pending`` squeue calls, until scancel."""
+
+    def __init__(self, pending=1, submit_rc=0):
+        self.calls, self.pending, self.submit_rc = [], pending, submit_rc
+        self.state = None
+
+    async def __call__(self, argv, stdin=None, env=None):
+        self.calls.append((list(argv), stdin, env))
+        tool = argv[0]
+        if tool == "sbatch":
+            if self.submit_rc:
+                return CommandResult(tuple(argv), self.submit_rc, "", "sbatch: error: Invalid partition")
+            self.state = "PENDING"
+            return CommandResult(tuple(argv), 0, "77\n")
+        if tool == "scancel":
+            self.state = None
+            return CommandResult(tuple(argv), 0)
+        assert tool == "squeue"
+        if self.state is None:
+            return CommandResult(tuple(argv), 1, "", "slurm_load_jobs error: Invalid job id specified")
+        if self.state == "PENDING":
+            if self.pending:
+                self.pending -= 1
+                return CommandResult(tuple(argv), 0, "PENDING||Resources\n")
+            self.state = "RUNNING"
+        return CommandResult(tuple(argv), 0, "RUNNING|th-w1|None\n")
+
+
+@pytest.fixture
+def slurm_spawner(make_spawner, tmp_path):
+    spawner = make_spawner(spawner_class=SlurmLabSpawner)
+    spawner.slurm_run = FakeSlurm()
+    spawner.exported = []
+    spawner.export_accounts = lambda d, g: spawner.exported.append((d, g)) or 1
+    spawner.job_poll_interval = 0.1
+    return spawner
+
+
+def test_a_lab_starts_as_the_users_job_and_is_reached_on_its_worker(slurm_spawner):
+    ip, port = asyncio.run(slurm_spawner.start())
+    assert (ip, port) == ("th-w1", slurm_spawner.port)
+    # the account was exported for the workers before the job was submitted
+    assert slurm_spawner.exported == [("/srv/jupyterhub/accounts", "jupyterhub-users")]
+    argv, script, env = slurm_spawner.slurm_run.calls[0]
+    assert argv[0] == "sbatch"
+    assert script.splitlines()[-1].startswith("exec ")
+    assert env["JUPYTERHUB_SERVICE_URL"].startswith(f"http://0.0.0.0:{slurm_spawner.port}/")
+    assert env["HOME"].endswith("/jh-alice/home")
+    assert slurm_spawner.get_state()["job_id"] == "77"
+    assert asyncio.run(slurm_spawner.poll()) is None
+
+
+def test_a_refused_submission_is_an_error_with_slurms_message(slurm_spawner):
+    slurm_spawner.slurm_run = FakeSlurm(submit_rc=1)
+    with pytest.raises(Exception, match="Invalid partition"):
+        asyncio.run(slurm_spawner.start())
+
+
+def test_stop_cancels_the_job_and_poll_then_reports_it_stopped(slurm_spawner):
+    asyncio.run(slurm_spawner.start())
+    asyncio.run(slurm_spawner.stop())
+    assert ["scancel", "77"] in [c[0] for c in slurm_spawner.slurm_run.calls]
+    assert asyncio.run(slurm_spawner.poll()) == 1
+
+
+def test_a_job_still_waiting_at_start_timeout_is_cancelled_with_slurms_reason(slurm_spawner):
+    slurm_spawner.slurm_run = FakeSlurm(pending=10**6)
+    slurm_spawner.start_timeout = 0
+    with pytest.raises(Exception, match="Resources"):
+        asyncio.run(slurm_spawner.start())
+    assert slurm_spawner.slurm_run.calls[-1][0] == ["scancel", "77"]
+
+
+def test_a_restarted_hub_knows_the_job_from_the_state(make_spawner):
+    spawner = make_spawner(spawner_class=SlurmLabSpawner)
+    spawner.load_state({"job_id": "77"})
+    assert spawner.job_id == "77"
+    spawner.clear_state()
+    assert spawner.job_id == ""
