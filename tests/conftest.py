@@ -162,3 +162,27 @@ def limits_host():
 def limits_admin(limits_host) -> HubClient:
     """The enforcing host's admin, with an API token."""
     return admin_client(limits_host)
+
+
+# --- the cluster (docs/cluster.md): a hub host and a worker on a private network --
+@pytest.fixture(scope="session")
+def cluster_hub():
+    """The hub host of cluster ``$TESTHOST_NAME-c`` (hosts <name>-hub, <name>-w1)
+    on port base ``$TESTHOST_PORT_BASE + 5000`` (or TESTHOST_CLUSTER_NAME /
+    TESTHOST_CLUSTER_PORT_BASE); kept and reused like the main host."""
+    name = os.environ.get("TESTHOST_CLUSTER_NAME", os.environ.get("TESTHOST_NAME", "pytest") + "-c")
+    port_base = int(os.environ.get("TESTHOST_CLUSTER_PORT_BASE",
+                                   int(os.environ.get("TESTHOST_PORT_BASE", "23000")) + 5000))
+    ARTIFACTS.mkdir(exist_ok=True)
+    h = testhost.provision_cluster(name, port_base, workers=1,
+                                   reuse=os.environ.get("TESTHOST_REUSE") == "1",
+                                   log_to=ARTIFACTS / "deploy-cluster.log")
+    yield h
+    if os.environ.get("TESTHOST_KEEP") != "1":
+        testhost.cluster_down(name)
+
+
+@pytest.fixture(scope="session")
+def cluster_admin(cluster_hub) -> HubClient:
+    """The cluster hub's admin, with an API token."""
+    return admin_client(cluster_hub)

@@ -859,13 +859,29 @@ def provision(name: str, port_base: int, extra_vars: dict | None = None,
               enforce_limits: bool = False, reuse: bool = False, log_to: Path | None = None) -> Host:
     """A running host with the platform deployed: the kept one when ``reuse``
     and it was deployed and still runs, else a fresh one (up + deploy)."""
+    return _kept_or_deployed(name, reuse, log_to, lambda: up(name, port_base, extra_vars, enforce_limits))
+
+
+def provision_cluster(name: str, port_base: int, workers: int = 1, reuse: bool = False,
+                      log_to: Path | None = None) -> Host:
+    """A cluster (hub + ``workers``) with the platform deployed; its hub host."""
+    hub_name, _ = cluster_names(name, workers)
+
+    def fresh() -> Host:
+        cluster_down(name)
+        return cluster_up(name, port_base, workers)
+
+    return _kept_or_deployed(hub_name, reuse, log_to, fresh)
+
+
+def _kept_or_deployed(name: str, reuse: bool, log_to: Path | None, boot) -> Host:
     marker = HOSTS / name / "deployed"
     if reuse and marker.exists():
         existing = Host.load(name)
         if existing.is_running():
             return existing
-    host = up(name, port_base, extra_vars, enforce_limits)
-    res = deploy(name, capture=True)
+    host = boot()
+    res = deploy(host.name, capture=True)
     if log_to:
         log_to.write_text(res.stdout + res.stderr)
     marker.write_text("")
