@@ -799,8 +799,15 @@ def _write_inventory(host: Host) -> None:
     hostvars.update(host.extra_vars)
     inventory = {"all": {"hosts": {f"th-{host.name}": hostvars}}}
     if host.workers:
-        inventory["all"]["children"] = {"workers": {"hosts": {
-            f"th-{w}": _connection_vars(Host.load(w)) for w in host.workers}}}
+        # the platform's variables for every host of the cluster (the workers'
+        # roles check and use the same ones); connections stay per host
+        connection = _connection_vars(host)
+        inventory["all"] = {
+            "hosts": {f"th-{host.name}": connection},
+            "vars": {k: v for k, v in hostvars.items() if k not in connection},
+            "children": {"workers": {"hosts": {
+                f"th-{w}": _connection_vars(Host.load(w)) for w in host.workers}}},
+        }
     # JSON is valid YAML; Ansible's YAML inventory plugin reads it.
     host.inventory.write_text(json.dumps(inventory, indent=2))
 

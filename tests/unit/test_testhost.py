@@ -60,4 +60,6 @@ def test_a_cluster_hub_inventory_lists_its_workers(tmp_path, monkeypatch):
     testhost._write_inventory(hub)
     inventory = json.loads(hub.inventory.read_text())["all"]
     assert inventory["hosts"]["th-c-hub"]["ansible_host"] == "10.120.0.2"
+    # the platform's variables hold for the workers too
+    assert inventory["vars"]["jupyterhub_admin"] == "admin"
     assert inventory["children"]["workers"]["hosts"]["th-c-w1"]["ansible_host"] == "10.120.0.3"
