@@ -396,8 +396,10 @@ def lab_cell(admin: HubClient, user: str, code: str, timeout: float = 60) -> tup
     async def talk() -> tuple[str, str]:
         ws = await lab_websocket(admin, url)
         await ws.write_message(json.dumps(request))
-        out, status = "", None
-        while status is None:
+        out, status, idle = "", None, False
+        # the output is complete once the kernel reports itself idle for this
+        # request (iopub); the execute_reply (shell) may overtake the output
+        while status != "died" and (status is None or not idle):
             raw = await asyncio.wait_for(ws.read_message(), timeout)
             assert raw is not None, f"kernel channel closed; output so far: {out!r}"
             msg = json.loads(raw)
@@ -407,6 +409,8 @@ def lab_cell(admin: HubClient, user: str, code: str, timeout: float = 60) -> tup
                 status = "died"
             elif msg.get("parent_header", {}).get("msg_id") != msg_id:
                 continue
+            elif kind == "status":
+                idle = idle or msg["content"].get("execution_state") == "idle"
             elif kind == "stream":
                 out += msg["content"]["text"]
             elif kind == "error":
