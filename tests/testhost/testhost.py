@@ -948,12 +948,30 @@ def down(name: str) -> None:
         if host.is_running():
             os.killpg(host.nspawn_pid, signal.SIGKILL)
             time.sleep(1)
+        _kill_container_init(host)
     _remove_cgroups([Path(d) for d in host.cgroups] if host and host.cgroups else _cgroup_dirs(name))
     root = (hdir / "root").resolve()
     if any(line.split()[1].startswith(str(root)) for line in Path("/proc/mounts").read_text().splitlines()):
         raise RuntimeError(f"refusing to delete {root}: something is still mounted below it")
     shutil.rmtree(hdir)
     log(f"{name} is down")
+
+
+def _kill_container_init(host: Host, timeout: float = 10) -> None:
+    """The container's init outlives a killed nspawn (it is PID 1 of its own
+    namespace, reparented here): a host stuck in its shutdown (a worker's
+    slurmstepd ignoring SIGTERM for 90 s) would keep running after ``down``.
+    SIGKILL to it ends the whole namespace. Only while it is still in this
+    host's cgroup, so a reused pid is never hit."""
+    try:
+        if f"testhost-{host.name}" not in Path(f"/proc/{host.init_pid}/cgroup").read_text():
+            return
+        os.kill(host.init_pid, signal.SIGKILL)
+    except (OSError, ValueError):
+        return
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{host.init_pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 def _reap(pid: int) -> None:
