@@ -2,7 +2,7 @@
 # `make check` is the developer's fast loop: no root, no test host.
 PY := .venv/bin/python
 
-.PHONY: bootstrap demo test down-demo check
+.PHONY: bootstrap demo test down-demo check load
 
 bootstrap:
 	@scripts/bootstrap
@@ -25,3 +25,10 @@ test: bootstrap
 check:
 	@test -x $(PY) || { echo "make check: no $(PY); run scripts/bootstrap (root) or python3 -m venv .venv && .venv/bin/pip install -r requirements-dev.txt" >&2; exit 1; }
 	$(PY) -m pytest -m "unit or static" tests/unit tests/static
+
+# The load test (not part of `make test`: about 15 minutes): Locust drives 20,
+# then 50 simulated users through login, lab start, a kernel over its websocket,
+# a cell, idling and stop on a fresh test host; p50/p95 per step, 0 errors or
+# it fails (docs/benchmarks.md). Same root and test host as `make test`.
+load: bootstrap
+	$(PY) tests/bench/load.py

@@ -98,8 +98,8 @@ class PlatformServices:
             targets=lambda: targets_from_users(hub.users.values()),
             gpu_usage=gpus.usage,
         )
-        # the directory sizes column: the storage feature's background sizing
-        monitor.sizes_provider = lambda names: sizes.sizes_model(names)["users"]
+        # the directory sizes column: the storage feature's quota figures or background sizing
+        monitor.sizes_provider = sizes.activity_sizes
         culler = culling.SessionCuller(parent=hub)
         culler.app = hub
         return cls(

@@ -12,7 +12,7 @@ Admin account:
   alone even when signup is disabled.
 
 NativeAuthenticator's /authorize, /authorize/<name> and /discard/<name> change
-state on GET (no _xsrf); PLATFORM_HANDLERS replaces them with the safe
+state on GET (no _xsrf); accounts.login_pages.PLATFORM_HANDLERS replaces them with the safe
 authorization page of hub_ext.accounts.handlers (POST + _xsrf, only pending
 signups can be discarded). Passwords the platform generates (batch creation,
 reset) are stored exactly like the admin's: ``set_password``.
@@ -26,135 +26,26 @@ bounded (fields, pending cap, per-address quota) and hashed off the event loop.
 from __future__ import annotations
 
 import asyncio
-import enum
-import functools
-import math
-from dataclasses import dataclass
 
-import bcrypt
-from jinja2 import ChoiceLoader, FileSystemLoader
 from jupyterhub import orm
 from nativeauthenticator import NativeAuthenticator
-from nativeauthenticator.handlers import TEMPLATE_DIR as NATIVE_TEMPLATE_DIR
-from nativeauthenticator.handlers import (
-    AuthorizationAreaHandler,
-    DiscardHandler,
-    LoginHandler,
-    SignUpHandler,
-    ToggleAuthorizationHandler,
-)
 from nativeauthenticator.orm import UserInfo
 from tornado import web
-from traitlets import Integer, List, Unicode
+from traitlets import Bool, Integer, List, TraitError, Unicode, default, validate
 
 from hub_ext.accounts import passwords, privileges
 from hub_ext.accounts import unix_users as accounts
-from hub_ext.accounts.handlers import (
-    AuthorizationPageHandler,
-    AuthorizeActionHandler,
-    DiscardActionHandler,
-)
+from hub_ext.accounts.login_pages import PLATFORM_HANDLERS
+from hub_ext.accounts.outcomes import LoginOutcome, LoginResult, SignupRefused
 from hub_ext.accounts.throttle import LoginThrottle, WindowQuota, format_wait
 from hub_ext.process import CommandError, run_command
 from hub_ext.storage.service import SETTINGS_KEY as STORAGE_SETTINGS_KEY
 from hub_ext.web.base import request_client
 
-# bcrypt (>= 4.1/5.0) refuses longer passwords with ValueError
-BCRYPT_MAX_PASSWORD_BYTES = 72
-
 SIGNUP_CLOSED_MESSAGE = "Signup is closed. Only the administrator account can be created now."
 # UserInfo.email is a String(128) column
 MAX_EMAIL_LENGTH = 128
 SIGNUP_WINDOW_SECONDS = 3600
-LOGIN_FAILED_MESSAGE = "Invalid username or password."
-
-
-class LoginResult(enum.Enum):
-    OK = "ok"
-    REFUSED = "refused"  # unknown name, wrong password (or 2fa code)
-    NOT_AUTHORIZED = "not authorized"  # right password, signup not approved yet
-    DELAYED = "delayed"  # too many failures: no password was checked
-
-
-@dataclass(frozen=True)
-class LoginOutcome:
-    result: LoginResult
-    wait_seconds: float = 0.0
-
-
-def delay_message(wait_seconds: float) -> str:
-    return (
-        "Too many failed logins for this account from your address. "
-        f"Try again in {format_wait(wait_seconds)}, or ask an administrator to clear the delay."
-    )
-
-
-class SignupRefused(Exception):
-    """A signup the form or the site's limits refuse; ``status`` is the HTTP status."""
-
-    def __init__(self, message: str, status: int = 400, retry_after: float | None = None):
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.retry_after = retry_after
-
-
-class PlatformSignUpHandler(SignUpHandler):
-    """NativeAuthenticator's signup page with the platform's checks.
-
-    Every refusal answers 4xx with a sentence on the page (upstream: 200 and
-    "Something went wrong"); the password is hashed in a worker thread
-    (upstream hashed on the event loop: 30 signups at once stalled the hub for
-    seconds). The rules are ``PlatformAuthenticator.sign_up``'s. Upstream's
-    reCAPTCHA and e-mail self-approval are not offered (the platform sets neither).
-    """
-
-    async def post(self):
-        auth = self.authenticator
-        if not auth.enable_signup:
-            raise web.HTTPError(404)
-        form = {
-            field: self.get_body_argument(field, "", strip=False)
-            for field in ("username", "signup_password", "signup_password_confirmation",
-                          "email", "2fa")
-        }
-        try:
-            info = await auth.sign_up(
-                form["username"],
-                form["signup_password"],
-                form["signup_password_confirmation"],
-                email=form["email"],
-                has_2fa=bool(form["2fa"]),
-                client=request_client(self),
-            )
-        except SignupRefused as refused:
-            self.set_status(refused.status)
-            if refused.retry_after:
-                self.set_header("Retry-After", str(math.ceil(refused.retry_after)))
-            await self._finish_page("alert-danger", refused.message)
-            return
-        if info.is_authorized:  # the admin's own first signup
-            alert = "alert-success"
-            message = ("The signup was successful! You can now go to the home page "
-                       "and log in to the system.")
-        else:
-            alert, message = "alert-info", "Your information has been sent to the admin."
-        await self._finish_page(alert, message, info)
-
-    async def _finish_page(self, alert: str, message: str, info: UserInfo | None = None):
-        auth = self.authenticator
-        html = await self.render_template(
-            "signup.html",
-            ask_email=auth.ask_email_on_signup,
-            result_message=message,
-            alert=alert,
-            two_factor_auth=auth.allow_2fa,
-            two_factor_auth_user=bool(info and info.has_2fa),
-            two_factor_auth_value=info.otp_secret if info else "",
-            recaptcha_key=None,
-            tos=auth.tos,
-        )
-        self.finish(html)
 
 
 def _is_email(address: str) -> bool:
@@ -164,105 +55,6 @@ def _is_email(address: str) -> bool:
     except AssertionError:
         return False
     return True
-
-
-def _add_native_templates(env) -> None:
-    """NativeAuthenticator adds its template dir to the async jinja env only."""
-    if getattr(env, "_native_templates_added", False):
-        return
-    env.loader = ChoiceLoader([env.loader, FileSystemLoader([NATIVE_TEMPLATE_DIR])])
-    env._native_templates_added = True
-
-
-class PlatformLoginHandler(LoginHandler):
-    """NativeAuthenticator's login page, working on JupyterHub 6.
-
-    Upstream 1.3.0's post() times the login with ``self.statsd``, which
-    JupyterHub 6 removed (every login was a 500), and its ``_render`` rejects the
-    keywords JupyterHub 6 passes when it renders a form error. The flow is
-    upstream's: log in, or say whether the account still awaits approval.
-    """
-
-    _render_sync = False
-
-    def _render(self, login_error=None, username=None, sync=False, **_ignored):
-        # write_error renders the form synchronously (sync=True: a login POST
-        # without a valid _xsrf); upstream's _render drops the flag, the page
-        # became an un-awaited coroutine and the 403 went out without a body
-        self._render_sync = sync
-        try:
-            return super()._render(login_error=login_error, username=username)
-        finally:
-            self._render_sync = False
-
-    def render_template(self, name, sync=False, **ns):
-        sync = sync or self._render_sync
-        if sync:
-            _add_native_templates(self.settings["jinja2_env_sync"])
-        return super().render_template(name, sync=sync, **ns)
-
-    async def post(self):
-        data = {
-            arg: self.get_body_argument(arg, strip=False)
-            for arg in self.request.body_arguments
-            if arg != "_xsrf"
-        }
-        user = await self.login_user(data)
-        if user:
-            self._jupyterhub_user = user
-            self.redirect(self.get_next_url(user))
-            return
-        # what PlatformAuthenticator.authenticate found (one password check per attempt)
-        outcome = getattr(self, "login_outcome", LoginOutcome(LoginResult.REFUSED))
-        username = data.get("username", "")
-        if outcome.result is LoginResult.DELAYED:
-            self.set_status(429)
-            self.set_header("Retry-After", str(math.ceil(outcome.wait_seconds)))
-            error = delay_message(outcome.wait_seconds)
-        elif outcome.result is LoginResult.NOT_AUTHORIZED:
-            error = f"User {username} has not been authorized by an administrator yet."
-        else:
-            error = LOGIN_FAILED_MESSAGE
-        self.finish(await self._render(login_error=error, username=username))
-
-
-@functools.cache
-def _dummy_hash() -> bytes:
-    # what unknown names are checked against: same cost as stored hashes
-    return bcrypt.hashpw(b"no account has this password", bcrypt.gensalt())
-
-
-def _check_password(encoded: bytes, hashed: bytes | None) -> bool:
-    if hashed is None:
-        bcrypt.checkpw(encoded, _dummy_hash())
-        return False
-    return bcrypt.checkpw(encoded, hashed)
-
-
-async def password_matches(info: UserInfo | None, password: str) -> bool:
-    """NativeAuthenticator's bcrypt check, in a worker thread.
-
-    Upstream checks on the hub's event loop: ~0.2 s of CPU per login during
-    which no other request is served (50 logins at once queued for ~24 s).
-    bcrypt releases the GIL, so checks also run side by side on several cores.
-    ``info`` None (an unknown name) is checked against a dummy hash, so that
-    it costs what a known name costs and names cannot be told apart by time.
-    """
-    encoded = password.encode()
-    if len(encoded) > BCRYPT_MAX_PASSWORD_BYTES:
-        return False  # bcrypt >= 5 raises on these; no stored password is that long
-    return await asyncio.to_thread(_check_password, encoded, info.password if info else None)
-
-
-# upstream handler -> its platform replacement
-PLATFORM_HANDLERS = {
-    SignUpHandler: PlatformSignUpHandler,
-    LoginHandler: PlatformLoginHandler,
-    # state changes on GET upstream: replaced by POST + _xsrf handlers
-    AuthorizationAreaHandler: AuthorizationPageHandler,
-    ToggleAuthorizationHandler: AuthorizeActionHandler,
-    DiscardHandler: DiscardActionHandler,
-}
 
 
 class PlatformAuthenticator(NativeAuthenticator):
@@ -276,23 +68,73 @@ class PlatformAuthenticator(NativeAuthenticator):
         """,
     ).tag(config=True)
 
-    unix_username_template = Unicode(
-        accounts.DEFAULT_UNIX_USERNAME_TEMPLATE,
-        help="""Unix account template, as PlatformSpawner.unix_username_template.
+    admin_user = Unicode(
+        "admin",
+        help="""Hub name of the platform's admin (a valid hub name whose unix name is
+        valid too); admin_users is {admin_user} unless configured otherwise.""",
+    ).tag(config=True, ansible="jupyterhub_admin")
 
-        Hub names whose unix name would be invalid (too long) are refused at signup.
-        """,
-    ).tag(config=True)
+    unix_username_template = accounts.UnixUsernameTemplate(
+        accounts.DEFAULT_UNIX_USERNAME_TEMPLATE,
+        help="""Unix account of a hub user; {USERNAME} is the hub name. Must contain
+        {USERNAME}, only [a-z0-9_-] otherwise, and give at most 32 characters for a
+        29-character hub name. Hub names whose unix name would be invalid are refused
+        at signup.""",
+    ).tag(config=True, ansible="jupyterhub_unix_username_template")
 
     password_words = Integer(
         passwords.DEFAULT_WORDS,
-        help="Words in a generated password (batch creation, reset), 3-10.",
-    ).tag(config=True)
+        min=passwords.MIN_WORDS,
+        max=passwords.MAX_WORDS,
+        help="Words in a generated password (batch creation, reset).",
+    ).tag(config=True, ansible="jupyterhub_password_words")
 
     password_delimiter = Unicode(
         passwords.DEFAULT_DELIMITER,
-        help="What joins the words of a generated password (1-3 characters, e.g. '-').",
-    ).tag(config=True)
+        help="What joins the words of a generated password: 1-3 characters of -_.,:;+=~!@#%^*/| or digits.",
+    ).tag(config=True, ansible="jupyterhub_password_delimiter")
+
+    # NativeAuthenticator's own options, declared again with the platform's
+    # defaults (upstream's are 0: no delays, empty passwords) and bounds
+    enable_signup = Bool(
+        True, help="Self-registration with admin approval; False: only the admin creates users."
+    ).tag(config=True, ansible="jupyterhub_signup_enabled")
+
+    allowed_failed_logins = Integer(
+        5,
+        min=0,
+        help="""Failed logins one client address may make for one account before
+        its next try waits 1 s, then 2 s, 4 s ... (login delays, not a lockout;
+        the address as a whole gets 20 times as many). 0 turns the delays off.""",
+    ).tag(config=True, ansible="jupyterhub_allowed_failed_logins")
+
+    seconds_before_next_try = Integer(
+        600, min=0, help="The longest login delay in seconds (0 turns the delays off)."
+    ).tag(config=True, ansible="jupyterhub_seconds_before_next_try")
+
+    minimum_password_length = Integer(
+        8, min=1, help="Minimum password length at signup and password change."
+    ).tag(config=True, ansible="jupyterhub_minimum_password_length")
+
+    @default("admin_users")
+    def _default_admin_users(self):
+        return {self.admin_user}
+
+    @validate("admin_user")
+    def _valid_admin_user(self, proposal):
+        try:
+            name = accounts.check_hub_name(proposal["value"])
+            accounts.unix_name(name, self.unix_username_template)
+        except accounts.InvalidNameError as e:
+            raise TraitError(f"admin_user {proposal['value']!r} is invalid: {e}") from None
+        return name
+
+    @validate("password_delimiter")
+    def _valid_password_delimiter(self, proposal):
+        try:
+            return passwords.check_delimiter(proposal["value"])
+        except passwords.PasswordPolicyError as e:
+            raise TraitError(str(e)) from None
 
     platform_group = Unicode(
         accounts.DEFAULT_PLATFORM_GROUP,
@@ -310,22 +152,20 @@ class PlatformAuthenticator(NativeAuthenticator):
         min=0,
         help="""Signups waiting for approval at most; further signups are refused
         (429) until an admin approves or discards some. 0: no limit.""",
-    ).tag(config=True)
+    ).tag(config=True, ansible="jupyterhub_signup_max_pending")
 
     signups_per_address_per_hour = Integer(
         30,
         min=0,
         help="""Signups one client address may submit per hour (the form passed its
         checks, so a password was hashed); more are refused (429). 0: no limit.""",
-    ).tag(config=True)
+    ).tag(config=True, ansible="jupyterhub_signups_per_address_per_hour")
 
     # seam for unit tests
     command_runner = staticmethod(run_command)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        passwords.check_words(self.password_words)
-        passwords.check_delimiter(self.password_delimiter)
         # what the operator configured; enable_signup itself may be opened
         # temporarily for the admin's own first signup
         self.signup_configured = self.enable_signup
@@ -375,8 +215,8 @@ class PlatformAuthenticator(NativeAuthenticator):
             return f"E-mail addresses can be at most {MAX_EMAIL_LENGTH} characters long."
         if email and not _is_email(email):
             return "That e-mail address is not valid (name@domain.tld, or leave it empty)."
-        if len(password.encode()) > BCRYPT_MAX_PASSWORD_BYTES:
-            return f"Passwords can be at most {BCRYPT_MAX_PASSWORD_BYTES} bytes long."
+        if len(password.encode()) > passwords.MAX_PASSWORD_BYTES:
+            return f"Passwords can be at most {passwords.MAX_PASSWORD_BYTES} bytes long."
         if len(password) < self.minimum_password_length:
             return f"Passwords must be at least {self.minimum_password_length} characters long."
         if self.check_common_password and self.is_password_common(password):
@@ -465,7 +305,7 @@ class PlatformAuthenticator(NativeAuthenticator):
         if wait > 0:
             return LoginOutcome(LoginResult.DELAYED, wait)
         info = self.get_user(username) if account == username else None
-        matches = await password_matches(info, password)
+        matches = await passwords.password_matches(info.password if info else None, password)
         if info is not None and matches and info.has_2fa:
             matches = info.is_valid_token(token)
         if not matches:
@@ -482,7 +322,7 @@ class PlatformAuthenticator(NativeAuthenticator):
 
     def is_password_strong(self, password):
         # longer passwords make bcrypt raise, i.e. a 500 page
-        if len(password.encode()) > BCRYPT_MAX_PASSWORD_BYTES:
+        if len(password.encode()) > passwords.MAX_PASSWORD_BYTES:
             return False
         return super().is_password_strong(password)
 
@@ -499,10 +339,10 @@ class PlatformAuthenticator(NativeAuthenticator):
             password = f.read().rstrip("\r\n")
         if not password:
             raise ValueError(f"admin_password_file {self.admin_password_file} is empty")
-        if len(password.encode()) > BCRYPT_MAX_PASSWORD_BYTES:
+        if len(password.encode()) > passwords.MAX_PASSWORD_BYTES:
             raise ValueError(
                 f"admin password in {self.admin_password_file} is longer than "
-                f"{BCRYPT_MAX_PASSWORD_BYTES} bytes (bcrypt's limit)"
+                f"{passwords.MAX_PASSWORD_BYTES} bytes (bcrypt's limit)"
             )
         if len(password) < self.minimum_password_length:
             self.log.warning(
@@ -518,10 +358,7 @@ class PlatformAuthenticator(NativeAuthenticator):
             self.password_words, self.password_delimiter, self.minimum_password_length
         )
 
-    @staticmethod
-    def hash_password(password: str) -> bytes:
-        """bcrypt, as NativeAuthenticator stores it (slow: ~0.2 s)."""
-        return bcrypt.hashpw(password.encode(), bcrypt.gensalt())
+    hash_password = staticmethod(passwords.hash_password)
 
     def set_password(
         self, username: str, password: str | None = None, hashed: bytes | None = None,
@@ -600,8 +437,9 @@ class PlatformAuthenticator(NativeAuthenticator):
         manager = self._storage_manager()
         if manager is not None and accounts.is_valid_hub_name(user.name):
             try:
+                await manager.release_quota(user.name)
                 manager.archive_user(user.name)
-            except (OSError, ValueError) as e:  # UnsafePathError is a ValueError
+            except (OSError, ValueError, RuntimeError) as e:  # UnsafePathError is a ValueError
                 self.log.error("Could not archive the directories of %s: %s", user.name, e)
                 raise web.HTTPError(
                     500,

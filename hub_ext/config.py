@@ -10,14 +10,11 @@ the SAME section; a more specific class section wins over a base one):
 ``c.JupyterHub`` (with ``user_subdomains``: ``subdomain_host``, one origin per
 lab, and ``__Host-`` cookies), ``c.ConfigurableHTTPProxy``, ``c.PlatformSpawner`` (every
 spawner option), ``c.Authenticator`` (admin_users, allow_all),
-``c.NativeAuthenticator`` (signup, and the login delays' two numbers), ``c.PlatformAuthenticator``
-(admin_password_file, unix_username_template, passwords; from the optional
-``accounts`` object), ``c.JupyterHub.load_groups`` (the built-in privilege
-groups), ``c.SessionCuller`` (idle culling, from the optional ``idle_culler``
-object; docs/culling.md), ``c.StorageManager`` (reset/restore/sizes, from
-the optional ``storage`` object; docs/storage.md), ``c.GpuSupport`` (from the
-optional ``gpu`` object; docs/gpu.md) and ``c.ActivityMonitor`` (from the
-optional ``activity`` object; docs/activity.md).
+``c.NativeAuthenticator``, ``c.PlatformAuthenticator`` (admin_password_file,
+platform_group, the managed unix groups), ``c.JupyterHub.load_groups`` (the
+built-in privilege groups) and the state files of ``c.SessionCuller`` and
+``c.ActivityMonitor``. The features' settings themselves are traits tagged with
+their Ansible variable, rendered into platform_config.json (hub_ext/settings.py).
 Classes are referenced by import string so this module does not import jupyterhub.
 """
 
@@ -30,19 +27,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
-from hub_ext.accounts import passwords, privileges
+from hub_ext.accounts import privileges
 from hub_ext.accounts.unix_users import (
     InvalidNameError,
-    check_hub_name,
     check_unix_name,
-    check_unix_username_template,
-    unix_name,
 )
-from hub_ext.culling.culler import MAX_REQUEST_HOURS
-from hub_ext.gpu.policy import MODES as GPU_MODES
-from hub_ext.gpu.policy import POLICIES as GPU_POLICIES
-from hub_ext.storage.names import VOLUMES
-from hub_ext.units.lab_unit import check_tmpfs_size
 
 SPAWNER_CLASS = "hub_ext.spawner.PlatformSpawner"
 # hub_ext's page templates (home.html with the Session Status card)
@@ -67,20 +56,6 @@ class PlatformSettingsError(ValueError):
 # --- value checks: each returns the value or raises PlatformSettingsError ---
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _integer(key, value, minimum=None, maximum=None):
-    if not _is_int(value):
-        raise PlatformSettingsError(key, "must be an integer", value)
-    if minimum is not None and value < minimum:
-        raise PlatformSettingsError(key, f"must be >= {minimum}", value)
-    if maximum is not None and value > maximum:
-        raise PlatformSettingsError(key, f"must be <= {maximum}", value)
-    return value
-
-
 def _socket_path(key, value):
     # an absolute path in a directory of its own (the unit's RuntimeDirectory)
     _absolute_path(key, value)
@@ -89,14 +64,6 @@ def _socket_path(key, value):
             key, "must be an absolute socket path like /run/<dir>/<name>.sock", value
         )
     return value
-
-
-def _non_negative(key, value):
-    return _integer(key, value, 0)
-
-
-def _positive(key, value):
-    return _integer(key, value, 1)
 
 
 def _boolean(key, value):
@@ -167,12 +134,6 @@ def _optional(check):
     return checked
 
 
-def _string_list(key, value):
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise PlatformSettingsError(key, "must be a list of non-empty strings", value)
-    return value
-
-
 def _string_dict(key, value):
     if not isinstance(value, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in value.items()
@@ -181,99 +142,11 @@ def _string_dict(key, value):
     return value
 
 
-def _unit_properties(key, value):
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str)
-        and (isinstance(v, str) or (isinstance(v, list) and all(isinstance(i, str) for i in v)))
-        for k, v in value.items()
-    ):
-        raise PlatformSettingsError(
-            key, "must be an object of strings or lists of strings", value
-        )
-    return value
-
-
-def _memory(key, value):
-    """Bytes as an int, or a number with suffix K/M/G/T (JupyterHub's ByteSpecification)."""
-    if _is_int(value):
-        if value <= 0:
-            raise PlatformSettingsError(key, "must be positive", value)
-        return value
-    match = _MEMORY_SPEC.fullmatch(value) if isinstance(value, str) else None
-    if not match or float(match.group(1)) <= 0:
-        raise PlatformSettingsError(
-            key, "must be a positive byte count or a number with suffix K, M, G or T", value
-        )
-    return value
-
-
-def _tmpfs_size(key, value):
-    """tmpfs size= of a lab's private /tmp or /dev/shm: bytes, or e.g. "2G"."""
-    try:
-        return check_tmpfs_size(str(value) if _is_int(value) else value)
-    except ValueError:
-        raise PlatformSettingsError(
-            key, "must be a tmpfs size: whole bytes, or a whole number with suffix K, M, G or T", value
-        ) from None
-
-
-def _cpu(key, value):
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise PlatformSettingsError(key, "must be a positive number of CPUs", value)
-    return float(value)
-
-
-def _ready_poll_interval(key, value):
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.01 <= value <= 5:
-        raise PlatformSettingsError(key, "must be a number of seconds in 0.01-5", value)
-    return float(value)
-
-
-def _hub_name(key, value):
-    try:
-        return check_hub_name(_string(key, value))
-    except InvalidNameError as e:
-        raise PlatformSettingsError(key, f"is invalid: {e}") from None
-
-
 def _group_name(key, value):
     try:
         return check_unix_name(_string(key, value), what="group name")
     except InvalidNameError as e:
         raise PlatformSettingsError(key, f"is invalid: {e}") from None
-
-
-def _username_template(key, value):
-    try:
-        return check_unix_username_template(_string(key, value))
-    except InvalidNameError as e:
-        raise PlatformSettingsError(key, f"is invalid: {e}") from None
-
-
-def _unit_name_template(key, value):
-    if not any(f in _string(key, value) for f in ("{USERNAME}", "{UNIXNAME}", "{USERID}")):
-        # one unit name for everybody would make spawns stop each other
-        raise PlatformSettingsError(
-            key, "must contain {USERNAME}, {UNIXNAME} or {USERID}", value
-        )
-    return value
-
-
-def _slice(key, value):
-    if not _string(key, value).endswith(".slice"):
-        raise PlatformSettingsError(key, "must be a systemd slice name ending in .slice", value)
-    return value
-
-
-def _must_be_false(key, value):
-    if _boolean(key, value):
-        raise PlatformSettingsError(
-            key,
-            "is not supported: platform users are real unix accounts "
-            "(jh-<name>) with bound per-user directories",
-            value,
-        )
-    return value
 
 
 Check = Callable[[str, Any], Any]
@@ -288,13 +161,7 @@ TOP_LEVEL_CHECKS: dict[str, Check] = {
     "proxy_socket": _socket_path,
     "proxy_api_socket": _socket_path,
     "proxy_user": _group_name,
-    "admin_user": _hub_name,
     "admin_password_file": _optional(_absolute_path),
-    "signup_enabled": _boolean,
-    "allowed_failed_logins": _non_negative,
-    "seconds_before_next_try": _non_negative,
-    "minimum_password_length": _positive,
-    "unix_username_template": _username_template,
     "platform_group": _group_name,
     "users_root": _bindable_path,
     "shared_dir": _optional(_bindable_path),
@@ -304,55 +171,11 @@ TOP_LEVEL_CHECKS: dict[str, Check] = {
     "config_d": _optional(_absolute_path),
 }
 
-# settings["spawner"]: each key is the PlatformSpawner (SystemdSpawner/Spawner)
-# trait of the same name; a missing key or null keeps the class default.
+# settings["spawner"]: only the lab environment is still mapped here; every
+# other spawner setting is a tagged trait of PlatformSpawner, rendered into
+# platform_config.json (hub_ext.settings).
 SPAWNER_CHECKS: dict[str, Check] = {
-    "mem_limit": _optional(_memory),
-    "cpu_limit": _optional(_cpu),
-    "tasks_max": _optional(_positive),
-    "user_workingdir": _optional(_absolute_path),
-    "default_shell": _absolute_path,
-    "extra_paths": _string_list,
-    "unit_name_template": _unit_name_template,
-    "unit_extra_properties": _unit_properties,
-    "isolate_tmp": _boolean,
-    "tmp_size": _tmpfs_size,
-    "shm_size": _tmpfs_size,
-    "isolate_devices": _boolean,
-    "disable_user_sudo": _boolean,
-    "lab_hardening": _boolean,
-    "readonly_paths": _optional(_string_list),
-    "readwrite_paths": _optional(_string_list),
-    "dynamic_users": _must_be_false,
-    "slice": _optional(_slice),
-    "start_timeout": _positive,
-    "http_timeout": _positive,
-    "ready_poll_interval": _ready_poll_interval,
     "environment": _string_dict,
-}
-
-
-# settings["idle_culler"] (optional object; a missing key takes the default below).
-# Mapped onto c.SessionCuller (hub_ext.culling.service); docs/culling.md.
-def _extension_hours(key, value):
-    return _integer(key, value, 0, MAX_REQUEST_HOURS)
-
-
-IDLE_CULLER_CHECKS: dict[str, Check] = {
-    "enabled": _boolean,
-    "timeout": _positive,
-    "interval": _positive,
-    "max_age": _non_negative,
-    "max_extension": _extension_hours,
-    "extension_unit_seconds": _positive,
-}
-IDLE_CULLER_DEFAULTS: dict[str, Any] = {
-    "enabled": False,
-    "timeout": 86400,
-    "interval": 600,
-    "max_age": 0,
-    "max_extension": 24,
-    "extension_unit_seconds": 3600,
 }
 
 
@@ -373,157 +196,21 @@ def _options_object(key, value, checks, defaults, what):
     return checked
 
 
-def _idle_culler(key, value):
-    return _options_object(key, value, IDLE_CULLER_CHECKS, IDLE_CULLER_DEFAULTS, "idle culler")
-
-
-# settings["gpu"] (optional object; a missing key takes the default below).
-# Mapped onto c.GpuSupport (hub_ext.gpu.service); docs/gpu.md.
-def _gpu_mode(key, value):
-    if not _is_int(value) or value not in GPU_MODES:
-        raise PlatformSettingsError(key, "must be 0 (off), 1 (on) or 2 (auto)", value)
-    return value
-
-
-def _gpu_policy(key, value):
-    if value not in GPU_POLICIES:
-        raise PlatformSettingsError(key, f"must be one of {', '.join(GPU_POLICIES)}", value)
-    return value
-
-
-def _group_map(key, value, check_value):
-    if not isinstance(value, Mapping):
-        raise PlatformSettingsError(key, "must be an object keyed by hub group name", value)
-    for group, item in value.items():
-        if not isinstance(group, str) or not group:
-            raise PlatformSettingsError(key, "must have non-empty group names as keys", value)
-        check_value(f"{key}.{group}", item)
-    return dict(value)
-
-
-def _gpu_indices(key, value):
-    if not isinstance(value, list) or not value:
-        raise PlatformSettingsError(key, "must be a non-empty list of GPU indices", value)
-    for index in value:
-        _non_negative(key, index)
-    return value
-
-
-GPU_CHECKS: dict[str, Check] = {
-    "enabled": _gpu_mode,
-    "policy": _gpu_policy,
-    "group_devices": lambda key, value: _group_map(key, value, _gpu_indices),
-    "group_counts": lambda key, value: _group_map(key, value, _positive),
-}
-GPU_DEFAULTS: dict[str, Any] = {
-    "enabled": 2,
-    "policy": "all",
-    "group_devices": {},
-    "group_counts": {},
-}
-
-
-def _gpu(key, value):
-    checked = _options_object(key, value, GPU_CHECKS, GPU_DEFAULTS, "gpu")
-    if checked["policy"] == "group" and not (checked["group_devices"] or checked["group_counts"]):
-        raise PlatformSettingsError(
-            f"{key}.policy",
-            "is 'group' but gpu.group_devices and gpu.group_counts are both empty "
-            "(nobody would get a GPU)",
-        )
-    return checked
-
-
-# settings["accounts"] (optional object; a missing key takes the default below).
-# Mapped onto c.PlatformAuthenticator / c.PlatformSpawner; docs/accounts.md.
-def _password_words(key, value):
-    try:
-        return passwords.check_words(value)
-    except passwords.PasswordPolicyError as e:
-        raise PlatformSettingsError(key, f"is invalid: {e}") from None
-
-
-def _password_delimiter(key, value):
-    try:
-        return passwords.check_delimiter(value)
-    except passwords.PasswordPolicyError as e:
-        raise PlatformSettingsError(key, f"is invalid: {e}") from None
-
-
-_PROFILE_CHECKS: dict[str, Check] = {"mem_limit": _memory, "cpu_limit": _cpu}
-
-
-def _resource_profiles(key, value):
-    """{hub group: {mem_limit?, cpu_limit?}}; each profile sets at least one."""
-    if not isinstance(value, Mapping):
-        raise PlatformSettingsError(key, "must be an object of hub group -> profile", value)
-    checked = {}
-    for group, profile in value.items():
-        where = f"{key}.{group}"
-        if not isinstance(group, str) or not group or len(group) > 255:
-            raise PlatformSettingsError(key, "has an empty or over-long group name", group)
-        if not isinstance(profile, Mapping) or not profile:
-            raise PlatformSettingsError(
-                where, "must be an object with mem_limit and/or cpu_limit", profile
-            )
-        unknown = sorted(set(profile) - set(_PROFILE_CHECKS))
-        if unknown:
-            raise PlatformSettingsError(
-                f"{where}.{unknown[0]}", "is not a profile key (known: mem_limit, cpu_limit)"
-            )
-        checked[group] = {
-            sub: check(f"{where}.{sub}", profile[sub])
-            for sub, check in _PROFILE_CHECKS.items()
-            if sub in profile
-        }
-    return checked
-
-
+# settings["accounts"] (optional object): the unix groups behind the privilege
+# hub groups, fixed by Ansible. The accounts' settings are PlatformAuthenticator
+# and PlatformSpawner traits (hub_ext.settings); docs/accounts.md.
 ACCOUNTS_CHECKS: dict[str, Check] = {
-    "password_words": _password_words,
-    "password_delimiter": _password_delimiter,
-    "resource_profiles": _resource_profiles,
     "docker_group": _group_name,
     "sudo_group": _group_name,
-    "signup_max_pending": _non_negative,
-    "signups_per_address_per_hour": _non_negative,
 }
 ACCOUNTS_DEFAULTS: dict[str, Any] = {
-    "password_words": passwords.DEFAULT_WORDS,
-    "password_delimiter": passwords.DEFAULT_DELIMITER,
-    "resource_profiles": {},
     "docker_group": privileges.DEFAULT_DOCKER_UNIX_GROUP,
     "sudo_group": privileges.DEFAULT_SUDO_UNIX_GROUP,
-    "signup_max_pending": 100,
-    "signups_per_address_per_hour": 30,
 }
 
 
 def _accounts(key, value):
     return _options_object(key, value, ACCOUNTS_CHECKS, ACCOUNTS_DEFAULTS, "accounts")
-
-
-# settings["activity"] (optional object; a missing key takes the default below).
-# Mapped onto c.ActivityMonitor (hub_ext.activity.service); docs/activity.md.
-# The original's ranges (seconds, days, hours, minutes, seconds).
-ACTIVITY_RANGES: dict[str, tuple[int, int]] = {
-    "sample_interval": (60, 86400),
-    "retention_days": (1, 365),
-    "half_life": (1, 168),
-    "inactive_after": (1, 1440),
-    "volumes_update_interval": (60, 86400),
-}
-ACTIVITY_CHECKS: dict[str, Check] = {
-    name: (lambda low, high: lambda key, value: _integer(key, value, low, high))(*limits)
-    for name, limits in ACTIVITY_RANGES.items()
-}
-ACTIVITY_DEFAULTS: dict[str, Any] = {
-    "sample_interval": 600,
-    "retention_days": 7,
-    "half_life": 72,
-    "inactive_after": 60,
-    "volumes_update_interval": 3600,
-}
 
 
 # --- lab start, lab environment, branding (optional objects; docs/platform-features.md) ---
@@ -570,7 +257,6 @@ OPTIONAL_OBJECT_CHECKS: dict[str, tuple[Check, Any]] = {
         LAB_START_DEFAULTS,
     ),
     "lab_environment": (_lab_environment, {}),
-    "activity": (_object(ACTIVITY_CHECKS, ACTIVITY_DEFAULTS, "activity"), ACTIVITY_DEFAULTS),
     "branding": (
         _object(
             {
@@ -600,36 +286,6 @@ def lab_environment(s: Mapping[str, Any]) -> dict[str, str]:
     return env
 
 
-# settings["storage"] (optional object; a missing key takes the default below).
-# Mapped onto c.StorageManager (hub_ext.storage.service); docs/storage.md.
-def _volume_descriptions(key, value):
-    _string_dict(key, value)
-    unknown = sorted(set(value) - set(VOLUMES))
-    if unknown:
-        raise PlatformSettingsError(
-            f"{key}.{unknown[0]}", f"is not a per-user volume (known: {', '.join(VOLUMES)})"
-        )
-    return dict(value)
-
-
-STORAGE_CHECKS: dict[str, Check] = {
-    "trash_retention_days": _positive,
-    "deleted_user_retention_days": _positive,
-    "sizes_interval": _positive,
-    "volume_descriptions": _volume_descriptions,
-}
-STORAGE_DEFAULTS: dict[str, Any] = {
-    "trash_retention_days": 7,
-    "deleted_user_retention_days": 30,
-    "sizes_interval": 3600,
-    "volume_descriptions": {},
-}
-
-
-def _storage(key, value):
-    return _options_object(key, value, STORAGE_CHECKS, STORAGE_DEFAULTS, "storage")
-
-
 def validate_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     """Check every known key; return a copy with normalised values.
 
@@ -657,22 +313,9 @@ def validate_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
         key: SPAWNER_CHECKS[key](f"spawner.{key}", value) for key, value in spawner.items()
     }
 
-    checked["idle_culler"] = _idle_culler("idle_culler", settings.get("idle_culler", {}))
-    checked["storage"] = _storage("storage", settings.get("storage", {}))
-    checked["gpu"] = _gpu("gpu", settings.get("gpu", {}))
-    if checked["gpu"]["enabled"] == 1 and checked["spawner"].get("isolate_devices"):
-        raise PlatformSettingsError(
-            "gpu.enabled/spawner.isolate_devices",
-            "cannot both be on: PrivateDevices hides the GPUs (GPU labs get DevicePolicy=closed)",
-        )
     checked["accounts"] = _accounts("accounts", settings.get("accounts", {}))
     for key, (check, default) in OPTIONAL_OBJECT_CHECKS.items():
         checked[key] = check(key, settings[key]) if key in settings else dict(default)
-
-    try:
-        unix_name(checked["admin_user"], checked["unix_username_template"])
-    except InvalidNameError as e:
-        raise PlatformSettingsError("admin_user", f"has no valid unix name: {e}") from None
 
     domain = public_domain(checked["public_host"])
     if checked["user_subdomains"] and ("." not in domain or _IPV4.fullmatch(domain)):
@@ -750,40 +393,11 @@ def apply_platform_settings(c, settings: Mapping[str, Any]) -> dict[str, Any]:
         # login cookie from its subdomain
         hub.cookie_host_prefix_enabled = True
 
-    # idle culling inside the hub (hub_ext.culling.service.SessionCuller)
-    culling = c.SessionCuller
-    culling.enabled = s["idle_culler"]["enabled"]
-    culling.timeout = s["idle_culler"]["timeout"]
-    culling.interval = s["idle_culler"]["interval"]
-    culling.max_age = s["idle_culler"]["max_age"]
-    culling.max_extension_hours = s["idle_culler"]["max_extension"]
-    culling.extension_unit_seconds = s["idle_culler"]["extension_unit_seconds"]
-    culling.state_file = f"{s['state_dir']}/{SESSION_EXTENSIONS_FILE}"
-
-    # per-user storage: reset to trash, restore, sizes (hub_ext.storage.handlers)
-    storage = c.StorageManager
-    storage.users_root = s["users_root"]
-    storage.unix_username_template = s["unix_username_template"]
-    storage.trash_retention_days = s["storage"]["trash_retention_days"]
-    storage.deleted_user_retention_days = s["storage"]["deleted_user_retention_days"]
-    storage.sizes_interval = s["storage"]["sizes_interval"]
-    storage.volume_descriptions = s["storage"]["volume_descriptions"]
-
-    # GPU detection and assignment (hub_ext.gpu.service.GpuSupport; docs/gpu.md)
-    gpus = c.GpuSupport
-    gpus.mode = s["gpu"]["enabled"]
-    gpus.policy = s["gpu"]["policy"]
-    gpus.group_devices = s["gpu"]["group_devices"]
-    gpus.group_counts = s["gpu"]["group_counts"]
-
-    # activity monitor: sampling, history, score (hub_ext.activity; docs/activity.md)
-    activity = c.ActivityMonitor
-    activity.sample_interval = s["activity"]["sample_interval"]
-    activity.retention_days = s["activity"]["retention_days"]
-    activity.half_life = float(s["activity"]["half_life"])
-    activity.inactive_after = float(s["activity"]["inactive_after"])
-    activity.volumes_update_interval = s["activity"]["volumes_update_interval"]
-    activity.db_file = f"{s['state_dir']}/{ACTIVITY_DB_FILE}"
+    # files in the hub's state directory (the features' settings themselves are
+    # traits tagged with their Ansible variable, in platform_config.json)
+    c.SessionCuller.state_file = f"{s['state_dir']}/{SESSION_EXTENSIONS_FILE}"
+    c.ActivityMonitor.db_file = f"{s['state_dir']}/{ACTIVITY_DB_FILE}"
+    c.StorageManager.users_root = s["users_root"]
 
     # the proxy runs in its own unit; its token comes from CONFIGPROXY_AUTH_TOKEN
     # (EnvironmentFile=/etc/jupyterhub/proxy.env), which the trait reads by default
@@ -801,14 +415,10 @@ def apply_platform_settings(c, settings: Mapping[str, Any]) -> dict[str, Any]:
     spawner.lab_venv = s["lab_venv"]
     spawner.users_root = s["users_root"]
     spawner.shared_dir = s["shared_dir"]
-    spawner.unix_username_template = s["unix_username_template"]
     spawner.platform_group = s["platform_group"]
-    for key, value in s["spawner"].items():
-        if value is not None:  # null: keep the class default
-            setattr(spawner, key, value)
     # platform environment first (service passthrough, startup scripts path, lab
     # icons); the admin's spawner.environment wins on a name both set
-    spawner.environment = {**lab_environment(s), **s["spawner"]["environment"]}
+    spawner.environment = {**lab_environment(s), **s["spawner"].get("environment", {})}
     if s["lab_start"]["launcher"]:
         # startup scripts run as the user before the lab (lab/lab_start.py)
         spawner.cmd = [
@@ -819,36 +429,21 @@ def apply_platform_settings(c, settings: Mapping[str, Any]) -> dict[str, Any]:
 
     # accounts and privileges (docs/accounts.md)
     acc = s["accounts"]
-    spawner.resource_profiles = acc["resource_profiles"]
     spawner.docker_unix_group = acc["docker_group"]
     spawner.sudo_unix_group = acc["sudo_group"]
     # the built-in privilege groups, recreated at every hub start if deleted
     # (members are kept; JupyterHub only adds the users listed here)
     hub.load_groups = {name: {} for name in privileges.BUILTIN_GROUPS}
 
-    c.Authenticator.admin_users = {s["admin_user"]}
     # JupyterHub 5+ admits nobody but admins without this; NativeAuthenticator's
     # approval (UserInfo.is_authorized) is what gates logins here
     c.Authenticator.allow_all = True
 
     native = c.NativeAuthenticator
-    native.enable_signup = s["signup_enabled"]
     native.open_signup = False
-    # the traits' .tag(default=...) values are documentation only: the real
-    # defaults are 0, which would disable lockout and allow empty passwords
-    # PlatformAuthenticator reads these two as its login delays (hub_ext.accounts.throttle):
-    # failures free per account and address, and the longest delay
-    native.allowed_failed_logins = s["allowed_failed_logins"]
-    native.seconds_before_next_try = s["seconds_before_next_try"]
-    native.minimum_password_length = s["minimum_password_length"]
 
     authenticator = c.PlatformAuthenticator
     authenticator.admin_password_file = s["admin_password_file"]
-    authenticator.unix_username_template = s["unix_username_template"]
-    authenticator.password_words = acc["password_words"]
-    authenticator.password_delimiter = acc["password_delimiter"]
     authenticator.platform_group = s["platform_group"]
     authenticator.managed_unix_groups = [acc["docker_group"], acc["sudo_group"]]
-    authenticator.signup_max_pending = acc["signup_max_pending"]
-    authenticator.signups_per_address_per_hour = acc["signups_per_address_per_hour"]
     return s

@@ -23,8 +23,9 @@ TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
 sys.path.insert(0, str(TESTS / "testhost"))
 
+import acme_ca  # noqa: E402
 import testhost  # noqa: E402
-from hubclient import HubClient  # noqa: E402
+from hubclient import HubClient, admin_client  # noqa: E402
 
 ARTIFACTS = TESTS.parent / "artifacts"
 
@@ -99,15 +100,6 @@ def host():
         testhost.down(name)
 
 
-def admin_client(host) -> HubClient:
-    """A host's admin, logged in through nginx, with an API token for REST calls."""
-    browser = HubClient(host.https_url)
-    browser.wait_hub()
-    browser.login(host.admin_user, host.admin_password)
-    assert browser.logged_in_as() == host.admin_user
-    return HubClient(host.https_url, token=browser.new_token(host.admin_user))
-
-
 @pytest.fixture(scope="session")
 def admin(host) -> HubClient:
     """The admin of the suite's host."""
@@ -152,7 +144,8 @@ def limits_host():
     ARTIFACTS.mkdir(exist_ok=True)
     h = testhost.provision(name, port_base, testhost.LIMITS_HOST_VARS, enforce_limits=True,
                            reuse=os.environ.get("TESTHOST_REUSE") == "1",
-                           log_to=ARTIFACTS / "deploy-limits.log")
+                           log_to=ARTIFACTS / "deploy-limits.log",
+                           users_btrfs=testhost.LIMITS_HOST_USERS_BTRFS)
     yield h
     if os.environ.get("TESTHOST_KEEP") != "1":
         testhost.down(name)
@@ -164,15 +157,38 @@ def limits_admin(limits_host) -> HubClient:
     return admin_client(limits_host)
 
 
+# --- the ACME test host (docs/tls.md, "How it is tested") ------------------------
+# A host whose certificate comes from a local ACME CA (tests/acme_ca.py) through
+# the playbook's nginx_acme_* settings; otherwise deployed like the suite's host,
+# so a test of another setting that works with either certificate can share it.
+
+@pytest.fixture(scope="session")
+def acme_host():
+    """``$TESTHOST_NAME-acme`` on port base ``$TESTHOST_PORT_BASE + 5000`` (or
+    TESTHOST_ACME_NAME / TESTHOST_ACME_PORT_BASE), kept and reused like the main
+    host with TESTHOST_KEEP / TESTHOST_REUSE."""
+    main = os.environ.get("TESTHOST_NAME", "pytest")
+    name = os.environ.get("TESTHOST_ACME_NAME", f"{main}-acme")
+    port_base = int(os.environ.get("TESTHOST_ACME_PORT_BASE",
+                                   int(os.environ.get("TESTHOST_PORT_BASE", "23000")) + 5000))
+    ARTIFACTS.mkdir(exist_ok=True)
+    h = testhost.provision(name, port_base, acme_ca.host_vars(name, port_base),
+                           reuse=os.environ.get("TESTHOST_REUSE") == "1",
+                           log_to=ARTIFACTS / "deploy-acme.log", before_deploy=acme_ca.start)
+    yield h
+    if os.environ.get("TESTHOST_KEEP") != "1":
+        testhost.down(name)
+
+
 # --- the cluster (docs/cluster.md): a hub host and a worker on a private network --
 @pytest.fixture(scope="session")
 def cluster_hub():
     """The hub host of cluster ``$TESTHOST_NAME-c`` (hosts <name>-hub, <name>-w1)
-    on port base ``$TESTHOST_PORT_BASE + 5000`` (or TESTHOST_CLUSTER_NAME /
+    on port base ``$TESTHOST_PORT_BASE + 6000`` (or TESTHOST_CLUSTER_NAME /
     TESTHOST_CLUSTER_PORT_BASE); kept and reused like the main host."""
     name = os.environ.get("TESTHOST_CLUSTER_NAME", os.environ.get("TESTHOST_NAME", "pytest") + "-c")
     port_base = int(os.environ.get("TESTHOST_CLUSTER_PORT_BASE",
-                                   int(os.environ.get("TESTHOST_PORT_BASE", "23000")) + 5000))
+                                   int(os.environ.get("TESTHOST_PORT_BASE", "23000")) + 6000))
     ARTIFACTS.mkdir(exist_ok=True)
     h = testhost.provision_cluster(name, port_base, workers=1,
                                    reuse=os.environ.get("TESTHOST_REUSE") == "1",

@@ -374,15 +374,21 @@ def lab_shell(admin: HubClient, user: str, command: str, timeout: float = 60) ->
 KERNEL_DEATH = ("restarting", "dead")
 
 
-def lab_cell(admin: HubClient, user: str, code: str, timeout: float = 60) -> tuple[str, str]:
-    """Run code as a notebook cell in a new Python kernel of user's lab (its
-    /api/kernels + the kernel's channels websocket), as JupyterLab does; ``admin``
-    is a token client. Returns (stdout + stderr of the cell, execute_reply status),
-    or status "died" when the lab reports the kernel restarting or dead (what
-    JupyterLab shows as "The kernel appears to have died")."""
+def start_kernel(admin: HubClient, user: str) -> str:
+    """A new Python kernel in user's lab (its /api/kernels), as JupyterLab opens
+    one for a notebook; ``admin`` is a token client. Returns the kernel's id."""
     r = admin.s.post(admin.url(f"user/{user}/api/kernels"), json={"name": "python3"}, timeout=60)
     assert r.status_code == 201, r.text
-    kernel = r.json()["id"]
+    return r.json()["id"]
+
+
+def kernel_cell(admin: HubClient, user: str, kernel: str, code: str,
+                timeout: float = 60) -> tuple[str, str]:
+    """Run code as a notebook cell in a running kernel of user's lab (the kernel's
+    channels websocket), as JupyterLab does. Returns (stdout + stderr of the
+    cell, execute_reply status), or status "died" when the lab reports the
+    kernel restarting or dead (what JupyterLab shows as "The kernel appears to
+    have died")."""
     url = admin.url(f"user/{user}/api/kernels/{kernel}/channels").replace("https://", "wss://", 1)
     msg_id = secrets.token_hex(8)
     request = {
@@ -396,10 +402,10 @@ def lab_cell(admin: HubClient, user: str, code: str, timeout: float = 60) -> tup
     async def talk() -> tuple[str, str]:
         ws = await lab_websocket(admin, url)
         await ws.write_message(json.dumps(request))
+        # the reply (shell channel) may overtake the output (iopub): the cell is
+        # done once both its reply and the kernel's idle status for it arrived
         out, status, idle = "", None, False
-        # the output is complete once the kernel reports itself idle for this
-        # request (iopub); the execute_reply (shell) may overtake the output
-        while status != "died" and (status is None or not idle):
+        while not (status == "died" or (status is not None and idle)):
             raw = await asyncio.wait_for(ws.read_message(), timeout)
             assert raw is not None, f"kernel channel closed; output so far: {out!r}"
             msg = json.loads(raw)
@@ -410,7 +416,7 @@ def lab_cell(admin: HubClient, user: str, code: str, timeout: float = 60) -> tup
             elif msg.get("parent_header", {}).get("msg_id") != msg_id:
                 continue
             elif kind == "status":
-                idle = idle or msg["content"].get("execution_state") == "idle"
+                idle = msg["content"]["execution_state"] == "idle"
             elif kind == "stream":
                 out += msg["content"]["text"]
             elif kind == "error":
@@ -420,10 +426,51 @@ def lab_cell(admin: HubClient, user: str, code: str, timeout: float = 60) -> tup
         ws.close()
         return out, status
 
+    return asyncio.run(talk())
+
+
+def lab_cell(admin: HubClient, user: str, code: str, timeout: float = 60) -> tuple[str, str]:
+    """Run code as a notebook cell in a new Python kernel of user's lab, shut
+    down afterwards (kernel_cell gives what it returns)."""
+    kernel = start_kernel(admin, user)
     try:
-        return asyncio.run(talk())
+        return kernel_cell(admin, user, kernel, code, timeout)
     finally:
         admin.s.delete(admin.url(f"user/{user}/api/kernels/{kernel}"), timeout=30)
+
+
+def activity_rows(admin: HubClient, user: str) -> list[tuple]:
+    """user's activity samples from the hub's history API, one tuple per sample."""
+    r = admin.api("GET", f"activity/history/{user}")
+    assert r.status_code == 200, r.text
+    series = r.json()["series"]
+    return list(zip(*(series[name] for name in sorted(series)), strict=True))
+
+
+def recorded_activity(host, admin: HubClient, users: list[str], timeout: float = 90) -> dict:
+    """Each user's activity samples (user -> list of sample rows), once every user
+    has at least one. The monitor samples when the hub starts serving and then
+    every sample_interval (600 s): a hub restart gives the running labs their
+    first sample now."""
+    host.exec("systemctl", "restart", "jupyterhub")
+    admin.wait_hub()
+    deadline = time.monotonic() + timeout
+    while True:
+        history = {user: activity_rows(admin, user) for user in users}
+        if all(history.values()):
+            return history
+        assert time.monotonic() < deadline, f"no activity sample within {timeout}s: {history}"
+        time.sleep(2)
+
+
+def assert_activity_kept(before: dict, admin: HubClient) -> None:
+    """Every sample of ``before`` (recorded_activity's answer) is still in the
+    history admin's hub serves (which may have added its own since: a hub
+    samples when it starts)."""
+    for user, rows in before.items():
+        after = set(activity_rows(admin, user))
+        missing = [row for row in rows if row not in after]
+        assert not missing, f"activity samples of {user} lost: {missing}"
 
 
 def unique_names(n: int, prefix: str = "t") -> list[str]:
@@ -445,6 +492,15 @@ def login_client(base_url: str, name: str, password: str, spawn: bool = True) ->
     client = HubClient(base_url)
     client.login(name, password, spawn=spawn)
     return client
+
+
+def admin_client(host) -> HubClient:
+    """A test host's admin, logged in through nginx, with an API token for REST calls."""
+    browser = HubClient(host.https_url)
+    browser.wait_hub()
+    browser.login(host.admin_user, host.admin_password)
+    assert browser.logged_in_as() == host.admin_user
+    return HubClient(host.https_url, token=browser.new_token(host.admin_user))
 
 
 def client_from(host, address: str, token: str | None = None) -> HubClient:

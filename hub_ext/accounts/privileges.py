@@ -106,6 +106,42 @@ def memory_bytes(value) -> int:
     raise ValueError(f"not a memory size: {value!r}")
 
 
+PROFILE_KEYS = ("mem_limit", "cpu_limit")
+
+
+def check_resource_profiles(profiles) -> dict[str, dict[str, object]]:
+    """{hub group: {mem_limit?, cpu_limit?}}, each profile setting at least one;
+    ValueError naming the group and key otherwise. cpu_limit comes back a float."""
+    if not isinstance(profiles, Mapping):
+        raise ValueError(f"must map hub group names to profiles, got {profiles!r}")
+    checked = {}
+    for group, profile in profiles.items():
+        if not isinstance(group, str) or not group or len(group) > 255:
+            raise ValueError(f"has an empty or over-long group name: {group!r}")
+        if not isinstance(profile, Mapping) or not profile:
+            raise ValueError(f"{group} must be an object with mem_limit and/or cpu_limit, got {profile!r}")
+        unknown = sorted(set(profile) - set(PROFILE_KEYS))
+        if unknown:
+            raise ValueError(f"{group}.{unknown[0]} is not a profile key (known: mem_limit, cpu_limit)")
+        checked[group] = {}
+        if "mem_limit" in profile:
+            try:
+                if memory_bytes(profile["mem_limit"]) <= 0:
+                    raise ValueError
+            except ValueError:
+                raise ValueError(
+                    f"{group}.mem_limit must be a positive byte count or a number with suffix "
+                    f"K, M, G or T, got {profile['mem_limit']!r}"
+                ) from None
+            checked[group]["mem_limit"] = profile["mem_limit"]
+        if "cpu_limit" in profile:
+            cpu = profile["cpu_limit"]
+            if isinstance(cpu, bool) or not isinstance(cpu, int | float) or cpu <= 0:
+                raise ValueError(f"{group}.cpu_limit must be a positive number of CPUs, got {cpu!r}")
+            checked[group]["cpu_limit"] = float(cpu)
+    return checked
+
+
 def resolve_limits(
     hub_groups: Iterable[str],
     profiles: Mapping[str, Mapping[str, object]],

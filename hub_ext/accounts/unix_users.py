@@ -12,6 +12,8 @@ import asyncio
 import re
 from dataclasses import dataclass
 
+from traitlets import TraitError, Unicode
+
 from hub_ext.process import CommandError, CommandRunner, run_command
 
 HUB_NAME_PATTERN = re.compile(r"[a-z][a-z0-9_-]{0,28}")
@@ -85,6 +87,17 @@ def check_unix_username_template(template: str) -> str:
             f"Unix username template {template!r} may only use {{USERNAME}}: {e!r}"
         ) from None
     return template
+
+
+class UnixUsernameTemplate(Unicode):
+    """The ``unix_username_template`` trait of every class that maps hub names
+    to unix accounts (spawner, authenticator, storage): one check for all."""
+
+    def validate(self, obj, value):
+        try:
+            return check_unix_username_template(super().validate(obj, value))
+        except InvalidNameError as e:
+            raise TraitError(f"unix_username_template is invalid: {e}") from None
 
 
 def unix_name(hub_name: str, template: str = DEFAULT_UNIX_USERNAME_TEMPLATE) -> str:

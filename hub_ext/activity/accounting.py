@@ -16,6 +16,7 @@ memory     ``memory.current`` - inactive_file      ``memory.usage_in_bytes``    
 tasks      ``pids.current``                        ``pids.current``                   sum of threads
 io         ``io.stat`` rbytes/wbytes               ``blkio.throttle.io_service_bytes``  ``/proc/<pid>/io`` (needs
                                                                                        ptrace access: not in the hub)
+oom_kills  ``memory.events`` oom_kill              ``memory.oom_control`` oom_kill    (none: the kernel's count only)
 =========  ======================================  =================================  ==========================
 
 and :attr:`Reading.sources` says which one (``cgroup-v2``, ``cgroup-v1``,
@@ -44,7 +45,10 @@ from dataclasses import dataclass, field
 SOURCE_V2 = "cgroup-v2"
 SOURCE_V1 = "cgroup-v1"
 SOURCE_PSUTIL = "psutil"
-FIGURES = ("cpu", "memory", "tasks", "io")
+FIGURES = ("cpu", "memory", "tasks", "io")  # figures psutil can stand in for
+# processes of the unit the kernel's OOM killer ended since the unit started
+# (its cgroup is new with each start); only a memory cgroup counts them
+OOM_KILLS = "oom_kills"
 # v1 hierarchies read here (a mount may join several, e.g. "cpu,cpuacct")
 V1_CONTROLLERS = ("cpuacct", "memory", "pids", "blkio", "name=systemd")
 
@@ -225,6 +229,7 @@ class Reading:
     tasks: int | None = None
     io_read_bytes: int | None = None
     io_write_bytes: int | None = None
+    oom_kills: int | None = None
     sources: dict[str, str] = field(default_factory=dict)  # figure -> source
     pids: tuple[int, ...] = ()
     pid_cpu: dict[int, float] = field(default_factory=dict)  # psutil CPU seconds per pid
@@ -239,6 +244,7 @@ class Reading:
             "tasks": self.tasks,
             "io_read_bytes": self.io_read_bytes,
             "io_write_bytes": self.io_write_bytes,
+            "oom_kills": self.oom_kills,
             "sources": dict(self.sources),
         }
 
@@ -370,6 +376,14 @@ class Accounting:
             if text is not None:
                 reading.io_read_bytes, reading.io_write_bytes = parse_v1_blkio(text)
                 reading.sources["io"] = SOURCE_V1
+        # OOM kills (v2 memory.events counts the unit's sub-cgroups too)
+        kills = parse_keyed(v2_file("memory.events") or "").get("oom_kill")
+        if kills is not None:
+            reading.oom_kills, reading.sources[OOM_KILLS] = kills, SOURCE_V2
+        else:
+            kills = parse_keyed(v1_file("memory", "memory.oom_control") or "").get("oom_kill")
+            if kills is not None:
+                reading.oom_kills, reading.sources[OOM_KILLS] = kills, SOURCE_V1
 
         missing = [f for f in FIGURES if f not in reading.sources]
         pids = self.pids(cgroup)

@@ -11,12 +11,13 @@ metric                                     type     labels
 ``jupyterhub_activity_cpu_seconds_total``  counter  ``user``, ``source``: CPU time of the lab unit
 ``jupyterhub_activity_memory_bytes``       gauge    ``user``, ``source``: memory in use
 ``jupyterhub_activity_gpu_memory_bytes``   gauge    ``user``: GPU memory of the lab's processes
+``jupyterhub_activity_oom_kills_total``    counter  ``user``: processes of the lab the OOM killer ended
 ``jupyterhub_activity_score_ratio``        gauge    ``user``: decay score, 0..1
 ``jupyterhub_activity_users``              gauge    ``status``: active / idle / offline
 ``jupyterhub_activity_tick_seconds``       gauge    ``part``: last tick, event loop / worker
 =========================================  =======  ===========================================
 
-The CPU counter restarts from 0 when a lab restarts (a new unit); ``rate()``
+The CPU and OOM counters restart from 0 when a lab restarts (a new unit); ``rate()``
 handles that as any counter reset.
 """
 
@@ -50,6 +51,11 @@ class ActivityCollector:
             "GPU memory used by the processes of the user's lab unit",
             labels=["user"],
         )
+        oom = CounterMetricFamily(
+            "jupyterhub_activity_oom_kills",
+            "Processes of the user's lab unit killed by the kernel's OOM killer since it started",
+            labels=["user"],
+        )
         ratio = GaugeMetricFamily(
             "jupyterhub_activity_score_ratio",
             "Activity score: decay-weighted share of active samples (0..1)",
@@ -71,6 +77,8 @@ class ActivityCollector:
                 memory.add_metric([user, sources.get("memory", "")], f["memory_bytes"])
             if f.get("gpu_memory_bytes") is not None:
                 gpu.add_metric([user], f["gpu_memory_bytes"])
+            if f.get("oom_kills") is not None:
+                oom.add_metric([user], f["oom_kills"])
         for user, (value, _samples) in sorted(m.score_view.items()):
             if value is not None and user in known:
                 ratio.add_metric([user], value)
@@ -79,7 +87,7 @@ class ActivityCollector:
         for part in ("loop_seconds", "worker_seconds"):
             if part in m.last_tick:
                 tick.add_metric([part.removesuffix("_seconds")], m.last_tick[part])
-        yield from (cpu, memory, gpu, ratio, users, tick)
+        yield from (cpu, memory, gpu, oom, ratio, users, tick)
 
 
 _registered: ActivityCollector | None = None

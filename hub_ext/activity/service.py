@@ -52,26 +52,31 @@ class ActivityMonitor(PeriodicService):
 
     service_name = "Activity monitor"
 
+    # The settings (hub_ext/settings.py): each trait is the only declaration of
+    # its type, bounds and default; the Ansible variable in its tag sets it.
+    # Intervals go down to 1 s (the original refused < 60) so that tests and
+    # benchmarks can sample every few seconds; a site keeps minutes.
     sample_interval = Integer(
-        600, min=1, help="Seconds between two samples (orig JUPYTERHUB_ACTIVITYMON_SAMPLE_INTERVAL)."
-    ).tag(config=True)
+        600, min=1, max=86400,
+        help="Seconds between two samples of every user's lab (active flag, CPU, memory, "
+        "GPU memory) (orig JUPYTERHUB_ACTIVITYMON_SAMPLE_INTERVAL).",
+    ).tag(config=True, ansible="jupyterhub_activitymon_sample_interval")
     retention_days = Integer(
-        7, min=1, help="Days samples are kept (orig JUPYTERHUB_ACTIVITYMON_RETENTION_DAYS)."
-    ).tag(config=True)
+        7, min=1, max=365,
+        help="Days samples are kept (orig JUPYTERHUB_ACTIVITYMON_RETENTION_DAYS).",
+    ).tag(config=True, ansible="jupyterhub_activitymon_retention_days")
     half_life = Float(
-        72.0, help="Half life in hours of a sample's weight in the score "
-        "(orig JUPYTERHUB_ACTIVITYMON_HALF_LIFE)."
-    ).tag(config=True)
+        72.0, min=1, max=168,
+        help="Half life in hours of a sample's weight in the activity score "
+        "(orig JUPYTERHUB_ACTIVITYMON_HALF_LIFE).",
+    ).tag(config=True, ansible="jupyterhub_activitymon_half_life")
     inactive_after = Float(
-        60.0, help="Minutes after the server's last activity it counts as idle "
-        "(orig JUPYTERHUB_ACTIVITYMON_INACTIVE_AFTER)."
-    ).tag(config=True)
-    volumes_update_interval = Integer(
-        3600, min=1, help="Seconds the directory sizes taken from the sizes provider are reused "
-        "(orig JUPYTERHUB_ACTIVITYMON_VOLUMES_UPDATE_INTERVAL)."
-    ).tag(config=True)
+        60.0, min=1, max=1440,
+        help="Minutes after the server's last activity a user counts as idle (yellow) "
+        "(orig JUPYTERHUB_ACTIVITYMON_INACTIVE_AFTER).",
+    ).tag(config=True, ansible="jupyterhub_activitymon_inactive_after")
     live_interval = Float(
-        5.0, help="Seconds a live reading for the page is reused before a new one is taken."
+        5.0, min=0, help="Seconds a live reading for the page is reused before a new one is taken."
     ).tag(config=True)
     history_points = Integer(
         720, min=10, help="Most points per history series (longer ones are averaged down)."
@@ -94,10 +99,6 @@ class ActivityMonitor(PeriodicService):
                  cgroup_lookup=None, gpu_usage: Callable[[Mapping[str, str]], Mapping] | None = None,
                  **kwargs):
         super().__init__(**kwargs)
-        if self.half_life <= 0 or self.inactive_after <= 0 or self.live_interval < 0:
-            raise ValueError(
-                "ActivityMonitor: half_life and inactive_after must be > 0, live_interval >= 0"
-            )
         self.rate = score.decay_rate(self.half_life)
         self.targets = targets or (list)
         self.accounting = accounting_reader
@@ -115,6 +116,7 @@ class ActivityMonitor(PeriodicService):
         self.scores: dict[str, score.DecayScore] = {}
         self._tick_readings: dict[str, accounting.Reading] = {}
         self._last_readings: dict[str, accounting.Reading] = {}
+        self._oom_seen_at: dict[str, float] = {}  # user -> reading that first showed a new OOM kill
         self._loaded = False
         # published state (replaced whole; the event loop reads it)
         self.seen: list[Target] = []
@@ -123,7 +125,6 @@ class ActivityMonitor(PeriodicService):
         self.measured_at: float | None = None
         self.last_tick: dict[str, Any] = {}
         self.gpu_error: str | None = None
-        self._sizes: tuple[float, dict] | None = None
 
     # --- running in the hub ---
 
@@ -172,6 +173,8 @@ class ActivityMonitor(PeriodicService):
             units[target.unit] = target.user
             reading = self.accounting.read(target.unit, cgroups.get(target.unit), now)
             readings[target.unit] = reading
+            if oom_kill_is_new(self._last_readings.get(target.unit), reading):
+                self._oom_seen_at[target.user] = now
             figures[target.user] = {
                 "unit": target.unit,
                 "cpu_percent": accounting.cpu_percent(self._last_readings.get(target.unit), reading),
@@ -179,6 +182,7 @@ class ActivityMonitor(PeriodicService):
                     self._tick_readings.get(target.unit), reading
                 ),
                 **reading.as_dict(),
+                "last_oom_kill_at": self._oom_seen_at.get(target.user),
                 "gpu_memory_bytes": None,
             }
         self._last_readings = readings
@@ -309,18 +313,17 @@ class ActivityMonitor(PeriodicService):
     # --- sizes ---
 
     def sizes(self, names: list[str]) -> dict[str, dict | None]:
-        """Directory sizes per user from the provider, refreshed every volumes_update_interval."""
+        """Directory sizes per user, as the provider last measured them (the storage
+        feature's cache, refreshed every StorageManager.sizes_interval: one setting,
+        jupyterhub_storage_sizes_interval, says how fresh the column is)."""
         if self.sizes_provider is None:
             return {}
-        now = self.clock()
-        if self._sizes is None or now - self._sizes[0] >= self.volumes_update_interval:
-            try:
-                raw = self.sizes_provider(names) or {}
-            except Exception:
-                self.log.exception("Activity monitor: the sizes provider failed")
-                raw = {}
-            self._sizes = (now, {name: sizes_entry(raw.get(name)) for name in raw})
-        return self._sizes[1]
+        try:
+            raw = self.sizes_provider(names) or {}
+        except Exception:
+            self.log.exception("Activity monitor: the sizes provider failed")
+            raw = {}
+        return {name: sizes_entry(raw.get(name)) for name in raw}
 
     # --- models ---
 
@@ -343,6 +346,8 @@ class ActivityMonitor(PeriodicService):
                 "memory_bytes": f.get("memory_bytes"),
                 "memory_limit": t.mem_limit,
                 "tasks": f.get("tasks"),
+                "oom_kills": f.get("oom_kills"),
+                "last_oom_kill_at": to_iso(f.get("last_oom_kill_at")),
                 "io_read_bytes": f.get("io_read_bytes"),
                 "io_write_bytes": f.get("io_write_bytes"),
                 "gpu_memory_bytes": f.get("gpu_memory_bytes"),
@@ -358,7 +363,6 @@ class ActivityMonitor(PeriodicService):
                 "retention_days": self.retention_days,
                 "half_life_hours": self.half_life,
                 "inactive_after_minutes": self.inactive_after,
-                "volumes_update_interval": self.volumes_update_interval,
             },
             "sizes_available": self.sizes_provider is not None,
             "gpu_error": self.gpu_error,
@@ -380,6 +384,17 @@ class ActivityMonitor(PeriodicService):
 
         series = await self.run_in_worker(job)
         return {"user": user, "since": to_iso(since), "series": series}
+
+
+def oom_kill_is_new(previous: accounting.Reading | None, current: accounting.Reading) -> bool:
+    """Whether ``current`` shows an OOM kill the previous reading of the unit did not.
+
+    A unit's first reading with kills (the hub started after them) counts as new:
+    its time is then when the monitor saw them, not when they happened."""
+    if not current.oom_kills:
+        return False
+    before = previous.oom_kills if previous is not None else None
+    return before is None or current.oom_kills > before
 
 
 def _round(value, digits):

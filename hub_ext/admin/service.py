@@ -14,6 +14,7 @@ from traitlets import Float, Unicode
 from traitlets.config import LoggingConfigurable
 
 from hub_ext.admin import health, settings_table
+from hub_ext.settings import platform_settings
 
 HEALTH_KEY = "hub_ext_health"  # tornado settings keys the handlers read
 SETTINGS_PAGE_KEY = "hub_ext_settings_page"
@@ -56,4 +57,7 @@ class SettingsPage(LoggingConfigurable):
         except OSError as e:
             self.log.warning("Settings page: cannot read %s: %s", self.docs_file, e)
             docs = {}
+        # the hub's settings as this hub runs them (platform_config.json and
+        # any site-local override), not as the last play wrote them
+        values.update(settings_table.running_values(self.config, platform_settings()))
         return settings_table.settings_rows(values, docs)

@@ -2,9 +2,11 @@
 
 One source of descriptions: the variable table of ``docs/configuration.md``
 (installed on the host next to the hub, see docs/settings.md) is parsed here;
-nothing restates it. The current values come from the file the playbook
-renders with every variable of the roles' ``defaults/main.yml`` as the play saw it
-(secrets already masked there; masked again here, defence in depth).
+nothing restates it. The current values of the hub's settings declared as
+traits (hub_ext.settings) are those of the hub's own loaded config, site-local
+overrides included; the others come from the file the playbook renders with
+every variable of the roles' ``defaults/main.yml`` as the play saw it (secrets
+already masked there; masked again here, defence in depth).
 
 Pure: no tornado, no jupyterhub.
 """
@@ -19,9 +21,14 @@ from dataclasses import dataclass
 from typing import Any
 
 MASK = "********"
-# variable names (and environment variable names inside mappings) whose values are secret
-SECRET_NAME = re.compile(r"(password|passwd|secret|token|credential|passphrase|private|(^|_)key$|apikey)",
-                         re.IGNORECASE)
+# variable names (and environment variable names inside mappings) whose values are
+# secret: the secret word ends the name (jupyterhub_admin_password,
+# AWS_SECRET_ACCESS_KEY), so settings ABOUT passwords (jupyterhub_password_words,
+# jupyterhub_minimum_password_length) stay readable
+SECRET_NAME = re.compile(
+    r"((^|_)(password|passwd|secret|token|credentials?|passphrase|key|apikey)$|private)",
+    re.IGNORECASE,
+)
 _ROW = re.compile(r"^\|\s*`([a-z][a-z0-9_]*)`\s*\|")
 
 
@@ -114,6 +121,16 @@ def settings_rows(values: Mapping[str, Any], docs: Mapping[str, DocRow]) -> list
             rows.append({"variable": name, "value": "(not set)", "default": doc.default,
                          "description": doc.effect, "original": doc.original})
     return rows
+
+
+def running_values(config: Mapping[str, Any], settings: Iterable[Any]) -> dict[str, Any]:
+    """The value each tagged setting has in the hub's loaded config (its trait's
+    default where nothing set it), by Ansible variable (hub_ext.settings.Setting)."""
+    values = {}
+    for setting in settings:
+        section = config.get(setting.section, {})
+        values[setting.variable] = section.get(setting.name, setting.default)
+    return values
 
 
 def undocumented(variables: Iterable[str], docs: Mapping[str, DocRow]) -> list[str]:

@@ -1,7 +1,7 @@
 """The hub's culling service: :class:`SessionCuller`.
 
-:class:`SessionCuller` holds the settings (``c.SessionCuller.*``, set from
-platform.json ``idle_culler``), the extension store and the periodic cull
+:class:`SessionCuller` holds the settings (``c.SessionCuller.*``, traits tagged
+with their Ansible variable: hub_ext/settings.py), the extension store and the periodic cull
 task; it maps the hub's spawners onto the pure arithmetic of
 :mod:`hub_ext.culling.culler` and does the I/O. The session-info /
 extend-session API is :mod:`hub_ext.culling.handlers`; docs/culling.md has the
@@ -44,23 +44,34 @@ class SessionCuller(PeriodicService):
 
     service_name = "Idle culler"
 
+    # The settings (hub_ext/settings.py): each trait is the only declaration of
+    # its type, bounds and default; the Ansible variable in its tag sets it.
     enabled = Bool(
         False,
         help="Cull idle servers (JUPYTERHUB_IDLE_CULLER_ENABLED of the original).",
-    ).tag(config=True)
+    ).tag(config=True, ansible="jupyterhub_idle_culler_enabled")
     timeout = Integer(
-        86400, help="Seconds without activity before a server is stopped."
-    ).tag(config=True)
-    interval = Integer(600, help="Seconds between two cull passes.").tag(config=True)
+        86400, min=1, help="Seconds without activity before a server is stopped."
+    ).tag(config=True, ansible="jupyterhub_idle_culler_timeout")
+    interval = Integer(
+        600, min=1, help="Seconds between two cull passes."
+    ).tag(config=True, ansible="jupyterhub_idle_culler_interval")
     max_age = Integer(
         0,
+        min=0,
         help="Seconds after its start a server is stopped whatever its activity (0: never).",
-    ).tag(config=True)
+    ).tag(config=True, ansible="jupyterhub_idle_culler_max_age")
     max_extension_hours = Integer(
-        24, help="Total hours a user may extend one server start (0: no extensions)."
-    ).tag(config=True)
+        24,
+        min=0,
+        max=culler.MAX_REQUEST_HOURS,
+        help="Total hours a user may extend one server start (0: no extensions); "
+        "the allowance resets when the server restarts.",
+    ).tag(config=True, ansible="jupyterhub_idle_culler_max_extension")
     extension_unit_seconds = Integer(
         culler.HOUR,
+        min=1,
+        max=culler.HOUR,
         help="Seconds one extension hour is worth (3600; smaller only to test culling quickly).",
     ).tag(config=True)
     state_file = Unicode(
@@ -75,7 +86,7 @@ class SessionCuller(PeriodicService):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        # validates the numbers (a ValueError names the trait)
+        # the traits have checked the numbers
         self.policy = culler.CullPolicy(
             enabled=self.enabled,
             timeout=self.timeout,

@@ -43,30 +43,34 @@ class GpuSupport(SingletonConfigurable):
     the first spawn; mode 1 without a GPU makes it raise, so the hub does not start.
     """
 
+    # The settings (hub_ext/settings.py): each trait is the only declaration of
+    # its type, bounds and default; the Ansible variable in its tag sets it.
+    # Across settings (policy 'group' needs a map, mode 1 excludes isolated
+    # devices): hub_ext.settings.check_combinations.
     mode = Enum(
         list(MODES),
         default_value=MODE_AUTO,
         help="GPU support: 0 off, 1 on (hub start fails without a GPU), 2 auto-detect with NVML "
         "(orig JUPYTERHUB_GPU_ENABLED).",
-    ).tag(config=True)
+    ).tag(config=True, ansible="jupyterhub_gpu_enabled")
 
     policy = Enum(
         list(POLICIES),
         default_value=POLICY_ALL,
         help="Which GPUs a lab gets: 'all' (every GPU, as the original), 'round-robin' "
         "(the least-loaded GPU), 'group' (by hub group, group_devices / group_counts).",
-    ).tag(config=True)
+    ).tag(config=True, ansible="jupyterhub_gpu_policy")
 
     group_devices = Dict(
-        value_trait=List(Int()),
-        help="Policy 'group': hub group -> GPU indices its members may get.",
-    ).tag(config=True)
+        value_trait=List(Int(min=0), minlen=1),
+        help="Policy 'group': hub group -> GPU indices its members may get, e.g. {\"ml\": [0, 1]}.",
+    ).tag(config=True, ansible="jupyterhub_gpu_group_devices")
 
     group_counts = Dict(
-        value_trait=Int(),
+        value_trait=Int(min=1),
         help="Policy 'group': hub group -> number of GPUs a member's server gets "
         "(default: all of the group's GPUs).",
-    ).tag(config=True)
+    ).tag(config=True, ansible="jupyterhub_gpu_group_counts")
 
     nvml_module = Unicode(
         "pynvml",

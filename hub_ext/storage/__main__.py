@@ -7,14 +7,14 @@ import argparse
 import json
 import sys
 
-from hub_ext.config import load_settings, validate_settings
+from hub_ext import settings as platform_settings
 from hub_ext.storage import archive, names, sizes, trash
-
-DEFAULT_PLATFORM_CONFIG = "/etc/jupyterhub/platform.json"
+from hub_ext.storage.service import StorageManager
 
 
 def _storage_settings(path: str) -> dict:
-    return validate_settings(load_settings(path))
+    """StorageManager's settings as the hub has them (the same file, the same traits)."""
+    return platform_settings.configured_values(StorageManager, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,15 +24,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--config",
-        default=DEFAULT_PLATFORM_CONFIG,
-        help="platform.json giving users_root and storage.trash_retention_days",
+        default=platform_settings.PLATFORM_CONFIG_FILE,
+        help="platform_config.json giving StorageManager's users_root and retention days",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     purge = sub.add_parser(
         "purge", help="delete trash items and deleted users' archives older than their retention"
     )
     purge.add_argument(
-        "--retention-days", type=int, help="override storage.trash_retention_days"
+        "--retention-days", type=int, help="override StorageManager.trash_retention_days"
     )
     purge.add_argument("--dry-run", action="store_true", help="list, delete nothing")
     sub.add_parser("sizes", help="print every user's sizes as JSON")
@@ -50,12 +50,12 @@ def main(argv: list[str] | None = None) -> int:
 
     days = args.retention_days
     if days is None:
-        days = settings["storage"]["trash_retention_days"]
+        days = settings["trash_retention_days"]
     if days < 1:
         print("hub_ext.storage: --retention-days must be >= 1", file=sys.stderr)
         return 2
     report = trash.purge_trash(users_root, days * names.DAY, dry_run=args.dry_run)
-    archive_days = settings["storage"]["deleted_user_retention_days"]
+    archive_days = settings["deleted_user_retention_days"]
     archived = archive.purge_archive(users_root, archive_days * names.DAY, dry_run=args.dry_run)
     report.purged += archived.purged
     report.kept += archived.kept

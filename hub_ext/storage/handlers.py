@@ -6,7 +6,8 @@
 
   - ``DELETE /hub/api/users/{user}/manage-volumes`` ``{"volumes": [...]}`` ->
     ``{"message", "reset_volumes", "failed_volumes", "trash"}``
-  - ``GET    /hub/api/users/{user}/manage-volumes``: volumes, descriptions, sizes, trash
+  - ``GET    /hub/api/users/{user}/manage-volumes``: volumes, descriptions, sizes, trash,
+    disk quota (used/limit)
   - ``POST   /hub/api/users/{user}/restart-server``: stop then start through the hub
   - ``GET    /hub/api/users/{user}/trash``: the user's trash items
   - ``POST   /hub/api/users/{user}/trash/restore`` ``{"item": "<id>"}``
@@ -59,6 +60,7 @@ class ManageVolumesHandler(_StorageHandler):
     async def get(self, user_name):
         self.check_access("read:servers", user_name)
         user = self.target_user(user_name)
+        await self.storage_manager.refresh_quota_usage()
         self.write(self.storage_manager.volumes_model(user))
 
     async def delete(self, user_name):
@@ -194,6 +196,7 @@ class StorageSizesHandler(_AdminStorageHandler):
     async def get(self):
         self.check_admin()
         names = [u.name for u in self.db.query(orm.User)]
+        await self.storage_manager.refresh_quota_usage()
         self.write(self.storage_manager.sizes_model(names))
 
 
@@ -210,6 +213,7 @@ class StorageAdminPageHandler(BaseHandler):
             raise web.HTTPError(403, "Only administrators can manage every user's storage")
         manager: StorageManager = self.settings[SETTINGS_KEY]
         users = sorted(self.db.query(orm.User), key=lambda u: u.name)
+        await manager.refresh_quota_usage()
         model = manager.sizes_model([u.name for u in users])
         rows = []
         for orm_user in users:

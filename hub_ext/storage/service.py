@@ -16,14 +16,18 @@ import os
 import pwd
 import time
 
-from traitlets import Dict, Integer, Unicode
+from traitlets import Dict, Integer, TraitError, Unicode, validate
 
 from hub_ext.accounts import unix_users as accounts
 from hub_ext.periodic import PeriodicService, WorkerThread
-from hub_ext.storage import archive, fsops, names, sizes, trash
+from hub_ext.process import CommandError, run_command
+from hub_ext.storage import archive, fsops, names, quota, sizes, trash
 
 SETTINGS_KEY = "hub_ext_storage"  # tornado settings key the handlers read
 WALK_NICE = 10  # niceness of the sizing thread
+# seconds the disk quota figures are reused before the usage unit runs again
+# (the kernel's figures: one command for every user, no tree walk)
+QUOTA_USAGE_MAX_AGE = 10.0
 
 
 def _account_ids(unix: str) -> tuple[int, int] | None:
@@ -66,37 +70,58 @@ class StorageManager(PeriodicService):
     users_root = Unicode(
         "/srv/jupyterhub/users", help="Host directory holding <unix name>/{home,workspace,cache}."
     ).tag(config=True)
-    unix_username_template = Unicode(
+    # The settings (hub_ext/settings.py): each trait is the only declaration of
+    # its type, bounds and default; the Ansible variable in its tag sets it.
+    unix_username_template = accounts.UnixUsernameTemplate(
         accounts.DEFAULT_UNIX_USERNAME_TEMPLATE,
         help="Unix account of a hub user, as PlatformSpawner.unix_username_template.",
-    ).tag(config=True)
+    ).tag(config=True, ansible="jupyterhub_unix_username_template")
     trash_retention_days = Integer(
         7,
         min=1,
         help="Days a reset directory stays restorable before the purge timer deletes it.",
-    ).tag(config=True)
+    ).tag(config=True, ansible="jupyterhub_storage_trash_retention_days")
     sizes_interval = Integer(
         3600,
         min=1,
         help="Seconds between two measurements of every user's directory sizes "
-        "(JUPYTERHUB_ACTIVITYMON_VOLUMES_UPDATE_INTERVAL of the original).",
-    ).tag(config=True)
+        "(JUPYTERHUB_ACTIVITYMON_VOLUMES_UPDATE_INTERVAL of the original; the activity "
+        "page shows the latest measurement).",
+    ).tag(config=True, ansible="jupyterhub_storage_sizes_interval")
     deleted_user_retention_days = Integer(
         30,
         min=1,
         help="Days a deleted user's directories stay in the admin-only archive, "
         "restorable, before the purge timer deletes them.",
-    ).tag(config=True)
+    ).tag(config=True, ansible="jupyterhub_storage_deleted_user_retention_days")
     volume_descriptions = Dict(
         value_trait=Unicode(),
+        default_value={
+            "home": "User home directory files, configurations",
+            "workspace": "Project files, notebooks, code",
+            "cache": "Temporary files, pip cache, conda cache",
+        },
         help="Text shown next to each volume in the Manage Volumes dialog "
         "(VOLUME_DESCRIPTIONS of the original), keyed home/workspace/cache.",
-    ).tag(config=True)
+    ).tag(config=True, ansible="jupyterhub_volume_descriptions")
+
+    @validate("volume_descriptions")
+    def _known_volumes(self, proposal):
+        unknown = sorted(set(proposal["value"]) - set(names.VOLUMES))
+        if unknown:
+            raise TraitError(
+                f"volume_descriptions: {unknown[0]!r} is not a per-user volume "
+                f"(known: {', '.join(names.VOLUMES)})"
+            )
+        return proposal["value"]
 
     # seams for tests
     clock = staticmethod(time.time)
     chown = staticmethod(os.fchown)
     account_ids = staticmethod(_account_ids)
+    command_runner = staticmethod(run_command)
+    quota_settings_file = quota.SETTINGS_FILE
+    quota_usage_file = quota.USAGE_FILE
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -108,6 +133,11 @@ class StorageManager(PeriodicService):
         self.measuring = False
         # one walk at a time (a full pass, or one user after a reset/restore)
         self.walker = WorkerThread("storage-sizes", nice=WALK_NICE)
+        # disk quotas (hub_ext.storage.quota): None when off
+        self.quota = quota.load_settings(self.quota_settings_file)
+        self.quota_usage: dict[str, quota.Usage] = {}
+        self.quota_read_at: float | None = None
+        self.quota_error: str | None = None
 
     # --- names and models ---
 
@@ -152,7 +182,44 @@ class StorageManager(PeriodicService):
             ],
             "trash_size_bytes": sizes.get("trash"),
             "trash": self.trash_model(unix),
+            "quota": self.quota_model(unix),
         }
+
+    # --- disk quotas ---
+
+    def quota_model(self, unix: str) -> dict | None:
+        """``{"used_bytes", "limit_bytes"}`` of a user (used: None until measured); None when off."""
+        if self.quota is None:
+            return None
+        usage = self.quota_usage.get(unix)
+        return {
+            "used_bytes": usage.used_bytes if usage else None,
+            "limit_bytes": usage.limit_bytes if usage and usage.limit_bytes else self.quota.limit_bytes,
+        }
+
+    async def refresh_quota_usage(self, max_age: float = QUOTA_USAGE_MAX_AGE) -> None:
+        """Run the usage unit (the kernel's figures of every user) unless the last
+        figures are younger than ``max_age`` seconds; a failure is logged and kept."""
+        if self.quota is None:
+            return
+        now = self.clock()
+        if self.quota_read_at is not None and now - self.quota_read_at < max_age:
+            return
+        self.quota_read_at = now
+        result = await self.command_runner(["systemctl", "start", quota.USAGE_UNIT])
+        if not result.ok:
+            self.quota_error = str(CommandError(result, "disk quota usage"))
+            self.log.error("Storage: %s (journalctl -u %s)", self.quota_error, quota.USAGE_UNIT)
+            return
+        self.quota_error = None
+        self.quota_usage = quota.read_usage(self.quota_usage_file)
+
+    async def release_quota(self, hub_name: str) -> None:
+        """A deleted user's limit lifted (before its directories go to the archive)."""
+        if self.quota is None:
+            return
+        await quota.start_unit(self.command_runner, "release", self.unix_name(hub_name))
+        self.quota_usage.pop(self.unix_name(hub_name), None)
 
     # --- operations (synchronous: no await between the running check and the change) ---
 
@@ -302,6 +369,7 @@ class StorageManager(PeriodicService):
         return f"measured every {self.sizes_interval}s"
 
     async def run_pass(self) -> None:
+        await self.refresh_quota_usage(max_age=0)
         await self.measure_all()
         self.log.debug(
             "Storage sizes of %d user(s) measured in %.2fs", len(self.sizes), self.last_pass_seconds
@@ -323,6 +391,7 @@ class StorageManager(PeriodicService):
                     volume: (sizes or {}).get(volume)
                     for volume in (*names.VOLUMES, "trash")
                 },
+                "quota": self.quota_model(unix),
             }
         return {
             "sizes_interval_seconds": self.sizes_interval,
@@ -331,5 +400,19 @@ class StorageManager(PeriodicService):
             "last_pass_seconds": self.last_pass_seconds,
             "last_pass_at": names.iso(self.last_pass_at) if self.last_pass_at else None,
             "retention_days": self.trash_retention_days,
+            "quota_enabled": self.quota is not None,
+            "quota_kind": self.quota.kind if self.quota else None,
+            "quota_error": self.quota_error,
             "users": users,
+        }
+
+    def activity_sizes(self, hub_names) -> dict[str, dict]:
+        """The activity monitor's sizes column: with disk quotas the kernel's
+        figure of everything the user holds (no walk), else the walk's per directory."""
+        model = self.sizes_model(hub_names)["users"]
+        if self.quota is None:
+            return model
+        return {
+            name: {"all (disk quota)": entry["quota"]["used_bytes"]}
+            for name, entry in model.items() if entry["quota"] and entry["quota"]["used_bytes"] is not None
         }

@@ -43,9 +43,10 @@ def admin_browser(host, address: str = "127.0.0.1") -> HubClient:
 
 
 def free_failures(host) -> int:
-    settings = json.loads(host.exec("cat", "/etc/jupyterhub/platform.json").stdout)
-    assert settings["allowed_failed_logins"] > 0
-    return settings["allowed_failed_logins"]
+    settings = json.loads(host.exec("cat", "/etc/jupyterhub/platform_config.json").stdout)
+    allowed = settings["PlatformAuthenticator"]["allowed_failed_logins"]
+    assert allowed > 0
+    return allowed
 
 
 def pending_signups(admin: HubClient) -> set[str]:

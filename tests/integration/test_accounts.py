@@ -345,8 +345,8 @@ def test_high_memory_group_gets_the_larger_memory_max_and_env(host, admin, profi
     add_to_group(admin, "big-mem", big)
     for user in (big, plain):
         admin.start_server(user)
-    default_mem = memory_bytes(json.loads(host.exec("cat", "/etc/jupyterhub/platform.json").stdout)[
-        "spawner"]["mem_limit"])
+    default_mem = memory_bytes(json.loads(host.exec("cat", "/etc/jupyterhub/platform_config.json").stdout)[
+        "PlatformSpawner"]["mem_limit"])
     assert default_mem != 8 * G
     big_unit = host.unit_properties(f"jupyter-{big}-singleuser", "MemoryMax", "CPUQuotaPerSecUSec")
     plain_unit = host.unit_properties(f"jupyter-{plain}-singleuser", "MemoryMax")
@@ -365,8 +365,8 @@ def test_high_memory_group_gets_the_larger_memory_max_and_env(host, admin, profi
 
 
 def test_login_delay_after_the_configured_failures(host, admin):
-    allowed = int(json.loads(host.exec("cat", "/etc/jupyterhub/platform.json").stdout)[
-        "allowed_failed_logins"])
+    allowed = int(json.loads(host.exec("cat", "/etc/jupyterhub/platform_config.json").stdout)[
+        "PlatformAuthenticator"]["allowed_failed_logins"])
     (name, password), = batch(admin, names(1, "lock")).items()
     client = client_from(host, "127.0.0.10")
     fail_until_delayed(client, name, allowed)

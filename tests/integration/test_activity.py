@@ -26,7 +26,6 @@ DROPIN = f"""\
 # sizes measured and taken over every {SIZES_INTERVAL} s
 c.ActivityMonitor.sample_interval = {SAMPLE_INTERVAL}
 c.ActivityMonitor.live_interval = 1.0
-c.ActivityMonitor.volumes_update_interval = {SIZES_INTERVAL}
 c.StorageManager.sizes_interval = {SIZES_INTERVAL}
 """
 # two busy loops (up to 200 % of a core: a clear signal on a loaded 2-core machine),

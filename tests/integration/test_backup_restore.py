@@ -18,61 +18,19 @@ import os
 import re
 import secrets
 import shutil
-import time
 from pathlib import Path
 
 import pytest
 
 import testhost
-from hubclient import HubClient, batch_create, login_client, unique_names
+from hubclient import HubClient, assert_activity_kept, batch_create, login_client, recorded_activity, unique_names
+from operations_doc import shell_block
 
-OPERATIONS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 RESTORE_NAME = os.environ.get("TESTHOST_RESTORE_NAME",
                               os.environ.get("TESTHOST_NAME", "pytest") + "-restore")
 RESTORE_PORT_BASE = int(os.environ.get("TESTHOST_RESTORE_PORT_BASE",
                                        int(os.environ.get("TESTHOST_PORT_BASE", "23000")) + 1000))
 BACKUP_DIR = "root/backup"  # the doc's /root/backup, relative to a host's root
-
-
-def doc_shell_block(heading: str) -> str:
-    """The first ```sh block in the section of docs/operations.md with this heading."""
-    text = OPERATIONS.read_text()
-    section = text.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
-    m = re.search(r"```sh\n(.*?)```", section, re.S)
-    assert m, f"no sh block under '## {heading}' in {OPERATIONS}"
-    return m.group(1)
-
-
-def recorded_activity(host, admin: HubClient, users: list[str], timeout: float = 90) -> dict:
-    """Each user's activity samples (user -> list of sample rows), once every user
-    has at least one. The monitor samples when the hub starts serving and then
-    every sample_interval (600 s): a hub restart gives the running labs their
-    first sample now."""
-    host.exec("systemctl", "restart", "jupyterhub")
-    admin.wait_hub()
-    deadline = time.monotonic() + timeout
-    while True:
-        history = {user: history_rows(admin, user) for user in users}
-        if all(history.values()):
-            return history
-        assert time.monotonic() < deadline, f"no activity sample within {timeout}s: {history}"
-        time.sleep(2)
-
-
-def history_rows(admin: HubClient, user: str) -> list[tuple]:
-    r = admin.api("GET", f"activity/history/{user}")
-    assert r.status_code == 200, r.text
-    series = r.json()["series"]
-    return list(zip(*(series[name] for name in sorted(series)), strict=True))
-
-
-def assert_activity_restored(before: dict, restored_admin: HubClient) -> None:
-    """Every sample taken before the backup is there on the restored host (which
-    may have added its own since: its hub samples when it starts)."""
-    for user, rows in before.items():
-        after = set(history_rows(restored_admin, user))
-        missing = [row for row in rows if row not in after]
-        assert not missing, f"activity samples of {user} lost in the restore: {missing}"
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +74,7 @@ def test_backup_restored_on_a_fresh_host_brings_back_users_passwords_files_and_s
 
     # --- backup, as documented --------------------------------------------------------
     host.exec("mkdir", "-p", "/root/backup")
-    host.sh(doc_shell_block("Backup"))
+    host.sh(shell_block("Backup"))
     admin.wait_hub()
     assert admin.server_running(users[0]), "the backup stopped a lab"
 
@@ -127,7 +85,7 @@ def test_backup_restored_on_a_fresh_host_brings_back_users_passwords_files_and_s
     shutil.copytree(source_dir, target_dir)
 
     # --- restore, as documented --------------------------------------------------------
-    restore_host.sh(doc_shell_block("Restore onto a fresh host"))
+    restore_host.sh(shell_block("Restore onto a fresh host"))
     restored = HubClient(restore_host.https_url)
     restored.wait_hub()
     restored_admin = login_client(restore_host.https_url, host.admin_user, host.admin_password)
@@ -156,6 +114,6 @@ def test_backup_restored_on_a_fresh_host_brings_back_users_passwords_files_and_s
         unix = f"jh-{user}"
         owner = restore_host.exec("stat", "-c", "%U", f"/srv/jupyterhub/users/{unix}/workspace/backup-proof.txt")
         assert owner.stdout.strip() == unix
-    assert_activity_restored(activity, restored_admin)
+    assert_activity_kept(activity, restored_admin)
     for user in users:
         admin.api("DELETE", f"users/{user}/server")

@@ -201,10 +201,17 @@ def test_check_diff_runs_clean_on_a_deployed_host(host):
     ("jupyterhub_signup_max_pending", "-1"),
     ("jupyterhub_signups_per_address_per_hour", "many"),
     ("jupyterhub_storage_deleted_user_retention_days", "0"),
+    # a combination the traits' deploy check refuses (hub_ext.settings.check_combinations)
+    ("jupyterhub_gpu_policy", "group"),
+    # removed: jupyterhub_storage_sizes_interval is the original's variable
+    ("jupyterhub_activitymon_volumes_update_interval", "600"),
     # gone: the hub listens on a unix socket (docs/security.md)
     ("jupyterhub_hub_port", "8081"),
     ("jupyterhub_spawner_tmp_size", "1.5G"),
     ("jupyterhub_spawner_shm_size", "64M,exec"),
+    # checked by the hub's traits before platform_config.json is installed
+    ("jupyterhub_password_words", "11"),
+    ("jupyterhub_admin", "Admin"),
     # labs are <user>.<domain>: an address has no subdomains
     ("jupyterhub_domain", "10.0.0.5"),
     ("jupyterhub_domain", "Hub.example.org:443"),

@@ -205,6 +205,10 @@ def test_settings_page_lists_every_variable_with_value_and_description(host, adm
     assert all(row["description"] and "not documented" not in row["description"]
                for row in rows.values()), [n for n, row in rows.items() if "not documented" in row["description"]]
     assert rows["jupyterhub_admin_password"]["value"] == "********"
+    # settings about passwords are not secrets; the spawner's values are the running hub's
+    assert rows["jupyterhub_password_words"]["value"] == "3"
+    assert rows["jupyterhub_minimum_password_length"]["value"] == "8"
+    assert rows["jupyterhub_spawner_start_timeout"]["value"] == "120"
 
     page = admin_browser.get("hub/settings")
     assert page.status_code == 200 and 'id="settings-table"' in page.text

@@ -8,7 +8,8 @@ limits") with small limits, and proves each one from a lab:
 * memory: a kernel allocating past ``MemoryMax`` is killed by the kernel inside
   that lab only; the lab server, the hub and another user's lab stay up; the
   lab reports the kernel restarting (JupyterLab's "kernel died" dialog), the
-  unit's journal shows the restart and its memory cgroup counts the OOM kill;
+  unit's journal shows the restart, its memory cgroup counts the OOM kill and
+  the activity monitor shows that count for the victim only;
   nothing went to swap; a member of a resource profile with more memory keeps
   the same allocation;
 * tasks: a fork bomb stops at ``TasksMax`` while the hub and another lab answer;
@@ -16,7 +17,13 @@ limits") with small limits, and proves each one from a lab:
   contention, and two busy labs with equal limits share the cores fairly
   however many processes each runs;
 * the activity monitor reads the units' memory, tasks and CPU from the cgroup
-  v1 controllers of this host kind.
+  v1 controllers of this host kind;
+* disk quotas (the users' root is a loop-mounted btrfs here,
+  ``testhost.LIMITS_HOST_USERS_BTRFS``): a user at their quota gets "Disk quota
+  exceeded" in their own lab only, another user still writes, the hub answers,
+  usage and limit show in the storage API, the admin storage page, the user's
+  own Manage Volumes model and the activity monitor's sizes; a deleted user's
+  limit is lifted.
 
 Host: conftest's ``limits_host`` (``$TESTHOST_NAME-limits``), with the
 limits of ``testhost.LIMITS_HOST_VARS``.
@@ -31,7 +38,7 @@ import time
 
 import pytest
 
-from hubclient import HubClient, lab_cell, lab_shell
+from hubclient import HubClient, lab_cell, lab_shell, login_client
 from testhost import LIMITS_HOST_VARS
 
 M = 2**20
@@ -42,6 +49,7 @@ ACTIVITY_DROPIN = f"""\
 # test: sample every {SAMPLE_INTERVAL} s, live readings at most 1 s old
 c.ActivityMonitor.sample_interval = {SAMPLE_INTERVAL}
 c.ActivityMonitor.live_interval = 1.0
+c.ActivityMonitor.volumes_update_interval = 1
 """
 
 
@@ -159,6 +167,18 @@ def test_kernel_past_the_memory_limit_dies_alone(limits_host, admin, labs):
     assert peak <= MEM_LIMIT + M, peak
     journal = limits_host.exec("journalctl", "-u", unit(victim), "--no-pager", "-o", "cat").stdout
     assert "restarting kernel" in journal, journal[-2000:]
+    # the activity monitor shows the kill for the victim only (a live reading is
+    # at most live_interval, 5 s, old)
+    deadline = time.monotonic() + 30
+    while True:
+        users = {u["name"]: u for u in admin.api("GET", "activity").json()["users"]}
+        if users[victim]["oom_kills"] or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert users[victim]["oom_kills"] == int(oom["oom_kill"]), users[victim]
+    assert users[victim]["sources"]["oom_kills"] == "cgroup-v1"
+    assert users[victim]["last_oom_kill_at"] is not None
+    assert users[other]["oom_kills"] == 0 and users[other]["last_oom_kill_at"] is None
     # the lab server (same process), the hub and the other lab stay up
     assert limits_host.unit_properties(unit(victim), "ActiveState", "MainPID") == {
         "ActiveState": "active", "MainPID": lab_pid}
@@ -313,3 +333,88 @@ def test_activity_monitor_reads_the_v1_controllers(limits_host, admin, labs, fas
     # the figures are the kernel's own for the unit
     tasks = int(limits_host.unit_properties(unit(idle), "TasksCurrent")["TasksCurrent"])
     assert abs(i["tasks"] - tasks) <= 2
+
+
+# --- disk quotas ------------------------------------------------------------------
+
+QUOTA = 100 * M  # LIMITS_HOST_VARS jupyterhub_storage_quota_per_user
+USERS_ROOT = "/srv/jupyterhub/users"
+
+
+def quota_of(admin: HubClient, user: str, at_least: int = 0) -> dict:
+    """The storage API's quota figures of ``user`` once they reach ``at_least``
+    bytes (btrfs accounts at a transaction commit; the hub rereads every 10 s)."""
+    deadline = time.monotonic() + 40
+    while True:
+        entry = admin.api("GET", "storage").json()["users"][user]
+        used = entry["quota"]["used_bytes"]
+        if (used is not None and used >= at_least) or time.monotonic() > deadline:
+            return entry
+        time.sleep(2)
+
+
+def test_user_at_the_quota_is_refused_in_their_own_lab_only(limits_host, admin, labs, fast_sampling):
+    hog, other = labs(2)
+    unix = quota_of(admin, hog)["unix_name"]
+    # the apply unit made the user's root a subvolume of its own, limited
+    assert limits_host.exec("btrfs", "subvolume", "show", f"{USERS_ROOT}/{unix}", check=False).returncode == 0
+    # the privileged steps run in hardened units (the hub keeps no CAP_SYS_ADMIN)
+    for quota_unit in (f"jupyterhub-disk-quota@apply-{unix}.service", "jupyterhub-disk-quota-usage.service"):
+        assert limits_host.unit_properties(quota_unit, "Result")["Result"] == "success", quota_unit
+        score, out = limits_host.exposure(quota_unit)
+        assert score <= 2.0, out[-2000:]
+    # twice the quota, from the user's terminal
+    out, _status = lab_shell(admin, hog, f"dd if=/dev/zero of=$HOME/workspace/fill bs=1M count={2 * QUOTA // M}"
+                             "; sync", timeout=180)
+    assert "Disk quota exceeded" in out, out[-1000:]
+    entry = quota_of(admin, hog, at_least=QUOTA * 9 // 10)
+    assert entry["quota"]["limit_bytes"] == QUOTA
+    assert QUOTA * 9 // 10 <= entry["quota"]["used_bytes"] <= QUOTA + 4 * M, entry
+    # another user writes as before; the hub and the hog's own lab answer
+    out, status = lab_shell(admin, other, "dd if=/dev/zero of=$HOME/workspace/f bs=1M count=20 && sync && echo wrote")
+    assert status == 0 and "wrote" in out, out[-1000:]
+    assert answers(admin) and answers(admin, hog)
+    other_entry = quota_of(admin, other, at_least=20 * M)
+    assert 20 * M <= other_entry["quota"]["used_bytes"] < QUOTA // 2, other_entry
+
+    # the figures on the pages: the admin storage page, the user's own dialog model
+    # (what the home page's quota line shows), the activity monitor's sizes
+    browser = login_client(limits_host.https_url, limits_host.admin_user, limits_host.admin_password,
+                           spawn=False)
+    page = browser.get("hub/storage")
+    row = re.search(rf'<tr data-user="{hog}">.*?</tr>', page.text, re.S)
+    assert row and f'data-limit="{QUOTA}"' in row[0], page.text[:2000]
+    used_on_page = int(re.search(r'class="text-end storage-quota"\s+data-used="(\d+)"', row[0])[1])
+    assert used_on_page >= QUOTA * 9 // 10
+    token = admin.api("POST", f"users/{hog}/tokens", json={"note": "quota test"}).json()["token"]
+    own = HubClient(limits_host.https_url, token=token)
+    assert own.api("GET", f"users/{hog}/manage-volumes").json()["quota"]["limit_bytes"] == QUOTA
+    # the home page's quota line, filled from that model by its script
+    assert 'id="disk-quota"' in browser.get("hub/home").text
+    deadline = time.monotonic() + 30
+    while True:
+        sizes = {u["name"]: u["sizes"] for u in admin.api("GET", "activity").json()["users"]}
+        if (sizes.get(hog) or {}).get("total", 0) >= QUOTA * 9 // 10 or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert list(sizes[hog]["dirs"]) == ["all (disk quota)"], sizes[hog]
+    assert sizes[hog]["total"] >= QUOTA * 9 // 10
+
+    # freeing space lets the user write again
+    out, status = lab_shell(admin, hog, "rm $HOME/workspace/fill && sync && sleep 1 && "
+                            "dd if=/dev/zero of=$HOME/.cache/again bs=1M count=10 && sync && echo wrote")
+    assert status == 0 and "wrote" in out, out[-1000:]
+
+
+def test_a_deleted_users_limit_is_lifted(limits_host, admin):
+    name = f"lim-del-{secrets.token_hex(3)}"
+    assert admin.api("POST", f"users/{name}").status_code == 201
+    admin.start_server(name)
+    unix = quota_of(admin, name)["unix_name"]
+    admin.stop_server(name)
+    show = limits_host.exec("btrfs", "qgroup", "show", "--raw", "-re", USERS_ROOT).stdout
+    assert re.search(rf"^0/\d+\s+\d+\s+\d+\s+{QUOTA}\s+\S+\s+{unix}$", show, re.M), show
+    assert admin.api("DELETE", f"users/{name}").status_code == 204
+    show = limits_host.exec("btrfs", "qgroup", "show", "--raw", "-re", USERS_ROOT).stdout
+    archived = re.search(rf"^0/\d+\s+\d+\s+\d+\s+(\S+)\s+\S+\s+\.archive/\S+-{unix}$", show, re.M)
+    assert archived and archived[1] == "none", show

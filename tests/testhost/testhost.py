@@ -36,6 +36,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -410,6 +411,9 @@ class Host:
     # the labs' MemoryMax=, TasksMax= and CPUQuota= take effect (limits_writable())
     enforce_limits: bool = False
     cgroups: list = field(default_factory=list)  # this host's cgroups on the build machine
+    # size of a btrfs image (in the host's directory) loop-mounted as the users'
+    # root before boot, so disk quotas (btrfs qgroups) hold there; "" for none
+    users_btrfs: str = ""
     # A host of a private network (Network): its address there, its network
     # namespace, and (on a cluster's hub) the names of its worker hosts.
     # Empty: the host shares this machine's network (the single-host default).
@@ -628,6 +632,34 @@ def _remove_cgroups(dirs: list[Path]) -> None:
                 log(f"cgroup {dirpath} not removed: {exc}")
 
 
+# Where the platform keeps the users' directories (the storage role's
+# storage_users_root), seen from the build machine below a host's root.
+USERS_ROOT = "srv/jupyterhub/users"
+USERS_IMAGE = "users-btrfs.img"
+
+
+def users_mount(name: str) -> Path:
+    return HOSTS / name / "root" / USERS_ROOT
+
+
+def _mount_users_btrfs(host: Host) -> None:
+    """A fresh btrfs image of ``host.users_btrfs`` bytes loop-mounted on the users'
+    root of the host's tree, before boot: nspawn binds the tree recursively, so
+    inside the host /srv/jupyterhub/users is that btrfs (docs/testing.md)."""
+    image, mount = host.dir / USERS_IMAGE, users_mount(host.name)
+    run(["truncate", "-s", host.users_btrfs, str(image)])
+    run(["mkfs.btrfs", "-q", "-f", str(image)])
+    mount.mkdir(parents=True, exist_ok=True)
+    run(["mount", "-o", "loop", str(image), str(mount)])  # the loop device goes with the umount
+
+
+def _unmount_users_btrfs(name: str) -> None:
+    """Undo _mount_users_btrfs; only this host's own users' root is touched."""
+    mount = str(users_mount(name).resolve())
+    if any(line.split()[1] == mount for line in Path("/proc/mounts").read_text().splitlines()):
+        run(["umount", mount])
+
+
 def _ensure_ssh_key(path: Path) -> None:
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -635,7 +667,7 @@ def _ensure_ssh_key(path: Path) -> None:
 
 
 def up(name: str, port_base: int, extra_vars: dict | None = None,
-       enforce_limits: bool = False, network: Network | None = None,
+       enforce_limits: bool = False, users_btrfs: str = "", network: Network | None = None,
        workers: list[str] | None = None) -> Host:
     """Boot a host; with ``network`` in that private network (its own
     namespace, address and /etc/hosts, the network's shared directory at
@@ -657,6 +689,7 @@ def up(name: str, port_base: int, extra_vars: dict | None = None,
     host = Host(name=name, port_base=port_base, root=str(HOSTS / name / "root"),
                 ports=ports(port_base), extra_vars=extra_vars or {},
                 admin_password=secrets.token_urlsafe(12), enforce_limits=enforce_limits,
+                users_btrfs=users_btrfs,
                 address=network.members[name] if network else "", netns=name if network else "",
                 workers=list(workers or []))
     host.dir.mkdir(parents=True, exist_ok=True)
@@ -672,6 +705,13 @@ def up(name: str, port_base: int, extra_vars: dict | None = None,
         "PermitRootLogin prohibit-password\nPasswordAuthentication no\n")
     (root / "etc/hostname").write_text(f"th-{name}\n")
     _write_inventory(host)
+    host.save()  # down() finds what to undo from here on
+    if users_btrfs:
+        try:
+            _mount_users_btrfs(host)
+        except BaseException:
+            down(name)
+            raise
 
     argv = ["systemd-nspawn", "-D", host.root, "--register=no", "--keep-unit", "-b",
             f"--machine=th-{name}", "--console=read-only"]
@@ -824,7 +864,13 @@ LIMITS_HOST_VARS = {
     # two shared cores: a lab may take over a minute to listen
     "jupyterhub_spawner_start_timeout": 300,
     "jupyterhub_spawner_http_timeout": 300,
+    # per-user disk quotas on the users' root, a btrfs image (LIMITS_HOST_USERS_BTRFS)
+    "jupyterhub_storage_quota_enabled": True,
+    "jupyterhub_storage_quota_per_user": "100M",
 }
+# size of the enforcing host's btrfs users' root (sparse: only what is written
+# takes space on the build machine)
+LIMITS_HOST_USERS_BTRFS = "3G"
 
 # Every lab on the hub's origin (jupyterhub_user_subdomains false), reached by
 # address: tests/hubclient.py takes a hub URL with an IP address for this mode.
@@ -844,29 +890,41 @@ def set_origins(name: str, user_subdomains: bool) -> Host:
 
 
 def deploy(name: str, *ansible_args: str, check: bool = True,
-           capture: bool = False) -> subprocess.CompletedProcess:
+           capture: bool = False, repo: Path = REPO) -> subprocess.CompletedProcess:
+    """Run ``repo``'s playbook against the host: this checkout's, or another
+    tree's (the upgrade test deploys the previous release's checkout first)."""
     host = Host.load(name)
     env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
-    cfg = REPO / "ansible" / "ansible.cfg"
+    cfg = repo / "ansible" / "ansible.cfg"
     if cfg.exists():
         env["ANSIBLE_CONFIG"] = str(cfg)
     argv = [str(VENV_BIN / "ansible-playbook"), "-i", str(host.inventory),
-            str(REPO / "ansible" / "site.yml"), *ansible_args]
+            str(repo / "ansible" / "site.yml"), *ansible_args]
     log(" ".join(argv))
     if capture:
-        res = subprocess.run(argv, env=env, text=True, capture_output=True, cwd=REPO)
+        res = subprocess.run(argv, env=env, text=True, capture_output=True, cwd=repo)
         if check and res.returncode:
             raise RuntimeError(f"ansible-playbook failed ({res.returncode}):\n"
                                f"{res.stdout[-6000:]}\n{res.stderr[-3000:]}")
         return res
-    return subprocess.run(argv, env=env, check=check, cwd=REPO)
+    return subprocess.run(argv, env=env, check=check, cwd=repo)
 
 
 def provision(name: str, port_base: int, extra_vars: dict | None = None,
-              enforce_limits: bool = False, reuse: bool = False, log_to: Path | None = None) -> Host:
+              enforce_limits: bool = False, reuse: bool = False, log_to: Path | None = None,
+              before_deploy: Callable[[Host], None] | None = None,
+              users_btrfs: str = "") -> Host:
     """A running host with the platform deployed: the kept one when ``reuse``
-    and it was deployed and still runs, else a fresh one (up + deploy)."""
-    return _kept_or_deployed(name, reuse, log_to, lambda: up(name, port_base, extra_vars, enforce_limits))
+    and it was deployed and still runs, else a fresh one (up, ``before_deploy``
+    (what the deployment needs inside the host, e.g. a local ACME CA), deploy)."""
+
+    def fresh() -> Host:
+        host = up(name, port_base, extra_vars, enforce_limits, users_btrfs)
+        if before_deploy:
+            before_deploy(host)
+        return host
+
+    return _kept_or_deployed(name, reuse, log_to, fresh)
 
 
 def provision_cluster(name: str, port_base: int, workers: int = 1, reuse: bool = False,
@@ -881,7 +939,7 @@ def provision_cluster(name: str, port_base: int, workers: int = 1, reuse: bool =
     return _kept_or_deployed(hub_name, reuse, log_to, fresh)
 
 
-def _kept_or_deployed(name: str, reuse: bool, log_to: Path | None, boot) -> Host:
+def _kept_or_deployed(name: str, reuse: bool, log_to: Path | None, boot: Callable[[], Host]) -> Host:
     marker = HOSTS / name / "deployed"
     if reuse and marker.exists():
         existing = Host.load(name)
@@ -950,6 +1008,7 @@ def down(name: str) -> None:
             time.sleep(1)
         _kill_container_init(host)
     _remove_cgroups([Path(d) for d in host.cgroups] if host and host.cgroups else _cgroup_dirs(name))
+    _unmount_users_btrfs(name)
     root = (hdir / "root").resolve()
     if any(line.split()[1].startswith(str(root)) for line in Path("/proc/mounts").read_text().splitlines()):
         raise RuntimeError(f"refusing to delete {root}: something is still mounted below it")
@@ -1007,6 +1066,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--enforce-limits", action="store_true",
                    help="legacy cgroup mode with writable memory/pids/cpu controllers: "
                         "the labs' limits take effect (see docs/testing.md)")
+    p.add_argument("--users-btrfs", metavar="SIZE", default="",
+                   help="the users' root on a loop-mounted btrfs image of SIZE (e.g. 3G), "
+                        "for disk quotas (set jupyterhub_storage_quota_enabled in the inventory)")
     p = sub.add_parser("origins", help="switch a host's lab origins (then deploy it)")
     p.add_argument("name")
     p.add_argument("mode", choices=["subdomains", "single"])
@@ -1039,7 +1101,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "build":
         print(build())
     elif args.cmd == "up":
-        host = up(args.name, args.port_base, extra_vars, args.enforce_limits)
+        host = up(args.name, args.port_base, extra_vars, args.enforce_limits, args.users_btrfs)
         print(json.dumps(asdict(host), indent=2))
     elif args.cmd == "origins":
         host = set_origins(args.name, args.mode == "subdomains")

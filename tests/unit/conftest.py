@@ -25,23 +25,25 @@ SAMPLE_SETTINGS = {
     "proxy_socket": "/run/jupyterhub-proxy/proxy.sock",
     "proxy_api_socket": "/run/jupyterhub-proxy/api.sock",
     "proxy_user": "jupyterhub-proxy",
-    "admin_user": "admin",
     "admin_password_file": None,
-    "signup_enabled": True,
-    "allowed_failed_logins": 5,
-    "seconds_before_next_try": 600,
-    "minimum_password_length": 8,
-    "unix_username_template": "jh-{USERNAME}",
     "platform_group": "jupyterhub-users",
     "users_root": "/srv/jupyterhub/users",
     "shared_dir": "/srv/jupyterhub/shared",
     "lab_venv": "/opt/jupyterlab",
     "default_url": "/lab",
-    "spawner": {
+    "spawner": {"environment": {}},
+    "config_d": "/etc/jupyterhub/jupyterhub_config.d",
+}
+
+
+# platform_config.json as the hub role renders it with the default variables
+# (test_settings.py checks that it is exactly that rendering)
+SAMPLE_PLATFORM_CONFIG = {
+    "PlatformSpawner": {
         "mem_limit": "4G",
         "cpu_limit": 2.0,
         "tasks_max": 1024,
-        "user_workingdir": None,
+        "user_workingdir": "/home/{UNIXNAME}/workspace",
         "default_shell": "/bin/bash",
         "extra_paths": [],
         "unit_name_template": "jupyter-{USERNAME}-singleuser",
@@ -59,15 +61,57 @@ SAMPLE_SETTINGS = {
         "start_timeout": 120,
         "http_timeout": 60,
         "ready_poll_interval": 0.05,
-        "environment": {},
+        "unix_username_template": "jh-{USERNAME}",
+        "resource_profiles": {},
     },
-    "config_d": "/etc/jupyterhub/jupyterhub_config.d",
+    "PlatformAuthenticator": {
+        "admin_user": "admin",
+        "unix_username_template": "jh-{USERNAME}",
+        "enable_signup": True,
+        "allowed_failed_logins": 5,
+        "seconds_before_next_try": 600,
+        "minimum_password_length": 8,
+        "password_words": 3,
+        "password_delimiter": "-",
+        "signup_max_pending": 100,
+        "signups_per_address_per_hour": 30,
+    },
+    "SessionCuller": {
+        "enabled": False,
+        "timeout": 86400,
+        "interval": 600,
+        "max_age": 0,
+        "max_extension_hours": 24,
+    },
+    "StorageManager": {
+        "unix_username_template": "jh-{USERNAME}",
+        "trash_retention_days": 7,
+        "deleted_user_retention_days": 30,
+        "sizes_interval": 3600,
+        "volume_descriptions": {
+            "home": "User home directory files, configurations",
+            "workspace": "Project files, notebooks, code",
+            "cache": "Temporary files, pip cache, conda cache",
+        },
+    },
+    "ActivityMonitor": {
+        "sample_interval": 600,
+        "retention_days": 7,
+        "half_life": 72.0,
+        "inactive_after": 60.0,
+    },
+    "GpuSupport": {"mode": 2, "policy": "all", "group_devices": {}, "group_counts": {}},
 }
 
 
 @pytest.fixture
 def settings():
     return copy.deepcopy(SAMPLE_SETTINGS)
+
+
+@pytest.fixture
+def platform_config():
+    return copy.deepcopy(SAMPLE_PLATFORM_CONFIG)
 
 
 @pytest.fixture
@@ -95,7 +139,7 @@ async def answering(ip, port, path):
 
 
 @pytest.fixture
-def make_spawner(monkeypatch, settings, tmp_path):
+def make_spawner(monkeypatch, settings, platform_config, tmp_path):
     # no systemctl here; SystemdSpawner.__init__ asks for the version
     monkeypatch.setattr(systemd, "get_systemd_version", lambda: 252)
     from hub_ext.spawner import PlatformSpawner
@@ -105,9 +149,10 @@ def make_spawner(monkeypatch, settings, tmp_path):
     settings["users_root"] = str(users_root)
 
     def make(name="alice", extra_config=None, groups=(), spawner_class=PlatformSpawner, **spawner_settings):
-        settings["spawner"].update(spawner_settings)
         c = Config()
         apply_platform_settings(c, settings)
+        c.merge(Config(platform_config))
+        c.PlatformSpawner.update(spawner_settings)
         if extra_config:
             c.merge(extra_config)
         user = SimpleNamespace(
@@ -126,17 +171,19 @@ def make_spawner(monkeypatch, settings, tmp_path):
 
 
 @pytest.fixture
-def make_authenticator(settings, tmp_path):
+def make_authenticator(settings, platform_config, tmp_path):
     db = orm.new_session_factory("sqlite://")()
 
-    def make(password=None, **overrides):
-        settings.update(overrides)
+    def make(password=None, **traits):
+        """PlatformAuthenticator as deployed, with ``traits`` set on top."""
         if password is not None:
             path = tmp_path / "admin_password"
             path.write_text(password + "\n")
             settings["admin_password_file"] = str(path)
         c = Config()
         apply_platform_settings(c, settings)
+        c.merge(Config(platform_config))
+        c.PlatformAuthenticator.update(traits)
         return PlatformAuthenticator(config=c, db=db)
 
     make.db = db

@@ -11,13 +11,15 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+from traitlets import TraitError
 
 from hub_ext import config
 from hub_ext.activity import accounting, metrics, score
 from hub_ext.activity.model import Target, downsample, sizes_entry, targets_from_users
-from hub_ext.activity.service import ActivityMonitor
+from hub_ext.activity.service import ActivityMonitor, oom_kill_is_new
 from hub_ext.activity.store import Sample, Store, Total
 from hub_ext.process import CommandResult
+from hub_ext.timeutil import to_iso
 
 from .fakes import FakeClock
 
@@ -155,11 +157,16 @@ def make_tree(root: Path, units) -> accounting.Hierarchies:
         d.mkdir(parents=True)
         for f in V2.iterdir():
             shutil.copy(f, d / f.name)
+        set_oom_kills(root, unit, 0)
     return accounting.Hierarchies(unified=str(root))
 
 
 def set_cpu(root: Path, unit: str, seconds: float) -> None:
     (root / "system.slice" / unit / "cpu.stat").write_text(f"usage_usec {int(seconds * 1e6)}\n")
+
+
+def set_oom_kills(root: Path, unit: str, kills: int) -> None:
+    (root / "system.slice" / unit / "memory.events").write_text(f"oom {kills}\noom_kill {kills}\n")
 
 
 @pytest.fixture
@@ -224,7 +231,10 @@ def test_tick_samples_every_user_and_the_model_shows_status_usage_and_score(moni
     assert users["bob"]["status"] == "idle" and users["bob"]["cpu_percent"] == 1.0
     assert users["carol"]["status"] == "offline" and users["carol"]["cpu_percent"] is None
     assert users["alice"]["sources"] == {"cpu": "cgroup-v2", "memory": "cgroup-v2",
-                                         "tasks": "cgroup-v2", "io": "cgroup-v2"}
+                                         "tasks": "cgroup-v2", "io": "cgroup-v2",
+                                         "oom_kills": "cgroup-v2"}
+    assert users["alice"]["oom_kills"] == 0 and users["alice"]["last_oom_kill_at"] is None
+    assert users["carol"]["oom_kills"] is None
     assert users["alice"]["memory_bytes"] == 734003200 - 209715200
     assert users["alice"]["memory_limit"] == 2 * 2**30
     assert users["alice"]["gpu_memory_bytes"] == 3 * 2**30 and users["bob"]["gpu_memory_bytes"] == 0
@@ -256,6 +266,41 @@ def test_live_refresh_between_ticks_does_not_write(monitor_env):
     assert m.current["alice"]["cpu_percent"] == pytest.approx(50.0)
 
 
+def test_an_oom_kill_shows_with_the_reading_that_first_saw_it(monitor_env):
+    m, clock, cg, targets, lookups, _ = monitor_env
+    run(m.tick())
+    clock.now += 10
+    set_oom_kills(cg, "jupyter-alice-singleuser.service", 1)
+    run(m.refresh())
+    killed_seen = clock.now
+    clock.now += 10
+    run(m.tick())  # the same kill again: not new
+    users = {u["name"]: u for u in m.model()["users"]}
+    assert users["alice"]["oom_kills"] == 1
+    assert users["alice"]["last_oom_kill_at"] == to_iso(killed_seen)
+    assert users["bob"]["oom_kills"] == 0 and users["bob"]["last_oom_kill_at"] is None
+    clock.now += 10
+    set_oom_kills(cg, "jupyter-alice-singleuser.service", 3)
+    run(m.tick())
+    assert m.model()["users"][0]["last_oom_kill_at"] == to_iso(clock.now)
+    # the metric follows the count
+    registry = CollectorRegistry()
+    metrics.register(m, registry)
+    assert 'jupyterhub_activity_oom_kills_total{user="alice"} 3.0' in generate_latest(registry).decode()
+
+
+def test_oom_kill_is_new_only_when_the_count_grows():
+    def reading(kills):
+        return accounting.Reading("u.service", "/u", 0.0, oom_kills=kills)
+
+    assert oom_kill_is_new(None, reading(2))  # kills before the hub started: seen now
+    assert not oom_kill_is_new(None, reading(0))
+    assert not oom_kill_is_new(reading(1), reading(1))
+    assert oom_kill_is_new(reading(1), reading(2))
+    assert oom_kill_is_new(reading(None), reading(1))
+    assert not oom_kill_is_new(reading(3), reading(None))  # memory controller gone
+
+
 def test_stopped_server_restart_and_reset(monitor_env):
     m, clock, cg, targets, lookups, _ = monitor_env
     run(m.tick())
@@ -285,13 +330,16 @@ def test_scores_survive_a_hub_restart(monitor_env, tmp_path):
     assert again.score_view["alice"] == (1.0, 4)
 
 
-def test_sizes_provider_is_reused_for_the_volumes_interval(monitor_env):
+def test_sizes_show_the_providers_latest_measurement(monitor_env):
+    # no second cache in the activity monitor: the storage sizing's interval
+    # (jupyterhub_storage_sizes_interval) alone says how fresh the column is
     m, clock, *_ = monitor_env
+    measured = {"alice": {"home": 2**20, "workspace": 3 * 2**20, "cache": None}}
     calls = []
 
     def provider(names):
         calls.append(sorted(names))
-        return {"alice": {"home": 2**20, "workspace": 3 * 2**20, "cache": None}}
+        return measured
 
     m.sizes_provider = provider
     run(m.tick())
@@ -299,11 +347,11 @@ def test_sizes_provider_is_reused_for_the_volumes_interval(monitor_env):
     assert users["alice"]["sizes"] == {"total": 4 * 2**20,
                                        "dirs": {"home": 2**20, "workspace": 3 * 2**20}}
     assert users["bob"]["sizes"] is None
-    m.model()
-    assert len(calls) == 1
-    clock.now += m.volumes_update_interval
-    m.model()
-    assert len(calls) == 2 and calls[0] == ["alice", "bob", "carol"]
+    assert calls == [["alice", "bob", "carol"]]
+    measured["alice"] = {"home": 2**20, "workspace": None, "cache": None}  # a new pass
+    users = {u["name"]: u for u in m.model()["users"]}
+    assert users["alice"]["sizes"] == {"total": 2**20, "dirs": {"home": 2**20}}
+    assert len(calls) == 2
 
 
 def test_targets_from_hub_users():
@@ -340,9 +388,14 @@ def test_metrics_collector(monitor_env):
     assert generate_latest(registry).decode().count("# TYPE jupyterhub_activity_score_ratio") == 1
 
 
-def test_monitor_rejects_nonsense():
-    with pytest.raises(ValueError, match="half_life and inactive_after must be > 0"):
-        ActivityMonitor(half_life=0, cgroup_lookup=lambda u: {})
+@pytest.mark.parametrize("trait, value", [
+    ("half_life", 0), ("inactive_after", 0), ("live_interval", -1), ("sample_interval", 0),
+])
+def test_monitor_rejects_nonsense(trait, value):
+    # the traits' bounds (the Ansible variables' values are checked by the same
+    # traits at deploy: test_settings.py)
+    with pytest.raises(TraitError, match=trait):
+        ActivityMonitor(**{trait: value}, cgroup_lookup=lambda u: {})
 
 
 def test_systemctl_lookup_failure_leaves_units_unresolved():
@@ -356,35 +409,17 @@ def test_systemctl_lookup_failure_leaves_units_unresolved():
 # --- settings -------------------------------------------------------------------------
 
 
-def test_activity_settings_default_and_apply(settings):
+def test_activity_settings_from_the_deployed_files(settings, platform_config):
     from traitlets.config import Config
 
     c = Config()
-    s = config.apply_platform_settings(c, settings)
-    assert s["activity"] == config.ACTIVITY_DEFAULTS
-    assert c.ActivityMonitor.sample_interval == 600
-    assert c.ActivityMonitor.half_life == 72.0
-    assert c.ActivityMonitor.db_file == "/var/lib/jupyterhub/activity.sqlite"
-
-    settings["activity"] = {"sample_interval": 120, "inactive_after": 5}
-    c = Config()
     config.apply_platform_settings(c, settings)
-    assert c.ActivityMonitor.sample_interval == 120 and c.ActivityMonitor.inactive_after == 5.0
-    assert c.ActivityMonitor.retention_days == 7
-
-
-@pytest.mark.parametrize("key, value, message", [
-    ("sample_interval", 30, "activity.sample_interval must be >= 60"),
-    ("retention_days", 0, "activity.retention_days must be >= 1"),
-    ("half_life", 169, "activity.half_life must be <= 168"),
-    ("inactive_after", "60", "activity.inactive_after must be an integer"),
-    ("volumes_update_interval", True, "activity.volumes_update_interval must be an integer"),
-    ("colour", 1, "activity.colour is not a known activity option"),
-])
-def test_bad_activity_settings_name_the_key(settings, key, value, message):
-    settings["activity"] = {key: value}
-    with pytest.raises(config.PlatformSettingsError, match=message):
-        config.validate_settings(settings)
+    platform_config["ActivityMonitor"].update(sample_interval=120, inactive_after=5)
+    c.merge(Config(platform_config))
+    assert c.ActivityMonitor.db_file == "/var/lib/jupyterhub/activity.sqlite"
+    c.ActivityMonitor.db_file = ":memory:"
+    m = ActivityMonitor(config=c, cgroup_lookup=lambda u: {})
+    assert (m.sample_interval, m.inactive_after, m.retention_days) == (120, 5.0, 7)
 
 
 def test_concurrent_live_requests_take_one_reading(monitor_env):

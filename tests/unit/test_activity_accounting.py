@@ -114,7 +114,7 @@ def v1_tree(root: Path, unit_dirs=("cpuacct", "memory", "pids", "blkio", "system
     mounts = {}
     for ctl, files in {
         "cpuacct": ["cpuacct.usage"],
-        "memory": ["memory.usage_in_bytes", "memory.stat"],
+        "memory": ["memory.usage_in_bytes", "memory.stat", "memory.oom_control"],
         "pids": ["pids.current"],
         "blkio": ["blkio.throttle.io_service_bytes"],
         "systemd": [],
@@ -198,7 +198,8 @@ def test_all_figures_from_cgroup_v2(tmp_path):
     assert r.memory_bytes == 734003200 - 209715200
     assert r.tasks == 37
     assert (r.io_read_bytes, r.io_write_bytes) == (1052672, 2097152)
-    assert r.sources == dict.fromkeys(acc.FIGURES, acc.SOURCE_V2)
+    assert r.oom_kills == 3  # memory.events
+    assert r.sources == dict.fromkeys((*acc.FIGURES, acc.OOM_KILLS), acc.SOURCE_V2)
     assert r.pids == (101, 102) and not r.gone
     assert r.pid_cpu == {}  # psutil not needed
 
@@ -210,7 +211,8 @@ def test_all_figures_from_cgroup_v1_controllers(tmp_path):
     assert r.memory_bytes == 940613632 - 332263424
     assert r.tasks == 23
     assert (r.io_read_bytes, r.io_write_bytes) == (4104192, 1048576)
-    assert r.sources == dict.fromkeys(acc.FIGURES, acc.SOURCE_V1)
+    assert r.oom_kills == 2  # memory.oom_control
+    assert r.sources == dict.fromkeys((*acc.FIGURES, acc.OOM_KILLS), acc.SOURCE_V1)
     assert r.pids == (101,)  # from the name=systemd hierarchy
 
 

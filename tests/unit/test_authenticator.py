@@ -5,13 +5,9 @@ import bcrypt
 import pytest
 from nativeauthenticator.orm import UserInfo
 
+from hub_ext.accounts.outcomes import LoginResult, SignupRefused, delay_message
 from hub_ext.accounts.unix_users import HUB_NAME_RULE
-from hub_ext.authenticator import (
-    SIGNUP_CLOSED_MESSAGE,
-    LoginResult,
-    SignupRefused,
-    delay_message,
-)
+from hub_ext.authenticator import SIGNUP_CLOSED_MESSAGE
 
 from .fakes import FakeClock
 
@@ -81,7 +77,7 @@ def test_empty_admin_password_file_is_an_error(make_authenticator):
 
 
 def test_admin_can_sign_up_while_signup_disabled(make_authenticator):
-    authenticator = make_authenticator(signup_enabled=False)
+    authenticator = make_authenticator(enable_signup=False)
     # open for the admin's first signup only
     assert authenticator.enable_signup is True
     assert authenticator.create_user("alice", "long-enough-pw") is None
@@ -94,12 +90,12 @@ def test_admin_can_sign_up_while_signup_disabled(make_authenticator):
 
 
 def test_signup_disabled_with_password_file_stays_closed(make_authenticator):
-    authenticator = make_authenticator(password="admin-password", signup_enabled=False)
+    authenticator = make_authenticator(password="admin-password", enable_signup=False)
     assert authenticator.enable_signup is False
 
 
 def test_signup_handler_replaced(make_authenticator):
-    from hub_ext.authenticator import PlatformSignUpHandler
+    from hub_ext.accounts.login_pages import PlatformSignUpHandler
 
     handlers = dict(make_authenticator().get_handlers(None))
     assert handlers["/signup"] is PlatformSignUpHandler

@@ -171,7 +171,7 @@ def test_stop_cancels_the_job_and_poll_then_reports_it_stopped(slurm_spawner):
 
 def test_a_job_still_waiting_at_start_timeout_is_cancelled_with_slurms_reason(slurm_spawner):
     slurm_spawner.slurm_run = FakeSlurm(pending=10**6)
-    slurm_spawner.start_timeout = 0
+    slurm_spawner.start_timeout = 1
     with pytest.raises(Exception, match="Resources"):
         asyncio.run(slurm_spawner.start())
     assert slurm_spawner.slurm_run.calls[-1][0] == ["scancel", "77"]

@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -56,65 +57,45 @@ def test_subdomains_need_a_domain_with_subdomains(settings, public_host):
 
 def test_spawner(settings):
     settings["spawner"]["environment"] = {"TZ": "UTC"}
-    settings["spawner"]["unit_extra_properties"] = {"TasksMax": "512"}
-    settings["spawner"]["tasks_max"] = 200
-    settings["spawner"]["tmp_size"] = "512M"
-    settings["spawner"]["shm_size"] = 268435456
     c = rendered(settings).PlatformSpawner
     assert c.cmd == ["/opt/jupyterlab/bin/jupyterhub-singleuser"]
     assert c.default_url == "/lab"
-    assert c.mem_limit == "4G"
-    assert c.cpu_limit == 2.0
-    assert c.tasks_max == 200
-    assert c.default_shell == "/bin/bash"
-    assert c.unit_name_template == "jupyter-{USERNAME}-singleuser"
-    assert c.isolate_tmp is True and c.disable_user_sudo is True
-    assert c.isolate_devices is False and c.dynamic_users is False
-    assert c.start_timeout == 120 and c.http_timeout == 60
-    assert c.ready_poll_interval == 0.05
-    assert c.tmp_size == "512M" and c.shm_size == "268435456"
     assert c.environment == {"TZ": "UTC"}
-    assert c.unit_extra_properties == {"TasksMax": "512"}
     assert c.users_root == "/srv/jupyterhub/users"
     assert c.shared_dir == "/srv/jupyterhub/shared"
-    assert c.unix_username_template == "jh-{USERNAME}"
     assert c.platform_group == "jupyterhub-users"
     assert c.lab_venv == "/opt/jupyterlab"
-    # null keeps the class default (e.g. user_workingdir -> /home/<unix>/workspace)
-    for key in ("user_workingdir", "readonly_paths", "readwrite_paths", "slice"):
-        assert key not in c
+    # the lab unit's settings come from platform_config.json (test_settings.py)
+    assert "mem_limit" not in c
 
 
 def test_authenticator(settings):
-    settings["signup_enabled"] = False
     settings["admin_password_file"] = "/etc/jupyterhub/admin_password"
     c = rendered(settings)
-    assert c.Authenticator.admin_users == {"admin"}
     assert c.Authenticator.allow_all is True
-    assert c.NativeAuthenticator.enable_signup is False
     assert c.NativeAuthenticator.open_signup is False
-    assert c.NativeAuthenticator.allowed_failed_logins == 5
-    assert c.NativeAuthenticator.seconds_before_next_try == 600
-    assert c.NativeAuthenticator.minimum_password_length == 8
     assert c.PlatformAuthenticator.admin_password_file == "/etc/jupyterhub/admin_password"
-    assert c.PlatformAuthenticator.unix_username_template == "jh-{USERNAME}"
+    # the accounts' settings come from platform_config.json (test_settings.py)
+    assert "admin_users" not in c.Authenticator and "enable_signup" not in c.NativeAuthenticator
 
 
-def test_config_reaches_real_traits(settings):
+def test_config_reaches_real_traits(settings, platform_config):
     """The rendered config, loaded by the real classes, gives the expected values."""
-    from nativeauthenticator import NativeAuthenticator
+    from jupyterhub import orm
 
+    from hub_ext.authenticator import PlatformAuthenticator
     from hub_ext.spawner import PlatformSpawner
 
     c = rendered(settings)
+    c.merge(Config(platform_config))
     spawner_traits = PlatformSpawner.class_traits(config=True)
     for key in c.PlatformSpawner:
         assert key in spawner_traits, key
-    native = NativeAuthenticator(config=c, add_new_table=False)
-    assert native.allowed_failed_logins == 5
-    assert native.minimum_password_length == 8
-    assert native.enable_signup is True and native.open_signup is False
-    assert native.admin_users == {"admin"} and native.allow_all is True
+    auth = PlatformAuthenticator(config=c, db=orm.new_session_factory("sqlite://")())
+    assert auth.allowed_failed_logins == 5
+    assert auth.minimum_password_length == 8
+    assert auth.enable_signup is True and auth.open_signup is False
+    assert auth.admin_users == {"admin"} and auth.allow_all is True
 
 
 @pytest.mark.parametrize(
@@ -131,36 +112,10 @@ def test_config_reaches_real_traits(settings):
         ("public_host", "https://hub.example.org:99999", "public_host must be https://<domain>"),
         ("user_subdomains", "yes", "user_subdomains must be true or false"),
         ("state_dir", "var/lib", "state_dir must be an absolute path"),
-        ("admin_user", "Admin", "admin_user is invalid"),
-        ("signup_enabled", "yes", "signup_enabled must be true or false"),
-        ("allowed_failed_logins", -1, "allowed_failed_logins must be >= 0"),
-        ("seconds_before_next_try", True, "seconds_before_next_try must be an integer"),
-        ("minimum_password_length", 0, "minimum_password_length must be >= 1"),
-        ("unix_username_template", "jh-user", "unix_username_template is invalid"),
         ("platform_group", "Bad Group", "platform_group is invalid"),
         ("users_root", "/srv/my users", "users_root must not contain whitespace"),
         ("shared_dir", "/srv/a:b", "shared_dir must not contain whitespace or ':'"),
-        ("spawner.mem_limit", -1, "spawner.mem_limit must be positive"),
-        ("spawner.mem_limit", "-4G", "spawner.mem_limit must be a positive byte count"),
-        ("spawner.mem_limit", "4GB", "spawner.mem_limit must be a positive byte count"),
-        ("spawner.cpu_limit", 0, "spawner.cpu_limit must be a positive number"),
-        ("spawner.cpu_limit", -0.5, "spawner.cpu_limit must be a positive number"),
-        ("spawner.tasks_max", 0, "spawner.tasks_max must be >= 1"),
-        ("spawner.tasks_max", "many", "spawner.tasks_max must be"),
-        ("spawner.start_timeout", 0, "spawner.start_timeout must be >= 1"),
-        ("spawner.ready_poll_interval", 0, "spawner.ready_poll_interval must be a number of seconds in 0.01-5"),
-        ("spawner.ready_poll_interval", "fast", "spawner.ready_poll_interval must be a number"),
-        ("spawner.isolate_tmp", 1, "spawner.isolate_tmp must be true or false"),
-        ("spawner.tmp_size", "1.5G", "spawner.tmp_size must be a tmpfs size"),
-        ("spawner.tmp_size", "2G,exec", "spawner.tmp_size must be a tmpfs size"),
-        ("spawner.shm_size", "0", "spawner.shm_size must be a tmpfs size"),
-        ("spawner.shm_size", None, "spawner.shm_size must be a tmpfs size"),
-        ("spawner.dynamic_users", True, "spawner.dynamic_users is not supported"),
-        ("spawner.extra_paths", "/opt/bin", "spawner.extra_paths must be a list"),
         ("spawner.environment", {"A": 1}, "spawner.environment must be an object"),
-        ("spawner.unit_extra_properties", {"X": 1}, "spawner.unit_extra_properties must be"),
-        ("spawner.unit_name_template", "jupyter-lab", "spawner.unit_name_template must contain"),
-        ("spawner.slice", "users", "spawner.slice must be a systemd slice name"),
         ("spawner.no_such_option", 1, "spawner.no_such_option is not a known spawner option"),
     ],
 )
@@ -198,19 +153,6 @@ def test_internal_endpoints_are_unix_sockets(settings):
     assert c.JupyterHub.hub_socket_mode == 0o666
 
 
-def test_admin_name_too_long_for_template(settings):
-    settings["unix_username_template"] = "jupyterhub-user-{USERNAME}"
-    settings["admin_user"] = "administrator-of-this-hub"
-    with pytest.raises(ValueError, match="admin_user has no valid unix name"):
-        rendered(settings)
-
-
-def test_memory_forms_accepted(settings):
-    for value in (1073741824, "512M", "1.5G", "1T"):
-        settings["spawner"]["mem_limit"] = value
-        assert validate_settings(settings)["spawner"]["mem_limit"] == value
-
-
 def test_unknown_top_level_keys_are_kept_for_other_modules(settings):
     settings["gpu_mode"] = 2
     assert validate_settings(settings)["gpu_mode"] == 2
@@ -229,14 +171,17 @@ def test_load_settings(write_settings, settings, tmp_path):
         load_settings(bad)
 
 
-def load_jupyterhub_config(platform_json, monkeypatch):
+def load_jupyterhub_config(platform_json, monkeypatch, platform_config=None):
     monkeypatch.setenv("JUPYTERHUB_PLATFORM_CONFIG", str(platform_json))
+    settings_file = platform_json.parent / "platform_config.json"
+    settings_file.write_text(json.dumps(platform_config or {}))
+    monkeypatch.setenv("JUPYTERHUB_PLATFORM_SETTINGS", str(settings_file))
     loader = PyFileConfigLoader(CONFIG_FILE.name, path=str(CONFIG_FILE.parent))
     return loader.load_config()
 
 
 def test_jupyterhub_config_file_applies_platform_json_then_config_d(
-    settings, write_settings, tmp_path, monkeypatch
+    settings, platform_config, write_settings, tmp_path, monkeypatch
 ):
     config_d = tmp_path / "jupyterhub_config.d"
     config_d.mkdir()
@@ -248,27 +193,38 @@ def test_jupyterhub_config_file_applies_platform_json_then_config_d(
     (config_d / "README").write_text("c.JupyterHub.log_level = 'NOT PYTHON CONFIG'\n")
     settings["config_d"] = str(config_d)
 
-    c = load_jupyterhub_config(write_settings(settings), monkeypatch)
+    c = load_jupyterhub_config(write_settings(settings), monkeypatch, platform_config)
     assert c.JupyterHub.bind_url == "http+unix://%2Frun%2Fjupyterhub-proxy%2Fproxy.sock/jupyterhub/"
     assert c.JupyterHub.spawner_class == "hub_ext.spawner.PlatformSpawner"
-    assert c.PlatformSpawner.cpu_limit == 2.0
-    assert c.PlatformSpawner.mem_limit == "8G"  # site-local override
+    assert c.PlatformSpawner.cpu_limit == 2.0  # from platform_config.json
+    assert c.PlatformSpawner.mem_limit == "8G"  # site-local override wins over it
     assert c.JupyterHub.log_level == "DEBUG"
 
 
-def test_jupyterhub_config_file_without_config_d(settings, write_settings, monkeypatch, tmp_path):
+def test_jupyterhub_config_file_without_config_d(
+    settings, platform_config, write_settings, monkeypatch, tmp_path
+):
     settings["config_d"] = str(tmp_path / "does-not-exist")
-    c = load_jupyterhub_config(write_settings(settings), monkeypatch)
+    c = load_jupyterhub_config(write_settings(settings), monkeypatch, platform_config)
     assert c.PlatformSpawner.mem_limit == "4G"
     settings["config_d"] = None
-    c = load_jupyterhub_config(write_settings(settings), monkeypatch)
-    assert c.NativeAuthenticator.minimum_password_length == 8
+    c = load_jupyterhub_config(write_settings(settings), monkeypatch, platform_config)
+    assert c.PlatformAuthenticator.minimum_password_length == 8
 
 
 def test_jupyterhub_config_file_refuses_bad_platform_json(settings, write_settings, monkeypatch):
-    settings["spawner"]["mem_limit"] = -5
-    with pytest.raises(ValueError, match=r"spawner\.mem_limit"):
+    settings["spawner"]["environment"] = {"A": 1}
+    with pytest.raises(ValueError, match=r"spawner\.environment"):
         load_jupyterhub_config(write_settings(settings), monkeypatch)
+
+
+def test_jupyterhub_config_file_refuses_gpus_with_private_devices(
+    settings, platform_config, write_settings, monkeypatch
+):
+    platform_config["GpuSupport"]["mode"] = 1
+    platform_config["PlatformSpawner"]["isolate_devices"] = True
+    with pytest.raises(ValueError, match="jupyterhub_spawner_isolate_devices"):
+        load_jupyterhub_config(write_settings(settings), monkeypatch, platform_config)
 
 
 # --- accounts (passwords, privilege groups, resource profiles) ------------------------
@@ -280,40 +236,17 @@ def test_accounts_defaults_and_traits(settings):
     from hub_ext.config import apply_platform_settings
 
     c = Config()
-    s = apply_platform_settings(c, settings)  # no "accounts" key: the defaults
-    assert s["accounts"]["password_words"] == 3 and s["accounts"]["password_delimiter"] == "-"
-    assert c.PlatformSpawner.resource_profiles == {}
+    apply_platform_settings(c, settings)  # no "accounts" key: the defaults
     assert c.PlatformSpawner.docker_unix_group == "docker"
     assert c.PlatformAuthenticator.managed_unix_groups == ["docker", "jupyterhub-sudo"]
     assert set(c.JupyterHub.load_groups) == {"docker-sock", "docker-privileged"}
 
 
-def test_accounts_values_applied(settings):
-    from traitlets.config import Config
-
-    from hub_ext.config import apply_platform_settings
-
-    settings["accounts"] = {
-        "password_words": 5, "password_delimiter": ".",
-        "resource_profiles": {"big": {"mem_limit": "16G", "cpu_limit": 8}},
-    }
-    c = Config()
-    apply_platform_settings(c, settings)
-    assert c.PlatformAuthenticator.password_words == 5
-    assert c.PlatformAuthenticator.password_delimiter == "."
-    assert c.PlatformSpawner.resource_profiles == {"big": {"mem_limit": "16G", "cpu_limit": 8.0}}
-
-
 @pytest.mark.parametrize("accounts, key", [
-    ({"password_words": 2}, "accounts.password_words"),
-    ({"password_delimiter": " "}, "accounts.password_delimiter"),
-    ({"resource_profiles": []}, "accounts.resource_profiles"),
-    ({"resource_profiles": {"big": {}}}, "accounts.resource_profiles.big"),
-    ({"resource_profiles": {"big": {"mem_limit": "lots"}}}, "accounts.resource_profiles.big.mem_limit"),
-    ({"resource_profiles": {"big": {"cpu_limit": 0}}}, "accounts.resource_profiles.big.cpu_limit"),
-    ({"resource_profiles": {"big": {"gpus": 1}}}, "accounts.resource_profiles.big.gpus"),
     ({"sudo_group": "Bad Group"}, "accounts.sudo_group"),
     ({"colour": "red"}, "accounts.colour"),
+    # now PlatformAuthenticator/PlatformSpawner traits (test_settings.py)
+    ({"password_words": 5}, "accounts.password_words"),
 ])
 def test_accounts_errors_name_the_key(settings, accounts, key):
     from hub_ext.config import PlatformSettingsError, validate_settings

@@ -98,7 +98,7 @@ class FakeHub:
 
 def policy(**kw):
     base = {"enabled": True, "timeout": 600, "interval": 60, "max_age": 0}
-    base["max_extension_hours"] = 3
+    base.update(max_extension_hours=3, extension_unit=HOUR)
     base.update(kw)
     return CullPolicy(**base)
 
@@ -237,14 +237,19 @@ def test_parse_refuses_bad_requests_with_a_message(body, words):
         ({"max_extension_hours": -1}, "max_extension_hours"),
         ({"max_extension_hours": MAX_REQUEST_HOURS + 1}, "max_extension_hours"),
         ({"timeout": "600"}, "timeout"),
-        ({"enabled": 1}, "enabled"),
-        ({"extension_unit": 0}, "extension_unit"),
-        ({"extension_unit": HOUR + 1}, "extension_unit"),
+        ({"enabled": "yes"}, "enabled"),
+        ({"extension_unit_seconds": 0}, "extension_unit_seconds"),
+        ({"extension_unit_seconds": HOUR + 1}, "extension_unit_seconds"),
     ],
 )
-def test_policy_refuses_bad_values(kw, words):
-    with pytest.raises((ValueError, TypeError), match=words):
-        policy(**kw)
+def test_the_culler_refuses_bad_settings(kw, words):
+    # the traits of SessionCuller are the only check of the policy's numbers
+    from traitlets import TraitError
+
+    from hub_ext.culling.service import SessionCuller
+
+    with pytest.raises(TraitError, match=words):
+        SessionCuller(**kw)
 
 
 # --- scripted timelines through cull_once ----------------------------------

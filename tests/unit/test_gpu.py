@@ -11,10 +11,10 @@ from types import SimpleNamespace
 
 import pytest
 from systemdspawner import systemd
+from traitlets import TraitError
 from traitlets.config import Config
 
 from fake_nvml import FakeNvml, NVMLError, NVMLError_LibraryNotFound, fake_gpu
-from hub_ext.config import PlatformSettingsError, apply_platform_settings, validate_settings
 from hub_ext.gpu.nvml import NvmlUnavailable, detect, load_nvml
 from hub_ext.gpu.policy import (
     MODE_AUTO,
@@ -260,42 +260,51 @@ def test_support_usage_reports_nvml_failure(monkeypatch):
     assert snapshot["enabled"] and snapshot["error"] == "NVMLError: Driver Not Loaded"
 
 
-# --- platform.json ---
+# --- the settings: GpuSupport's traits (platform_config.json) ---
 
 
-def test_gpu_settings_default_and_apply(settings):
-    assert validate_settings(settings)["gpu"] == {
-        "enabled": 2, "policy": "all", "group_devices": {}, "group_counts": {}}
-    settings["gpu"] = {"enabled": 1, "policy": "group", "group_devices": {"ml": [0, 1]},
-                       "group_counts": {"ml": 1}}
-    c = Config()
-    apply_platform_settings(c, settings)
-    assert c.GpuSupport.mode == 1 and c.GpuSupport.policy == "group"
-    assert c.GpuSupport.group_devices == {"ml": [0, 1]} and c.GpuSupport.group_counts == {"ml": 1}
+def test_gpu_settings_from_the_deployed_file(platform_config):
+    platform_config["GpuSupport"] = {"mode": 1, "policy": "group", "group_devices": {"ml": [0, 1]},
+                                     "group_counts": {"ml": 1}}
+    s = GpuSupport(config=Config(platform_config))
+    assert (s.mode, s.policy) == (1, "group")
+    assert s.group_devices == {"ml": [0, 1]} and s.group_counts == {"ml": 1}
+    assert GpuSupport().mode == 2 and GpuSupport().policy == "all"  # the defaults
 
 
-@pytest.mark.parametrize("gpu_settings, key", [
-    ({"enabled": 3}, "gpu.enabled"),
-    ({"enabled": True}, "gpu.enabled"),
-    ({"policy": "random"}, "gpu.policy"),
-    ({"policy": "group"}, "gpu.policy"),
-    ({"group_devices": {"ml": []}}, "gpu.group_devices.ml"),
-    ({"group_devices": {"ml": [-1]}}, "gpu.group_devices.ml"),
-    ({"group_counts": {"ml": 0}}, "gpu.group_counts.ml"),
-    ({"colour": "green"}, "gpu.colour"),
+@pytest.mark.parametrize("trait, value", [
+    ("mode", 3),
+    ("mode", "1"),
+    ("policy", "random"),
+    ("group_devices", {"ml": []}),
+    ("group_devices", {"ml": [-1]}),
+    ("group_counts", {"ml": 0}),
 ])
-def test_bad_gpu_settings_name_the_key(settings, gpu_settings, key):
-    settings["gpu"] = gpu_settings
-    with pytest.raises(PlatformSettingsError) as e:
-        validate_settings(settings)
-    assert e.value.key == key
+def test_bad_gpu_settings_name_the_trait(trait, value):
+    with pytest.raises(TraitError, match=trait):
+        GpuSupport(**{trait: value})
 
 
-def test_forced_gpus_and_isolate_devices_conflict(settings):
-    settings["gpu"] = {"enabled": 1}
-    settings["spawner"]["isolate_devices"] = True
-    with pytest.raises(PlatformSettingsError, match="PrivateDevices hides the GPUs"):
-        validate_settings(settings)
+def test_policy_group_needs_a_map(platform_config):
+    from hub_ext.settings import check_combinations
+
+    platform_config["GpuSupport"]["policy"] = "group"
+    with pytest.raises(ValueError, match="jupyterhub_gpu_group_devices"):
+        check_combinations(Config(platform_config))
+    platform_config["GpuSupport"]["group_counts"] = {"ml": 1}
+    check_combinations(Config(platform_config))
+
+
+def test_forced_gpus_and_isolate_devices_conflict(platform_config):
+    from hub_ext.settings import check_combinations
+
+    platform_config["GpuSupport"]["mode"] = 1
+    platform_config["PlatformSpawner"]["isolate_devices"] = True
+    c = Config(platform_config)
+    with pytest.raises(ValueError, match="PrivateDevices hides the GPUs"):
+        check_combinations(c)
+    c.PlatformSpawner.isolate_devices = False
+    check_combinations(c)
 
 
 # --- the spawner: unit properties, env file, state across a hub restart ---
@@ -309,8 +318,8 @@ def gpu_spawner(make_spawner, settings, monkeypatch, tmp_path):
 
     def make(name, nvml, groups=(), **gpu_settings):
         monkeypatch.setitem(sys.modules, "fake_nvml_unit", nvml)
-        settings["gpu"] = gpu_settings
         extra = Config()
+        extra.GpuSupport.update(gpu_settings)
         extra.GpuSupport.nvml_module = "fake_nvml_unit"
         spawner = make_spawner(name=name, extra_config=extra)
         spawner.user.groups = [SimpleNamespace(name=g) for g in groups]
@@ -358,15 +367,15 @@ def test_spawn_policy_all_grants_every_gpu(gpu_spawner):
     assert spawner.get_state()["gpu_indices"] == [0, 1]
 
 
-def test_granted_gpus_replace_private_devices(gpu_spawner, settings):
-    settings["spawner"]["isolate_devices"] = True
+def test_granted_gpus_replace_private_devices(gpu_spawner, platform_config):
+    platform_config["PlatformSpawner"]["isolate_devices"] = True
     spawner = gpu_spawner("alice", fake(1))
     properties, _ = gpu_spawner.started(spawner)
     assert "PrivateDevices=yes" not in properties and "DevicePolicy=closed" in properties
 
 
-def test_spawn_policy_group_user_outside_gets_no_nvidia_device(gpu_spawner, settings):
-    settings["spawner"]["isolate_devices"] = True
+def test_spawn_policy_group_user_outside_gets_no_nvidia_device(gpu_spawner, platform_config):
+    platform_config["PlatformSpawner"]["isolate_devices"] = True
     spawner = gpu_spawner("bob", fake(4), groups=["staff"], policy="group",
                           group_devices={"ml": [1, 2]}, group_counts={"ml": 1})
     properties, env = gpu_spawner.started(spawner)

@@ -50,17 +50,14 @@ def test_time_conversion_is_utc():
     assert to_epoch(None) is None and to_iso(None) is None
 
 
-def test_config_reaches_session_culler(settings, tmp_path):
-    settings["idle_culler"] = {
-        "enabled": True,
-        "timeout": 30,
-        "interval": 5,
-        "max_age": 120,
-        "max_extension": 2,
-    }
+def test_config_reaches_session_culler(settings, platform_config, tmp_path):
+    platform_config["SessionCuller"].update(
+        enabled=True, timeout=30, interval=5, max_age=120, max_extension_hours=2
+    )
     settings["state_dir"] = str(tmp_path)
     c = Config()
     apply_platform_settings(c, settings)
+    c.merge(Config(platform_config))
     culler = SessionCuller(config=c)
     p = culler.policy
     assert (p.enabled, p.timeout, p.interval, p.max_age, p.max_extension_hours) == (
@@ -422,38 +419,12 @@ def test_cull_uses_hub_servers_and_stops_through_the_user_then_the_route():
     assert calls == [("stop", "alice", ""), ("proxy", "alice", "")]
 
 
-@pytest.mark.parametrize(
-    "culler_settings, message",
-    [
-        ({"enabled": 1}, "idle_culler.enabled must be true or false"),
-        ({"timeout": 0}, "idle_culler.timeout must be >= 1"),
-        ({"interval": "600"}, "idle_culler.interval must be an integer"),
-        ({"max_age": -1}, "idle_culler.max_age must be >= 0"),
-        ({"max_extension": 9000}, "idle_culler.max_extension must be <= 8760"),
-        ({"max_extensions": 2}, "idle_culler.max_extensions is not a known"),
-        ([], "idle_culler must be a JSON object"),
-    ],
-)
-def test_platform_json_idle_culler_errors_name_the_key(
-    settings, culler_settings, message
-):
-    settings["idle_culler"] = culler_settings
-    with pytest.raises(ValueError, match=message):
-        apply_platform_settings(Config(), settings)
-
-
-def test_platform_json_without_idle_culler_keeps_it_disabled(settings):
+def test_the_deployed_defaults_keep_the_culler_disabled(settings, platform_config):
     c = Config()
-    checked = apply_platform_settings(c, settings)
-    assert checked["idle_culler"] == {
-        "enabled": False,
-        "timeout": 86400,
-        "interval": 600,
-        "max_age": 0,
-        "max_extension": 24,
-        "extension_unit_seconds": 3600,
-    }
-    assert c.SessionCuller.enabled is False
+    apply_platform_settings(c, settings)
+    c.merge(Config(platform_config))
+    culler = SessionCuller(config=c)
+    assert culler.enabled is False and culler.timeout == 86400
     assert c.SessionCuller.state_file == "/var/lib/jupyterhub/session_extensions.json"
     assert c.JupyterHub.template_paths[0].endswith("hub_ext/templates")
 

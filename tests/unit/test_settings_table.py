@@ -42,6 +42,11 @@ def test_split_row_honours_escaped_pipes():
     ("jupyterhub_admin_password", "hunter22", st.MASK),
     ("jupyterhub_admin_password", "", ""),
     ("jupyterhub_admin", "admin", "admin"),
+    ("jupyterhub_shared_cifs_password", "s3cret", st.MASK),
+    # settings about passwords are not secrets (issue 17)
+    ("jupyterhub_minimum_password_length", 8, 8),
+    ("jupyterhub_password_words", 3, 3),
+    ("jupyterhub_password_delimiter", "-", "-"),
     ("jupyterhub_spawner_environment", {"AWS_SECRET_ACCESS_KEY": "s", "API_KEY": "k",
                                         "MLFLOW_TRACKING_TOKEN": "t", "MLFLOW_URI": "http://x"},
      {"AWS_SECRET_ACCESS_KEY": st.MASK, "API_KEY": st.MASK, "MLFLOW_TRACKING_TOKEN": st.MASK,
@@ -81,3 +86,17 @@ def test_settings_page_warns_while_labs_share_the_hubs_origin(single_origin):
         static_url=lambda *a, **k: "/static/x", xsrf_token="tok")
     assert ('id="single-origin-warning"' in html) is single_origin
     assert 'id="settings-table"' in html
+
+
+def test_running_values_are_the_hubs_config_or_the_trait_default():
+    from traitlets.config import Config
+
+    from hub_ext.settings import platform_settings
+
+    config = Config({"PlatformSpawner": {"start_timeout": 300, "mem_limit": None}})
+    values = st.running_values(config, platform_settings())
+    assert values["jupyterhub_spawner_start_timeout"] == 300  # e.g. a site-local override
+    assert values["jupyterhub_spawner_mem_limit"] is None
+    assert values["jupyterhub_spawner_http_timeout"] == 60  # nothing set it: the trait's default
+    rows = {row["variable"]: row for row in st.settings_rows(values, {})}
+    assert rows["jupyterhub_spawner_start_timeout"]["value"] == "300"

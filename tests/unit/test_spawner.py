@@ -104,7 +104,7 @@ def test_spawner_defaults(make_spawner):
     assert spawner.cmd == ["/opt/jupyterlab/bin/jupyterhub-singleuser"]
     assert spawner.isolate_tmp is True
     assert spawner.disable_user_sudo is True
-    assert spawner.extra_paths == []  # platform.json says [] explicitly
+    assert spawner.extra_paths == []  # platform_config.json says [] explicitly
     assert spawner._expand_user_vars(spawner.username_template) == "jh-alice"
 
 
@@ -154,8 +154,8 @@ def test_unit_spec_templates_and_defaults(make_spawner):
         assert absent not in spec.properties
 
 
-def test_lab_venv_bin_leads_path_whatever_extra_paths_says(make_spawner, settings):
-    # platform.json's extra_paths is [] by default: the venv is still first
+def test_lab_venv_bin_leads_path_whatever_extra_paths_says(make_spawner, platform_config):
+    # platform_config.json's extra_paths is [] by default: the venv is still first
     assert make_spawner().unit_spec({}).environment["PATH"] == (
         "/opt/jupyterlab/bin:" + SYSTEMD_DEFAULT_PATH
     )
@@ -163,7 +163,7 @@ def test_lab_venv_bin_leads_path_whatever_extra_paths_says(make_spawner, setting
     assert spawner.unit_spec({"PATH": "/usr/bin"}).environment["PATH"] == (
         "/opt/jupyterlab/bin:/opt/tools/jh-alice/bin:/usr/bin"  # no second venv entry
     )
-    del settings["spawner"]["extra_paths"]
+    del platform_config["PlatformSpawner"]["extra_paths"]
     assert make_spawner().unit_spec({}).environment["PATH"].startswith("/opt/jupyterlab/bin:")
 
 
@@ -420,12 +420,12 @@ def test_non_member_is_removed_from_stale_unix_groups(make_spawner, monkeypatch,
 
 
 def test_resource_profile_largest_wins_and_env_matches_unit(
-    make_spawner, monkeypatch, tmp_path, settings
+    make_spawner, monkeypatch, tmp_path, platform_config
 ):
-    settings["accounts"] = {"resource_profiles": {
+    platform_config["PlatformSpawner"]["resource_profiles"] = {
         "big-mem": {"mem_limit": "16G"},
         "gpu-team": {"mem_limit": "8G", "cpu_limit": 6},
-    }}
+    }
     _spawner, properties, env = _start(
         make_spawner, monkeypatch, tmp_path, groups=["big-mem", "gpu-team"]
     )
@@ -435,15 +435,15 @@ def test_resource_profile_largest_wins_and_env_matches_unit(
     assert "CPU_LIMIT=6.0\n" in env
 
 
-def test_no_profiled_group_gives_the_defaults(make_spawner, monkeypatch, tmp_path, settings):
-    settings["accounts"] = {"resource_profiles": {"big-mem": {"mem_limit": "16G"}}}
+def test_no_profiled_group_gives_the_defaults(make_spawner, monkeypatch, tmp_path, platform_config):
+    platform_config["PlatformSpawner"]["resource_profiles"] = {"big-mem": {"mem_limit": "16G"}}
     _spawner, properties, env = _start(make_spawner, monkeypatch, tmp_path, groups=["other"])
     assert f"MemoryMax={4 * 1024**3}" in properties and "CPUQuota=200%" in properties
     assert f"MEM_LIMIT={4 * 1024**3}\n" in env and "CPU_LIMIT=2.0\n" in env
 
 
 def test_tmpfs_sizes_set_in_a_site_config_file_are_checked_too(make_spawner):
-    # jupyterhub_config.d bypasses platform.json's checks: the traits check themselves
+    # jupyterhub_config.d bypasses the deploy-time check: the traits check themselves
     site = Config()
     site.PlatformSpawner.shm_size = "64M"
     assert make_spawner(extra_config=site).unit_spec({}).properties["TemporaryFileSystem"][-1] == (

@@ -431,16 +431,17 @@ def test_trash_item_json():
     }
 
 
-def test_cli_purge_reads_the_retention_from_platform_json(users, settings, tmp_path):
+def test_cli_purge_reads_the_retention_from_platform_config(users, platform_config, tmp_path):
     root, _, alice, _ = users
     now = time.time()
     trash.reset_volumes("jh-alice", root, ["cache"], now=now - 3 * names.DAY, chown=RecordingChown())
     trash.reset_volumes("jh-alice", root, ["home"], now=now - 1 * names.DAY, chown=RecordingChown())
-    settings["users_root"] = str(root)
+    storage = platform_config["StorageManager"]
+    storage["users_root"] = str(root)  # the hub's own file (test_settings.py holds it to the traits)
     archive.archive_user("jh-bob", root, now=now - 6 * names.DAY)
-    settings["storage"] = {"trash_retention_days": 2, "deleted_user_retention_days": 5}
-    config = tmp_path / "platform.json"
-    config.write_text(json.dumps(settings))
+    storage.update(trash_retention_days=2, deleted_user_retention_days=5)
+    config = tmp_path / "platform_config.json"
+    config.write_text(json.dumps(platform_config))
     cli = [sys.executable, "-m", "hub_ext.storage", "--config", str(config)]
     dry = subprocess.run(cli + ["purge", "--dry-run"], capture_output=True, text=True)
     assert dry.returncode == 0 and "would purge jh-alice/.trash/" in dry.stdout
@@ -453,10 +454,10 @@ def test_cli_purge_reads_the_retention_from_platform_json(users, settings, tmp_p
     assert [n.endswith("-home") for n in os.listdir(alice.root / ".trash")] == [True]
     listed = subprocess.run(cli + ["sizes"], capture_output=True, text=True)
     assert json.loads(listed.stdout)["jh-alice"]["trash"] > 0
-    settings["storage"] = {"trash_retention_days": 0}
-    config.write_text(json.dumps(settings))
+    storage["trash_retention_days"] = 0
+    config.write_text(json.dumps(platform_config))
     bad = subprocess.run(cli + ["purge"], capture_output=True, text=True)
-    assert bad.returncode == 2 and "storage.trash_retention_days must be >= 1" in bad.stderr
+    assert bad.returncode == 2 and "StorageManager.trash_retention_days" in bad.stderr, bad.stderr
 
 
 # --- the archive of deleted users ----------------------------------------------------

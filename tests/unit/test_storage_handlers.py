@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 from jupyterhub import orm
+from traitlets import TraitError
 from traitlets.config import Config
 
 from hub_ext.config import apply_platform_settings
@@ -378,15 +379,13 @@ def test_a_new_manager_measures_nothing_until_started(tmp_path):
     assert not manager.running and manager.passes == 0
 
 
-def test_platform_json_storage_reaches_the_manager(settings):
-    settings["storage"] = {
-        "trash_retention_days": 3,
-        "sizes_interval": 60,
-        "volume_descriptions": {"home": "Your home"},
-    }
+def test_the_deployed_files_reach_the_manager(settings, platform_config):
+    platform_config["StorageManager"].update(
+        trash_retention_days=3, sizes_interval=60, volume_descriptions={"home": "Your home"}
+    )
     c = Config()
-    checked = apply_platform_settings(c, settings)
-    assert checked["storage"]["trash_retention_days"] == 3
+    apply_platform_settings(c, settings)
+    c.merge(Config(platform_config))
     manager = StorageManager(config=c)
     assert manager.users_root == "/srv/jupyterhub/users"
     assert manager.unix_username_template == "jh-{USERNAME}"
@@ -394,31 +393,19 @@ def test_platform_json_storage_reaches_the_manager(settings):
     assert manager.volume_descriptions == {"home": "Your home"}
 
 
-def test_platform_json_without_storage_takes_the_defaults(settings):
-    checked = apply_platform_settings(Config(), settings)
-    assert checked["storage"] == {
-        "trash_retention_days": 7,
-        "deleted_user_retention_days": 30,
-        "sizes_interval": 3600,
-        "volume_descriptions": {},
-    }
-
-
 @pytest.mark.parametrize(
-    "value, message",
+    "trait, value, message",
     [
-        ({"trash_retention_days": 0}, "storage.trash_retention_days must be >= 1"),
-        ({"sizes_interval": "3600"}, "storage.sizes_interval must be an integer"),
-        ({"volume_descriptions": {"shared": "x"}}, "storage.volume_descriptions.shared is not a per-user volume"),
-        ({"volume_descriptions": {"home": 1}}, "storage.volume_descriptions must be an object of string"),
-        ({"retention": 1}, "storage.retention is not a known storage option"),
-        ([], "storage must be a JSON object"),
+        ("trash_retention_days", 0, "trash_retention_days"),
+        ("sizes_interval", "3600", "sizes_interval"),
+        ("volume_descriptions", {"shared": "x"}, "'shared' is not a per-user volume"),
+        ("volume_descriptions", {"home": 1}, "volume_descriptions"),
+        ("unix_username_template", "jh-user", "unix_username_template is invalid"),
     ],
 )
-def test_platform_json_storage_errors_name_the_key(settings, value, message):
-    settings["storage"] = value
-    with pytest.raises(ValueError, match=message):
-        apply_platform_settings(Config(), settings)
+def test_bad_storage_settings_name_the_trait(tmp_path, trait, value, message):
+    with pytest.raises(TraitError, match=message):
+        StorageManager(**{trait: value})
 
 
 PAGE = {

@@ -26,7 +26,7 @@ def test_purge_service_runs_the_hub_ext_cli_confined():
     assert service["Type"] == "oneshot"
     assert service["ExecStart"].split() == [
         "/opt/jupyterhub/bin/python", "-m", "hub_ext.storage",
-        "--config", "/etc/jupyterhub/platform.json", "purge",
+        "--config", "/etc/jupyterhub/platform_config.json", "purge",
     ]
     assert service["NoNewPrivileges"] == "yes"
     assert set(service["CapabilityBoundingSet"].split()) == {

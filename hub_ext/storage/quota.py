@@ -1,0 +1,405 @@
+"""Per-user disk quotas: one limit over everything below ``<users_root>/<unix>``.
+
+One limit per user covers home, workspace, cache and the user's trash (a
+reset keeps counting until the purge timer frees it), enforced by the kernel:
+a write past it fails with ``EDQUOT`` ("Disk quota exceeded") in that user's
+lab only. Which mechanism is the filesystem's of ``users_root``
+(:attr:`DiskQuota.kind`, set by the storage role, which checks the
+filesystem; docs/storage.md "Disk quotas"):
+
+``btrfs``
+    The user root is a **subvolume**, created as such before the user's
+    directories, and its level-0 qgroup carries the limit (``btrfs qgroup
+    limit``, max referenced). Usage of every user comes from one ``btrfs
+    qgroup show`` (the kernel's accounting: no tree walk).
+``ext4`` / ``xfs``
+    **Project quotas**: the user root gets project id = the user's uid with
+    the inherit flag, set once over the new tree (``chattr -R +P -p`` on ext4,
+    ``xfs_quota project -s`` on XFS), so everything created below inherits it
+    whatever its owner; the limit is the project's hard block limit
+    (``setquota -P`` / ``xfs_quota limit -p``). Usage from one ``repquota -P``
+    / ``xfs_quota report -p``. The filesystem must be mounted with
+    ``prjquota`` (and ext4 made with ``-O quota,project``).
+
+**Who runs what.** The hub's unit has no ``CAP_SYS_ADMIN`` (docs/security.md)
+and keeps none: the privileged steps run in two oneshot units of the storage
+role, which the hub starts with ``systemctl start`` (as it starts labs):
+``jupyterhub-disk-quota@<unix>.service`` (:func:`apply`: the user root made
+the quota's unit if new, tagged, limited; before the hub makes the
+directories at a spawn) and ``jupyterhub-disk-quota-usage.service``
+(:func:`usage`: every user's figures into :data:`USAGE_FILE`, which the hub
+reads). A deleted user's limit is lifted by the first with ``release-<unix>``.
+Their settings are :data:`SETTINGS_FILE`, rendered by the role; no file, no
+quotas.
+
+Pure apart from :class:`Executor` (the commands, the file reads) and the CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import pwd
+import struct
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from hub_ext.accounts.unix_users import check_unix_name, is_valid_unix_name
+from hub_ext.storage import layout
+
+KINDS = ("btrfs", "ext4", "xfs")
+# every btrfs subvolume's root directory has this inode number (BTRFS_FIRST_FREE_OBJECTID)
+BTRFS_SUBVOLUME_ROOT_INO = 256
+KIB = 1024
+SETTINGS_FILE = "/etc/jupyterhub/disk-quota.json"  # the storage role's jupyterhub-disk-quota.json.j2
+USAGE_FILE = "/run/jupyterhub-disk-quota/usage.json"  # RuntimeDirectory= of the usage unit
+APPLY_UNIT = "jupyterhub-disk-quota@{action}-{unix}.service"
+USAGE_UNIT = "jupyterhub-disk-quota-usage.service"
+ACTIONS = ("apply", "release")
+# struct fsxattr of FS_IOC_FSGETXATTR (linux/fs.h): xflags, extsize, nextents, projid, cowextsize, pad
+FSXATTR = struct.Struct("=IIIII8x")
+FS_IOC_FSGETXATTR = 0x801C581F
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The quota settings (:data:`SETTINGS_FILE`)."""
+
+    kind: str
+    limit_bytes: int
+    users_root: str
+    mount_point: str = ""
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> Settings:
+        kind, limit = data.get("kind"), data.get("limit_bytes")
+        if kind not in KINDS:
+            raise ValueError(f"disk quota: kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise ValueError(f"disk quota: limit_bytes must be a positive integer, got {limit!r}")
+        root, mount = data.get("users_root"), data.get("mount_point") or ""
+        if not isinstance(root, str) or not root.startswith("/"):
+            raise ValueError(f"disk quota: users_root must be an absolute path, got {root!r}")
+        if kind != "btrfs" and not (isinstance(mount, str) and mount.startswith("/")):
+            raise ValueError(f"disk quota: mount_point must be an absolute path for {kind}, got {mount!r}")
+        return cls(kind, limit, root, mount)
+
+
+def load_settings(path: str = SETTINGS_FILE) -> Settings | None:
+    """The settings, or None when quotas are off (no file)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return Settings.from_json(json.load(f))
+    except FileNotFoundError:
+        return None
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What the quota accounting says of one user."""
+
+    used_bytes: int
+    limit_bytes: int | None  # None: no limit set
+
+    def to_json(self) -> dict:
+        return {"used_bytes": self.used_bytes, "limit_bytes": self.limit_bytes}
+
+
+# --- commands (pure) -----------------------------------------------------------------
+
+
+def create_root_commands(kind: str, root: str) -> list[list[str]]:
+    """What makes a NEW user root (it must not exist yet) a unit of accounting."""
+    if kind == "btrfs":
+        return [["btrfs", "subvolume", "create", root]]
+    return []  # ext4/xfs: a plain directory (layout.ensure_user_dirs), tagged afterwards
+
+
+def assign_commands(kind: str, root: str, project: int, mount: str) -> list[list[str]]:
+    """What puts a new user root, and all it already holds, under the user's project."""
+    if kind == "ext4":
+        return [["chattr", "-R", "+P", "-p", str(project), root]]
+    if kind == "xfs":
+        return [["xfs_quota", "-x", "-c", f"project -s -p {root} {project}", mount]]
+    return []  # btrfs: the subvolume is the unit
+
+
+def limit_commands(kind: str, root: str, project: int, limit_bytes: int | None,
+                   mount: str) -> list[list[str]]:
+    """What sets (``limit_bytes``) or lifts (None) the user's limit."""
+    if kind == "btrfs":
+        return [["btrfs", "qgroup", "limit", str(limit_bytes) if limit_bytes else "none", root]]
+    kib = -(-limit_bytes // KIB) if limit_bytes else 0  # rounded up; 0 = no limit
+    if kind == "ext4":
+        # block soft/hard limits in KiB, inode soft/hard limits
+        return [["setquota", "-P", str(project), "0", str(kib), "0", "0", mount]]
+    if kind == "xfs":
+        return [["xfs_quota", "-x", "-c", f"limit -p bhard={kib}k {project}", mount]]
+    return []
+
+
+def usage_command(kind: str, users_root: str, mount: str) -> list[str] | None:
+    """One command reporting every user's usage."""
+    if kind == "btrfs":
+        return ["btrfs", "qgroup", "show", "--raw", "-re", users_root]
+    if kind == "ext4":
+        return ["repquota", "-P", "-n", mount]  # -n: ids, not names; blocks in KiB
+    if kind == "xfs":
+        return ["xfs_quota", "-x", "-c", "report -p -n -N", mount]  # KiB blocks, no header
+    return None
+
+
+# --- parsers (pure) -----------------------------------------------------------------
+
+
+def _limit(value: str, scale: int = 1) -> int | None:
+    """A limit column: "none"/"0" -> None (no limit)."""
+    return int(value) * scale if value.isdigit() and int(value) > 0 else None
+
+
+def parse_btrfs_qgroups(text: str, users_root: str, unix_names: Sequence[str]) -> dict[str, Usage]:
+    """``btrfs qgroup show --raw -re`` -> {unix: Usage} for the user roots of ``users_root``.
+
+    The path column is relative to the filesystem's top level, so a row is a
+    user's when its last component is the unix name and the rest is a tail of
+    ``users_root`` (empty when users_root is the top level itself)."""
+    wanted = set(unix_names)
+    root_parts = Path(users_root).parts[1:]
+    found: dict[str, Usage] = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) != 6 or not fields[0].startswith("0/") or not fields[1].isdigit():
+            continue
+        parent, _, name = fields[5].rpartition("/")
+        parent_parts = tuple(parent.split("/")) if parent else ()
+        if name not in wanted:
+            continue
+        if parent_parts and root_parts[len(root_parts) - len(parent_parts):] != parent_parts:
+            continue
+        found[name] = Usage(used_bytes=int(fields[1]), limit_bytes=_limit(fields[3]))
+    return found
+
+
+def parse_repquota(text: str) -> dict[int, Usage]:
+    """``repquota -P -n`` -> {project id: Usage}.
+
+    Rows: ``#<id> <flags> <used KiB> <soft> <hard> [grace] <files> ...``."""
+    found: dict[int, Usage] = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 5 or not fields[0].startswith("#") or not fields[0][1:].isdigit():
+            continue
+        used, hard = fields[2], fields[4]
+        if used.isdigit() and hard.isdigit():
+            found[int(fields[0][1:])] = Usage(int(used) * KIB, _limit(hard, KIB))
+    return found
+
+
+def parse_xfs_report(text: str) -> dict[int, Usage]:
+    """``xfs_quota -x -c 'report -p -n -N'`` -> {project id: Usage}.
+
+    Rows: ``#<id> <used KiB> <soft> <hard> <warn/grace> ...``."""
+    found: dict[int, Usage] = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 4 or not fields[0].startswith("#") or not fields[0][1:].isdigit():
+            continue
+        used, hard = fields[1], fields[3]
+        if used.isdigit() and hard.isdigit():
+            found[int(fields[0][1:])] = Usage(int(used) * KIB, _limit(hard, KIB))
+    return found
+
+
+# --- the privileged helper (runs in the oneshot units) ------------------------------
+
+
+Run = Callable[[Sequence[str]], subprocess.CompletedProcess]
+
+
+def run(argv: Sequence[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(list(argv), capture_output=True, text=True, timeout=600, check=False)
+
+
+def project_id(path: str) -> int:
+    """The project id of ``path`` (FS_IOC_FSGETXATTR; no tool needed)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        raw = fcntl.ioctl(fd, FS_IOC_FSGETXATTR, bytes(FSXATTR.size))
+    finally:
+        os.close(fd)
+    return FSXATTR.unpack(raw)[3]
+
+
+@dataclass
+class Executor:
+    """The helper's I/O: commands, the account database, the inode checks (seams for tests)."""
+
+    run: Run = run
+    uid_of: Callable[[str], int] = lambda unix: pwd.getpwnam(unix).pw_uid
+    project_of: Callable[[str], int] = project_id
+
+    def check(self, argv: Sequence[str], what: str) -> str:
+        result = self.run(argv)
+        if result.returncode != 0:
+            detail = (result.stderr or result.stdout or "no output").strip()
+            raise RuntimeError(f"{what}: {' '.join(argv)} exited {result.returncode}: {detail}")
+        return result.stdout
+
+
+def is_subvolume(path: str | os.PathLike) -> bool:
+    return os.lstat(path).st_ino == BTRFS_SUBVOLUME_ROOT_INO
+
+
+def apply(settings: Settings, unix: str, io: Executor) -> str:
+    """Make ``<users_root>/<unix>`` the user's unit of accounting and set the limit.
+
+    Idempotent: run before every spawn. A new btrfs user root is created as a
+    subvolume; an existing one that is not (made before quotas were on) is
+    refused, since a limit set there would land on the subvolume holding every
+    user. On ext4/XFS a root not yet in the user's project is tagged, with
+    everything below it (once: afterwards new files inherit the project)."""
+    root = str(layout.user_dirs(unix, settings.users_root).root)
+    uid = io.uid_of(unix)
+    done = []
+    if settings.kind == "btrfs":
+        if not os.path.lexists(root):
+            io.check(create_root_commands("btrfs", root)[0], f"creating {root}")
+            done.append("created the subvolume")
+        elif not is_subvolume(root):
+            raise RuntimeError(
+                f"{root} is not a btrfs subvolume (made before quotas were on): move its contents "
+                "into a subvolume of that name (docs/storage.md, Disk quotas)")
+    else:
+        if not os.path.lexists(root):
+            os.mkdir(root, layout.USER_ROOT_MODE)
+            done.append("created")
+        if io.project_of(root) != uid:
+            for argv in assign_commands(settings.kind, root, uid, settings.mount_point):
+                io.check(argv, f"tagging {root} with project {uid}")
+            done.append(f"tagged with project {uid}")
+    for argv in limit_commands(settings.kind, root, uid, settings.limit_bytes, settings.mount_point):
+        io.check(argv, f"limiting {root}")
+    done.append(f"limited to {settings.limit_bytes} bytes")
+    return f"{root}: " + ", ".join(done)
+
+
+def release(settings: Settings, unix: str, io: Executor) -> str:
+    """Lift a user's limit (the user is being deleted; the directories go to the archive)."""
+    root = str(layout.user_dirs(unix, settings.users_root).root)
+    if settings.kind == "btrfs":
+        if not (os.path.isdir(root) and is_subvolume(root)):
+            return f"{root}: no subvolume, nothing to release"
+        uid = 0
+    else:
+        try:
+            uid = io.uid_of(unix)
+        except KeyError:
+            return f"{unix}: no account, nothing to release"
+    for argv in limit_commands(settings.kind, root, uid, None, settings.mount_point):
+        io.check(argv, f"releasing {root}")
+    return f"{root}: limit lifted"
+
+
+def user_roots(users_root: str) -> list[str]:
+    """The unix names that have a user root (dot entries are the archive and such)."""
+    try:
+        entries = os.listdir(users_root)
+    except FileNotFoundError:
+        return []
+    return sorted(e for e in entries if is_valid_unix_name(e) and os.path.isdir(os.path.join(users_root, e)))
+
+
+def usage(settings: Settings, io: Executor, unix_names: Sequence[str] | None = None) -> dict[str, Usage]:
+    """{unix: Usage} of every user root, from one command."""
+    names = list(unix_names) if unix_names is not None else user_roots(settings.users_root)
+    out = io.check(usage_command(settings.kind, settings.users_root, settings.mount_point),
+                   "reading usage")
+    if settings.kind == "btrfs":
+        return parse_btrfs_qgroups(out, settings.users_root, names)
+    uids = {}
+    for unix in names:
+        try:
+            uids[unix] = io.uid_of(unix)
+        except KeyError:
+            continue
+    by_project = (parse_repquota if settings.kind == "ext4" else parse_xfs_report)(out)
+    return {unix: by_project[uid] for unix, uid in uids.items() if uid in by_project}
+
+
+def write_usage(found: Mapping[str, Usage], path: str = USAGE_FILE) -> None:
+    """Write atomically (the hub may be reading the previous one)."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump({unix: u.to_json() for unix, u in sorted(found.items())}, f)
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None, io: Executor | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m hub_ext.storage.quota",
+        description="Per-user disk quotas of the platform (the storage role's oneshot units).")
+    parser.add_argument("--settings", default=SETTINGS_FILE)
+    parser.add_argument("--usage-file", default=USAGE_FILE)
+    parser.add_argument("request", help="apply-<unix>, release-<unix> (the unit's instance) or usage")
+    args = parser.parse_args(argv)
+    io = io or Executor()
+    try:
+        settings = load_settings(args.settings)
+        if settings is None:
+            print(f"disk quota: {args.settings} does not exist: quotas are off", file=sys.stderr)
+            return 2
+        if args.request == "usage":
+            found = usage(settings, io)
+            write_usage(found, args.usage_file)
+            print(f"usage of {len(found)} user(s) written to {args.usage_file}")
+            return 0
+        action, _, unix = args.request.partition("-")
+        if action not in ACTIONS:
+            raise ValueError(f"unknown request {args.request!r}: apply-<unix>, release-<unix> or usage")
+        check_unix_name(unix)
+        print((apply if action == "apply" else release)(settings, unix, io))
+        return 0
+    except (OSError, ValueError, RuntimeError) as e:
+        print(f"disk quota: {e}", file=sys.stderr)
+        return 1
+
+
+# --- the hub's side: start the units, read the figures ---------------------------------
+
+
+def apply_unit(action: str, unix: str) -> str:
+    if action not in ACTIONS:
+        raise ValueError(f"unknown disk quota action {action!r}")
+    return APPLY_UNIT.format(action=action, unix=check_unix_name(unix))
+
+
+async def start_unit(runner, action: str, unix: str) -> None:
+    """``systemctl start`` the apply/release unit of ``unix`` (``runner``:
+    :func:`hub_ext.process.run_command`); raises with the journal to read when it failed."""
+    unit = apply_unit(action, unix)
+    result = await runner(["systemctl", "start", unit])
+    if not result.ok:
+        raise RuntimeError(f"The disk quota of {unix} could not be set ({action}): "
+                           f"see journalctl -u {unit}")
+
+
+def read_usage(path: str = USAGE_FILE) -> dict[str, Usage]:
+    """The usage unit's last figures (empty when it has not run)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return {
+        unix: Usage(int(v["used_bytes"]), v.get("limit_bytes"))
+        for unix, v in data.items() if isinstance(v, dict) and isinstance(v.get("used_bytes"), int)
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
