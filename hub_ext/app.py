@@ -33,6 +33,7 @@ from hub_ext.admin import service as admin
 from hub_ext.authenticator import PlatformAuthenticator
 from hub_ext.culling import service as culling
 from hub_ext.gpu import service as gpu
+from hub_ext.gpu.policy import GpuRequiredError
 from hub_ext.notifications import service as notifications
 from hub_ext.periodic import PeriodicService
 from hub_ext.spawner import PlatformSpawner
@@ -100,6 +101,7 @@ class PlatformServices:
         )
         # the directory sizes column: the storage feature's quota figures or background sizing
         monitor.sizes_provider = sizes.activity_sizes
+        monitor.sizes_pending = lambda: sizes.sizes_pending
         culler = culling.SessionCuller(parent=hub)
         culler.app = hub
         return cls(
@@ -142,6 +144,12 @@ class PlatformServices:
             service.stop()
 
 
+# Exit status of a hub that refuses its configuration (sysexits' EX_CONFIG): the
+# unit's RestartPreventExitStatus= stops systemd from restarting it in a loop,
+# and `systemctl status jupyterhub` shows "status=78/CONFIG" until it is fixed.
+EXIT_CONFIG = 78
+
+
 class PlatformHub(JupyterHub):
     """JupyterHub with the platform's features (the hub unit's ExecStart)."""
 
@@ -163,8 +171,12 @@ class PlatformHub(JupyterHub):
             self.check_wiring()
         except WiringError as e:
             self.log.critical("The platform refuses to start half-wired: %s", e)
-            self.exit(1)
-        self.platform = PlatformServices.create(self)
+            self.exit(EXIT_CONFIG)
+        try:
+            self.platform = PlatformServices.create(self)
+        except GpuRequiredError as e:
+            self.log.critical("The hub refuses to start: %s", e)
+            self.exit(EXIT_CONFIG)
         self.tornado_settings.update(self.platform.tornado_settings())
         metrics.register(self.platform.activity)
         super().init_handlers()

@@ -90,8 +90,13 @@ class Setting:
         """The value as the class accepts it (the trait's type and bounds, then the
         class's ``@validate``); TraitError otherwise. Nothing is constructed: the
         check runs on a bare instance, so it needs no hub."""
-        bare = self.owner.__new__(self.owner)
-        return self.trait._validate(bare, value)
+        return checked_value(self.owner, self.trait, value)
+
+
+def checked_value(cls: type, trait: TraitType, value: Any) -> Any:
+    """``value`` as ``cls``'s ``trait`` accepts it (type, bounds, then the class's
+    ``@validate``), checked on a bare instance: nothing is constructed."""
+    return trait._validate(cls.__new__(cls), value)
 
 
 def setting_classes(names: Iterable[str] = SETTING_CLASSES) -> list[type]:
@@ -141,11 +146,10 @@ def configured_values(cls: type, path: str = PLATFORM_CONFIG_FILE) -> dict[str, 
     checked by the trait: for a command-line tool that reads the hub's settings
     without building the class (e.g. the storage purge timer)."""
     section = load_config_file(path).get(cls.__name__, {})
-    bare = cls.__new__(cls)
     values = {}
     for name, trait in cls.class_traits(config=True).items():
         try:
-            values[name] = trait._validate(bare, section[name] if name in section else trait.default())
+            values[name] = checked_value(cls, trait, section[name] if name in section else trait.default())
         except TraitError as e:
             raise ValueError(f"platform settings file {path}: {cls.__name__}.{name}: {e}") from None
     return values

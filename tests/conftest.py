@@ -128,27 +128,40 @@ def hub_dropin(host, admin):
         admin.wait_hub()
 
 
-# --- the enforcing test host (docs/testing.md, "Resource limits") ---------------
-# A second host whose labs' limits take effect, shared by
-# tests/integration/test_resource_limits.py and tests/bench/test_hub_priority.py.
+# --- the suite's other hosts -----------------------------------------------------
+# Each is deployed differently from the main host, once per run, and shared by
+# every test that needs that deployment; kept and reused like the main host with
+# TESTHOST_KEEP / TESTHOST_REUSE.
 
-@pytest.fixture(scope="session")
-def limits_host():
-    """``$TESTHOST_NAME-limits`` on port base ``$TESTHOST_PORT_BASE + 4000`` (or
-    TESTHOST_LIMITS_NAME / TESTHOST_LIMITS_PORT_BASE), kept and reused like the
-    main host with TESTHOST_KEEP / TESTHOST_REUSE."""
+def other_host(kind: str, port_offset: int, extra_vars, **provision_options):
+    """``$TESTHOST_NAME-<kind>`` on port base ``$TESTHOST_PORT_BASE + port_offset``
+    (or TESTHOST_<KIND>_NAME / TESTHOST_<KIND>_PORT_BASE): a generator for a
+    session fixture. ``extra_vars``: a dict, or a function of the host's name and
+    port base that returns one; ``provision_options`` go to testhost.provision."""
     main = os.environ.get("TESTHOST_NAME", "pytest")
-    name = os.environ.get("TESTHOST_LIMITS_NAME", f"{main}-limits")
-    port_base = int(os.environ.get("TESTHOST_LIMITS_PORT_BASE",
-                                   int(os.environ.get("TESTHOST_PORT_BASE", "23000")) + 4000))
+    env = f"TESTHOST_{kind.upper()}"
+    name = os.environ.get(f"{env}_NAME", f"{main}-{kind}")
+    port_base = int(os.environ.get(f"{env}_PORT_BASE",
+                                   int(os.environ.get("TESTHOST_PORT_BASE", "23000")) + port_offset))
+    if callable(extra_vars):
+        extra_vars = extra_vars(name, port_base)
     ARTIFACTS.mkdir(exist_ok=True)
-    h = testhost.provision(name, port_base, testhost.LIMITS_HOST_VARS, enforce_limits=True,
+    h = testhost.provision(name, port_base, extra_vars,
                            reuse=os.environ.get("TESTHOST_REUSE") == "1",
-                           log_to=ARTIFACTS / "deploy-limits.log",
-                           users_btrfs=testhost.LIMITS_HOST_USERS_BTRFS)
+                           log_to=ARTIFACTS / f"deploy-{kind}.log", **provision_options)
     yield h
     if os.environ.get("TESTHOST_KEEP") != "1":
         testhost.down(name)
+
+
+# The enforcing test host (docs/testing.md, "Resource limits"): the labs' limits
+# take effect; shared by tests/integration/test_resource_limits.py and
+# tests/bench/test_hub_priority.py.
+@pytest.fixture(scope="session")
+def limits_host():
+    """``$TESTHOST_NAME-limits`` on port base ``$TESTHOST_PORT_BASE + 4000``."""
+    yield from other_host("limits", 4000, testhost.LIMITS_HOST_VARS, enforce_limits=True,
+                          users_btrfs=testhost.LIMITS_HOST_USERS_BTRFS)
 
 
 @pytest.fixture(scope="session")
@@ -157,27 +170,23 @@ def limits_admin(limits_host) -> HubClient:
     return admin_client(limits_host)
 
 
-# --- the ACME test host (docs/tls.md, "How it is tested") ------------------------
-# A host whose certificate comes from a local ACME CA (tests/acme_ca.py) through
-# the playbook's nginx_acme_* settings; otherwise deployed like the suite's host,
-# so a test of another setting that works with either certificate can share it.
-
+# The ACME test host (docs/tls.md, "How it is tested"): its certificate comes
+# from a local ACME CA (tests/acme_ca.py) through the playbook's nginx_acme_*
+# settings; otherwise deployed like the suite's host, so a test of another
+# setting that works with either certificate can share it.
 @pytest.fixture(scope="session")
 def acme_host():
-    """``$TESTHOST_NAME-acme`` on port base ``$TESTHOST_PORT_BASE + 5000`` (or
-    TESTHOST_ACME_NAME / TESTHOST_ACME_PORT_BASE), kept and reused like the main
-    host with TESTHOST_KEEP / TESTHOST_REUSE."""
-    main = os.environ.get("TESTHOST_NAME", "pytest")
-    name = os.environ.get("TESTHOST_ACME_NAME", f"{main}-acme")
-    port_base = int(os.environ.get("TESTHOST_ACME_PORT_BASE",
-                                   int(os.environ.get("TESTHOST_PORT_BASE", "23000")) + 5000))
-    ARTIFACTS.mkdir(exist_ok=True)
-    h = testhost.provision(name, port_base, acme_ca.host_vars(name, port_base),
-                           reuse=os.environ.get("TESTHOST_REUSE") == "1",
-                           log_to=ARTIFACTS / "deploy-acme.log", before_deploy=acme_ca.start)
-    yield h
-    if os.environ.get("TESTHOST_KEEP") != "1":
-        testhost.down(name)
+    """``$TESTHOST_NAME-acme`` on port base ``$TESTHOST_PORT_BASE + 5000``."""
+    yield from other_host("acme", 5000, acme_ca.host_vars, before_deploy=acme_ca.start)
+
+
+# The modes host (docs/testing.md, "Modes"): HTTP only behind a TLS terminator,
+# signup off, the quick start's admin (testhost.MODES_HOST_VARS); used by
+# tests/integration/test_modes.py.
+@pytest.fixture(scope="session")
+def modes_host():
+    """``$TESTHOST_NAME-modes`` on port base ``$TESTHOST_PORT_BASE + 2000``."""
+    yield from other_host("modes", 2000, testhost.MODES_HOST_VARS)
 
 
 # --- the cluster (docs/cluster.md): a hub host and a worker on a private network --

@@ -78,32 +78,48 @@ class _SourceAddressAdapter(HTTPAdapter):
         super().init_poolmanager(*args, **kw)
 
 
-class _UnixConnection(urllib3.connection.HTTPConnection):
-    def __init__(self, *args, socket_path: str, **kwargs):
+class _RoutedConnection(urllib3.connection.HTTPConnection):
+    """A plain HTTP connection to a fixed place, whatever the URL names: a unix
+    socket (a path) or a TCP address ((host, port))."""
+
+    def __init__(self, *args, route: str | tuple[str, int], **kwargs):
         super().__init__(*args, **kwargs)
-        self.socket_path = socket_path
+        self.route = route
 
     def _new_conn(self) -> socket.socket:
+        timeout = self.timeout if isinstance(self.timeout, int | float) else None
+        if isinstance(self.route, tuple):
+            return socket.create_connection(self.route, timeout)
         sock = socket.socket(socket.AF_UNIX)
-        sock.settimeout(self.timeout if isinstance(self.timeout, int | float) else None)
-        sock.connect(self.socket_path)
+        sock.settimeout(timeout)
+        sock.connect(self.route)
         return sock
 
 
-class UnixSocketAdapter(HTTPAdapter):
-    """Sends every request of a session to one unix socket (the hub's or the
-    proxy's), whatever the URL's host says."""
+class RoutedAdapter(HTTPAdapter):
+    """Sends every request of a session as plain HTTP to one place (see
+    _RoutedConnection), with the URL's host name as Host and ``headers`` added."""
 
-    def __init__(self, socket_path: str):
-        self.socket_path = socket_path
+    def __init__(self, route: str | tuple[str, int], headers: dict[str, str] | None = None):
+        self.route = route
+        self.extra_headers = headers or {}
         super().__init__()
 
     def get_connection_with_tls_context(self, request, verify, proxies=None, cert=None):
         # the pool's host is the Host header urllib3 sends: the URL's, so the
         # proxy routes a lab's request on its own name
         pool = urllib3.HTTPConnectionPool(urlparse(request.url).hostname)
-        pool.ConnectionCls = lambda *a, **kw: _UnixConnection(*a, socket_path=self.socket_path, **kw)
+        pool.ConnectionCls = lambda *a, **kw: _RoutedConnection(*a, route=self.route, **kw)
         return pool
+
+    def send(self, request, *args, **kwargs):
+        request.headers.update(self.extra_headers)
+        return super().send(request, *args, **kwargs)
+
+
+# What a TLS terminator in front of an HTTP-only host (jupyterhub_ssl_enabled
+# false) adds to each request it passes on (docs/configuration.md).
+TERMINATOR_HEADERS = {"X-Forwarded-Proto": "https"}
 
 
 class HubClient:
@@ -114,8 +130,22 @@ class HubClient:
         ``Host.internal_socket("proxy")``; ``domain`` is the Host it sends (the
         proxy routes labs on it with one origin per user)."""
         client = cls(f"http://{domain}{base_path}", token=token)
-        client.s.mount("http://", UnixSocketAdapter(socket_path))
+        client.s.mount("http://", RoutedAdapter(socket_path))
         client.socket_path = socket_path
+        return client
+
+    @classmethod
+    def behind_tls_terminator(cls, public_base: str, http_address: tuple[str, int],
+                              token: str | None = None) -> HubClient:
+        """A user of an HTTP-only host (jupyterhub_ssl_enabled false) reaching it
+        through the TLS terminator in front of it: the public URLs are https on
+        port 443 (``public_base``, e.g. https://hub.localhost/jupyterhub/, and each
+        lab's https://<name>.hub.localhost/...), and every request goes on as
+        plain HTTP to nginx at ``http_address`` with the URL's Host and
+        ``X-Forwarded-Proto: https``, as the terminator passes it on."""
+        client = cls(public_base, token=token)
+        client.s.mount("https://", RoutedAdapter(http_address, TERMINATOR_HEADERS))
+        client.terminated_to = http_address
         return client
 
     def copy(self) -> HubClient:
@@ -124,6 +154,8 @@ class HubClient:
         if self.socket_path:
             return HubClient.over_socket(self.socket_path, self.hub.path, token,
                                          domain=self.hub.netloc)
+        if self.terminated_to:
+            return HubClient.behind_tls_terminator(self.base, self.terminated_to, token)
         return HubClient(self.base, token=token, user_subdomains=self.user_subdomains)
 
     def __init__(self, base_url: str, token: str | None = None,
@@ -136,6 +168,8 @@ class HubClient:
         hosts are deployed (tests/testhost/testhost.py)."""
         self.base = base_url if base_url.endswith("/") else base_url + "/"
         self.socket_path: str | None = None
+        # nginx's plain HTTP address behind a TLS terminator (behind_tls_terminator)
+        self.terminated_to: tuple[str, int] | None = None
         self.hub = urlparse(self.base)
         if user_subdomains is None:
             user_subdomains = not _is_ip_address(self.hub.hostname)
@@ -321,12 +355,18 @@ def alert_text(html: str) -> str:
 
 async def lab_websocket(admin: HubClient, url: str):
     """A websocket to a lab (wss:// URL from admin.url) with admin's token,
-    resolving *.localhost as requests does here."""
+    resolving *.localhost as requests does here (and, behind a TLS terminator,
+    sent on as that client's requests are)."""
+    parts = urlparse(url)
+    headers = {"Authorization": admin.s.headers["Authorization"]}
+    if admin.terminated_to:
+        address, port = admin.terminated_to
+        headers.update(TERMINATOR_HEADERS, Host=parts.hostname)
+        url = parts._replace(scheme="ws", netloc=f"{address}:{port}").geturl()
     host = urlparse(url).hostname
     resolver = (OverrideResolver(Resolver(), {host: LOOPBACK})
                 if is_loopback_name(host) else None)
-    request = HTTPRequest(url, headers={"Authorization": admin.s.headers["Authorization"]},
-                          validate_cert=False, request_timeout=30)
+    request = HTTPRequest(url, headers=headers, validate_cert=False, request_timeout=30)
     return await websocket_connect(request, resolver=resolver)
 
 

@@ -61,19 +61,27 @@ def targets_from_users(users: Iterable) -> list[Target]:
     return targets
 
 
+# the provider's figure for a user's trash (reset directories kept restorable),
+# as StorageManager.sizes_model names it
+TRASH_KEY = "trash"
+
+
 def sizes_entry(value: Mapping[str, Any] | None) -> dict | None:
-    """A provider's entry for one user -> ``{"total", "dirs"}``, None when nothing is measured.
+    """A provider's entry for one user -> ``{"total", "dirs", "trash"}``, None when nothing is measured.
 
     Byte counts are the int values (other keys, e.g. a unix name or a time, are
-    ignored; None = that directory is not measured)."""
+    ignored; None = that directory is not measured). ``trash`` (reset
+    directories kept restorable) is its own figure, not part of ``total``:
+    ``total`` is what the user's directories hold now."""
     if not value:
         return None
-    dirs = {
+    counts = {
         k: v for k, v in value.items() if isinstance(v, int) and not isinstance(v, bool)
     }
-    if not dirs:
+    trash = counts.pop(TRASH_KEY, None)
+    if not counts:
         return None
-    return {"total": sum(dirs.values()), "dirs": dirs}
+    return {"total": sum(counts.values()), "dirs": counts, "trash": trash}
 
 
 def downsample(rows: list[tuple], max_points: int) -> list[tuple]:

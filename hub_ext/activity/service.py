@@ -87,8 +87,15 @@ class ActivityMonitor(PeriodicService):
     sizes_provider = AnyTrait(
         None,
         allow_none=True,
-        help="Callable(hub names) -> {name: {directory: bytes}}: the directory sizes column. "
-        "None: no sizes (the page says n/a, the API gives null).",
+        help="Callable(hub names) -> {name: {directory: bytes, 'trash': bytes}}: the directory "
+        "sizes column. None: no sizes (the page says n/a, the API gives null).",
+    )
+    sizes_pending = AnyTrait(
+        None,
+        allow_none=True,
+        help="Callable() -> bool: whether sizes not known yet are being measured (a sizing "
+        "pass runs or the first one is still to come); the page then says 'measuring' for "
+        "them instead of n/a. None: never.",
     )
 
     # seams for tests and the benchmark
@@ -352,7 +359,7 @@ class ActivityMonitor(PeriodicService):
                 "io_write_bytes": f.get("io_write_bytes"),
                 "gpu_memory_bytes": f.get("gpu_memory_bytes"),
                 "sources": f.get("sources", {}),
-                "sizes": sizes.get(t.user) if sizes else None,
+                "sizes": sizes.get(t.user),
                 "score": None if ratio is None else int(round(ratio * 100)),
                 "samples": samples,
             })
@@ -365,6 +372,7 @@ class ActivityMonitor(PeriodicService):
                 "inactive_after_minutes": self.inactive_after,
             },
             "sizes_available": self.sizes_provider is not None,
+            "sizes_pending": bool(self.sizes_pending and self.sizes_pending()),
             "gpu_error": self.gpu_error,
             "last_tick": self.last_tick,
             "counts": self.counts(now),

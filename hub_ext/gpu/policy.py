@@ -37,7 +37,9 @@ def resolve_mode(mode: int, detection: Detection | None) -> bool:
     if mode == MODE_ON and not found:
         why = "; ".join(detection.errors) if detection and detection.errors else "no device"
         raise GpuRequiredError(
-            f"GPU support is forced on (gpu enabled = 1) but no NVIDIA GPU was found: {why}"
+            f"GPU support is forced on (jupyterhub_gpu_enabled = 1) but no NVIDIA GPU was "
+            f"found: {why}. Install the NVIDIA driver, or set jupyterhub_gpu_enabled to 2 "
+            "(auto-detect) or 0 (off)"
         )
     return found
 

@@ -185,34 +185,32 @@ def parse_btrfs_qgroups(text: str, users_root: str, unix_names: Sequence[str]) -
     return found
 
 
+def _project_rows(text: str, used_column: int, hard_column: int) -> dict[int, Usage]:
+    """Rows ``#<project id> ...`` of a quota report -> {project id: Usage}; the used
+    and hard-limit figures (KiB) are in the given columns."""
+    found: dict[int, Usage] = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) <= hard_column or not fields[0].startswith("#") or not fields[0][1:].isdigit():
+            continue
+        used, hard = fields[used_column], fields[hard_column]
+        if used.isdigit() and hard.isdigit():
+            found[int(fields[0][1:])] = Usage(int(used) * KIB, _limit(hard, KIB))
+    return found
+
+
 def parse_repquota(text: str) -> dict[int, Usage]:
     """``repquota -P -n`` -> {project id: Usage}.
 
     Rows: ``#<id> <flags> <used KiB> <soft> <hard> [grace] <files> ...``."""
-    found: dict[int, Usage] = {}
-    for line in text.splitlines():
-        fields = line.split()
-        if len(fields) < 5 or not fields[0].startswith("#") or not fields[0][1:].isdigit():
-            continue
-        used, hard = fields[2], fields[4]
-        if used.isdigit() and hard.isdigit():
-            found[int(fields[0][1:])] = Usage(int(used) * KIB, _limit(hard, KIB))
-    return found
+    return _project_rows(text, used_column=2, hard_column=4)
 
 
 def parse_xfs_report(text: str) -> dict[int, Usage]:
     """``xfs_quota -x -c 'report -p -n -N'`` -> {project id: Usage}.
 
     Rows: ``#<id> <used KiB> <soft> <hard> <warn/grace> ...``."""
-    found: dict[int, Usage] = {}
-    for line in text.splitlines():
-        fields = line.split()
-        if len(fields) < 4 or not fields[0].startswith("#") or not fields[0][1:].isdigit():
-            continue
-        used, hard = fields[1], fields[3]
-        if used.isdigit() and hard.isdigit():
-            found[int(fields[0][1:])] = Usage(int(used) * KIB, _limit(hard, KIB))
-    return found
+    return _project_rows(text, used_column=1, hard_column=3)
 
 
 # --- the privileged helper (runs in the oneshot units) ------------------------------

@@ -375,6 +375,12 @@ class StorageManager(PeriodicService):
             "Storage sizes of %d user(s) measured in %.2fs", len(self.sizes), self.last_pass_seconds
         )
 
+    @property
+    def sizes_pending(self) -> bool:
+        """Whether sizes missing now may come soon: a pass runs, or the first is still
+        to come (not after a first pass that failed: the log says why)."""
+        return self.measuring or (self.passes == 0 and self.passes_failed == 0)
+
     def sizes_model(self, hub_names) -> dict:
         users = {}
         for name in sorted(hub_names):

@@ -49,7 +49,6 @@ ACTIVITY_DROPIN = f"""\
 # test: sample every {SAMPLE_INTERVAL} s, live readings at most 1 s old
 c.ActivityMonitor.sample_interval = {SAMPLE_INTERVAL}
 c.ActivityMonitor.live_interval = 1.0
-c.ActivityMonitor.volumes_update_interval = 1
 """
 
 

@@ -872,6 +872,15 @@ LIMITS_HOST_VARS = {
 # takes space on the build machine)
 LIMITS_HOST_USERS_BTRFS = "3G"
 
+# The suite's modes host (tests/conftest.py modes_host): plain HTTP behind a TLS
+# terminator, signup switched off, and no admin password (the quick start: the
+# admin signs up and is approved at once), three modes one deploy can hold.
+MODES_HOST_VARS = {
+    "jupyterhub_ssl_enabled": False,
+    "jupyterhub_signup_enabled": False,
+    "jupyterhub_admin_password": "",
+}
+
 # Every lab on the hub's origin (jupyterhub_user_subdomains false), reached by
 # address: tests/hubclient.py takes a hub URL with an IP address for this mode.
 SINGLE_ORIGIN_VARS = {"jupyterhub_user_subdomains": False, "jupyterhub_domain": "127.0.0.1"}
@@ -889,17 +898,19 @@ def set_origins(name: str, user_subdomains: bool) -> Host:
     return host
 
 
-def deploy(name: str, *ansible_args: str, check: bool = True,
-           capture: bool = False, repo: Path = REPO) -> subprocess.CompletedProcess:
-    """Run ``repo``'s playbook against the host: this checkout's, or another
-    tree's (the upgrade test deploys the previous release's checkout first)."""
+def deploy(name: str, *ansible_args: str, check: bool = True, capture: bool = False,
+           repo: Path = REPO, playbook: Path | None = None) -> subprocess.CompletedProcess:
+    """Run ``repo``'s ansible/site.yml (or ``playbook``, another playbook using its
+    roles) against the host: this checkout's, or another tree's (the upgrade
+    test deploys the previous release's checkout first)."""
     host = Host.load(name)
+    # ansible.cfg's roles_path (relative to it) finds the roles for any playbook
     env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
     cfg = repo / "ansible" / "ansible.cfg"
     if cfg.exists():
         env["ANSIBLE_CONFIG"] = str(cfg)
     argv = [str(VENV_BIN / "ansible-playbook"), "-i", str(host.inventory),
-            str(repo / "ansible" / "site.yml"), *ansible_args]
+            str(playbook or repo / "ansible" / "site.yml"), *ansible_args]
     log(" ".join(argv))
     if capture:
         res = subprocess.run(argv, env=env, text=True, capture_output=True, cwd=repo)

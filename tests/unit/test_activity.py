@@ -142,10 +142,14 @@ def test_downsample_and_sizes_entry():
     out = downsample(rows, 5)
     assert len(out) == 5 and out[0] == (0.5, 0.5, 0.5) and out[1] == (2.5, 0.5, 2.0)
     assert sizes_entry(None) is None and sizes_entry({"unix_name": "jh-a", "home": None}) is None
-    # the storage sizing's per-user model plugs in as it is (ints are directories)
+    # the storage sizing's per-user model plugs in as it is (ints are directories);
+    # the trash is its own figure, not part of the total
     assert sizes_entry({"unix_name": "jh-a", "home": 10, "workspace": 5, "cache": None,
-                        "sizes_measured_at": "2026-01-01T00:00:00Z"}) == {
-        "total": 15, "dirs": {"home": 10, "workspace": 5}}
+                        "trash": 7, "sizes_measured_at": "2026-01-01T00:00:00Z"}) == {
+        "total": 15, "dirs": {"home": 10, "workspace": 5}, "trash": 7}
+    assert sizes_entry({"home": 10})["trash"] is None
+    # a trash alone is no measurement of the directories
+    assert sizes_entry({"home": None, "trash": 3}) is None
 
 
 # --- the monitor ------------------------------------------------------------------
@@ -241,6 +245,7 @@ def test_tick_samples_every_user_and_the_model_shows_status_usage_and_score(moni
     assert users["alice"]["score"] == 100 and users["bob"]["score"] == 0
     assert users["carol"]["score"] == 0 and users["carol"]["samples"] == 2
     assert users["alice"]["sizes"] is None and model["sizes_available"] is False
+    assert model["sizes_pending"] is False  # no sizes_pending wired: never
     assert model["counts"] == {"active": 1, "idle": 1, "offline": 1}
     assert model["last_tick"]["loop_seconds"] < model["last_tick"]["total_seconds"]
 
@@ -334,7 +339,7 @@ def test_sizes_show_the_providers_latest_measurement(monitor_env):
     # no second cache in the activity monitor: the storage sizing's interval
     # (jupyterhub_storage_sizes_interval) alone says how fresh the column is
     m, clock, *_ = monitor_env
-    measured = {"alice": {"home": 2**20, "workspace": 3 * 2**20, "cache": None}}
+    measured = {"alice": {"home": 2**20, "workspace": 3 * 2**20, "cache": None, "trash": 2**20}}
     calls = []
 
     def provider(names):
@@ -344,14 +349,39 @@ def test_sizes_show_the_providers_latest_measurement(monitor_env):
     m.sizes_provider = provider
     run(m.tick())
     users = {u["name"]: u for u in m.model()["users"]}
-    assert users["alice"]["sizes"] == {"total": 4 * 2**20,
+    assert users["alice"]["sizes"] == {"total": 4 * 2**20, "trash": 2**20,
                                        "dirs": {"home": 2**20, "workspace": 3 * 2**20}}
     assert users["bob"]["sizes"] is None
     assert calls == [["alice", "bob", "carol"]]
     measured["alice"] = {"home": 2**20, "workspace": None, "cache": None}  # a new pass
     users = {u["name"]: u for u in m.model()["users"]}
-    assert users["alice"]["sizes"] == {"total": 2**20, "dirs": {"home": 2**20}}
+    assert users["alice"]["sizes"] == {"total": 2**20, "dirs": {"home": 2**20}, "trash": None}
     assert len(calls) == 2
+
+
+def test_a_user_not_yet_measured_shows_as_soon_as_the_sizing_has_him(monitor_env):
+    """The page opened before the first sizing pass: nothing is kept of the misses,
+    and meanwhile the model says the sizes are pending."""
+    m, clock, *_ = monitor_env
+    measured: dict = {}
+    pass_running = [True]
+    m.sizes_provider = lambda names: {n: measured[n] for n in names if n in measured}
+    m.sizes_pending = lambda: pass_running[0]
+    run(m.tick())
+    model = m.model()
+    assert {u["name"]: u["sizes"] for u in model["users"]} == {
+        "alice": None, "bob": None, "carol": None}
+    assert model["sizes_pending"] is True
+    # the first pass is done one second later
+    measured["alice"] = {"unix_name": "jh-alice", "home": 4096, "workspace": 0, "cache": 0,
+                         "trash": 0}
+    pass_running[0] = False
+    clock.now += 1
+    model = m.model()
+    users = {u["name"]: u for u in model["users"]}
+    assert users["alice"]["sizes"] == {"total": 4096, "trash": 0,
+                                       "dirs": {"home": 4096, "workspace": 0, "cache": 0}}
+    assert users["bob"]["sizes"] is None and model["sizes_pending"] is False
 
 
 def test_targets_from_hub_users():

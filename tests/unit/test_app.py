@@ -8,6 +8,7 @@ the periodic services started only once JupyterHub's own start has returned.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 from jupyterhub.app import JupyterHub
@@ -73,12 +74,37 @@ def test_the_hub_refuses_to_start_half_wired(hub_config, capfd):
             hub.check_wiring()
         with pytest.raises(SystemExit) as e:
             hub.init_handlers()
-        assert e.value.code == 1
+        # the status the unit's RestartPreventExitStatus= names: no restart loop
+        assert e.value.code == platform_app.EXIT_CONFIG == 78
         assert hub.platform is None  # nothing was created, nothing started
 
     asyncio.run(scenario())
     # the application's log goes to stderr (the journal)
     assert "refuses to start half-wired: c.JupyterHub.spawner_class" in capfd.readouterr().err
+
+
+def test_gpu_mode_1_without_a_gpu_stops_the_hub_with_one_clear_line(hub_config, capfd):
+    hub_config.GpuSupport.mode = 1
+    hub_config.GpuSupport.nvml_module = "no_such_nvml_module"  # what a host without a driver gives
+
+    async def scenario():
+        hub = make_hub(hub_config)
+        with pytest.raises(SystemExit) as e:
+            hub.init_handlers()
+        assert e.value.code == platform_app.EXIT_CONFIG
+        assert hub.platform is None
+
+    asyncio.run(scenario())
+    err = capfd.readouterr().err
+    assert ("The hub refuses to start: GPU support is forced on (jupyterhub_gpu_enabled = 1) "
+            "but no NVIDIA GPU was found: Python module 'no_such_nvml_module'") in err
+    assert "set jupyterhub_gpu_enabled to 2 (auto-detect) or 0 (off)" in err
+    assert "GpuRequiredError" not in err  # no traceback of the exception
+
+
+def test_the_hub_unit_does_not_restart_a_hub_that_refuses_its_configuration():
+    unit = (Path(__file__).resolve().parents[2] / "ansible/roles/hub/files/jupyterhub.service").read_text()
+    assert f"RestartPreventExitStatus={platform_app.EXIT_CONFIG}" in unit.splitlines()
 
 
 def test_platform_handlers_come_before_jupyterhubs_own_and_find_their_services(hub_config):

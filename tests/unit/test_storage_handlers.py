@@ -379,6 +379,34 @@ def test_a_new_manager_measures_nothing_until_started(tmp_path):
     assert not manager.running and manager.passes == 0
 
 
+def test_sizes_are_pending_until_the_first_pass_ends_and_while_one_runs(tmp_path):
+    layout.ensure_user_dirs("jh-alice", tmp_path, 0, 0, chown=lambda *a: None)
+    manager = make_manager(tmp_path)
+    seen_during_pass = []
+    real = sizes.measure_all
+
+    def measure(root):
+        seen_during_pass.append(manager.sizes_pending)
+        return real(root)
+
+    assert manager.sizes_pending  # the first pass is still to come
+    original, sizes.measure_all = sizes.measure_all, measure
+    try:
+        asyncio.run(manager.run_once())
+        assert seen_during_pass == [True] and not manager.sizes_pending
+        asyncio.run(manager.run_once())
+        assert seen_during_pass == [True, True] and not manager.sizes_pending
+    finally:
+        sizes.measure_all = original
+
+
+def test_sizes_are_not_pending_after_a_first_pass_that_failed(tmp_path):
+    manager = make_manager(tmp_path / "missing")  # no users root: the walk raises
+    asyncio.run(manager.run_once())
+    assert manager.passes == 0 and manager.passes_failed == 1
+    assert not manager.sizes_pending
+
+
 def test_the_deployed_files_reach_the_manager(settings, platform_config):
     platform_config["StorageManager"].update(
         trash_retention_days=3, sizes_interval=60, volume_descriptions={"home": "Your home"}
