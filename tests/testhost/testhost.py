@@ -36,7 +36,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -410,6 +410,9 @@ class Host:
     # boot in legacy cgroup mode with writable memory/pids/cpu controllers, so
     # the labs' MemoryMax=, TasksMax= and CPUQuota= take effect (limits_writable())
     enforce_limits: bool = False
+    # the v1 controllers an enforcing host may write (LIMIT_CONTROLLERS, plus
+    # SLURM_CONTROLLERS on a cluster's worker)
+    limit_controllers: list = field(default_factory=lambda: list(LIMIT_CONTROLLERS))
     cgroups: list = field(default_factory=list)  # this host's cgroups on the build machine
     # size of a btrfs image (in the host's directory) loop-mounted as the users'
     # root before boot, so disk quotas (btrfs qgroups) hold there; "" for none
@@ -547,6 +550,9 @@ def _find_init(nspawn_pid: int, timeout: float = 30) -> int:
 # as the build machine has them, it still leaves the units in cpuacct's root,
 # so CPUUsageNSec stays unset; docs/testing.md.)
 LIMIT_CONTROLLERS = ("memory", "pids", "cpu", "cpuacct")
+# What Slurm's cgroup v1 plugins need besides (a cluster's worker): cpuset
+# (ConstrainCores), devices (ConstrainDevices), freezer (proctrack/cgroup).
+SLURM_CONTROLLERS = ("cpuset", "devices", "freezer")
 # cpu.shares of an enforcing host's cgroup on the build machine. With the
 # default 1024 the whole host weighs as much as one busy process of the build
 # machine: with ten of them it gets a tenth of a core, and no lab's CPU limit
@@ -565,7 +571,7 @@ def own_cgroups(proc_cgroup: str) -> dict[str, str]:
     return found
 
 
-def _cgroup_dirs(name: str, enforce_limits: bool = False) -> list[Path]:
+def _cgroup_dirs(name: str, limit_controllers: Sequence[str] = ()) -> list[Path]:
     """This host's own cgroup on the build machine, one per hierarchy it needs.
 
     Without a host systemd, nspawn nests the container under the caller's cgroup
@@ -574,21 +580,21 @@ def _cgroup_dirs(name: str, enforce_limits: bool = False) -> list[Path]:
     named jupyter-admin-singleuser in both, for instance). Each host therefore
     boots from a cgroup of its own, below the caller's (the build machine may
     put this process in a memory cgroup of its own: a host must stay inside it).
-    An enforcing host also gets one in each of LIMIT_CONTROLLERS.
+    An enforcing host also gets one in each of its ``limit_controllers``.
     """
     root = Path("/sys/fs/cgroup")
     if (root / "cgroup.controllers").exists():  # pure cgroup v2
         return [root / f"testhost-{name}"]
     # hybrid/v1: the named systemd hierarchy and the unified one
-    wanted = ["systemd", "unified"] + (list(LIMIT_CONTROLLERS) if enforce_limits else [])
+    wanted = ["systemd", "unified", *limit_controllers]
     mine = own_cgroups(Path("/proc/self/cgroup").read_text())
     dirs = []
     for hierarchy in wanted:
         mount = root / hierarchy
         if mount.is_dir() and hierarchy in mine:
             dirs.append(mount / mine[hierarchy].lstrip("/") / f"testhost-{name}")
-    if enforce_limits:
-        missing = [c for c in LIMIT_CONTROLLERS if not (root / c / "cgroup.procs").exists()]
+    if limit_controllers:
+        missing = [c for c in limit_controllers if not (root / c / "cgroup.procs").exists()]
         if missing:
             raise SystemExit(f"test host {name!r}: --enforce-limits needs the cgroup v1 "
                              f"controller hierarchies {missing} mounted under {root}")
@@ -616,7 +622,7 @@ def limits_writable(host: Host) -> None:
     script = "set -e\n" + "".join(
         f"umount -l /sys/fs/cgroup/{c}\n"
         f"mount -t cgroup -o {c},nosuid,nodev,noexec cgroup /sys/fs/cgroup/{c}\n"
-        for c in LIMIT_CONTROLLERS)
+        for c in host.limit_controllers)
     host.sh(script)
     host.exec("systemctl", "daemon-reexec")
 
@@ -668,7 +674,8 @@ def _ensure_ssh_key(path: Path) -> None:
 
 def up(name: str, port_base: int, extra_vars: dict | None = None,
        enforce_limits: bool = False, users_btrfs: str = "", network: Network | None = None,
-       workers: list[str] | None = None) -> Host:
+       workers: list[str] | None = None,
+       limit_controllers: Sequence[str] = LIMIT_CONTROLLERS) -> Host:
     """Boot a host; with ``network`` in that private network (its own
     namespace, address and /etc/hosts, the network's shared directory at
     /srv/jupyterhub, package installs through its proxy), else on this
@@ -689,6 +696,7 @@ def up(name: str, port_base: int, extra_vars: dict | None = None,
     host = Host(name=name, port_base=port_base, root=str(HOSTS / name / "root"),
                 ports=ports(port_base), extra_vars=extra_vars or {},
                 admin_password=secrets.token_urlsafe(12), enforce_limits=enforce_limits,
+                limit_controllers=list(limit_controllers),
                 users_btrfs=users_btrfs,
                 address=network.members[name] if network else "", netns=name if network else "",
                 workers=list(workers or []))
@@ -720,9 +728,12 @@ def up(name: str, port_base: int, extra_vars: dict | None = None,
         _join_network(root, network)
         argv += [f"--network-namespace-path={NETNS_DIR / name}", "--resolv-conf=off",
                  f"--bind={network.shared_dir}:/srv/jupyterhub"]
-    cgroups = _cgroup_dirs(name, enforce_limits)
+    cgroups = _cgroup_dirs(name, limit_controllers if enforce_limits else ())
     for d in cgroups:
         d.mkdir(exist_ok=True)
+        if (d / "cpuset.cpus").exists():  # a new cpuset is empty: no process may enter
+            for knob in ("cpuset.cpus", "cpuset.mems"):
+                (d / knob).write_text((d.parent / knob).read_text())
         if (d / "cpu.shares").exists():
             (d / "cpu.shares").write_text(str(HOST_CPU_SHARES))
     host.cgroups = [str(d) for d in cgroups]
@@ -970,9 +981,11 @@ def cluster_names(name: str, workers: int) -> tuple[str, list[str]]:
 
 
 # A cluster's hub (tests/integration/test_cluster.py): every lab on the hub's
-# origin, reached at its address on the private network; Slurm without its
-# cgroup plugins (a default-kind test host's controllers are read-only).
-CLUSTER_HUB_VARS = {"jupyterhub_user_subdomains": False, "slurm_cgroup_enforce": False}
+# origin, reached at its address on the private network; small labs (a lab with
+# a kernel fits in 512M), so one reaches its memory limit cheaply; a worker
+# silent for 30 s is down (its labs stopped) sooner than Slurm's default.
+CLUSTER_HUB_VARS = {"jupyterhub_user_subdomains": False, "jupyterhub_spawner_mem_limit": "512M",
+                    "slurm_worker_timeout": 30}
 
 
 def cluster_up(name: str, port_base: int, workers: int = 1, extra_vars: dict | None = None) -> Host:
@@ -982,7 +995,9 @@ def cluster_up(name: str, port_base: int, workers: int = 1, extra_vars: dict | N
     network = network_up(name, port_base, [hub_name, *worker_names])
     try:
         for worker in worker_names:
-            up(worker, port_base, network=network)
+            # the enforcing kind: Slurm's cgroup plugins hold the labs' limits
+            up(worker, port_base, network=network, enforce_limits=True,
+               limit_controllers=LIMIT_CONTROLLERS + SLURM_CONTROLLERS)
         hub_vars = {**CLUSTER_HUB_VARS, "jupyterhub_domain": network.members[hub_name], **(extra_vars or {})}
         return up(hub_name, port_base, hub_vars, network=network, workers=worker_names)
     except BaseException:
