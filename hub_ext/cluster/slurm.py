@@ -25,6 +25,18 @@ _MEM = re.compile(r"(\d+)([KMGT]?)")
 _MEM_FACTOR_MIB = {"K": 1 / 1024, "": 1 / (1024 * 1024), "M": 1, "G": 1024, "T": 1024 * 1024}
 
 
+# What a user is told of Slurm's most common reasons for a waiting job
+# (squeue(1), JOB REASON CODES); the reason itself is always shown too.
+WAITING_REASONS = {
+    "None": "being scheduled",
+    "Resources": "every worker is busy",
+    "Priority": "other jobs are ahead in the queue",
+    "ReqNodeNotAvail": "no worker is available (down or drained)",
+    "PartitionDown": "the partition is down",
+    "PartitionNodeLimit": "no worker can hold what the lab asks for",
+}
+
+
 class SlurmError(RuntimeError):
     """sbatch, squeue or scancel failed, or answered what this module cannot read."""
 
@@ -57,6 +69,13 @@ class JobStatus:
     @property
     def running(self) -> bool:
         return self.state in RUNNING_STATES
+
+
+def waiting_reason(reason: str) -> str:
+    """Why a job waits, for a user: Slurm's reason, explained when it is a common one."""
+    # "ReqNodeNotAvail, UnavailableNodes:th-w1": the code is before the comma
+    explained = WAITING_REASONS.get(reason.split(",", 1)[0].strip())
+    return f"{explained} (Slurm: {reason})" if explained else f"Slurm: {reason or 'no reason given'}"
 
 
 def mem_mib(limit: str) -> int:

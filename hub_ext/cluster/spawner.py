@@ -29,6 +29,10 @@ from hub_ext.units import readiness
 LAB_BIND_IP = "0.0.0.0"
 # the system directories after the lab's own in a job's $PATH
 SYSTEM_PATH = ["/usr/local/bin", "/usr/bin", "/bin"]
+# A job still queued this many seconds before the hub's start_timeout is
+# cancelled by the spawner, so the user reads Slurm's reason instead of
+# JupyterHub's bare "timeout".
+QUEUE_DEADLINE_MARGIN = 5.0
 
 
 class SlurmLabSpawner(PlatformSpawner):
@@ -52,6 +56,8 @@ class SlurmLabSpawner(PlatformSpawner):
 
     # the running lab's Slurm job, in the spawner state (a hub restart keeps it)
     job_id: str = ""
+    # the progress events of the current start, for the spawn page (progress())
+    job_events: list[dict] = []
 
     # seams for unit tests
     slurm_run = staticmethod(slurm.run)
@@ -109,6 +115,8 @@ class SlurmLabSpawner(PlatformSpawner):
         return slurm.parse_status(result.stdout)
 
     async def start(self):
+        started = time.monotonic()  # about when the hub's start_timeout began
+        self.job_events = []
         account = await self.ensure_account()
         exported = self.export_accounts(self.accounts_dir, self.platform_group)
         self.log.debug("exported %s platform accounts to %s", exported, self.accounts_dir)
@@ -130,12 +138,30 @@ class SlurmLabSpawner(PlatformSpawner):
         if self.orm_spawner is not None:
             # in the hub's database now: a hub restart meanwhile finds the job
             self.orm_spawner.state = self.get_state()
-        node = await self.wait_for_node()
+        self.report(20, f"Submitted as Slurm job {self.job_id}")
+        node = await self.wait_for_node(deadline=started + self.start_timeout - QUEUE_DEADLINE_MARGIN)
+        self.report(60, f"Running on {node}; starting the lab")
         return await self.wait_for_lab(node)
 
-    async def wait_for_node(self) -> str:
-        """The worker the job runs on, once it runs; waits while Slurm queues it."""
-        deadline = time.monotonic() + self.start_timeout
+    def report(self, progress: int, message: str) -> None:
+        """A step of the start for the spawn page (a repeated message once)."""
+        if not self.job_events or self.job_events[-1]["message"] != message:
+            self.job_events.append({"progress": progress, "message": message})
+
+    async def progress(self):
+        """The spawn page's events: each step of the start (submitted, waiting
+        with Slurm's reason, running on a worker), none skipped; JupyterHub
+        stops iterating when the start ends."""
+        shown = 0
+        while True:
+            while shown < len(self.job_events):
+                yield dict(self.job_events[shown])
+                shown += 1
+            await asyncio.sleep(self.job_poll_interval)
+
+    async def wait_for_node(self, deadline: float) -> str:
+        """The worker the job runs on, once it runs; waits while Slurm queues
+        it (the reason on the spawn page) until ``deadline`` (monotonic)."""
         while True:
             status = await self.job_status()
             if status is None or not (status.waiting or status.running):
@@ -143,11 +169,14 @@ class SlurmLabSpawner(PlatformSpawner):
                 raise web.HTTPError(500, f"The lab's Slurm job {self.job_id} ended before it ran ({state})")
             if status.running and status.node:
                 return status.node
+            why = slurm.waiting_reason(status.reason)
             if time.monotonic() > deadline:
                 await self.cancel()
                 raise web.HTTPError(
-                    503, f"The lab waited {self.start_timeout} s for a worker ({status.reason}); try again later"
+                    503, f"The lab waited {self.start_timeout} s for a worker and was cancelled: {why}. "
+                    "Try again later."
                 )
+            self.report(30, f"Waiting for a worker: {why}; Slurm job {self.job_id}")
             await asyncio.sleep(self.job_poll_interval)
 
     async def wait_for_lab(self, node: str) -> tuple[str, int]:

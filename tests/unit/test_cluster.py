@@ -2,8 +2,10 @@
 account export and the spawner's start/poll/stop against a fake Slurm."""
 
 import asyncio
+import time
 
 import pytest
+from tornado import web
 
 from hub_ext.cluster import accounts_export, slurm
 from hub_ext.cluster.spawner import SlurmLabSpawner
@@ -183,3 +185,52 @@ def test_a_restarted_hub_knows_the_job_from_the_state(make_spawner):
     assert spawner.job_id == "77"
     spawner.clear_state()
     assert spawner.job_id == ""
+
+
+@pytest.mark.parametrize("reason, said", [
+    ("Resources", "every worker is busy (Slurm: Resources)"),
+    ("ReqNodeNotAvail, UnavailableNodes:th-w1",
+     "no worker is available (down or drained) (Slurm: ReqNodeNotAvail, UnavailableNodes:th-w1)"),
+    ("QOSMaxJobsPerUserLimit", "Slurm: QOSMaxJobsPerUserLimit"),
+    ("", "Slurm: no reason given"),
+])
+def test_a_waiting_jobs_reason_is_explained_to_the_user(reason, said):
+    assert slurm.waiting_reason(reason) == said
+
+
+def test_the_spawn_page_shows_each_step_with_slurms_reason_while_the_job_waits(slurm_spawner):
+    slurm_spawner.slurm_run = FakeSlurm(pending=3)
+
+    async def start_and_watch():
+        events = []
+
+        async def watch():
+            async for event in slurm_spawner.progress():
+                events.append(event)
+
+        watcher = asyncio.ensure_future(watch())
+        await slurm_spawner.start()
+        await asyncio.sleep(2 * slurm_spawner.job_poll_interval)  # the last step reaches the page
+        watcher.cancel()
+        return events
+
+    events = asyncio.run(start_and_watch())
+    assert [e["message"] for e in events] == [
+        "Submitted as Slurm job 77",
+        "Waiting for a worker: every worker is busy (Slurm: Resources); Slurm job 77",
+        "Running on th-w1; starting the lab",
+    ]
+    assert [e["progress"] for e in events] == sorted(e["progress"] for e in events)
+
+
+def test_a_job_waiting_until_the_hubs_timeout_is_cancelled_before_it(slurm_spawner):
+    # the spawner gives up QUEUE_DEADLINE_MARGIN before JupyterHub's own
+    # start_timeout, so the user reads why instead of a bare timeout
+    slurm_spawner.slurm_run = FakeSlurm(pending=10**6)
+    slurm_spawner.start_timeout = 6
+    started = time.monotonic()
+    with pytest.raises(web.HTTPError) as refused:
+        asyncio.run(slurm_spawner.start())
+    assert time.monotonic() - started < slurm_spawner.start_timeout
+    assert refused.value.status_code == 503
+    assert "every worker is busy (Slurm: Resources)" in refused.value.log_message
