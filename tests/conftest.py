@@ -31,7 +31,7 @@ ARTIFACTS = TESTS.parent / "artifacts"
 
 # Each directory under tests/ is one tier, marked on its tests by
 # pytest_collection_modifyitems (the markers are registered in pytest.ini).
-TIERS = ("unit", "static", "integration", "browser", "bench")
+TIERS = ("unit", "static", "integration", "browser", "bench", "cluster")
 _tier_of_test: dict[str, str] = {}
 _tier_seconds: dict[str, float] = defaultdict(float)
 

@@ -223,6 +223,11 @@ class Network:
     def load(cls, name: str) -> Network:
         return cls(**json.loads((NETWORKS / name / "network.json").read_text()))
 
+    def plug(self, host: str, connected: bool) -> None:
+        """Pull (or put back) ``host``'s cable at the switch: it keeps running
+        but nobody reaches it, as a worker that died looks to the others."""
+        run(["ip", "-n", self.switch, "link", "set", host, "up" if connected else "down"])
+
 
 def plan_network(name: str, port_base: int, hosts: list[str]) -> Network:
     """Addresses of a private network: the gateway .1, the hosts .2, .3, ... in
