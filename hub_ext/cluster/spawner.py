@@ -36,15 +36,17 @@ QUEUE_DEADLINE_MARGIN = 5.0
 
 
 class SlurmLabSpawner(PlatformSpawner):
-    partition = Unicode(
-        "labs", help="Slurm partition every lab is submitted to (the slurm role's slurm_partition)."
-    ).tag(config=True)
+    # Settings: each tagged with the slurm role's variable that sets it (the
+    # pattern of hub_ext/settings.py; the role's 60-cluster.py drop-in writes them)
+    partition = Unicode("labs", help="Slurm partition every lab is submitted to.").tag(
+        config=True, ansible="slurm_partition"
+    )
 
     accounts_dir = Unicode(
         "/srv/jupyterhub/accounts",
         help="""Shared directory where the platform's accounts are exported before
         every submission; the workers resolve them from there (libnss-extrausers).""",
-    ).tag(config=True)
+    ).tag(config=True, ansible="slurm_accounts_dir")
 
     job_poll_interval = Float(
         1.0, min=0.1, help="Seconds between two squeue calls while a lab's job waits to run."

@@ -3,8 +3,10 @@ account export and the spawner's start/poll/stop against a fake Slurm."""
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
+import yaml
 from tornado import web
 
 from hub_ext.cluster import accounts_export, slurm
@@ -234,3 +236,28 @@ def test_a_job_waiting_until_the_hubs_timeout_is_cancelled_before_it(slurm_spawn
     assert time.monotonic() - started < slurm_spawner.start_timeout
     assert refused.value.status_code == 503
     assert "every worker is busy (Slurm: Resources)" in refused.value.log_message
+
+
+def test_the_cluster_settings_are_tagged_traits_the_slurm_roles_drop_in_sets():
+    # one declaration per setting: the trait, tagged with the slurm role's
+    # variable; its default is the role's, and the role's drop-in sets exactly
+    # the tagged traits, each from its own variable
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.template import Templar
+    from traitlets.config import Config
+
+    role = Path(__file__).resolve().parents[2] / "ansible" / "roles" / "slurm"
+    defaults = yaml.safe_load((role / "defaults" / "main.yml").read_text())
+    tagged = {name: trait.metadata["ansible"]
+              for name, trait in SlurmLabSpawner.class_own_traits(config=True).items() if "ansible" in trait.metadata}
+    assert tagged == {"partition": "slurm_partition", "accounts_dir": "slurm_accounts_dir"}
+    for name, variable in tagged.items():
+        assert SlurmLabSpawner.class_traits()[name].default() == defaults[variable], name
+    changed = {**defaults, "slurm_partition": "gpu_labs", "slurm_accounts_dir": "/nfs/accounts",
+               "ansible_managed": "managed", "ansible_hostname": "hub"}
+    template = (role / "templates" / "60-cluster.py.j2").read_text()
+    code = Templar(loader=DataLoader(), variables=changed).template(template)
+    c = Config()
+    exec(compile(code, "60-cluster.py", "exec"), {"get_config": lambda: c})
+    assert {name: c.SlurmLabSpawner[name] for name in tagged} == {"partition": "gpu_labs",
+                                                                    "accounts_dir": "/nfs/accounts"}
