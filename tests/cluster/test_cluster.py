@@ -7,6 +7,7 @@ on its spawn page; the worker dies and both labs are reported stopped; it comes
 back and the user starts again."""
 
 import json
+import socket
 import time
 
 import pytest
@@ -96,6 +97,17 @@ def test_a_lab_runs_as_the_users_slurm_job_on_the_worker(cluster_hub, cluster_ad
     assert status == "ok", out
     assert out.split() == [f"th-{worker.name}", uid]
     print(f"\ncluster spawn (API request to lab answering): {spawn_s:.1f} s")
+
+
+def test_only_the_workers_reach_the_hub_api_relay(cluster_hub, worker):
+    # the labs' way to the hub API: open to the workers (a lab calls it)...
+    url = f"http://th-{cluster_hub.name}:8081/jupyterhub/hub/api/"
+    answer = worker.exec("python3", "-c", f"import urllib.request; print(urllib.request.urlopen({url!r}).status)")
+    assert answer.stdout.strip() == "200"
+    # ...while any other address (this machine, on the same private network)
+    # gets no answer at all: its packets are dropped, not refused
+    with pytest.raises(TimeoutError):
+        socket.create_connection((cluster_hub.address, 8081), timeout=5).close()
 
 
 def test_slurms_cgroups_hold_the_labs_limits_on_the_worker(cluster_admin, users, worker):
