@@ -52,6 +52,7 @@ class JobRequest:
     workdir: str
     mem_limit: str | None = None  # systemd's notation: digits with K/M/G/T
     cpu_limit: float | None = None
+    gpus: int = 0  # GPUs as GRES (hub_ext.cluster.gres)
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,8 @@ def sbatch_argv(req: JobRequest) -> list[str]:
         argv.append(f"--cpus-per-task={max(1, math.ceil(req.cpu_limit))}")
     if req.mem_limit:
         argv.append(f"--mem={mem_mib(req.mem_limit)}M")
+    if req.gpus:
+        argv.append(f"--gres=gpu:{req.gpus}")
     return argv
 
 

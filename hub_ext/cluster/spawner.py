@@ -18,9 +18,10 @@ import time
 
 from jupyterhub.utils import random_port, url_path_join
 from tornado import web
-from traitlets import Float, Unicode
+from traitlets import Float, Integer, Unicode
 
-from hub_ext.cluster import accounts_export, slurm
+from hub_ext.cluster import accounts_export, gres, slurm
+from hub_ext.gpu.policy import MODE_OFF
 from hub_ext.spawner import PlatformSpawner
 from hub_ext.storage import layout
 from hub_ext.units import readiness
@@ -47,6 +48,13 @@ class SlurmLabSpawner(PlatformSpawner):
         help="""Shared directory where the platform's accounts are exported before
         every submission; the workers resolve them from there (libnss-extrausers).""",
     ).tag(config=True, ansible="slurm_accounts_dir")
+
+    worker_gpus = Integer(
+        0,
+        min=0,
+        help="""GPUs of the worker with the most, as NVML found them (the slurm role
+        writes it); 0: the cluster has no GPU and labs ask for none.""",
+    ).tag(config=True)
 
     job_poll_interval = Float(
         1.0, min=0.1, help="Seconds between two squeue calls while a lab's job waits to run."
@@ -83,13 +91,34 @@ class SlurmLabSpawner(PlatformSpawner):
     def job_name(self) -> str:
         return self._expand_user_vars(self.job_name_template)
 
+    @property
+    def cluster_gpus_on(self) -> bool:
+        """The workers have GPUs and GPU support is not off (the hub host's own
+        GPUs do not count: labs run on the workers)."""
+        return bool(self.worker_gpus) and self.gpu_support.mode != MODE_OFF
+
+    def gpu_request(self) -> int:
+        """GPUs this lab's job asks for: the platform's GPU policy over a worker."""
+        if not self.cluster_gpus_on:
+            return 0
+        support = self.gpu_support
+        return gres.lab_gpu_count(support.policy, self.worker_gpus, self.hub_groups,
+                                  support.group_devices, support.group_counts)
+
     def job_environment(self, base_env: dict[str, str]) -> dict[str, str]:
         """The job's whole environment (sbatch --export=ALL of a clean one):
-        JupyterHub's variables, the lab's PATH, and HOME in the user's home
-        directory on the shared storage."""
+        JupyterHub's variables, the lab's PATH, HOME in the user's home
+        directory on the shared storage, and with GPUs on the cluster the GPU
+        variables of its GRES (Slurm adds CUDA_VISIBLE_DEVICES)."""
         dirs = layout.user_dirs(self.unix_name, self.users_root)
+        gpu_env = {}
+        if self.cluster_gpus_on:
+            base_env = {k: v for k, v in base_env.items()
+                        if k not in ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES")}
+            gpu_env = gres.lab_environment(self.gpu_request())
         return {
             **base_env,
+            **gpu_env,
             "HOME": str(dirs.home),
             "USER": self.unix_name,
             "SHELL": self.default_shell,
@@ -105,6 +134,7 @@ class SlurmLabSpawner(PlatformSpawner):
             workdir=str(layout.user_dirs(self.unix_name, self.users_root).workspace),
             mem_limit=self.mem_limit,
             cpu_limit=self.cpu_limit,
+            gpus=self.gpu_request(),
         )
 
     async def job_status(self) -> slurm.JobStatus | None:

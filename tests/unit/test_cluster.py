@@ -2,15 +2,19 @@
 account export and the spawner's start/poll/stop against a fake Slurm."""
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 from tornado import web
+from traitlets.config import Config
 
-from hub_ext.cluster import accounts_export, slurm
+from fake_nvml import FakeNvml, fake_gpu
+from hub_ext.cluster import accounts_export, gres, slurm
 from hub_ext.cluster.spawner import SlurmLabSpawner
+from hub_ext.gpu.nvml import detect
 from hub_ext.process import CommandResult
 
 REQUEST = slurm.JobRequest(job_name="jupyter-jh-alice", partition="labs", uid=1001, gid=1001,
@@ -244,7 +248,6 @@ def test_the_cluster_settings_are_tagged_traits_the_slurm_roles_drop_in_sets():
     # the tagged traits, each from its own variable
     from ansible.parsing.dataloader import DataLoader
     from ansible.template import Templar
-    from traitlets.config import Config
 
     role = Path(__file__).resolve().parents[2] / "ansible" / "roles" / "slurm"
     defaults = yaml.safe_load((role / "defaults" / "main.yml").read_text())
@@ -261,3 +264,59 @@ def test_the_cluster_settings_are_tagged_traits_the_slurm_roles_drop_in_sets():
     exec(compile(code, "60-cluster.py", "exec"), {"get_config": lambda: c})
     assert {name: c.SlurmLabSpawner[name] for name in tagged} == {"partition": "gpu_labs",
                                                                     "accounts_dir": "/nfs/accounts"}
+
+
+# --- GPUs as GRES (hub_ext.cluster.gres), with the fake NVML ---------------------
+
+
+def test_a_workers_gpus_found_by_nvml_become_its_gres_lines():
+    # each GPU by its device file (its minor number, not NVML's index), in NVML's order
+    detection = detect(FakeNvml([fake_gpu(0, minor=7), fake_gpu(1, minor=3)]))
+    assert gres.worker_gres("th-w1", detection) == {
+        "count": 2,
+        "gres_conf": ["NodeName=th-w1 Name=gpu File=/dev/nvidia7", "NodeName=th-w1 Name=gpu File=/dev/nvidia3"],
+        "errors": [],
+    }
+
+
+def test_a_gpu_nvml_cannot_read_is_left_out_and_named():
+    detection = detect(FakeNvml([fake_gpu(0), fake_gpu(1)], fail_at=1))
+    found = gres.worker_gres("th-w1", detection)
+    assert found["count"] == 1 and found["gres_conf"] == ["NodeName=th-w1 Name=gpu File=/dev/nvidia0"]
+    assert "GPU is lost" in " ".join(found["errors"])
+
+
+def test_a_worker_without_nvml_has_no_gres(capsys):
+    assert gres.main(["th-w1", "--nvml-module", "no_such_nvml_module"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert (found["count"], found["gres_conf"]) == (0, [])
+    assert "no_such_nvml_module" in found["errors"][0]
+
+
+@pytest.mark.parametrize("policy, groups, counts, devices, gpus", [
+    ("all", [], {}, {}, 4),
+    ("round-robin", [], {}, {}, 1),
+    ("group", ["ml"], {"ml": 2}, {}, 2),
+    ("group", ["ml"], {}, {"ml": [0, 1, 2]}, 3),
+    ("group", ["other"], {"ml": 2}, {}, 0),
+])
+def test_the_gpu_policy_becomes_the_jobs_gpu_count(policy, groups, counts, devices, gpus):
+    assert gres.lab_gpu_count(policy, 4, groups, devices, counts) == gpus
+
+
+def test_a_lab_on_a_gpu_cluster_asks_slurm_for_its_gpus(make_spawner):
+    spawner = make_spawner(spawner_class=SlurmLabSpawner, groups=["ml"], extra_config=Config(
+        {"GpuSupport": {"policy": "group", "group_counts": {"ml": 2}}, "SlurmLabSpawner": {"worker_gpus": 4}}))
+    assert "--gres=gpu:2" in slurm.sbatch_argv(spawner.job_request(1001, 1001))
+    env = spawner.job_environment({"CUDA_VISIBLE_DEVICES": "", "NVIDIA_VISIBLE_DEVICES": "void", "X": "1"})
+    # Slurm sets CUDA_VISIBLE_DEVICES for the GPUs it allocates: the hub's (none) must not hide them
+    assert "CUDA_VISIBLE_DEVICES" not in env and "NVIDIA_VISIBLE_DEVICES" not in env
+    assert (env["ENABLE_GPU_SUPPORT"], env["X"]) == ("1", "1")
+
+
+@pytest.mark.parametrize("config", [{"SlurmLabSpawner": {"worker_gpus": 0}},
+                                    {"SlurmLabSpawner": {"worker_gpus": 4}, "GpuSupport": {"mode": 0}}])
+def test_without_gpus_on_the_workers_or_with_gpus_off_a_lab_asks_for_none(make_spawner, config):
+    spawner = make_spawner(spawner_class=SlurmLabSpawner, extra_config=Config(config))
+    assert not [a for a in slurm.sbatch_argv(spawner.job_request(1001, 1001)) if a.startswith("--gres")]
+    assert spawner.job_environment({"CUDA_VISIBLE_DEVICES": ""})["CUDA_VISIBLE_DEVICES"] == ""
