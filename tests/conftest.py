@@ -133,16 +133,23 @@ def hub_dropin(host, admin):
 # every test that needs that deployment; kept and reused like the main host with
 # TESTHOST_KEEP / TESTHOST_REUSE.
 
-def other_host(kind: str, port_offset: int, extra_vars, **provision_options):
-    """``$TESTHOST_NAME-<kind>`` on port base ``$TESTHOST_PORT_BASE + port_offset``
-    (or TESTHOST_<KIND>_NAME / TESTHOST_<KIND>_PORT_BASE): a generator for a
-    session fixture. ``extra_vars``: a dict, or a function of the host's name and
-    port base that returns one; ``provision_options`` go to testhost.provision."""
+def other_host_place(kind: str, port_offset: int, suffix: str = "") -> tuple[str, int]:
+    """Name and port base of the suite's ``kind`` of other host:
+    ``$TESTHOST_NAME-<suffix or kind>`` on ``$TESTHOST_PORT_BASE + port_offset``,
+    or TESTHOST_<KIND>_NAME / TESTHOST_<KIND>_PORT_BASE."""
     main = os.environ.get("TESTHOST_NAME", "pytest")
     env = f"TESTHOST_{kind.upper()}"
-    name = os.environ.get(f"{env}_NAME", f"{main}-{kind}")
+    name = os.environ.get(f"{env}_NAME", f"{main}-{suffix or kind}")
     port_base = int(os.environ.get(f"{env}_PORT_BASE",
                                    int(os.environ.get("TESTHOST_PORT_BASE", "23000")) + port_offset))
+    return name, port_base
+
+
+def other_host(kind: str, port_offset: int, extra_vars, **provision_options):
+    """The ``kind`` of other host (other_host_place): a generator for a
+    session fixture. ``extra_vars``: a dict, or a function of the host's name and
+    port base that returns one; ``provision_options`` go to testhost.provision."""
+    name, port_base = other_host_place(kind, port_offset)
     if callable(extra_vars):
         extra_vars = extra_vars(name, port_base)
     ARTIFACTS.mkdir(exist_ok=True)
@@ -195,9 +202,8 @@ def cluster_hub():
     """The hub host of cluster ``$TESTHOST_NAME-c`` (hosts <name>-hub, <name>-w1)
     on port base ``$TESTHOST_PORT_BASE + 6000`` (or TESTHOST_CLUSTER_NAME /
     TESTHOST_CLUSTER_PORT_BASE); kept and reused like the main host."""
-    name = os.environ.get("TESTHOST_CLUSTER_NAME", os.environ.get("TESTHOST_NAME", "pytest") + "-c")
-    port_base = int(os.environ.get("TESTHOST_CLUSTER_PORT_BASE",
-                                   int(os.environ.get("TESTHOST_PORT_BASE", "23000")) + 6000))
+    # "-c": a network interface is named after each host, at most 15 characters
+    name, port_base = other_host_place("cluster", 6000, suffix="c")
     ARTIFACTS.mkdir(exist_ok=True)
     h = testhost.provision_cluster(name, port_base, workers=1,
                                    reuse=os.environ.get("TESTHOST_REUSE") == "1",
