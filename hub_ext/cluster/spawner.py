@@ -14,7 +14,10 @@ there yet.
 from __future__ import annotations
 
 import asyncio
+import os
+import stat
 import time
+from pathlib import Path
 
 from jupyterhub.utils import random_port, url_path_join
 from tornado import web
@@ -30,6 +33,10 @@ from hub_ext.units import readiness
 LAB_BIND_IP = "0.0.0.0"
 # the system directories after the lab's own in a job's $PATH
 SYSTEM_PATH = ["/usr/local/bin", "/usr/bin", "/bin"]
+# The lab's report of the port it bound (lab/lab_server.py, bind_and_report):
+# the variable naming the file, and the file in the user's home directory
+PORT_FILE_VARIABLE = "JUPYTERHUB_LAB_PORT_FILE"
+PORT_FILE_NAME = ".jupyterhub-lab-port"
 # A job still queued this many seconds before the hub's start_timeout is
 # cancelled by the spawner, so the user reads Slurm's reason instead of
 # JupyterHub's bare "timeout".
@@ -105,6 +112,12 @@ class SlurmLabSpawner(PlatformSpawner):
         return gres.lab_gpu_count(support.policy, self.worker_gpus, self.hub_groups,
                                   support.group_devices, support.group_counts)
 
+    @property
+    def port_file(self) -> Path:
+        """Where the lab reports its port: the user's home directory, where no
+        other user can write."""
+        return layout.user_dirs(self.unix_name, self.users_root).home / PORT_FILE_NAME
+
     def job_environment(self, base_env: dict[str, str]) -> dict[str, str]:
         """The job's whole environment (sbatch --export=ALL of a clean one):
         JupyterHub's variables, the lab's PATH, HOME in the user's home
@@ -120,6 +133,7 @@ class SlurmLabSpawner(PlatformSpawner):
             **base_env,
             **gpu_env,
             "HOME": str(dirs.home),
+            PORT_FILE_VARIABLE: str(self.port_file),
             "USER": self.unix_name,
             "SHELL": self.default_shell,
             "PATH": ":".join(self.lab_paths() + SYSTEM_PATH),
@@ -154,8 +168,9 @@ class SlurmLabSpawner(PlatformSpawner):
         self.log.debug("exported %s platform accounts to %s", exported, self.accounts_dir)
         await self.reconcile_privileges(self.privileges)
         self.apply_resource_profile()
-        self.port = random_port()
+        self.port = random_port()  # in JUPYTERHUB_SERVICE_URL; the lab reports the one it bound
         self.ip = LAB_BIND_IP
+        self.port_file.unlink(missing_ok=True)  # an earlier lab's report
         env = self.job_environment(self.get_env())
         script = slurm.batch_script(
             [self._expand_user_vars(c) for c in self.cmd] + [self._expand_user_vars(a) for a in self.get_args()],
@@ -173,6 +188,7 @@ class SlurmLabSpawner(PlatformSpawner):
         self.report(20, f"Submitted as Slurm job {self.job_id}")
         node = await self.wait_for_node(deadline=started + self.start_timeout - QUEUE_DEADLINE_MARGIN)
         self.report(60, f"Running on {node}; starting the lab")
+        self.port = await self.wait_for_port(node)
         return await self.wait_for_lab(node)
 
     def report(self, progress: int, message: str) -> None:
@@ -210,6 +226,21 @@ class SlurmLabSpawner(PlatformSpawner):
                 )
             self.report(30, f"Waiting for a worker: {why}; Slurm job {self.job_id}")
             await asyncio.sleep(self.job_poll_interval)
+
+    async def wait_for_port(self, node: str) -> int:
+        """The port the lab bound on ``node``, once it reports it (http_timeout)."""
+        deadline = time.monotonic() + self.http_timeout
+        while (port := read_port_file(self.port_file)) is None:
+            status = await self.job_status()
+            if not (status and status.running):
+                raise web.HTTPError(500, f"The lab's Slurm job {self.job_id} on {node} ended before it listened")
+            if time.monotonic() > deadline:
+                await self.cancel()
+                raise web.HTTPError(
+                    500, f"The lab on {node} reported no port within {self.http_timeout} s; Slurm job {self.job_id}"
+                )
+            await asyncio.sleep(self.ready_poll_interval)
+        return port
 
     async def wait_for_lab(self, node: str) -> tuple[str, int]:
         api = url_path_join(self.server.base_url if self.server else "/", "api")
@@ -250,3 +281,20 @@ class SlurmLabSpawner(PlatformSpawner):
             if status is None or not (status.running or status.waiting):
                 return
             await asyncio.sleep(1)
+
+
+def read_port_file(path: Path) -> int | None:
+    """The port a lab reported in ``path``, or None while there is none. The
+    file is the user's: the hub (root) follows no link, opens no FIFO or device
+    (a regular file only, without blocking) and reads a few bytes."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        text = os.read(fd, 16).decode("ascii", errors="replace").strip()
+    finally:
+        os.close(fd)
+    return int(text) if text.isdigit() and 0 < int(text) < 65536 else None

@@ -3,6 +3,7 @@ account export and the spawner's start/poll/stop against a fake Slurm."""
 
 import asyncio
 import json
+import os
 import time
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from traitlets.config import Config
 
 from fake_nvml import FakeNvml, fake_gpu
 from hub_ext.cluster import accounts_export, gres, slurm
-from hub_ext.cluster.spawner import SlurmLabSpawner
+from hub_ext.cluster.spawner import PORT_FILE_VARIABLE, SlurmLabSpawner, read_port_file
 from hub_ext.gpu.nvml import detect
 from hub_ext.process import CommandResult
 
@@ -112,11 +113,13 @@ def test_the_export_replaces_both_files(tmp_path):
 
 class FakeSlurm:
     """sbatch, squeue and scancel of a cluster whose one job runs on th-w1 after
-    ``pending`` squeue calls, until scancel."""
+    ``pending`` squeue calls, until scancel; once running, its lab reports
+    ``lab_port`` in the file the job's environment names (None: never)."""
 
-    def __init__(self, pending=1, submit_rc=0):
-        self.calls, self.pending, self.submit_rc = [], pending, submit_rc
+    def __init__(self, pending=1, submit_rc=0, lab_port=4242):
+        self.calls, self.pending, self.submit_rc, self.lab_port = [], pending, submit_rc, lab_port
         self.state = None
+        self.port_file = None
 
     async def __call__(self, argv, stdin=None, env=None):
         self.calls.append((list(argv), stdin, env))
@@ -125,6 +128,7 @@ class FakeSlurm:
             if self.submit_rc:
                 return CommandResult(tuple(argv), self.submit_rc, "", "sbatch: error: Invalid partition")
             self.state = "PENDING"
+            self.port_file = Path(env[PORT_FILE_VARIABLE])
             return CommandResult(tuple(argv), 0, "77\n")
         if tool == "scancel":
             self.state = None
@@ -137,6 +141,9 @@ class FakeSlurm:
                 self.pending -= 1
                 return CommandResult(tuple(argv), 0, "PENDING||Resources\n")
             self.state = "RUNNING"
+            if self.lab_port:
+                self.port_file.parent.mkdir(parents=True, exist_ok=True)
+                self.port_file.write_text(f"{self.lab_port}\n")
         return CommandResult(tuple(argv), 0, "RUNNING|th-w1|None\n")
 
 
@@ -152,13 +159,14 @@ def slurm_spawner(make_spawner, tmp_path):
 
 def test_a_lab_starts_as_the_users_job_and_is_reached_on_its_worker(slurm_spawner):
     ip, port = asyncio.run(slurm_spawner.start())
-    assert (ip, port) == ("th-w1", slurm_spawner.port)
+    # the worker and the port the lab itself bound and reported
+    assert (ip, port) == ("th-w1", 4242) and slurm_spawner.port == 4242
     # the account was exported for the workers before the job was submitted
     assert slurm_spawner.exported == [("/srv/jupyterhub/accounts", "jupyterhub-users")]
     argv, script, env = slurm_spawner.slurm_run.calls[0]
     assert argv[0] == "sbatch"
     assert script.splitlines()[-1].startswith("exec ")
-    assert env["JUPYTERHUB_SERVICE_URL"].startswith(f"http://0.0.0.0:{slurm_spawner.port}/")
+    assert env["JUPYTERHUB_SERVICE_URL"].startswith("http://0.0.0.0:")  # the port there is not used
     assert env["HOME"].endswith("/jh-alice/home")
     assert slurm_spawner.get_state()["job_id"] == "77"
     assert asyncio.run(slurm_spawner.poll()) is None
@@ -320,3 +328,38 @@ def test_without_gpus_on_the_workers_or_with_gpus_off_a_lab_asks_for_none(make_s
     spawner = make_spawner(spawner_class=SlurmLabSpawner, extra_config=Config(config))
     assert not [a for a in slurm.sbatch_argv(spawner.job_request(1001, 1001)) if a.startswith("--gres")]
     assert spawner.job_environment({"CUDA_VISIBLE_DEVICES": ""})["CUDA_VISIBLE_DEVICES"] == ""
+
+
+# --- the lab's port: bound by the lab, reported in the user's home ---------------
+
+
+def test_a_stale_report_is_removed_before_the_job_and_the_new_one_is_awaited(slurm_spawner):
+    slurm_spawner.port_file.parent.mkdir(parents=True, exist_ok=True)
+    slurm_spawner.port_file.write_text("1111\n")  # an earlier lab's
+    slurm_spawner.slurm_run = FakeSlurm(lab_port=None)
+    slurm_spawner.http_timeout = 1
+    with pytest.raises(web.HTTPError, match="reported no port"):
+        asyncio.run(slurm_spawner.start())
+    assert slurm_spawner.slurm_run.calls[-1][0] == ["scancel", "77"]
+    # the job was told where to report, in the user's own home directory
+    env = slurm_spawner.slurm_run.calls[0][2]
+    assert env[PORT_FILE_VARIABLE] == str(slurm_spawner.port_file)
+    assert slurm_spawner.port_file.parent.name == "home"
+
+
+def test_the_port_file_is_read_without_following_links_or_blocking(tmp_path):
+    report = tmp_path / "port"
+    assert read_port_file(report) is None
+    report.write_text("8888\n")
+    assert read_port_file(report) == 8888
+    for junk in ("", "0", "70000", "12ab", "-1"):
+        report.write_text(junk)
+        assert read_port_file(report) is None, junk
+    secret = tmp_path / "secret"
+    secret.write_text("4321\n")
+    link = tmp_path / "link"
+    link.symlink_to(secret)
+    assert read_port_file(link) is None
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert read_port_file(fifo) is None  # returns at once: a FIFO never blocks the hub
