@@ -265,13 +265,14 @@ def test_the_cluster_settings_are_tagged_traits_the_slurm_roles_drop_in_sets():
     for name, variable in tagged.items():
         assert SlurmLabSpawner.class_traits()[name].default() == defaults[variable], name
     changed = {**defaults, "slurm_partition": "gpu_labs", "slurm_accounts_dir": "/nfs/accounts",
-               "ansible_managed": "managed", "ansible_hostname": "hub"}
+               "ansible_managed": "managed", "ansible_hostname": "hub", "slurm_worker_gpus": {"w1": 2}}
     template = (role / "templates" / "60-cluster.py.j2").read_text()
     code = Templar(loader=DataLoader(), variables=changed).template(template)
     c = Config()
     exec(compile(code, "60-cluster.py", "exec"), {"get_config": lambda: c})
     assert {name: c.SlurmLabSpawner[name] for name in tagged} == {"partition": "gpu_labs",
                                                                     "accounts_dir": "/nfs/accounts"}
+    assert c.SlurmLabSpawner.worker_gpus == 2  # from the workers' facts, not a setting
 
 
 # --- GPUs as GRES (hub_ext.cluster.gres), with the fake NVML ---------------------
@@ -363,3 +364,33 @@ def test_the_port_file_is_read_without_following_links_or_blocking(tmp_path):
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     assert read_port_file(fifo) is None  # returns at once: a FIFO never blocks the hub
+
+
+def render_slurm_conf(worker_gpus: dict) -> list[str]:
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.template import Templar
+
+    role = Path(__file__).resolve().parents[2] / "ansible" / "roles" / "slurm"
+    defaults = yaml.safe_load((role / "defaults" / "main.yml").read_text())
+    workers = sorted(worker_gpus)
+    hostvars = {w: {"ansible_hostname": f"th-{w}", "ansible_processor_vcpus": 8, "ansible_memtotal_mb": 65536}
+                for w in workers}
+    hostvars["hub"] = {"ansible_hostname": "th-hub"}
+    variables = {**defaults, "ansible_managed": "managed", "groups": {"workers": workers, "all": ["hub", *workers]},
+                 "hostvars": hostvars, "slurm_controller": "hub", "slurm_worker_gpus": worker_gpus}
+    return Templar(loader=DataLoader(), variables=variables).template(
+        (role / "templates" / "slurm.conf.j2").read_text()).splitlines()
+
+
+def test_slurm_conf_offers_each_workers_gpus_as_gres():
+    conf = render_slurm_conf({"w1": 2, "w2": 0})
+    assert "GresTypes=gpu" in conf
+    nodes = {line.split()[0]: line for line in conf if line.startswith("NodeName=")}
+    assert "Gres=gpu:2" in nodes["NodeName=th-w1"].split()
+    assert "Gres" not in nodes["NodeName=th-w2"]
+
+
+def test_slurm_conf_of_a_cluster_without_gpus_names_no_gres():
+    conf = render_slurm_conf({"w1": 0})
+    assert not [line for line in conf if "Gres" in line]
+    assert "SlurmdTimeout=60" in conf  # slurm_worker_timeout's default
