@@ -7,13 +7,14 @@ on its spawn page; the worker dies and both labs are reported stopped; it comes
 back and the user starts again."""
 
 import json
+import re
 import socket
 import time
 
 import pytest
 
 import testhost
-from hubclient import HubClient, batch_create, lab_cell, login_client, unique_names
+from hubclient import HubClient, batch_create, lab_cell, lab_shell, login_client, unique_names
 
 M = 1024 * 1024
 MEM_LIMIT = 512 * M  # the cluster's jupyterhub_spawner_mem_limit (testhost.CLUSTER_HUB_VARS)
@@ -49,6 +50,11 @@ def job_cgroup(worker, user: str, controller: str) -> str:
     found = worker.sh(f"ls -d /sys/fs/cgroup/{controller}/slurm/uid_{uid}/job_*").stdout.split()
     assert len(found) == 1, found
     return found[0]
+
+
+def port_report(user: str) -> str:
+    """Where the user's lab reports the port it bound (docs/cluster.md)."""
+    return f"/srv/jupyterhub/users/{unix(user)}/home/.jupyterhub-lab-port"
 
 
 def lab_server_pid(worker, user: str) -> str:
@@ -96,6 +102,12 @@ def test_a_lab_runs_as_the_users_slurm_job_on_the_worker(cluster_hub, cluster_ad
     out, status = lab_cell(cluster_admin, user, "import os, socket; print(socket.gethostname(), os.getuid())")
     assert status == "ok", out
     assert out.split() == [f"th-{worker.name}", uid]
+    # the lab listens, as the user, on the port it reported in its home directory
+    port = int(worker.exec("cat", port_report(user)).stdout)
+    listener = worker.exec("ss", "-Hltnp", f"sport = :{port}").stdout
+    pid = re.search(r"pid=(\d+)", listener)
+    assert pid, listener
+    assert worker.exec("ps", "-o", "user=", "-p", pid.group(1)).stdout.strip() == unix(user)
     print(f"\ncluster spawn (API request to lab answering): {spawn_s:.1f} s")
 
 
@@ -166,6 +178,15 @@ def test_a_lab_waiting_for_a_full_cluster_says_why_then_starts(cluster_hub, clus
     # the core is free: the waiting lab starts on it
     cluster_admin.wait_lab(user, timeout=180)
     assert f"{unix(user)}|RUNNING|th-{worker.name}|jupyter-{unix(user)}|None" in jobs(cluster_hub)
+
+
+def test_another_users_lab_cannot_forge_or_read_a_labs_port_report(cluster_admin, users):
+    # the attack the report closes: steering the proxy to a port of one's own
+    victim, attacker = users
+    out, status = lab_shell(cluster_admin, attacker, f"echo 1 > {port_report(victim)}")
+    assert status != 0 and "Permission denied" in out, (status, out)
+    out, status = lab_shell(cluster_admin, attacker, f"cat {port_report(victim)}")
+    assert status != 0 and "Permission denied" in out, (status, out)
 
 
 def test_a_worker_that_dies_has_its_labs_reported_stopped_and_comes_back(cluster_hub, cluster_admin, users, worker):
