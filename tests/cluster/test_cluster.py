@@ -21,7 +21,10 @@ MEM_LIMIT = 512 * M  # the cluster's jupyterhub_spawner_mem_limit (testhost.CLUS
 
 @pytest.fixture(scope="module")
 def users(cluster_hub, cluster_admin) -> list[str]:
-    """Two platform users who have logged in once (no lab yet)."""
+    """Two platform users who have logged in once (no lab yet), on a worker
+    with no other lab: the admin's, which logging in started, is stopped."""
+    if cluster_admin.server_running(cluster_hub.admin_user):
+        cluster_admin.stop_server(cluster_hub.admin_user)
     names = unique_names(2, "c")
     for name, password in batch_create(cluster_admin, names).items():
         assert login_client(cluster_hub.https_url, name, password, spawn=False).logged_in_as() == name
@@ -158,6 +161,7 @@ def test_a_kernel_past_its_memory_limit_is_killed_on_the_worker_and_the_lab_stay
 
 def test_a_lab_waiting_for_a_full_cluster_says_why_then_starts(cluster_hub, cluster_admin, users, worker):
     # the first lab holds one of the worker's two cores; a job of root's takes the other
+    assert cluster_hub.exec("sinfo", "--noheader", "--format=%C").stdout.strip() == "1/1/0/2"
     filler = cluster_hub.exec(
         "sbatch", "--parsable", "--partition=labs", "--cpus-per-task=1", "--mem=16M",
         "--output=/dev/null", "--chdir=/tmp", "--job-name=filler", "--wrap=sleep 600").stdout.strip()
