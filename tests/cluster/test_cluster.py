@@ -47,9 +47,9 @@ def jobs(hub) -> list[str]:
 
 def job_cgroup(worker, user: str, controller: str) -> str:
     """The lab job's cgroup directory in one v1 hierarchy on the worker (Slurm's
-    cgroup/v1 layout: slurm/uid_<uid>/job_<id>)."""
+    cgroup/v1 layout: slurm_<node>/uid_<uid>/job_<id>)."""
     uid = worker.exec("id", "-u", unix(user)).stdout.strip()
-    found = worker.sh(f"ls -d /sys/fs/cgroup/{controller}/slurm/uid_{uid}/job_*").stdout.split()
+    found = worker.sh(f"ls -d /sys/fs/cgroup/{controller}/slurm_th-{worker.name}/uid_{uid}/job_*").stdout.split()
     assert len(found) == 1, found
     return found[0]
 
