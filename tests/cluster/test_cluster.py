@@ -209,8 +209,11 @@ def test_a_worker_that_dies_has_its_labs_reported_stopped_and_comes_back(cluster
     finally:
         network.plug(worker.name, connected=True)
     print(f"\nworker cut off: both labs reported stopped after {stopped_s:.0f} s")
-    # the worker comes back (ReturnToService=2), its orphaned labs are ended,
-    # and the user starts again
+    # the worker comes back as after a reboot: its slurmd starts and registers
+    # (left alone, slurmctld asks a down worker to register again only every
+    # 20 pings, minutes later); Slurm returns it to service
+    # (ReturnToService=2), its orphaned labs are ended, the user starts again
+    worker.exec("systemctl", "restart", "slurmd")
     deadline = time.monotonic() + 120
     while cluster_hub.exec("sinfo", "--noheader", "--format=%T").stdout.strip() != "idle":
         assert time.monotonic() < deadline, cluster_hub.exec("sinfo", "--noheader", "--long").stdout
