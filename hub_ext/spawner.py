@@ -26,7 +26,8 @@ from hub_ext.accounts import unix_users as accounts
 from hub_ext.gpu.policy import lab_environment, unit_properties
 from hub_ext.gpu.service import GpuSupport
 from hub_ext.process import run_command
-from hub_ext.storage import layout, quota
+from hub_ext.storage import layout
+from hub_ext.storage.service import SETTINGS_KEY as STORAGE_SETTINGS_KEY
 from hub_ext.units import lab_unit as units
 from hub_ext.units import readiness
 from hub_ext.units.lab_unit import DEFAULT_SHM_SIZE, DEFAULT_TMP_SIZE, UnitSpec, build_unit_spec, check_tmpfs_size
@@ -325,7 +326,6 @@ class PlatformSpawner(SystemdSpawner):
     # seams for unit tests (plain attributes, not config)
     command_runner = staticmethod(run_command)
     chown = staticmethod(os.fchown)
-    disk_quota_settings_file = quota.SETTINGS_FILE
     lab_probe = staticmethod(readiness.http_answers)
 
     # SystemdSpawner's own knob for the unix name; kept coherent with ours
@@ -369,6 +369,12 @@ class PlatformSpawner(SystemdSpawner):
 
     def _expand_paths(self, paths):
         return None if paths is None else [self._expand_user_vars(p) for p in paths]
+
+    @property
+    def storage_manager(self):
+        """The hub's StorageManager (hub_ext.app hands it over in the tornado
+        settings, which every User holds); None outside a platform hub."""
+        return (getattr(self.user, "settings", None) or {}).get(STORAGE_SETTINGS_KEY)
 
     @property
     def gpu_support(self) -> GpuSupport:
@@ -495,10 +501,11 @@ class PlatformSpawner(SystemdSpawner):
             home=self.home_in_lab,
             runner=self.command_runner,
         )
-        if quota.load_settings(self.disk_quota_settings_file) is not None:
+        storage = self.storage_manager
+        if storage is not None:
             # the user root becomes the quota's unit (a btrfs subvolume) before the
-            # directories are made in it (hub_ext.storage.quota)
-            await quota.start_unit(self.command_runner, "apply", self.unix_name)
+            # directories are made in it; once per account (hub_ext.storage.quota)
+            await storage.ensure_quota(self.unix_name)
         layout.ensure_user_dirs(
             self.unix_name, self.users_root, account.uid, account.gid, chown=self.chown
         )
@@ -549,7 +556,8 @@ class PlatformSpawner(SystemdSpawner):
         else:
             # fail now instead of polling a unit that never started
             raise RuntimeError(
-                f"systemd-run failed ({returncode}) for {self.unit_name}; see the hub's journal"
+                f"systemd-run failed ({returncode}) for {self.unit_name}; see the hub's journal "
+                f"and journalctl -u {self.unit_name} (e.g. a directory's mount that failed)"
             )
         # no wait for "active" first (SystemdSpawner's loop): a lab that
         # already exited would keep it polling until start_timeout

@@ -17,12 +17,18 @@ from hub_ext.spawner import PORT_ATTEMPTS
 from hub_ext.units.lab_unit import (
     SUDO_CAPABILITIES,
     SYSTEMD_DEFAULT_PATH,
+    bind_sources,
     build_environment,
     build_unit_properties,
     systemd_run_argv,
 )
 
 from .fakes import FakeSystem, FakeSystemctl
+
+
+def test_bind_sources_are_the_host_paths():
+    assert bind_sources(["/u/home:/home/x", "-/srv/shared:/mnt/shared:rbind", "/data"]) == [
+        "/u/home", "/srv/shared", "/data"]
 
 
 def test_properties_from_options():
@@ -39,6 +45,8 @@ def test_properties_from_options():
     )
     assert properties == {
         "BindPaths": ["/u/home:/home/x", "/u/ws:/home/x/workspace"],
+        # a lab starts only on its mounted directories (a failed NAS mount stops it)
+        "RequiresMountsFor": ["/u/home", "/u/ws"],
         "TemporaryFileSystem": [
             "/tmp:size=2G,mode=1777,nosuid,nodev",
             "/var/tmp:size=2G,mode=1777,nosuid,nodev",
