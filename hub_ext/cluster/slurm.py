@@ -103,12 +103,18 @@ def sbatch_argv(req: JobRequest) -> list[str]:
     return argv
 
 
+# A lab on a worker runs as a lab unit without sudo does on one host: under
+# NoNewPrivileges (no setuid gain; the lab's own seccomp filters then install)
+NO_NEW_PRIVILEGES = ["setpriv", "--no-new-privs"]
+
+
 def batch_script(cmd: Sequence[str], env: Mapping[str, str]) -> str:
     """The job: set the lab's own variables (HOME, ...) over what sbatch
-    exported, then exec the lab in place of the shell (Slurm signals it)."""
+    exported, then exec the lab, under NoNewPrivileges, in place of the shell
+    (Slurm signals it)."""
     lines = ["#!/bin/sh"]
     lines += [f"export {name}={shlex.quote(value)}" for name, value in sorted(env.items())]
-    lines.append("exec " + shlex.join(cmd))
+    lines.append("exec " + shlex.join([*NO_NEW_PRIVILEGES, *cmd]))
     return "\n".join(lines) + "\n"
 
 

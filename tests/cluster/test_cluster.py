@@ -110,6 +110,9 @@ def test_a_lab_runs_as_the_users_slurm_job_on_the_worker(cluster_hub, cluster_ad
     pid = re.search(r"pid=(\d+)", listener)
     assert pid, listener
     assert worker.exec("ps", "-o", "user=", "-p", pid.group(1)).stdout.strip() == unix(user)
+    # under NoNewPrivileges, so lab_start's seccomp barrier is in place too
+    status = worker.exec("cat", f"/proc/{pid.group(1)}/status").stdout
+    assert "NoNewPrivs:\t1" in status and "Seccomp:\t2" in status, status
     print(f"\ncluster spawn (API request to lab answering): {spawn_s:.1f} s")
 
 

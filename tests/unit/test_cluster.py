@@ -52,7 +52,8 @@ def test_the_batch_script_execs_the_lab_with_its_arguments_quoted():
     lines = script.splitlines()
     assert lines[0] == "#!/bin/sh"
     assert "export X='1;rm'" in lines
-    assert lines[-1] == "exec /opt/jupyterlab/bin/jupyterhub-singleuser '--arg=a b'"
+    # under NoNewPrivileges, as a lab unit without sudo on one host
+    assert lines[-1] == "exec setpriv --no-new-privs /opt/jupyterlab/bin/jupyterhub-singleuser '--arg=a b'"
 
 
 @pytest.mark.parametrize("out, job", [("42\n", "42"), ("42;cluster\n", "42")])
