@@ -33,7 +33,7 @@ check:
 load: bootstrap
 	$(PY) tests/bench/load.py
 
-# The cluster tests (not part of `make test`: 15-25 minutes on the 2-core build
+# The cluster tests (not part of `make test`: 15-27 minutes on the 2-core build
 # machine, nearly all of it the deploy of a hub and a worker host): a private
 # network, a Slurm cluster deployed by ansible/site.yml, labs as Slurm jobs,
 # Slurm's cgroup limits, queueing, a worker that dies (docs/cluster.md,
