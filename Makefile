@@ -2,7 +2,7 @@
 # `make check` is the developer's fast loop: no root, no test host.
 PY := .venv/bin/python
 
-.PHONY: bootstrap demo test down-demo check load
+.PHONY: bootstrap demo test down-demo check load cluster
 
 bootstrap:
 	@scripts/bootstrap
@@ -32,3 +32,12 @@ check:
 # it fails (docs/benchmarks.md). Same root and test host as `make test`.
 load: bootstrap
 	$(PY) tests/bench/load.py
+
+# The cluster tests (not part of `make test`: 15-27 minutes on the 2-core build
+# machine, nearly all of it the deploy of a hub and a worker host): a private
+# network, a Slurm cluster deployed by ansible/site.yml, labs as Slurm jobs,
+# Slurm's cgroup limits, queueing, a worker that dies (docs/cluster.md,
+# docs/testing.md). Same root and needs as `make test`; CI runs it as a command
+# of its own.
+cluster: bootstrap
+	$(PY) -m pytest tests/cluster

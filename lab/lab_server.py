@@ -13,6 +13,12 @@ Installed by the playbook as ``/usr/local/lib/jupyterhub/lab_server.py``
 venv's Python (after lab/lab_start.py's startup scripts). Imports only the
 standard library at module level, so its pure part is tested without a lab.
 
+On a cluster's worker (docs/cluster.md) there is no systemd socket: the lab
+binds a port the kernel picks (so no other user's job can have taken it
+first) and reports it to the hub through the file the hub names in
+``JUPYTERHUB_LAB_PORT_FILE``, in the user's own home directory where no other
+user can write (``bind_and_report``).
+
 It also starts the lab faster than a stock ``jupyterhub-singleuser`` of the
 same versions (``skip_start_costs``; docs/benchmarks.md, "Lab start"), by
 leaving out what a stock start imports or runs and no lab needs at start.
@@ -31,6 +37,8 @@ from collections.abc import Callable, Mapping, MutableMapping, Sequence
 
 SD_LISTEN_FDS_START = 3  # the first file descriptor systemd passes
 LISTEN_VARIABLES = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
+# where a lab on a cluster's worker reports the port it bound (set by the hub)
+PORT_FILE_VARIABLE = "JUPYTERHUB_LAB_PORT_FILE"
 
 
 def inherited_fd(environ: MutableMapping[str, str], pid: int) -> int | None:
@@ -50,10 +58,31 @@ def inherited_fd(environ: MutableMapping[str, str], pid: int) -> int | None:
 
 def adopt_socket(fd: int) -> socket.socket:
     """The inherited listening socket, closed in the lab's child processes."""
-    sock = socket.socket(fileno=fd)
+    return _for_the_lab(socket.socket(fileno=fd))
+
+
+def _for_the_lab(sock: socket.socket) -> socket.socket:
     sock.set_inheritable(False)
     sock.setblocking(False)
     return sock
+
+
+def bind_and_report(environ: MutableMapping[str, str], host: str = "0.0.0.0") -> socket.socket | None:
+    """On a cluster's worker: a listening socket on a port the kernel picks,
+    its number written (atomically) to the file ``JUPYTERHUB_LAB_PORT_FILE``
+    names; None without that variable. The variable is removed either way
+    (the lab's kernels and terminals have nothing to report)."""
+    path = environ.pop(PORT_FILE_VARIABLE, "")
+    if not path:
+        return None
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind((host, 0))
+    sock.listen(socket.SOMAXCONN)
+    partial = f"{path}.{os.getpid()}"
+    with open(partial, "w", encoding="ascii") as f:
+        f.write(f"{sock.getsockname()[1]}\n")
+    os.replace(partial, path)
+    return _for_the_lab(sock)
 
 
 class DeferredModule(types.ModuleType):
@@ -237,7 +266,7 @@ def main() -> None:
     from jupyterhub.singleuser.extension import JupyterHubSingleUser
 
     fd = inherited_fd(os.environ, os.getpid())
-    listening = adopt_socket(fd) if fd is not None else None
+    listening = adopt_socket(fd) if fd is not None else bind_and_report(os.environ)
     if listening is None:
         print("lab_server: no socket from systemd; the lab binds its own port",
               file=sys.stderr, flush=True)

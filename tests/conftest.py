@@ -32,7 +32,7 @@ ARTIFACTS = TESTS.parent / "artifacts"
 
 # Each directory under tests/ is one tier, marked on its tests by
 # pytest_collection_modifyitems (the markers are registered in pytest.ini).
-TIERS = ("unit", "static", "integration", "browser", "bench")
+TIERS = ("unit", "static", "integration", "browser", "bench", "cluster")
 _tier_of_test: dict[str, str] = {}
 _tier_seconds: dict[str, float] = defaultdict(float)
 # the secondary hosts' kinds the collected tests need, in the order they run
@@ -200,3 +200,28 @@ def acme_host():
 @pytest.fixture(scope="session")
 def modes_host():
     yield from hostpool.take("modes")
+
+
+# --- the cluster (docs/cluster.md): a hub host and a worker on a private network --
+# Not a hostpool kind: the cluster tier runs on its own (make cluster).
+@pytest.fixture(scope="session")
+def cluster_hub():
+    """The hub host of cluster ``$TESTHOST_NAME-c`` (hosts <name>-hub, <name>-w1)
+    on port base ``$TESTHOST_PORT_BASE + 6000`` (or TESTHOST_CLUSTER_NAME /
+    TESTHOST_CLUSTER_PORT_BASE); kept and reused like the main host."""
+    # "-c", not "-cluster": a network interface is named after each host, at most 15 characters
+    name = os.environ.get("TESTHOST_CLUSTER_NAME", os.environ.get("TESTHOST_NAME", "pytest") + "-c")
+    port_base = hostpool.secondary_port_base("cluster", 6000)
+    ARTIFACTS.mkdir(exist_ok=True)
+    h = testhost.provision_cluster(name, port_base, workers=1,
+                                   reuse=os.environ.get("TESTHOST_REUSE") == "1",
+                                   log_to=ARTIFACTS / "deploy-cluster.log")
+    yield h
+    if os.environ.get("TESTHOST_KEEP") != "1":
+        testhost.cluster_down(name)
+
+
+@pytest.fixture(scope="session")
+def cluster_admin(cluster_hub) -> HubClient:
+    """The cluster hub's admin, with an API token."""
+    return admin_client(cluster_hub)

@@ -37,7 +37,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -171,6 +171,221 @@ def _post_install(root: Path) -> None:
     (root / "etc/machine-id").write_text("")
 
 
+# ---------------------------------------------------------------- private networks
+
+NETWORKS = CACHE / "networks"
+NETNS_DIR = Path("/run/netns")
+# Linux interface names hold at most 15 characters.
+IFNAME_MAX = 15
+
+
+@dataclass
+class Network:
+    """A private network among test hosts (a cluster: hub and workers).
+
+    Built only of namespaces and veth pairs this script creates and removes:
+    a switch namespace ``<name>-sw`` holding a bridge, one namespace per host
+    (named like the host) whose ``eth0`` is a veth into that bridge, and one
+    veth ``<name>-gw`` from this machine's namespace into the bridge, so
+    Ansible's SSH and the tests reach the hosts at their own addresses. Nothing
+    routes or NATs beyond the /24: package installs go through a forward proxy
+    (``serve_package_proxy``) listening on the gateway address, which makes the
+    outgoing connections from this machine like any of its processes. The
+    hosts share one directory of this machine (``shared_dir``), bound at
+    /srv/jupyterhub in each: the per-user directories a cluster keeps on NFS.
+    """
+
+    name: str
+    subnet: str  # the first three octets of a /24, e.g. "10.120.0"
+    members: dict  # host name -> address
+    proxy_port: int
+    proxy_pid: int = 0
+
+    @property
+    def dir(self) -> Path:
+        return NETWORKS / self.name
+
+    @property
+    def gateway(self) -> str:
+        return f"{self.subnet}.1"
+
+    @property
+    def switch(self) -> str:
+        return f"{self.name}-sw"
+
+    @property
+    def gateway_link(self) -> str:
+        return f"{self.name}-gw"
+
+    @property
+    def proxy_url(self) -> str:
+        return f"http://{self.gateway}:{self.proxy_port}"
+
+    @property
+    def shared_dir(self) -> Path:
+        return self.dir / "shared"
+
+    def save(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "network.json").write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, name: str) -> Network:
+        return cls(**json.loads((NETWORKS / name / "network.json").read_text()))
+
+    def plug(self, host: str, connected: bool) -> None:
+        """Pull (or put back) ``host``'s cable at the switch: it keeps running
+        but nobody reaches it, as a worker that died looks to the others."""
+        run(["ip", "-n", self.switch, "link", "set", host, "up" if connected else "down"])
+
+
+def plan_network(name: str, port_base: int, hosts: list[str]) -> Network:
+    """Addresses of a private network: the gateway .1, the hosts .2, .3, ... in
+    order, in a /24 derived from the port base (each person's base is their own,
+    so are their networks); the proxy on the port base + 9."""
+    for ifname in [f"{name}-sw", f"{name}-gw", *hosts]:
+        if len(ifname) > IFNAME_MAX or not re.fullmatch(r"[a-z0-9][a-z0-9-]*", ifname):
+            raise ValueError(f"{ifname!r} cannot name a namespace and interface "
+                             f"(a-z, 0-9, '-', at most {IFNAME_MAX} characters)")
+    if len(hosts) > 250:
+        raise ValueError("a /24 holds at most 250 test hosts")
+    subnet = f"10.{(port_base // 100) % 256}.{(port_base // 25600) % 256}"
+    return Network(name=name, subnet=subnet,
+                   members={h: f"{subnet}.{i}" for i, h in enumerate(hosts, start=2)},
+                   proxy_port=port_base + 9)
+
+
+def hosts_file(network: Network) -> str:
+    """/etc/hosts of every member: each host's name (th-<name>, its hostname)
+    at its address, so Slurm and the proxy find the others by name."""
+    lines = ["127.0.0.1 localhost", "::1 localhost ip6-localhost ip6-loopback"]
+    lines += [f"{addr} th-{host}" for host, addr in network.members.items()]
+    return "\n".join(lines) + "\n"
+
+
+def network_commands(network: Network) -> list[list[str]]:
+    """The ip(8) commands that build the network (network_up runs them)."""
+    sw, gw = network.switch, network.gateway_link
+    cmds = [
+        ["ip", "netns", "add", sw],
+        ["ip", "-n", sw, "link", "set", "lo", "up"],
+        ["ip", "-n", sw, "link", "add", "br0", "type", "bridge"],
+        ["ip", "-n", sw, "link", "set", "br0", "up"],
+        ["ip", "link", "add", gw, "type", "veth", "peer", "name", "gw", "netns", sw],
+        ["ip", "-n", sw, "link", "set", "gw", "master", "br0", "up"],
+        ["ip", "addr", "add", f"{network.gateway}/24", "dev", gw],
+        ["ip", "link", "set", gw, "up"],
+    ]
+    for host, addr in network.members.items():
+        cmds += [
+            ["ip", "netns", "add", host],
+            ["ip", "-n", host, "link", "set", "lo", "up"],
+            ["ip", "-n", sw, "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", host],
+            ["ip", "-n", sw, "link", "set", host, "master", "br0", "up"],
+            ["ip", "-n", host, "addr", "add", f"{addr}/24", "dev", "eth0"],
+            ["ip", "-n", host, "link", "set", "eth0", "up"],
+        ]
+    return cmds
+
+
+def network_up(name: str, port_base: int, hosts: list[str]) -> Network:
+    network = plan_network(name, port_base, hosts)
+    if (NETWORKS / name / "network.json").exists():
+        network_down(name)
+    routes = subprocess.run(["ip", "route"], capture_output=True, text=True, check=True).stdout
+    if f"{network.subnet}.0/24" in routes:
+        raise SystemExit(f"network {name!r}: {network.subnet}.0/24 is already routed here; "
+                         f"choose another port base than {port_base}")
+    network.shared_dir.mkdir(parents=True, exist_ok=True)
+    network.save()  # before the first command: network_down removes a half-built one
+    try:
+        for argv in network_commands(network):
+            run(argv)
+        # an outgoing proxy for package installs, detached from this process
+        with open(network.dir / "proxy.log", "ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, __file__, "package-proxy", network.gateway, str(network.proxy_port)],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        network.proxy_pid = proc.pid
+        network.save()
+    except BaseException:
+        network_down(name)
+        raise
+    log(f"network {name} is up: {network.subnet}.0/24, proxy {network.proxy_url}")
+    return network
+
+
+def network_down(name: str) -> None:
+    """Stop the proxy, delete the namespaces (their veths go with them) and the
+    shared directory. Its hosts must be down first."""
+    path = NETWORKS / name / "network.json"
+    if not path.exists():
+        return
+    network = Network.load(name)
+    if network.proxy_pid:
+        try:
+            os.killpg(network.proxy_pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        _reap(network.proxy_pid)
+    for ns in [*network.members, network.switch]:
+        if (NETNS_DIR / ns).exists():
+            subprocess.run(["ip", "netns", "del", ns], check=False)
+    subprocess.run(["ip", "link", "del", network.gateway_link], check=False, capture_output=True)
+    shutil.rmtree(network.dir)
+    log(f"network {name} is down")
+
+
+async def _pipe(reader, writer) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        writer.close()
+
+
+async def _proxy_client(reader, writer) -> None:
+    """One client of the package proxy: CONNECT host:port (HTTPS: pip, npm) or
+    an absolute-URI request (HTTP: apt), each on a connection of its own."""
+    import asyncio
+    from urllib.parse import urlsplit
+
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+        request_line, *headers = head.decode("latin-1").split("\r\n")
+        method, target, version = request_line.split(" ", 2)
+        if method == "CONNECT":
+            host, _, port = target.rpartition(":")
+            up_reader, up_writer = await asyncio.open_connection(host, int(port))
+            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        else:
+            url = urlsplit(target)
+            up_reader, up_writer = await asyncio.open_connection(url.hostname, url.port or 80)
+            kept = [h for h in headers if h and not h.lower().startswith(("proxy-", "connection:"))]
+            path = url.path + (f"?{url.query}" if url.query else "")
+            up_writer.write("\r\n".join([f"{method} {path} {version}", *kept, "Connection: close", "", ""])
+                            .encode("latin-1"))
+    except (OSError, ValueError, asyncio.IncompleteReadError) as exc:
+        writer.write(f"HTTP/1.1 502 Bad Gateway\r\n\r\n{exc}\n".encode())
+        writer.close()
+        return
+    await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+
+
+def serve_package_proxy(address: str, port: int) -> None:
+    import asyncio
+
+    async def serve() -> None:
+        server = await asyncio.start_server(_proxy_client, address, port)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(serve())
+
+
 # ---------------------------------------------------------------- hosts
 
 def ports(base: int) -> dict[str, int]:
@@ -210,10 +425,23 @@ class Host:
     # boot in legacy cgroup mode with writable memory/pids/cpu controllers, so
     # the labs' MemoryMax=, TasksMax= and CPUQuota= take effect (limits_writable())
     enforce_limits: bool = False
+    # the v1 controllers an enforcing host may write (LIMIT_CONTROLLERS, plus
+    # SLURM_CONTROLLERS on a cluster's worker)
+    limit_controllers: list = field(default_factory=lambda: list(LIMIT_CONTROLLERS))
     cgroups: list = field(default_factory=list)  # this host's cgroups on the build machine
     # size of a btrfs image (in the host's directory) loop-mounted as the users'
     # root before boot, so disk quotas (btrfs qgroups) hold there; "" for none
     users_btrfs: str = ""
+    # A host of a private network (Network): its address there, its network
+    # namespace, and (on a cluster's hub) the names of its worker hosts.
+    # Empty: the host shares this machine's network (the single-host default).
+    address: str = ""
+    netns: str = ""
+    workers: list = field(default_factory=list)
+
+    @property
+    def ssh_address(self) -> str:
+        return self.address or "127.0.0.1"
 
     @property
     def dir(self) -> Path:
@@ -337,6 +565,9 @@ def _find_init(nspawn_pid: int, timeout: float = 30) -> int:
 # as the build machine has them, it still leaves the units in cpuacct's root,
 # so CPUUsageNSec stays unset; docs/testing.md.)
 LIMIT_CONTROLLERS = ("memory", "pids", "cpu", "cpuacct")
+# What Slurm's cgroup v1 plugins need besides (a cluster's worker): cpuset
+# (ConstrainCores), devices (ConstrainDevices), freezer (proctrack/cgroup).
+SLURM_CONTROLLERS = ("cpuset", "devices", "freezer")
 # cpu.shares of an enforcing host's cgroup on the build machine. With the
 # default 1024 the whole host weighs as much as one busy process of the build
 # machine: with ten of them it gets a tenth of a core, and no lab's CPU limit
@@ -355,7 +586,7 @@ def own_cgroups(proc_cgroup: str) -> dict[str, str]:
     return found
 
 
-def _cgroup_dirs(name: str, enforce_limits: bool = False) -> list[Path]:
+def _cgroup_dirs(name: str, limit_controllers: Sequence[str] = ()) -> list[Path]:
     """This host's own cgroup on the build machine, one per hierarchy it needs.
 
     Without a host systemd, nspawn nests the container under the caller's cgroup
@@ -364,21 +595,21 @@ def _cgroup_dirs(name: str, enforce_limits: bool = False) -> list[Path]:
     named jupyter-admin-singleuser in both, for instance). Each host therefore
     boots from a cgroup of its own, below the caller's (the build machine may
     put this process in a memory cgroup of its own: a host must stay inside it).
-    An enforcing host also gets one in each of LIMIT_CONTROLLERS.
+    An enforcing host also gets one in each of its ``limit_controllers``.
     """
     root = Path("/sys/fs/cgroup")
     if (root / "cgroup.controllers").exists():  # pure cgroup v2
         return [root / f"testhost-{name}"]
     # hybrid/v1: the named systemd hierarchy and the unified one
-    wanted = ["systemd", "unified"] + (list(LIMIT_CONTROLLERS) if enforce_limits else [])
+    wanted = ["systemd", "unified", *limit_controllers]
     mine = own_cgroups(Path("/proc/self/cgroup").read_text())
     dirs = []
     for hierarchy in wanted:
         mount = root / hierarchy
         if mount.is_dir() and hierarchy in mine:
             dirs.append(mount / mine[hierarchy].lstrip("/") / f"testhost-{name}")
-    if enforce_limits:
-        missing = [c for c in LIMIT_CONTROLLERS if not (root / c / "cgroup.procs").exists()]
+    if limit_controllers:
+        missing = [c for c in limit_controllers if not (root / c / "cgroup.procs").exists()]
         if missing:
             raise SystemExit(f"test host {name!r}: --enforce-limits needs the cgroup v1 "
                              f"controller hierarchies {missing} mounted under {root}")
@@ -408,7 +639,7 @@ def limits_writable(host: Host) -> None:
     script = "set -e\n" + "".join(
         f"umount -l /sys/fs/cgroup/{c}\n"
         f"mount -t cgroup -o {c},nosuid,nodev,noexec cgroup /sys/fs/cgroup/{c}\n"
-        for c in LIMIT_CONTROLLERS)
+        for c in host.limit_controllers)
     host.sh(script)
     host.exec("systemctl", "daemon-reexec")
 
@@ -459,13 +690,20 @@ def _ensure_ssh_key(path: Path) -> None:
 
 
 def up(name: str, port_base: int, extra_vars: dict | None = None,
-       enforce_limits: bool = False, users_btrfs: str = "") -> Host:
+       enforce_limits: bool = False, users_btrfs: str = "", network: Network | None = None,
+       workers: list[str] | None = None,
+       limit_controllers: Sequence[str] = LIMIT_CONTROLLERS) -> Host:
+    """Boot a host; with ``network`` in that private network (its own
+    namespace, address and /etc/hosts, the network's shared directory at
+    /srv/jupyterhub, package installs through its proxy), else on this
+    machine's network. ``workers``: the hosts its inventory lists as the
+    cluster's ``workers`` group (they are up already)."""
     if (HOSTS / name / "host.json").exists():
         old = Host.load(name)
         if old.is_running():
             raise SystemExit(f"test host {name!r} is already up; run `down {name}` first")
         down(name)
-    taken = ports_in_use(ports(port_base).values())
+    taken = [] if network else ports_in_use(ports(port_base).values())
     if taken:
         # hosts share this machine's network: a second sshd on the port would
         # answer for this host (and refuse its key)
@@ -475,7 +713,10 @@ def up(name: str, port_base: int, extra_vars: dict | None = None,
     host = Host(name=name, port_base=port_base, root=str(HOSTS / name / "root"),
                 ports=ports(port_base), extra_vars=extra_vars or {},
                 admin_password=secrets.token_urlsafe(12), enforce_limits=enforce_limits,
-                users_btrfs=users_btrfs)
+                limit_controllers=list(limit_controllers),
+                users_btrfs=users_btrfs,
+                address=network.members[name] if network else "", netns=name if network else "",
+                workers=list(workers or []))
     host.dir.mkdir(parents=True, exist_ok=True)
     log(f"copying base root for {name}")
     run(["cp", "-a", "--reflink=auto", str(base), host.root])
@@ -485,7 +726,7 @@ def up(name: str, port_base: int, extra_vars: dict | None = None,
     auth.write_text(Path(str(host.ssh_key) + ".pub").read_text())
     auth.chmod(0o600)
     (root / "etc/ssh/sshd_config.d/10-testhost.conf").write_text(
-        f"Port {host.ports['ssh']}\nListenAddress 127.0.0.1\n"
+        f"Port {host.ports['ssh']}\nListenAddress {host.ssh_address}\n"
         "PermitRootLogin prohibit-password\nPasswordAuthentication no\n")
     (root / "etc/hostname").write_text(f"th-{name}\n")
     _write_inventory(host)
@@ -500,9 +741,16 @@ def up(name: str, port_base: int, extra_vars: dict | None = None,
     argv = ["systemd-nspawn", "-D", host.root, "--register=no", "--keep-unit", "-b",
             f"--machine=th-{name}", "--console=read-only"]
     argv += [f"--bind-ro={p}" for p in READONLY_BINDS if Path(p).is_dir()]
-    cgroups = _cgroup_dirs(name, enforce_limits)
+    if network:
+        _join_network(root, network)
+        argv += [f"--network-namespace-path={NETNS_DIR / name}", "--resolv-conf=off",
+                 f"--bind={network.shared_dir}:/srv/jupyterhub"]
+    cgroups = _cgroup_dirs(name, limit_controllers if enforce_limits else ())
     for d in cgroups:
         d.mkdir(exist_ok=True)
+        if (d / "cpuset.cpus").exists():  # a new cpuset is empty: no process may enter
+            for knob in ("cpuset.cpus", "cpuset.mems"):
+                (d / knob).write_text((d.parent / knob).read_text())
         if (d / "cpu.shares").exists():
             (d / "cpu.shares").write_text(str(HOST_CPU_SHARES))
     host.cgroups = [str(d) for d in cgroups]
@@ -528,9 +776,27 @@ def up(name: str, port_base: int, extra_vars: dict | None = None,
         # a host that booted but never became usable is not left running
         down(name)
         raise
-    log(f"{name} is up (init pid {host.init_pid}, ssh 127.0.0.1:{host.ports['ssh']}"
+    log(f"{name} is up (init pid {host.init_pid}, ssh {host.ssh_address}:{host.ports['ssh']}"
         f"{', limits enforced' if enforce_limits else ''})")
     return host
+
+
+def _join_network(root: Path, network: Network) -> None:
+    """Names, no DNS (there is none on the private network: a lookup fails at
+    once instead of timing out), and the package proxy for apt, pip and npm
+    (pam_env gives /etc/environment to Ansible's SSH sessions)."""
+    (root / "etc/hosts").write_text(hosts_file(network))
+    (root / "etc/resolv.conf").unlink(missing_ok=True)
+    (root / "etc/resolv.conf").write_text("# private test network: names are in /etc/hosts\n")
+    local = ["localhost", "127.0.0.1", "::1", ".localhost",
+             *network.members.values(), *[f"th-{h}" for h in network.members]]
+    proxy = network.proxy_url
+    env = root / "etc/environment"
+    env.write_text(env.read_text() + "".join(
+        f"{k}={v}\n" for k, v in [("http_proxy", proxy), ("https_proxy", proxy), ("HTTP_PROXY", proxy),
+                                  ("HTTPS_PROXY", proxy), ("no_proxy", ",".join(local)),
+                                  ("NO_PROXY", ",".join(local))]))
+    (root / "etc/apt/apt.conf.d/90testhost-proxy").write_text(f'Acquire::http::Proxy "{proxy}";\n')
 
 
 def _wait_running(host: Host, timeout: float = 120) -> None:
@@ -563,17 +829,23 @@ def _wait_ssh(host: Host, timeout: float = 60) -> None:
 def _ssh_argv(host: Host) -> list[str]:
     return ["ssh", "-i", str(host.ssh_key), "-p", str(host.ports["ssh"]),
             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-            "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", "root@127.0.0.1"]
+            "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", f"root@{host.ssh_address}"]
 
 
-def _write_inventory(host: Host) -> None:
-    hostvars = {
-        "ansible_host": "127.0.0.1",
+def _connection_vars(host: Host) -> dict:
+    return {
+        "ansible_host": host.ssh_address,
         "ansible_port": host.ports["ssh"],
         "ansible_user": "root",
         "ansible_ssh_private_key_file": str(host.ssh_key),
         "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
         "ansible_python_interpreter": "/usr/bin/python3",
+    }
+
+
+def _write_inventory(host: Host) -> None:
+    hostvars = {
+        **_connection_vars(host),
         "jupyterhub_admin": host.admin_user,
         "jupyterhub_admin_password": host.admin_password,
         "jupyterhub_domain": host.domain,
@@ -593,6 +865,16 @@ def _write_inventory(host: Host) -> None:
     hostvars.update({k: v for k, v in host.ports.items() if k != "ssh"})
     hostvars.update(host.extra_vars)
     inventory = {"all": {"hosts": {f"th-{host.name}": hostvars}}}
+    if host.workers:
+        # the platform's variables for every host of the cluster (the workers'
+        # roles check and use the same ones); connections stay per host
+        connection = _connection_vars(host)
+        inventory["all"] = {
+            "hosts": {f"th-{host.name}": connection},
+            "vars": {k: v for k, v in hostvars.items() if k not in connection},
+            "children": {"workers": {"hosts": {
+                f"th-{w}": _connection_vars(Host.load(w)) for w in host.workers}}},
+        }
     # JSON is valid YAML; Ansible's YAML inventory plugin reads it.
     host.inventory.write_text(json.dumps(inventory, indent=2))
 
@@ -673,19 +955,80 @@ def provision(name: str, port_base: int, extra_vars: dict | None = None,
     """A running host with the platform deployed: the kept one when ``reuse``
     and it was deployed and still runs, else a fresh one (up, ``before_deploy``
     (what the deployment needs inside the host, e.g. a local ACME CA), deploy)."""
+
+    def fresh() -> Host:
+        host = up(name, port_base, extra_vars, enforce_limits, users_btrfs)
+        if before_deploy:
+            before_deploy(host)
+        return host
+
+    return _kept_or_deployed(name, reuse, log_to, fresh)
+
+
+def provision_cluster(name: str, port_base: int, workers: int = 1, reuse: bool = False,
+                      log_to: Path | None = None) -> Host:
+    """A cluster (hub + ``workers``) with the platform deployed; its hub host."""
+    hub_name, _ = cluster_names(name, workers)
+
+    def fresh() -> Host:
+        cluster_down(name)
+        return cluster_up(name, port_base, workers)
+
+    return _kept_or_deployed(hub_name, reuse, log_to, fresh)
+
+
+def _kept_or_deployed(name: str, reuse: bool, log_to: Path | None, boot: Callable[[], Host]) -> Host:
     marker = HOSTS / name / "deployed"
     if reuse and marker.exists():
         existing = Host.load(name)
         if existing.is_running():
             return existing
-    host = up(name, port_base, extra_vars, enforce_limits, users_btrfs)
-    if before_deploy:
-        before_deploy(host)
-    res = deploy(name, capture=True)
+    host = boot()
+    res = deploy(host.name, capture=True)
     if log_to:
         log_to.write_text(res.stdout + res.stderr)
     marker.write_text("")
     return host
+
+
+def cluster_names(name: str, workers: int) -> tuple[str, list[str]]:
+    """The hub host and worker hosts of cluster ``name``: <name>-hub, <name>-w1 ..."""
+    return f"{name}-hub", [f"{name}-w{i}" for i in range(1, workers + 1)]
+
+
+# A cluster's hub (tests/integration/test_cluster.py): every lab on the hub's
+# origin, reached at its address on the private network; small labs (a lab with
+# a kernel fits in 512M), so one reaches its memory limit cheaply; a worker
+# silent for 30 s is down (its labs stopped) sooner than Slurm's default.
+CLUSTER_HUB_VARS = {"jupyterhub_user_subdomains": False, "jupyterhub_spawner_mem_limit": "512M",
+                    "slurm_worker_timeout": 30}
+
+
+def cluster_up(name: str, port_base: int, workers: int = 1, extra_vars: dict | None = None) -> Host:
+    """A private network with a hub host and ``workers`` worker hosts on it;
+    the hub's inventory lists the workers (deploy the hub to deploy them all)."""
+    hub_name, worker_names = cluster_names(name, workers)
+    network = network_up(name, port_base, [hub_name, *worker_names])
+    try:
+        for worker in worker_names:
+            # the enforcing kind: Slurm's cgroup plugins hold the labs' limits
+            up(worker, port_base, network=network, enforce_limits=True,
+               limit_controllers=LIMIT_CONTROLLERS + SLURM_CONTROLLERS)
+        hub_vars = {**CLUSTER_HUB_VARS, "jupyterhub_domain": network.members[hub_name], **(extra_vars or {})}
+        return up(hub_name, port_base, hub_vars, network=network, workers=worker_names)
+    except BaseException:
+        cluster_down(name)
+        raise
+
+
+def cluster_down(name: str) -> None:
+    """Every host of the cluster, then its network (namespaces, veths, proxy, shared directory)."""
+    path = NETWORKS / name / "network.json"
+    if not path.exists():
+        return
+    for host in Network.load(name).members:
+        down(host)
+    network_down(name)
 
 
 def down(name: str) -> None:
@@ -705,6 +1048,7 @@ def down(name: str) -> None:
         if host.is_running():
             os.killpg(host.nspawn_pid, signal.SIGKILL)
             time.sleep(1)
+        _kill_container_init(host)
     _remove_cgroups([Path(d) for d in host.cgroups] if host and host.cgroups else _cgroup_dirs(name))
     _unmount_users_btrfs(name)
     root = (hdir / "root").resolve()
@@ -712,6 +1056,23 @@ def down(name: str) -> None:
         raise RuntimeError(f"refusing to delete {root}: something is still mounted below it")
     shutil.rmtree(hdir)
     log(f"{name} is down")
+
+
+def _kill_container_init(host: Host, timeout: float = 10) -> None:
+    """The container's init outlives a killed nspawn (it is PID 1 of its own
+    namespace, reparented here): a host stuck in its shutdown (a worker's
+    slurmstepd ignoring SIGTERM for 90 s) would keep running after ``down``.
+    SIGKILL to it ends the whole namespace. Only while it is still in this
+    host's cgroup, so a reused pid is never hit."""
+    try:
+        if f"testhost-{host.name}" not in Path(f"/proc/{host.init_pid}/cgroup").read_text():
+            return
+        os.kill(host.init_pid, signal.SIGKILL)
+    except (OSError, ValueError):
+        return
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{host.init_pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 def _reap(pid: int) -> None:
@@ -761,6 +1122,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("ansible_args", nargs=argparse.REMAINDER)
     p = sub.add_parser("down", help="power off and delete the host")
     p.add_argument("name")
+    p = sub.add_parser("cluster-up", help="a private network with NAME-hub and NAME-w1.. on it")
+    p.add_argument("name")
+    p.add_argument("--port-base", type=int, required=True)
+    p.add_argument("--workers", type=int, default=1)
+    p = sub.add_parser("cluster-down", help="every host of cluster NAME, then its network")
+    p.add_argument("name")
+    p = sub.add_parser("package-proxy", help="(internal) the forward proxy of a private network")
+    p.add_argument("address")
+    p.add_argument("port", type=int)
     p = sub.add_parser("demo", help="build, boot and deploy the demo host, print how to log in")
     p.add_argument("--name", default="demo")
     p.add_argument("--port-base", type=int, default=18000)
@@ -786,6 +1156,13 @@ def main(argv: list[str] | None = None) -> int:
         return deploy(args.name, *extra, check=False).returncode
     elif args.cmd == "down":
         down(args.name)
+    elif args.cmd == "cluster-up":
+        host = cluster_up(args.name, args.port_base, args.workers)
+        print(f"{host.name} and its workers {host.workers} are up; deploy {host.name} next")
+    elif args.cmd == "cluster-down":
+        cluster_down(args.name)
+    elif args.cmd == "package-proxy":
+        serve_package_proxy(args.address, args.port)
     elif args.cmd == "demo":
         # a newcomer should see the limits work: the demo enforces them
         host = up(args.name, args.port_base, extra_vars, args.enforce_limits)

@@ -151,7 +151,7 @@ def make_spawner(monkeypatch, settings, platform_config, tmp_path):
     users_root.mkdir()
     settings["users_root"] = str(users_root)
 
-    def make(name="alice", extra_config=None, groups=(), **spawner_settings):
+    def make(name="alice", extra_config=None, groups=(), spawner_class=PlatformSpawner, **spawner_settings):
         c = Config()
         apply_platform_settings(c, settings)
         c.merge(Config(platform_config))
@@ -163,7 +163,7 @@ def make_spawner(monkeypatch, settings, platform_config, tmp_path):
             server=None, settings={}, escaped_name=name, host="", spawners={},
             groups=[SimpleNamespace(name=g) for g in groups],
         )
-        spawner = PlatformSpawner(user=user, config=c, hub=Hub(base_url="/jupyterhub/hub/"))
+        spawner = spawner_class(user=user, config=c, hub=Hub(base_url="/jupyterhub/hub/"))
         spawner.command_runner = FakeSystem()
         spawner.chown = RecordingChown()
         spawner.lab_probe = answering  # the lab answers at once (readiness has its own tests)

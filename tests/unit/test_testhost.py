@@ -1,5 +1,9 @@
 """The test host script's pure parts (tests/conftest.py puts tests/testhost on the path)."""
 
+import json
+
+import pytest
+
 import testhost
 
 
@@ -9,3 +13,53 @@ def test_own_cgroups_names_every_hierarchy_of_proc_self_cgroup():
     assert testhost.own_cgroups(text) == {
         "systemd": "/", "pids": "/", "memory": "/process_api/3d8e", "cpu,cpuacct": "/a/b",
         "unified": "/"}
+
+
+def test_a_private_network_gives_the_gateway_dot_one_and_the_hosts_the_next_addresses():
+    net = testhost.plan_network("hcl", 12000, ["hcl-hub", "hcl-w1", "hcl-w2"])
+    assert net.gateway == "10.120.0.1"
+    assert net.members == {"hcl-hub": "10.120.0.2", "hcl-w1": "10.120.0.3", "hcl-w2": "10.120.0.4"}
+    assert net.proxy_url == "http://10.120.0.1:12009"
+    # another port base, another /24
+    assert testhost.plan_network("x", 23000, ["x-hub"]).subnet != net.subnet
+
+
+def test_a_name_too_long_for_an_interface_is_refused():
+    with pytest.raises(ValueError, match="at most 15"):
+        testhost.plan_network("hcl", 12000, ["hcl-a-very-long-worker"])
+
+
+def test_every_member_finds_the_others_by_their_hostname():
+    net = testhost.plan_network("hcl", 12000, ["hcl-hub", "hcl-w1"])
+    lines = testhost.hosts_file(net).splitlines()
+    assert "10.120.0.2 th-hcl-hub" in lines
+    assert "10.120.0.3 th-hcl-w1" in lines
+
+
+def test_each_host_gets_its_own_namespace_with_a_veth_into_the_switch():
+    net = testhost.plan_network("hcl", 12000, ["hcl-hub", "hcl-w1"])
+    cmds = [" ".join(c) for c in testhost.network_commands(net)]
+    assert "ip netns add hcl-sw" in cmds
+    for host, addr in net.members.items():
+        assert f"ip netns add {host}" in cmds
+        assert f"ip -n hcl-sw link set {host} master br0 up" in cmds
+        assert f"ip -n {host} addr add {addr}/24 dev eth0" in cmds
+    # the only address this machine's namespace gets is the gateway's, on the network's own veth
+    assert [c for c in cmds if c.startswith("ip addr")] == ["ip addr add 10.120.0.1/24 dev hcl-gw"]
+
+
+def test_a_cluster_hub_inventory_lists_its_workers(tmp_path, monkeypatch):
+    monkeypatch.setattr(testhost, "HOSTS", tmp_path)
+    worker = testhost.Host(name="c-w1", port_base=12000, root="", ports=testhost.ports(12000),
+                           address="10.120.0.3")
+    hub = testhost.Host(name="c-hub", port_base=12000, root="", ports=testhost.ports(12000),
+                        address="10.120.0.2", workers=["c-w1"])
+    for h in (worker, hub):
+        h.dir.mkdir()
+        h.save()
+    testhost._write_inventory(hub)
+    inventory = json.loads(hub.inventory.read_text())["all"]
+    assert inventory["hosts"]["th-c-hub"]["ansible_host"] == "10.120.0.2"
+    # the platform's variables hold for the workers too
+    assert inventory["vars"]["jupyterhub_admin"] == "admin"
+    assert inventory["children"]["workers"]["hosts"]["th-c-w1"]["ansible_host"] == "10.120.0.3"

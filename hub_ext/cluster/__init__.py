@@ -1,0 +1,1 @@
+"""Labs as Slurm jobs on the cluster's workers (docs/cluster.md)."""
