@@ -38,10 +38,11 @@ def ansible_defaults() -> dict:
 
 
 def ansible_variables(**overrides) -> dict:
-    """What the hub role's templates see by default: the roles' defaults and the
-    vars of base and hub, the play's facts, then ``overrides``."""
+    """What the hub role's templates see by default: the roles' defaults, the
+    vars of the roles they read (base, storage, hub), the play's facts, then
+    ``overrides``."""
     values = ansible_defaults()
-    for role in ("base", "hub"):
+    for role in ("base", "storage", "hub"):
         values.update(yaml.safe_load((ANSIBLE / "roles" / role / "vars" / "main.yml").read_text()))
     return {**values, **PLAY_FACTS, **overrides}
 
