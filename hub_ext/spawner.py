@@ -17,14 +17,15 @@ from jupyterhub.utils import random_port, url_path_join
 from sqlalchemy import inspect as orm_inspect
 from systemdspawner import SystemdSpawner, systemd
 from tornado import web
-from traitlets import Unicode, default
+from traitlets import default
 
 from hub_ext.accounts import privileges
 from hub_ext.accounts import unix_users as accounts
 from hub_ext.gpu.policy import lab_environment, unit_properties
 from hub_ext.gpu.service import GpuSupport
 from hub_ext.process import run_command
-from hub_ext.storage import layout, quota
+from hub_ext.storage import layout
+from hub_ext.storage.service import SETTINGS_KEY as STORAGE_SETTINGS_KEY
 from hub_ext.units import lab_unit as units
 from hub_ext.units import readiness
 from hub_ext.units.environment import LabEnvironmentSettings
@@ -43,27 +44,17 @@ async def _run_logged(argv: list[str]) -> int:
     return await proc.wait()
 
 
+async def _any_unit_is(state: str, units: tuple[str, ...]) -> bool:
+    """``systemctl is-<state>`` of several units in one call: True when at least one is."""
+    proc = await asyncio.create_subprocess_exec(
+        "systemctl", f"is-{state}", "--quiet", *units, stdin=asyncio.subprocess.DEVNULL
+    )
+    return await proc.wait() == 0
+
+
 class PlatformSpawner(LabUnitSettings, LabEnvironmentSettings, SystemdSpawner):
     """The lab unit's settings and the lab's environment are traits of the mixins
-    (hub_ext.units.settings, hub_ext.units.environment); the traits here name
-    the unix account each lab runs as."""
-
-    unix_username_template = accounts.UnixUsernameTemplate(
-        accounts.DEFAULT_UNIX_USERNAME_TEMPLATE,
-        help="""Unix account name for a hub user; {USERNAME} is the hub name.
-
-        The prefix keeps hub names away from system accounts (a hub user 'root'
-        becomes 'jh-root'). Available as {UNIXNAME} in path and unit templates.
-        """,
-    ).tag(config=True, ansible="jupyterhub_unix_username_template")
-
-    platform_group = Unicode(
-        accounts.DEFAULT_PLATFORM_GROUP,
-        help="""Unix group of every platform account.
-
-        An existing unix account outside this group is never adopted.
-        """,
-    ).tag(config=True)
+    (hub_ext.units.settings, hub_ext.units.environment); this class is the spawn."""
 
     # GPU indices held by the running server (hub_ext.gpu.policy); kept in the spawner
     # state so a hub restart knows them (round-robin load, same devices)
@@ -80,7 +71,6 @@ class PlatformSpawner(LabUnitSettings, LabEnvironmentSettings, SystemdSpawner):
     # seams for unit tests (plain attributes, not config)
     command_runner = staticmethod(run_command)
     chown = staticmethod(os.fchown)
-    disk_quota_settings_file = quota.SETTINGS_FILE
     lab_probe = staticmethod(readiness.http_answers)
 
     # SystemdSpawner's own knob for the unix name; kept coherent with ours
@@ -132,6 +122,12 @@ class PlatformSpawner(LabUnitSettings, LabEnvironmentSettings, SystemdSpawner):
 
     def _expand_paths(self, paths):
         return None if paths is None else [self._expand_user_vars(p) for p in paths]
+
+    @property
+    def storage_manager(self):
+        """The hub's StorageManager (hub_ext.app hands it over in the tornado
+        settings, which every User holds); None outside a platform hub."""
+        return (getattr(self.user, "settings", None) or {}).get(STORAGE_SETTINGS_KEY)
 
     @property
     def gpu_support(self) -> GpuSupport:
@@ -258,10 +254,11 @@ class PlatformSpawner(LabUnitSettings, LabEnvironmentSettings, SystemdSpawner):
             home=self.home_in_lab,
             runner=self.command_runner,
         )
-        if quota.load_settings(self.disk_quota_settings_file) is not None:
+        storage = self.storage_manager
+        if storage is not None:
             # the user root becomes the quota's unit (a btrfs subvolume) before the
-            # directories are made in it (hub_ext.storage.quota)
-            await quota.start_unit(self.command_runner, "apply", self.unix_name)
+            # directories are made in it; once per account (hub_ext.storage.quota)
+            await storage.ensure_quota(self.unix_name)
         layout.ensure_user_dirs(
             self.unix_name, self.users_root, account.uid, account.gid, chown=self.chown
         )
@@ -271,9 +268,14 @@ class PlatformSpawner(LabUnitSettings, LabEnvironmentSettings, SystemdSpawner):
         """Stop units of this lab JupyterHub does not know, reset failed ones.
 
         Same as the opening of SystemdSpawner.start, which 1.0.2 does not
-        expose separately, plus the lab's socket unit.
+        expose separately, plus the lab's socket unit. The usual case, neither
+        unit active nor failed, costs two systemctl calls (one per state, for
+        both units), not four: each is a process the hub starts per spawn.
         """
-        for unit in (self.socket_unit, self.unit_name):
+        units = (self.socket_unit, self.unit_name)
+        if not await _any_unit_is("active", units) and not await _any_unit_is("failed", units):
+            return
+        for unit in units:
             if await systemd.service_running(unit):
                 self.log.info("user:%s stopping unknown leftover unit %s", self.user.name, unit)
                 await systemd.stop_service(unit)
@@ -312,7 +314,8 @@ class PlatformSpawner(LabUnitSettings, LabEnvironmentSettings, SystemdSpawner):
         else:
             # fail now instead of polling a unit that never started
             raise RuntimeError(
-                f"systemd-run failed ({returncode}) for {self.unit_name}; see the hub's journal"
+                f"systemd-run failed ({returncode}) for {self.unit_name}; see the hub's journal "
+                f"and journalctl -u {self.unit_name} (e.g. a directory's mount that failed)"
             )
         # no wait for "active" first (SystemdSpawner's loop): a lab that
         # already exited would keep it polling until start_timeout

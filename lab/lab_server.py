@@ -15,7 +15,7 @@ standard library at module level, so its pure part is tested without a lab.
 
 It also starts the lab faster than a stock ``jupyterhub-singleuser`` of the
 same versions (``skip_start_costs``; docs/benchmarks.md, "Lab start"), by
-leaving out two things a stock start does that no lab needs at start.
+leaving out what a stock start imports or runs and no lab needs at start.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import os
 import socket
 import sys
 import types
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 
 SD_LISTEN_FDS_START = 3  # the first file descriptor systemd passes
 LISTEN_VARIABLES = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
@@ -59,14 +59,16 @@ def adopt_socket(fd: int) -> socket.socket:
 class DeferredModule(types.ModuleType):
     """Stand-in for a module that is slow to import, until it is used: the
     listed functions import the real module when first called; any other
-    attribute but a special name imports it at once. A package's ``__path__``
-    is the real one: ``from package import name`` looks for it first."""
+    attribute but a special name imports it at once. A package with deferred
+    functions gets its real ``__path__`` (``from package import function``
+    looks for it first); one without asks for it when a submodule is imported,
+    so the real package is imported before any of its submodules."""
 
     def __init__(self, spec: importlib.machinery.ModuleSpec, functions: Sequence[str],
                  modules: MutableMapping) -> None:
         super().__init__(spec.name)
         self.__spec__ = spec
-        if spec.submodule_search_locations is not None:
+        if spec.submodule_search_locations is not None and functions:
             self.__path__ = list(spec.submodule_search_locations)
         self._modules = modules
         for function in functions:
@@ -85,7 +87,7 @@ class DeferredModule(types.ModuleType):
 
     def __getattr__(self, attribute: str):
         # probes of special names (copy, inspect, pickle) do not pay the import
-        if attribute.startswith("__") and attribute not in ("__file__", "__all__"):
+        if attribute.startswith("__") and attribute not in ("__file__", "__all__", "__path__"):
             raise AttributeError(attribute)
         return getattr(self._real(), attribute)
 
@@ -131,6 +133,75 @@ def import_labapp_without_yarn(modules: MutableMapping | None = None) -> bool:
     return True
 
 
+# The hub's database layer: jupyterhub.scopes and jupyterhub.metrics import
+# its models (jupyterhub.orm, with SQLAlchemy's ORM and alembic) and SQLAlchemy
+# at module level for functions only the hub calls (the lab calls scopes' set
+# logic without a database); imported on first use
+HUB_DATABASE_MODULES = ("sqlalchemy", "jupyterhub.orm", "jupyterhub.roles")
+
+
+class HubHandlers(types.ModuleType):
+    """``jupyterhub.handlers.pages`` as jupyterhub.log sees it in a lab: its one
+    import from there is HealthCheckHandler, for an isinstance check of the
+    requests it logs, and no lab serves the hub's health check."""
+
+    class HealthCheckHandler:
+        """The hub's /hub/health handler, which no lab has."""
+
+
+class HubDatabaseErrors(types.ModuleType):
+    """``sqlalchemy.exc`` as jupyterhub.utils sees it in a lab: it catches
+    SQLAlchemyError around the hub's database calls, and a lab makes none."""
+
+    class SQLAlchemyError(Exception):
+        """SQLAlchemy's error base class, which nothing in a lab raises."""
+
+
+def import_with_stand_ins(name: str, stand_ins: Mapping[str, types.ModuleType],
+                          modules: MutableMapping | None = None) -> bool:
+    """Import module ``name`` while ``stand_ins`` (module name -> stand-in) are
+    in ``modules`` (sys.modules), then take them out: whoever imports those
+    modules later gets the real ones. False (nothing imported) when ``name``
+    or one of the stand-ins' modules was already imported, or ``name`` is not
+    installed."""
+    modules = sys.modules if modules is None else modules
+    if name in modules or any(module in modules for module in stand_ins) \
+            or importlib.util.find_spec(name.partition(".")[0]) is None:
+        return False
+    modules.update(stand_ins)
+    try:
+        importlib.import_module(name)
+    finally:
+        for module, stand_in in stand_ins.items():
+            if modules.get(module) is stand_in:
+                del modules[module]
+    return True
+
+
+def import_without_default_ca_file(name: str, environ: MutableMapping[str, str] | None = None) -> bool:
+    """Import module ``name`` (aiohttp.connector) with OpenSSL's default CA
+    file set to an empty one (``SSL_CERT_FILE``) for the time of the import.
+
+    aiohttp builds its two default SSL contexts when imported, and each reads
+    the system's CA bundle, about 140 certificates parsed one by one (OpenSSL
+    3.0: 40 ms each on an idle two-core host); the lab talks to the hub over a
+    unix socket and makes no TLS connection with them. OpenSSL's default CA
+    directory (/etc/ssl/certs, the same certificates as hash links) stays in
+    those contexts: it is read certificate by certificate when a peer's chain
+    is checked, so a TLS connection made with them verifies as before. False
+    (nothing done) when the module was imported already or SSL_CERT_FILE is
+    set by someone else."""
+    environ = os.environ if environ is None else environ
+    if name in sys.modules or "SSL_CERT_FILE" in environ or importlib.util.find_spec(name.partition(".")[0]) is None:
+        return False
+    environ["SSL_CERT_FILE"] = os.devnull
+    try:
+        importlib.import_module(name)
+    finally:
+        del environ["SSL_CERT_FILE"]
+    return True
+
+
 def skip_start_costs() -> None:
     """Leave out what a stock lab start spends most of its time on and never uses then.
 
@@ -140,9 +211,24 @@ def skip_start_costs() -> None:
       the "iri" formats, which no schema the lab validates uses: the parsers are
       built when such a value is first checked.
     - jupyterlab.labapp's import-time yarn configuration (import_labapp_without_yarn).
+    - the hub's request handlers and database layer (SQLAlchemy, alembic,
+      jupyterhub.orm: about 200 modules), which JupyterHub's single-user
+      extension imports through jupyterhub.log, jupyterhub.utils and
+      jupyterhub.scopes and never uses (HubHandlers, HubDatabaseErrors,
+      HUB_DATABASE_MODULES).
+    - the system's CA bundle, read twice by aiohttp's import for TLS
+      connections the lab does not make (import_without_default_ca_file).
     """
     defer_import("rfc3987_syntax", ["is_valid_syntax"])
     import_labapp_without_yarn()
+    import_without_default_ca_file("aiohttp.connector")  # before jupyterhub.utils imports it
+    for name in HUB_DATABASE_MODULES:  # before jupyterhub.log's import of jupyterhub.metrics
+        defer_import(name, [])
+    handlers = HubHandlers("jupyterhub.handlers.pages")
+    import_with_stand_ins("jupyterhub.log", {
+        "jupyterhub.handlers": handlers, "jupyterhub.handlers.pages": handlers,
+        "sqlalchemy.exc": HubDatabaseErrors("sqlalchemy.exc"),
+    })
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ sys.path.insert(0, str(TESTS))
 sys.path.insert(0, str(TESTS / "testhost"))
 
 import acme_ca  # noqa: E402
+import hostpool  # noqa: E402
 import testhost  # noqa: E402
 from hubclient import HubClient, admin_client  # noqa: E402
 
@@ -34,6 +35,8 @@ ARTIFACTS = TESTS.parent / "artifacts"
 TIERS = ("unit", "static", "integration", "browser", "bench")
 _tier_of_test: dict[str, str] = {}
 _tier_seconds: dict[str, float] = defaultdict(float)
+# the secondary hosts' kinds the collected tests need, in the order they run
+_secondary_kinds: list[str] = []
 
 
 def tier_of(path: Path) -> str:
@@ -48,6 +51,30 @@ def pytest_collection_modifyitems(items):
         tier = tier_of(item.path)
         item.add_marker(tier)
         _tier_of_test[item.nodeid] = tier
+    secondary_host_modules_last(items)
+    _secondary_kinds.extend(hostpool.POOL.kinds_needed([item.fixturenames for item in items]))
+
+
+def secondary_host_modules_last(items) -> None:
+    """Within each tier, the modules that need a secondary host run after those
+    that need only the main host, grouped by the kind they need first, so the
+    background provisioning (tests/hostpool.py) has the main host's tests' time."""
+    kinds = hostpool.POOL.kinds_needed([item.fixturenames for item in items])
+    kind_of_fixture = {k.fixture: k.name for k in hostpool.POOL.kinds.values()}
+    first_kind: dict[Path, int] = {}  # module -> 1 + rank of the first kind it needs
+    for item in items:
+        for fixture in item.fixturenames:
+            if fixture in kind_of_fixture:
+                rank = 1 + kinds.index(kind_of_fixture[fixture])
+                first_kind[item.path] = min(first_kind.get(item.path, rank), rank)
+    tier_rank: dict[str, int] = {}
+    for item in items:
+        tier_rank.setdefault(_tier_of_test[item.nodeid], len(tier_rank))
+    items.sort(key=lambda item: (tier_rank[_tier_of_test[item.nodeid]], first_kind.get(item.path, 0)))
+
+
+def pytest_sessionfinish(session):
+    hostpool.POOL.close()
 
 
 def pytest_runtest_logreport(report):
@@ -76,6 +103,7 @@ def host():
         existing = testhost.Host.load(name)
     if existing and existing.is_running():
         h = existing
+        hostpool.POOL.prefetch(_secondary_kinds, h)
     else:
         started = time.monotonic()
         testhost.build()
@@ -85,6 +113,7 @@ def host():
         single = os.environ.get("TESTHOST_SINGLE_ORIGIN") == "1"
         h = testhost.up(name, port_base, testhost.SINGLE_ORIGIN_VARS if single else None)
         booted = time.monotonic()
+        hostpool.POOL.prefetch(_secondary_kinds, h)
         res = testhost.deploy(name, capture=True)
         (ARTIFACTS / "deploy-1.log").write_text(res.stdout + res.stderr)
         done = time.monotonic()
@@ -129,39 +158,32 @@ def hub_dropin(host, admin):
 
 
 # --- the suite's other hosts -----------------------------------------------------
-# Each is deployed differently from the main host, once per run, and shared by
+# Each is deployed differently from the main host, once per run, in the
+# background while the main host's tests run (tests/hostpool.py), and shared by
 # every test that needs that deployment; kept and reused like the main host with
-# TESTHOST_KEEP / TESTHOST_REUSE.
-
-def other_host(kind: str, port_offset: int, extra_vars, **provision_options):
-    """``$TESTHOST_NAME-<kind>`` on port base ``$TESTHOST_PORT_BASE + port_offset``
-    (or TESTHOST_<KIND>_NAME / TESTHOST_<KIND>_PORT_BASE): a generator for a
-    session fixture. ``extra_vars``: a dict, or a function of the host's name and
-    port base that returns one; ``provision_options`` go to testhost.provision."""
-    main = os.environ.get("TESTHOST_NAME", "pytest")
-    env = f"TESTHOST_{kind.upper()}"
-    name = os.environ.get(f"{env}_NAME", f"{main}-{kind}")
-    port_base = int(os.environ.get(f"{env}_PORT_BASE",
-                                   int(os.environ.get("TESTHOST_PORT_BASE", "23000")) + port_offset))
-    if callable(extra_vars):
-        extra_vars = extra_vars(name, port_base)
-    ARTIFACTS.mkdir(exist_ok=True)
-    h = testhost.provision(name, port_base, extra_vars,
-                           reuse=os.environ.get("TESTHOST_REUSE") == "1",
-                           log_to=ARTIFACTS / f"deploy-{kind}.log", **provision_options)
-    yield h
-    if os.environ.get("TESTHOST_KEEP") != "1":
-        testhost.down(name)
-
+# TESTHOST_KEEP / TESTHOST_REUSE. Name and port base: $TESTHOST_NAME-<kind> on
+# $TESTHOST_PORT_BASE + offset (or TESTHOST_<KIND>_NAME / _PORT_BASE).
 
 # The enforcing test host (docs/testing.md, "Resource limits"): the labs' limits
 # take effect; shared by tests/integration/test_resource_limits.py and
 # tests/bench/test_hub_priority.py.
+hostpool.register_deployed("limits", "limits_host", 4000, testhost.LIMITS_HOST_VARS,
+                           enforce_limits=True, users_btrfs=testhost.LIMITS_HOST_USERS_BTRFS)
+# The ACME test host (docs/tls.md, "How it is tested"): its certificate comes
+# from a local ACME CA (tests/acme_ca.py) through the playbook's nginx_acme_*
+# settings; otherwise deployed like the suite's host, so a test of another
+# setting that works with either certificate can share it.
+hostpool.register_deployed("acme", "acme_host", 5000, acme_ca.host_vars,
+                           before_deploy=acme_ca.start)
+# The modes host (docs/testing.md, "Modes"): HTTP only behind a TLS terminator,
+# signup off, the quick start's admin (testhost.MODES_HOST_VARS); used by
+# tests/integration/test_modes.py.
+hostpool.register_deployed("modes", "modes_host", 2000, testhost.MODES_HOST_VARS)
+
+
 @pytest.fixture(scope="session")
 def limits_host():
-    """``$TESTHOST_NAME-limits`` on port base ``$TESTHOST_PORT_BASE + 4000``."""
-    yield from other_host("limits", 4000, testhost.LIMITS_HOST_VARS, enforce_limits=True,
-                          users_btrfs=testhost.LIMITS_HOST_USERS_BTRFS)
+    yield from hostpool.take("limits")
 
 
 @pytest.fixture(scope="session")
@@ -170,20 +192,11 @@ def limits_admin(limits_host) -> HubClient:
     return admin_client(limits_host)
 
 
-# The ACME test host (docs/tls.md, "How it is tested"): its certificate comes
-# from a local ACME CA (tests/acme_ca.py) through the playbook's nginx_acme_*
-# settings; otherwise deployed like the suite's host, so a test of another
-# setting that works with either certificate can share it.
 @pytest.fixture(scope="session")
 def acme_host():
-    """``$TESTHOST_NAME-acme`` on port base ``$TESTHOST_PORT_BASE + 5000``."""
-    yield from other_host("acme", 5000, acme_ca.host_vars, before_deploy=acme_ca.start)
+    yield from hostpool.take("acme")
 
 
-# The modes host (docs/testing.md, "Modes"): HTTP only behind a TLS terminator,
-# signup off, the quick start's admin (testhost.MODES_HOST_VARS); used by
-# tests/integration/test_modes.py.
 @pytest.fixture(scope="session")
 def modes_host():
-    """``$TESTHOST_NAME-modes`` on port base ``$TESTHOST_PORT_BASE + 2000``."""
-    yield from other_host("modes", 2000, testhost.MODES_HOST_VARS)
+    yield from hostpool.take("modes")

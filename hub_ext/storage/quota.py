@@ -4,8 +4,8 @@ One limit per user covers home, workspace, cache and the user's trash (a
 reset keeps counting until the purge timer frees it), enforced by the kernel:
 a write past it fails with ``EDQUOT`` ("Disk quota exceeded") in that user's
 lab only. Which mechanism is the filesystem's of ``users_root``
-(:attr:`DiskQuota.kind`, set by the storage role, which checks the
-filesystem; docs/storage.md "Disk quotas"):
+(:attr:`Settings.kind`; the storage role checks the filesystem;
+docs/storage.md "Disk quotas"):
 
 ``btrfs``
     The user root is a **subvolume**, created as such before the user's
@@ -24,13 +24,32 @@ filesystem; docs/storage.md "Disk quotas"):
 **Who runs what.** The hub's unit has no ``CAP_SYS_ADMIN`` (docs/security.md)
 and keeps none: the privileged steps run in two oneshot units of the storage
 role, which the hub starts with ``systemctl start`` (as it starts labs):
-``jupyterhub-disk-quota@<unix>.service`` (:func:`apply`: the user root made
-the quota's unit if new, tagged, limited; before the hub makes the
-directories at a spawn) and ``jupyterhub-disk-quota-usage.service``
-(:func:`usage`: every user's figures into :data:`USAGE_FILE`, which the hub
-reads). A deleted user's limit is lifted by the first with ``release-<unix>``.
-Their settings are :data:`SETTINGS_FILE`, rendered by the role; no file, no
-quotas.
+``jupyterhub-disk-quota@apply-<unix>.service`` (:func:`apply`: the user root
+made the quota's unit if new, tagged, limited, and the limit recorded in
+:data:`APPLIED_DIR`), ``jupyterhub-disk-quota@sync.service`` (:func:`sync`:
+every existing user root whose record is not the configured limit) and
+``jupyterhub-disk-quota-usage.service`` (:func:`usage`: every user's figures
+into :data:`USAGE_FILE`, which the hub reads). A deleted user's limit is lifted
+with ``release-<unix>``.
+
+**Once per account.** A spawn starts the apply unit only when the user root is
+missing, not (for btrfs) a subvolume, or its record is not the configured limit
+(:func:`is_applied`: a stat and a small file read); the hub's storage pass runs
+the sync unit when a record differs (the limit was changed).
+
+**Settings.** ``StorageManager.quota_enabled``, ``.quota_per_user`` and
+``.quota_shared`` (traits tagged with their Ansible variables, in
+platform_config.json); the units read them from that file as the purge timer
+does. The mechanism (:attr:`Settings.kind`) and the mount point are the
+filesystem's of ``users_root``, read from ``/proc/self/mountinfo``
+(:func:`detect`).
+
+**The shared directory** may have a limit of its own (``quota_shared``): all
+users' files there together, the directory a subvolume (btrfs) or tagged with
+:data:`SHARED_PROJECT_ID` (ext4/XFS); the sync unit sets it (:func:`apply_shared`).
+
+What a user could do to move data out of their quota (make a btrfs subvolume,
+change a project id) is refused in every lab by lab/lab_start.py's seccomp filter.
 
 Pure apart from :class:`Executor` (the commands, the file reads) and the CLI.
 """
@@ -56,9 +75,15 @@ KINDS = ("btrfs", "ext4", "xfs")
 # every btrfs subvolume's root directory has this inode number (BTRFS_FIRST_FREE_OBJECTID)
 BTRFS_SUBVOLUME_ROOT_INO = 256
 KIB = 1024
-SETTINGS_FILE = "/etc/jupyterhub/disk-quota.json"  # the storage role's jupyterhub-disk-quota.json.j2
+MOUNTINFO = "/proc/self/mountinfo"
 USAGE_FILE = "/run/jupyterhub-disk-quota/usage.json"  # RuntimeDirectory= of the usage unit
+# StateDirectory= of the apply unit: one file per user root, the limit last set on it
+APPLIED_DIR = "/var/lib/jupyterhub-disk-quota/applied"
+SHARED = ".shared"  # the shared directory's record there (no unix name starts with a dot)
+# the shared directory's project on ext4/XFS: far above any uid (the users' projects)
+SHARED_PROJECT_ID = 2**31 - 2
 APPLY_UNIT = "jupyterhub-disk-quota@{action}-{unix}.service"
+SYNC_UNIT = "jupyterhub-disk-quota@sync.service"
 USAGE_UNIT = "jupyterhub-disk-quota-usage.service"
 ACTIONS = ("apply", "release")
 # struct fsxattr of FS_IOC_FSGETXATTR (linux/fs.h): xflags, extsize, nextents, projid, cowextsize, pad
@@ -68,35 +93,50 @@ FS_IOC_FSGETXATTR = 0x801C581F
 
 @dataclass(frozen=True)
 class Settings:
-    """The quota settings (:data:`SETTINGS_FILE`)."""
+    """What the quota code works with (:func:`detect`): a limit, the directory it is
+    about (the users' root, whose every user gets ``limit_bytes``, or the shared
+    directory) and what its filesystem is."""
 
     kind: str
     limit_bytes: int
-    users_root: str
+    root: str
     mount_point: str = ""
 
-    @classmethod
-    def from_json(cls, data: Mapping) -> Settings:
-        kind, limit = data.get("kind"), data.get("limit_bytes")
-        if kind not in KINDS:
-            raise ValueError(f"disk quota: kind must be one of {', '.join(KINDS)}, got {kind!r}")
-        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-            raise ValueError(f"disk quota: limit_bytes must be a positive integer, got {limit!r}")
-        root, mount = data.get("users_root"), data.get("mount_point") or ""
-        if not isinstance(root, str) or not root.startswith("/"):
-            raise ValueError(f"disk quota: users_root must be an absolute path, got {root!r}")
-        if kind != "btrfs" and not (isinstance(mount, str) and mount.startswith("/")):
-            raise ValueError(f"disk quota: mount_point must be an absolute path for {kind}, got {mount!r}")
-        return cls(kind, limit, root, mount)
+
+def _unescape_mount_path(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash as octal escapes."""
+    for escaped, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
+        field = field.replace(escaped, char)
+    return field
 
 
-def load_settings(path: str = SETTINGS_FILE) -> Settings | None:
-    """The settings, or None when quotas are off (no file)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return Settings.from_json(json.load(f))
-    except FileNotFoundError:
-        return None
+def filesystem_of(path: str, mountinfo: str) -> tuple[str, str]:
+    """(mount point, filesystem type) of the mount that holds the absolute ``path``,
+    from ``/proc/self/mountinfo``'s text; ("", "") when none does. Of mounts on one
+    point the last (the one on top) counts."""
+    found = ("", "")
+    for line in mountinfo.splitlines():
+        # id parent major:minor root MOUNT-POINT options [optional...] - FSTYPE source super-options
+        fields = line.split()
+        separator = fields.index("-", 6) if "-" in fields[6:] else len(fields)
+        if separator + 1 >= len(fields):
+            continue
+        point, fstype = _unescape_mount_path(fields[4]), fields[separator + 1]
+        inside = path == point or path.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(found[0]):
+            found = (point, fstype)
+    return found
+
+
+def detect(limit_bytes: int, root: str, mountinfo_path: str = MOUNTINFO) -> Settings:
+    """The settings for ``root``'s filesystem; ValueError naming it when it cannot
+    keep quotas (the storage role checks the same at deploy)."""
+    with open(mountinfo_path, encoding="utf-8") as f:
+        mount, fstype = filesystem_of(os.path.realpath(root), f.read())
+    if fstype not in KINDS:
+        raise ValueError(f"disk quotas need {root} on {', '.join(KINDS)}; "
+                         f"it is on {fstype or 'an unknown filesystem'} (mounted at {mount or '?'})")
+    return Settings(fstype, limit_bytes, root, mount)
 
 
 @dataclass(frozen=True)
@@ -240,6 +280,7 @@ class Executor:
     run: Run = run
     uid_of: Callable[[str], int] = lambda unix: pwd.getpwnam(unix).pw_uid
     project_of: Callable[[str], int] = project_id
+    applied_dir: str = APPLIED_DIR
 
     def check(self, argv: Sequence[str], what: str) -> str:
         result = self.run(argv)
@@ -253,6 +294,53 @@ def is_subvolume(path: str | os.PathLike) -> bool:
     return os.lstat(path).st_ino == BTRFS_SUBVOLUME_ROOT_INO
 
 
+# --- the record of what was applied (one file per user root) --------------------------
+
+
+def _record(applied_dir: str, unix: str) -> Path:
+    """The record of ``unix``'s root, or of the shared directory (:data:`SHARED`)."""
+    return Path(applied_dir, unix if unix == SHARED else check_unix_name(unix))
+
+
+def applied_limit(unix: str, applied_dir: str = APPLIED_DIR) -> int | None:
+    """The limit last set on ``unix``'s root (or :data:`SHARED`), None when none was
+    (or it was released)."""
+    try:
+        text = _record(applied_dir, unix).read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def record_applied(unix: str, limit_bytes: int, applied_dir: str) -> None:
+    """Atomically (the hub, root, reads it at a spawn)."""
+    os.makedirs(applied_dir, mode=0o700, exist_ok=True)
+    path = _record(applied_dir, unix)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(f"{limit_bytes}\n")
+    os.replace(tmp, path)
+
+
+def forget_applied(unix: str, applied_dir: str) -> None:
+    Path(applied_dir, check_unix_name(unix)).unlink(missing_ok=True)
+
+
+def is_applied(settings: Settings, unix: str, applied_dir: str = APPLIED_DIR) -> bool:
+    """Whether ``unix``'s root (or with :data:`SHARED` and the shared directory's
+    settings, that directory) is in place with the configured limit: the spawn
+    path's check (a file read and a stat; no unit started)."""
+    if applied_limit(unix, applied_dir) != settings.limit_bytes:
+        return False
+    directory = settings.root if unix == SHARED else layout.user_dirs(unix, settings.root).root
+    try:
+        st = os.lstat(directory)
+    except FileNotFoundError:
+        return False  # removed by hand since: apply again (a plain directory would have no limit)
+    return settings.kind != "btrfs" or st.st_ino == BTRFS_SUBVOLUME_ROOT_INO
+
+
 def apply(settings: Settings, unix: str, io: Executor) -> str:
     """Make ``<users_root>/<unix>`` the user's unit of accounting and set the limit.
 
@@ -261,36 +349,79 @@ def apply(settings: Settings, unix: str, io: Executor) -> str:
     refused, since a limit set there would land on the subvolume holding every
     user. On ext4/XFS a root not yet in the user's project is tagged, with
     everything below it (once: afterwards new files inherit the project)."""
-    root = str(layout.user_dirs(unix, settings.users_root).root)
+    root = str(layout.user_dirs(unix, settings.root).root)
     uid = io.uid_of(unix)
     done = []
-    if settings.kind == "btrfs":
-        if not os.path.lexists(root):
+    if not os.path.lexists(root):
+        if settings.kind == "btrfs":
             io.check(create_root_commands("btrfs", root)[0], f"creating {root}")
             done.append("created the subvolume")
-        elif not is_subvolume(root):
-            raise RuntimeError(
-                f"{root} is not a btrfs subvolume (made before quotas were on): move its contents "
-                "into a subvolume of that name (docs/storage.md, Disk quotas)")
-    else:
-        if not os.path.lexists(root):
+        else:
             os.mkdir(root, layout.USER_ROOT_MODE)
             done.append("created")
-        if io.project_of(root) != uid:
-            for argv in assign_commands(settings.kind, root, uid, settings.mount_point):
-                io.check(argv, f"tagging {root} with project {uid}")
-            done.append(f"tagged with project {uid}")
-    for argv in limit_commands(settings.kind, root, uid, settings.limit_bytes, settings.mount_point):
-        io.check(argv, f"limiting {root}")
-    done.append(f"limited to {settings.limit_bytes} bytes")
+    done += limit_directory(settings, root, uid, io)
+    record_applied(unix, settings.limit_bytes, io.applied_dir)
     return f"{root}: " + ", ".join(done)
+
+
+def limit_directory(settings: Settings, directory: str, project: int, io: Executor) -> list[str]:
+    """Set ``settings.limit_bytes`` on an existing ``directory``: on btrfs it must be
+    a subvolume (a limit set on a plain directory would land on the subvolume
+    holding it: every user); on ext4/XFS its tree is tagged with ``project`` first
+    unless it is already. What was done, for the unit's journal."""
+    done = []
+    if settings.kind == "btrfs":
+        if not is_subvolume(directory):
+            raise RuntimeError(
+                f"{directory} is not a btrfs subvolume (made before quotas were on): move its "
+                "contents into a subvolume of that name (docs/storage.md, Disk quotas)")
+    elif io.project_of(directory) != project:
+        for argv in assign_commands(settings.kind, directory, project, settings.mount_point):
+            io.check(argv, f"tagging {directory} with project {project}")
+        done.append(f"tagged with project {project}")
+    for argv in limit_commands(settings.kind, directory, project, settings.limit_bytes, settings.mount_point):
+        io.check(argv, f"limiting {directory}")
+    done.append(f"limited to {settings.limit_bytes} bytes")
+    return done
+
+
+def apply_shared(shared: Settings, io: Executor) -> str:
+    """The shared directory's limit (``shared``: its settings, :func:`detect`); the
+    storage role made the directory (a subvolume on btrfs)."""
+    done = limit_directory(shared, shared.root, SHARED_PROJECT_ID, io)
+    record_applied(SHARED, shared.limit_bytes, io.applied_dir)
+    return f"{shared.root} (shared): " + ", ".join(done)
+
+
+def sync(settings: Settings, io: Executor, shared: Settings | None = None) -> tuple[list[str], list[str]]:
+    """Apply the configured limit to every existing user root whose record differs
+    (after a change of the limit), and ``shared``'s to the shared directory;
+    (what was done, what failed), each failure named, the others applied all
+    the same. Creates no user root."""
+    done, failed = [], []
+    if shared is not None and not is_applied(shared, SHARED, io.applied_dir):
+        try:
+            done.append(apply_shared(shared, io))
+        except (OSError, RuntimeError) as e:
+            failed.append(f"shared directory: {e}")
+    for unix in user_roots(settings.root):
+        if is_applied(settings, unix, io.applied_dir):
+            continue
+        try:
+            done.append(apply(settings, unix, io))
+        except KeyError:
+            failed.append(f"{unix}: no unix account")
+        except (OSError, RuntimeError) as e:
+            failed.append(f"{unix}: {e}")
+    return done, failed
 
 
 def release(settings: Settings, unix: str, io: Executor) -> str:
     """Lift a user's limit (the user is being deleted; the directories go to the archive)."""
-    root = str(layout.user_dirs(unix, settings.users_root).root)
+    root = str(layout.user_dirs(unix, settings.root).root)
     if settings.kind == "btrfs":
         if not (os.path.isdir(root) and is_subvolume(root)):
+            forget_applied(unix, io.applied_dir)
             return f"{root}: no subvolume, nothing to release"
         uid = 0
     else:
@@ -300,6 +431,7 @@ def release(settings: Settings, unix: str, io: Executor) -> str:
             return f"{unix}: no account, nothing to release"
     for argv in limit_commands(settings.kind, root, uid, None, settings.mount_point):
         io.check(argv, f"releasing {root}")
+    forget_applied(unix, io.applied_dir)
     return f"{root}: limit lifted"
 
 
@@ -314,11 +446,11 @@ def user_roots(users_root: str) -> list[str]:
 
 def usage(settings: Settings, io: Executor, unix_names: Sequence[str] | None = None) -> dict[str, Usage]:
     """{unix: Usage} of every user root, from one command."""
-    names = list(unix_names) if unix_names is not None else user_roots(settings.users_root)
-    out = io.check(usage_command(settings.kind, settings.users_root, settings.mount_point),
+    names = list(unix_names) if unix_names is not None else user_roots(settings.root)
+    out = io.check(usage_command(settings.kind, settings.root, settings.mount_point),
                    "reading usage")
     if settings.kind == "btrfs":
-        return parse_btrfs_qgroups(out, settings.users_root, names)
+        return parse_btrfs_qgroups(out, settings.root, names)
     uids = {}
     for unix in names:
         try:
@@ -337,28 +469,55 @@ def write_usage(found: Mapping[str, Usage], path: str = USAGE_FILE) -> None:
     os.replace(tmp, path)
 
 
-def main(argv: list[str] | None = None, io: Executor | None = None) -> int:
+def configured(config_file: str, mountinfo_path: str = MOUNTINFO) -> tuple[Settings, Settings | None] | None:
+    """The settings as the hub has them (StorageManager's traits in
+    platform_config.json, as the purge timer reads them): the users' and the
+    shared directory's (None without a shared limit); None when quotas are off."""
+    from hub_ext import settings as platform_settings  # the hub's settings, not imported by the hub's side
+    from hub_ext.storage.service import StorageManager
+
+    values = platform_settings.configured_values(StorageManager, config_file)
+    if not values["quota_enabled"]:
+        return None
+    shared = values["quota_shared"]
+    return (detect(values["quota_per_user"], values["users_root"], mountinfo_path),
+            detect(shared, values["shared_dir"], mountinfo_path) if shared else None)
+
+
+def main(argv: list[str] | None = None, io: Executor | None = None, mountinfo_path: str = MOUNTINFO) -> int:
+    from hub_ext.settings import PLATFORM_CONFIG_FILE
+
     parser = argparse.ArgumentParser(
         prog="python -m hub_ext.storage.quota",
         description="Per-user disk quotas of the platform (the storage role's oneshot units).")
-    parser.add_argument("--settings", default=SETTINGS_FILE)
+    parser.add_argument("--config", default=PLATFORM_CONFIG_FILE,
+                        help="platform_config.json giving StorageManager's quota settings")
     parser.add_argument("--usage-file", default=USAGE_FILE)
-    parser.add_argument("request", help="apply-<unix>, release-<unix> (the unit's instance) or usage")
+    parser.add_argument("request", help="apply-<unix>, release-<unix> (the unit's instance), sync or usage")
     args = parser.parse_args(argv)
     io = io or Executor()
     try:
-        settings = load_settings(args.settings)
-        if settings is None:
-            print(f"disk quota: {args.settings} does not exist: quotas are off", file=sys.stderr)
+        found = configured(args.config, mountinfo_path)
+        if found is None:
+            print(f"disk quota: quotas are off ({args.config})", file=sys.stderr)
             return 2
+        settings, shared = found
         if args.request == "usage":
-            found = usage(settings, io)
-            write_usage(found, args.usage_file)
-            print(f"usage of {len(found)} user(s) written to {args.usage_file}")
+            figures = usage(settings, io)
+            write_usage(figures, args.usage_file)
+            print(f"usage of {len(figures)} user(s) written to {args.usage_file}")
             return 0
+        if args.request == "sync":
+            done, failed = sync(settings, io, shared)
+            for line in done:
+                print(line)
+            for line in failed:
+                print(f"disk quota: {line}", file=sys.stderr)
+            print(f"sync: {len(done)} brought to their limit, {len(failed)} failed")
+            return 1 if failed else 0
         action, _, unix = args.request.partition("-")
         if action not in ACTIONS:
-            raise ValueError(f"unknown request {args.request!r}: apply-<unix>, release-<unix> or usage")
+            raise ValueError(f"unknown request {args.request!r}: apply-<unix>, release-<unix>, sync or usage")
         check_unix_name(unix)
         print((apply if action == "apply" else release)(settings, unix, io))
         return 0

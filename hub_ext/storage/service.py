@@ -16,7 +16,8 @@ import os
 import pwd
 import time
 
-from traitlets import Dict, Integer, TraitError, Unicode, validate
+from jupyterhub.traitlets import ByteSpecification
+from traitlets import Bool, Dict, Integer, TraitError, Unicode, validate
 
 from hub_ext.accounts import unix_users as accounts
 from hub_ext.periodic import PeriodicService, WorkerThread
@@ -28,6 +29,7 @@ WALK_NICE = 10  # niceness of the sizing thread
 # seconds the disk quota figures are reused before the usage unit runs again
 # (the kernel's figures: one command for every user, no tree walk)
 QUOTA_USAGE_MAX_AGE = 10.0
+QUOTA_MIN_BYTES = 2**20  # a smaller limit would not even hold a lab's first start
 
 
 def _account_ids(unix: str) -> tuple[int, int] | None:
@@ -70,6 +72,9 @@ class StorageManager(PeriodicService):
     users_root = Unicode(
         "/srv/jupyterhub/users", help="Host directory holding <unix name>/{home,workspace,cache}."
     ).tag(config=True)
+    shared_dir = Unicode(
+        "/srv/jupyterhub/shared", help="Host directory bound at /mnt/shared in every lab."
+    ).tag(config=True)
     # The settings (hub_ext/settings.py): each trait is the only declaration of
     # its type, bounds and default; the Ansible variable in its tag sets it.
     unix_username_template = accounts.UnixUsernameTemplate(
@@ -105,6 +110,36 @@ class StorageManager(PeriodicService):
         "(VOLUME_DESCRIPTIONS of the original), keyed home/workspace/cache.",
     ).tag(config=True, ansible="jupyterhub_volume_descriptions")
 
+    quota_enabled = Bool(
+        False,
+        help="Per-user disk quotas: one limit over each user's home, workspace, cache and "
+        "trash, enforced by the kernel. Needs users_root on btrfs, or on ext4/XFS mounted "
+        "with prjquota (the storage role checks; docs/storage.md, Disk quotas).",
+    ).tag(config=True, ansible="jupyterhub_storage_quota_enabled")
+    quota_per_user = ByteSpecification(
+        "10G",
+        help="Each user's disk quota when quota_enabled: a number with suffix K, M, G or T "
+        "(powers of 1024), at least 1M. Applied once per account; a change reaches every "
+        "existing user at the next storage pass (hub start).",
+    ).tag(config=True, ansible="jupyterhub_storage_quota_per_user")
+
+    quota_shared = ByteSpecification(
+        None,
+        allow_none=True,
+        help="Limit of the shared directory (all users' files there together) when "
+        "quota_enabled: a number with suffix K, M, G or T, at least 1M; None: no limit. "
+        "Not for a CIFS share (the NAS keeps its own).",
+    ).tag(config=True, ansible="jupyterhub_storage_quota_shared")
+
+    @validate("quota_per_user", "quota_shared")
+    def _at_least_a_mebibyte(self, proposal):
+        value = proposal["value"]
+        if value is not None and value < QUOTA_MIN_BYTES:
+            raise TraitError(
+                f"{proposal['trait'].name}: at least 1M ({QUOTA_MIN_BYTES} bytes), got {value} bytes"
+            )
+        return value
+
     @validate("volume_descriptions")
     def _known_volumes(self, proposal):
         unknown = sorted(set(proposal["value"]) - set(names.VOLUMES))
@@ -120,8 +155,9 @@ class StorageManager(PeriodicService):
     chown = staticmethod(os.fchown)
     account_ids = staticmethod(_account_ids)
     command_runner = staticmethod(run_command)
-    quota_settings_file = quota.SETTINGS_FILE
     quota_usage_file = quota.USAGE_FILE
+    quota_applied_dir = quota.APPLIED_DIR
+    mountinfo = quota.MOUNTINFO
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -133,11 +169,21 @@ class StorageManager(PeriodicService):
         self.measuring = False
         # one walk at a time (a full pass, or one user after a reset/restore)
         self.walker = WorkerThread("storage-sizes", nice=WALK_NICE)
-        # disk quotas (hub_ext.storage.quota): None when off
-        self.quota = quota.load_settings(self.quota_settings_file)
+        # disk quotas (hub_ext.storage.quota): None when off, or on and unusable
+        # (quota_error says why; spawns then fail rather than run without a limit)
+        self.quota: quota.Settings | None = None
+        self.shared_quota: quota.Settings | None = None
         self.quota_usage: dict[str, quota.Usage] = {}
         self.quota_read_at: float | None = None
         self.quota_error: str | None = None
+        if self.quota_enabled:
+            try:
+                self.quota = quota.detect(self.quota_per_user, self.users_root, self.mountinfo)
+                if self.quota_shared is not None:
+                    self.shared_quota = quota.detect(self.quota_shared, self.shared_dir, self.mountinfo)
+            except (OSError, ValueError) as e:
+                self.quota_error = f"Disk quotas are on but cannot be kept: {e}"
+                self.log.error("Storage: %s", self.quota_error)
 
     # --- names and models ---
 
@@ -213,6 +259,35 @@ class StorageManager(PeriodicService):
             return
         self.quota_error = None
         self.quota_usage = quota.read_usage(self.quota_usage_file)
+
+    async def ensure_quota(self, unix: str) -> None:
+        """Before a spawn makes ``unix``'s directories: the apply unit, but only for
+        a new user root or one without the configured limit (once per account and
+        per change of the limit; otherwise a file read and a stat)."""
+        if not self.quota_enabled:
+            return
+        if self.quota is None:
+            raise RuntimeError(self.quota_error)
+        if not quota.is_applied(self.quota, unix, self.quota_applied_dir):
+            await quota.start_unit(self.command_runner, "apply", unix)
+
+    async def sync_quotas(self) -> None:
+        """The sync unit, when an existing user root's record is not the configured
+        limit (it was changed); a failure is logged (the unit's journal names the roots)."""
+        if self.quota is None:
+            return
+        behind = [unix for unix in quota.user_roots(self.users_root)
+                  if not quota.is_applied(self.quota, unix, self.quota_applied_dir)]
+        if self.shared_quota and not quota.is_applied(self.shared_quota, quota.SHARED, self.quota_applied_dir):
+            behind.append(self.shared_dir)
+        if not behind:
+            return
+        self.log.info("Storage: bringing the disk quota of %s to the configured limit",
+                      ", ".join(behind))
+        result = await self.command_runner(["systemctl", "start", quota.SYNC_UNIT])
+        if not result.ok:
+            self.log.error("Storage: %s (journalctl -u %s)",
+                           CommandError(result, "disk quota sync"), quota.SYNC_UNIT)
 
     async def release_quota(self, hub_name: str) -> None:
         """A deleted user's limit lifted (before its directories go to the archive)."""
@@ -369,6 +444,7 @@ class StorageManager(PeriodicService):
         return f"measured every {self.sizes_interval}s"
 
     async def run_pass(self) -> None:
+        await self.sync_quotas()
         await self.refresh_quota_usage(max_age=0)
         await self.measure_all()
         self.log.debug(

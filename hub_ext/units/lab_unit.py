@@ -138,6 +138,15 @@ def lab_hardening(*, sudo: bool) -> dict[str, PropertyValue]:
     return {key: list(value) if isinstance(value, list) else value for key, value in chosen.items()}
 
 
+def bind_sources(bind_paths: Sequence[str]) -> list[str]:
+    """The host paths of ``BindPaths=`` entries (``[-]source[:destination[:options]]``),
+    for ``RequiresMountsFor=``: a lab starts only once every mount holding them is
+    up, and fails (the hub shows why) when one cannot be mounted, instead of
+    writing into the bare mount point, where the files would vanish under the
+    mount when it comes back (users' root or shared directory on a NAS)."""
+    return [entry.lstrip("-").split(":", 1)[0] for entry in bind_paths]
+
+
 def build_unit_properties(
     *,
     bind_paths: Sequence[str] = (),
@@ -169,6 +178,7 @@ def build_unit_properties(
     properties: dict[str, PropertyValue] = {}
     if bind_paths:
         properties["BindPaths"] = list(bind_paths)
+        properties["RequiresMountsFor"] = bind_sources(bind_paths)
     if isolate_tmp:
         properties["TemporaryFileSystem"] = private_temporary_filesystems(tmp_size, shm_size)
     if isolate_devices:

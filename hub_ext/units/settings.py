@@ -1,6 +1,6 @@
 """The lab unit's settings: the traits PlatformSpawner reads to build each lab's
-transient unit (paths, resources and resource profiles, privilege groups,
-sandbox, timeouts). The lab's environment: hub_ext/units/environment.py.
+transient unit (its unix account, paths, resources and resource profiles,
+privilege groups, sandbox, timeouts). The lab's environment: hub_ext/units/environment.py.
 
 Each is the one declaration of its setting (type, bounds, default, ``help=``),
 tagged with the Ansible variable that sets it (hub_ext/settings.py). A mixin,
@@ -27,6 +27,7 @@ from traitlets import (
 )
 
 from hub_ext.accounts import privileges
+from hub_ext.accounts import unix_users as accounts
 from hub_ext.units.lab_unit import DEFAULT_SHM_SIZE, DEFAULT_TMP_SIZE, check_tmpfs_size
 
 UNIT_NAME_TEMPLATE = re.compile(r"([a-zA-Z0-9_-]|\{USERNAME\}|\{UNIXNAME\}|\{USERID\})+")
@@ -36,6 +37,24 @@ SLICE_NAME = re.compile(r"[a-zA-Z0-9_.:-]+\.slice")
 class LabUnitSettings(HasTraits):
     """The lab unit's settings (mixed into PlatformSpawner, ahead of
     SystemdSpawner so the traits declared again here win)."""
+
+    # --- the unix account the lab runs as ---
+    unix_username_template = accounts.UnixUsernameTemplate(
+        accounts.DEFAULT_UNIX_USERNAME_TEMPLATE,
+        help="""Unix account name for a hub user; {USERNAME} is the hub name.
+
+        The prefix keeps hub names away from system accounts (a hub user 'root'
+        becomes 'jh-root'). Available as {UNIXNAME} in path and unit templates.
+        """,
+    ).tag(config=True, ansible="jupyterhub_unix_username_template")
+
+    platform_group = Unicode(
+        accounts.DEFAULT_PLATFORM_GROUP,
+        help="""Unix group of every platform account.
+
+        An existing unix account outside this group is never adopted.
+        """,
+    ).tag(config=True)
 
     # --- where the lab's files are (bound into the unit) and its venv (PATH) ---
     users_root = Unicode(

@@ -14,7 +14,6 @@ activity sample taken before it.
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 import shutil
@@ -22,30 +21,29 @@ from pathlib import Path
 
 import pytest
 
+import hostpool
 import testhost
 from hubclient import HubClient, assert_activity_kept, batch_create, login_client, recorded_activity, unique_names
 from operations_doc import shell_block
 
-RESTORE_NAME = os.environ.get("TESTHOST_RESTORE_NAME",
-                              os.environ.get("TESTHOST_NAME", "pytest") + "-restore")
-RESTORE_PORT_BASE = int(os.environ.get("TESTHOST_RESTORE_PORT_BASE",
-                                       int(os.environ.get("TESTHOST_PORT_BASE", "23000")) + 1000))
+RESTORE_NAME = hostpool.secondary_name("restore")
+RESTORE_PORT_BASE = hostpool.secondary_port_base("restore", 1000)
 BACKUP_DIR = "root/backup"  # the doc's /root/backup, relative to a host's root
+
+
+def provision_restore_target(source: testhost.Host) -> testhost.Host:
+    """A freshly built host, deployed with the source's inventory (same admin password)."""
+    return testhost.provision(RESTORE_NAME, RESTORE_PORT_BASE,
+                              {**source.extra_vars, "jupyterhub_admin_password": source.admin_password},
+                              log_to=hostpool.ARTIFACTS / "deploy-restore.log")
+
+
+hostpool.POOL.register("restore", "restore_host", RESTORE_NAME, provision_restore_target)
 
 
 @pytest.fixture(scope="module")
 def restore_host(host):
-    """A freshly built host, deployed with the source's inventory (same admin password)."""
-    testhost.build()
-    fresh = testhost.up(RESTORE_NAME, RESTORE_PORT_BASE,
-                        extra_vars={**host.extra_vars,
-                                    "jupyterhub_admin_password": host.admin_password})
-    try:
-        testhost.deploy(RESTORE_NAME, capture=True)
-        yield fresh
-    finally:
-        if os.environ.get("TESTHOST_KEEP") != "1":
-            testhost.down(RESTORE_NAME)
+    yield from hostpool.take("restore", host)
 
 
 def test_backup_restored_on_a_fresh_host_brings_back_users_passwords_files_and_state(

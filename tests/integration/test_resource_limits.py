@@ -23,7 +23,14 @@ limits") with small limits, and proves each one from a lab:
   exceeded" in their own lab only, another user still writes, the hub answers,
   usage and limit show in the storage API, the admin storage page, the user's
   own Manage Volumes model and the activity monitor's sizes; a deleted user's
-  limit is lifted.
+  limit is lifted; a nested btrfs subvolume (a qgroup outside the user's) cannot
+  be made from a lab, by the btrfs tool or the ioctl itself, so writing into it
+  stops at the quota too; the quota is applied at an account's first spawn only
+  (the next spawn starts no quota unit), and a new limit reaches existing users
+  through the hub's storage pass, without a spawn; a lab does not start when a
+  directory it binds is on a mount that failed (RequiresMountsFor=); the shared
+  directory's own quota (jupyterhub_storage_quota_shared) stops every user's
+  writes there together.
 
 Host: conftest's ``limits_host`` (``$TESTHOST_NAME-limits``), with the
 limits of ``testhost.LIMITS_HOST_VARS``.
@@ -31,6 +38,7 @@ limits of ``testhost.LIMITS_HOST_VARS``.
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import threading
@@ -405,6 +413,180 @@ def test_user_at_the_quota_is_refused_in_their_own_lab_only(limits_host, admin, 
     assert status == 0 and "wrote" in out, out[-1000:]
 
 
+def test_a_nested_subvolume_does_not_escape_the_quota(limits_host, admin, labs):
+    """The attack: a btrfs subvolume made inside one's own directories is a qgroup
+    of its own, outside the user's limit. The lab's seccomp filter refuses to make
+    it (lab/lab_start.py), by the btrfs tool or the ioctl itself, so the same
+    writes stop at the quota."""
+    (attacker,) = labs(1)
+    unix = quota_of(admin, attacker)["unix_name"]
+    # from the user's terminal: the ioctl (BTRFS_IOC_SUBVOL_CREATE), the tool, then
+    # twice the quota written into the would-be subvolume
+    raw_ioctl = ("import ctypes, os, struct; libc = ctypes.CDLL(None, use_errno=True); "
+                 "fd = os.open(os.path.expanduser('~/workspace'), os.O_RDONLY); "
+                 "args = ctypes.create_string_buffer(struct.pack('q', 0) + b'raw-nest'.ljust(4088, bytes(1))); "
+                 "print('ioctl-answer', libc.ioctl(fd, 0x5000940E, args), ctypes.get_errno())")
+    out, _status = lab_shell(
+        admin, attacker,
+        f'cd $HOME/workspace; python3 -c "{raw_ioctl}"; btrfs subvolume create nest; '
+        f"echo create-status-$?; mkdir -p nest; dd if=/dev/zero of=nest/fill bs=1M count={2 * QUOTA // M}; sync",
+        timeout=180)
+    assert "ioctl-answer -1 1" in out, out[-2000:]  # EPERM
+    assert "create-status-1" in out and "Operation not permitted" in out, out[-2000:]
+    assert "Disk quota exceeded" in out, out[-2000:]
+    # no subvolume below the user's own, and the kernel's figure stays at the limit
+    nested = limits_host.exec("btrfs", "subvolume", "list", "-o", f"{USERS_ROOT}/{unix}").stdout
+    assert nested.strip() == "", nested
+    entry = quota_of(admin, attacker, at_least=QUOTA * 9 // 10)
+    assert QUOTA * 9 // 10 <= entry["quota"]["used_bytes"] <= QUOTA + 4 * M, entry
+    # the lab's journal says the filter is in place
+    journal = limits_host.exec("journalctl", "-u", unit(attacker), "--no-pager", "-o", "cat").stdout
+    assert "disk quota barrier installed" in journal, journal[-2000:]
+
+
+def qgroup_limit(host, unix: str) -> str:
+    """The max-referenced limit btrfs holds for ``unix``'s subvolume ("none" or bytes)."""
+    show = host.exec("btrfs", "qgroup", "show", "--raw", "-re", USERS_ROOT).stdout
+    found = re.search(rf"^0/\d+\s+\d+\s+\d+\s+(\S+)\s+\S+\s+{unix}$", show, re.M)
+    assert found, show
+    return found[1]
+
+
+def test_the_quota_is_applied_once_per_account_and_again_when_the_limit_changes(limits_host, admin, labs):
+    (user,) = labs(1)
+    unix = quota_of(admin, user)["unix_name"]
+    apply_unit = f"jupyterhub-disk-quota@apply-{unix}.service"
+    record = f"/var/lib/jupyterhub-disk-quota/applied/{unix}"
+
+    def apply_runs() -> int:
+        """How often the apply unit ran for the user: each run logs one "limited to"."""
+        journal = limits_host.exec("journalctl", "-u", apply_unit, "--no-pager", "-o", "cat").stdout
+        return journal.count("limited to")
+
+    assert apply_runs() == 1
+    assert limits_host.exec("cat", record).stdout.strip() == str(QUOTA)
+    # the next spawn starts no quota unit: the record says the limit is in place
+    admin.stop_server(user)
+    admin.start_server(user)
+    assert apply_runs() == 1
+    assert qgroup_limit(limits_host, unix) == str(QUOTA)
+
+    # a new limit (as a deploy would write it): the hub's storage pass brings the
+    # existing roots to it through the sync unit, without a spawn
+    path = "/etc/jupyterhub/platform_config.json"
+    original = limits_host.exec("cat", path).stdout
+    changed = json.loads(original)
+    changed["StorageManager"]["quota_per_user"] = "150M"
+
+    def switch_to(text: str, limit: int) -> None:
+        limits_host.exec("tee", path, input=text)
+        limits_host.exec("systemctl", "restart", "jupyterhub")
+        admin.wait_hub()
+        deadline = time.monotonic() + 60
+        while qgroup_limit(limits_host, unix) != str(limit) and time.monotonic() < deadline:
+            time.sleep(2)
+        assert qgroup_limit(limits_host, unix) == str(limit)
+
+    try:
+        switch_to(json.dumps(changed), 150 * M)
+        assert limits_host.exec("cat", record).stdout.strip() == str(150 * M)
+        sync_unit = "jupyterhub-disk-quota@sync.service"
+        assert limits_host.unit_properties(sync_unit, "Result")["Result"] == "success"
+        assert apply_runs() == 1  # the sync unit did it, no spawn was needed
+    finally:
+        switch_to(original, QUOTA)
+
+
+def test_the_shared_directory_keeps_its_own_quota(limits_host, admin):
+    """jupyterhub_storage_quota_shared: every user's files in /mnt/shared together
+    stop at its limit (without it, /mnt/shared is a way round one's own quota).
+    This host's shared directory is not on btrfs: the test binds a subvolume of
+    the users' btrfs image there, as the storage role makes it on a btrfs host,
+    and sets the limit in platform_config.json as a deploy would."""
+    shared, backing = "/srv/jupyterhub/shared", f"{USERS_ROOT}/.shared-quota-test"
+    config_path = "/etc/jupyterhub/platform_config.json"
+    original = limits_host.exec("cat", config_path).stdout
+    changed = json.loads(original)
+    changed["StorageManager"]["quota_shared"] = "30M"
+    limits_host.exec("btrfs", "subvolume", "create", backing)
+    limits_host.exec("chown", "root:jupyterhub-users", backing)
+    limits_host.exec("chmod", "2775", backing)
+    limits_host.exec("mount", "--bind", backing, shared)
+    names = [f"lim-sh-{secrets.token_hex(3)}-{i}" for i in range(2)]
+    try:
+        limits_host.exec("tee", config_path, input=json.dumps(changed))
+        limits_host.exec("systemctl", "restart", "jupyterhub")
+        admin.wait_hub()
+        # the hub's first storage pass starts the sync unit, which limits the subvolume
+        deadline = time.monotonic() + 60
+        while qgroup_limit(limits_host, ".shared-quota-test") != str(30 * M) and time.monotonic() < deadline:
+            time.sleep(2)
+        assert qgroup_limit(limits_host, ".shared-quota-test") == str(30 * M)
+        for name in names:
+            assert admin.api("POST", f"users/{name}").status_code == 201
+            admin.start_server(name)
+        first, second = names
+        out, _status = lab_shell(admin, first, "dd if=/dev/zero of=/mnt/shared/fill-$USER bs=1M count=60; sync",
+                                 timeout=120)
+        assert "Disk quota exceeded" in out, out[-1000:]
+        # the limit is everyone's: the second user cannot add to it either, and
+        # still writes in their own directories
+        out, status = lab_shell(admin, second, "dd if=/dev/zero of=/mnt/shared/more bs=1M count=5; sync; "
+                                "dd if=/dev/zero of=$HOME/workspace/own bs=1M count=5 && sync && echo own-ok")
+        assert "Disk quota exceeded" in out and "own-ok" in out, out[-1000:]
+    finally:
+        for name in names:
+            if admin.server_running(name):
+                admin.stop_server(name)
+        limits_host.exec("umount", shared, check=False)
+        limits_host.exec("btrfs", "subvolume", "delete", backing, check=False)
+        limits_host.exec("rm", "-f", "/var/lib/jupyterhub-disk-quota/applied/.shared")
+        limits_host.exec("tee", config_path, input=original)
+        limits_host.exec("systemctl", "restart", "jupyterhub")
+        admin.wait_hub()
+        for name in names:
+            admin.api("DELETE", f"users/{name}")
+
+
+def test_a_lab_does_not_start_on_a_directory_whose_mount_failed(limits_host, admin):
+    """A users' root or shared directory on a NAS whose mount failed: the lab unit's
+    RequiresMountsFor= (every directory it binds) makes its start fail, where the
+    lab would otherwise write below the bare mount point (files that vanish under
+    the mount when it comes back). Simulated with a CIFS mount unit for the shared
+    directory whose share cannot be reached (this kernel has no CIFS either)."""
+    mount_unit = "srv-jupyterhub-shared.mount"
+    path = f"/etc/systemd/system/{mount_unit}"
+    limits_host.exec("tee", path, input="[Mount]\nWhat=//nas.invalid/share\nWhere=/srv/jupyterhub/shared\n"
+                                         "Type=cifs\nOptions=guest\n")
+    limits_host.exec("systemctl", "daemon-reload")
+    name = f"lim-nas-{secrets.token_hex(3)}"
+    since = limits_host.exec("date", "+%Y-%m-%d %H:%M:%S").stdout.strip()
+    try:
+        assert admin.api("POST", f"users/{name}").status_code == 201
+        r = admin.api("POST", f"users/{name}/server")
+        deadline = time.monotonic() + 120
+        while r.status_code in (201, 202) and time.monotonic() < deadline:
+            server = admin.api("GET", f"users/{name}").json().get("servers", {}).get("")
+            if not server or server.get("ready"):
+                break
+            time.sleep(1)
+        server = admin.api("GET", f"users/{name}").json().get("servers", {}).get("")
+        assert not (server and server.get("ready")), "the lab started on the unmounted directory"
+        assert limits_host.unit_properties(mount_unit, "ActiveState")["ActiveState"] == "failed"
+        # systemd says why, in the lab unit's journal
+        journal = limits_host.exec("journalctl", "-u", unit(name), "--since", since, "--no-pager",
+                                   "-o", "cat").stdout
+        assert "start failed with result 'dependency'" in journal, journal[-3000:]
+    finally:
+        limits_host.exec("rm", "-f", path)
+        limits_host.exec("systemctl", "daemon-reload")
+        limits_host.exec("systemctl", "reset-failed", mount_unit, check=False)
+    # mounted again (here: no mount unit at all), the same user's lab starts
+    admin.start_server(name)
+    admin.stop_server(name)
+    assert admin.api("DELETE", f"users/{name}").status_code == 204
+
+
 def test_a_deleted_users_limit_is_lifted(limits_host, admin):
     name = f"lim-del-{secrets.token_hex(3)}"
     assert admin.api("POST", f"users/{name}").status_code == 201
@@ -417,3 +599,6 @@ def test_a_deleted_users_limit_is_lifted(limits_host, admin):
     show = limits_host.exec("btrfs", "qgroup", "show", "--raw", "-re", USERS_ROOT).stdout
     archived = re.search(rf"^0/\d+\s+\d+\s+\d+\s+(\S+)\s+\S+\s+\.archive/\S+-{unix}$", show, re.M)
     assert archived and archived[1] == "none", show
+    # a new user of that name is a new account: applied again at their first spawn
+    record = f"/var/lib/jupyterhub-disk-quota/applied/{unix}"
+    assert limits_host.exec("test", "-e", record, check=False).returncode == 1

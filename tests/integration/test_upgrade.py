@@ -28,7 +28,6 @@ unless TESTHOST_KEEP=1. Phase times go to artifacts/upgrade-time.json.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import subprocess
 import time
@@ -36,6 +35,7 @@ from pathlib import Path
 
 import pytest
 
+import hostpool
 import testhost
 from hubclient import (
     HubClient,
@@ -53,9 +53,8 @@ from operations_doc import shell_block
 REPO = testhost.REPO
 ARTIFACTS = REPO / "artifacts"
 RELEASE_TREES = REPO / ".cache" / "upgrade"
-NAME = os.environ.get("TESTHOST_UPGRADE_NAME", os.environ.get("TESTHOST_NAME", "pytest") + "-upgrade")
-PORT_BASE = int(os.environ.get("TESTHOST_UPGRADE_PORT_BASE",
-                               int(os.environ.get("TESTHOST_PORT_BASE", "23000")) + 7000))
+NAME = hostpool.secondary_name("upgrade")
+PORT_BASE = hostpool.secondary_port_base("upgrade", 7000)
 ALEMBIC_REVISION = """
 import sqlite3
 db = sqlite3.connect("file:/var/lib/jupyterhub/jupyterhub.sqlite?mode=ro", uri=True)
@@ -150,51 +149,63 @@ def read_file(client: HubClient, user: str, path: str) -> str:
     return r.json()["content"]
 
 
-@pytest.fixture(scope="module")
-def previous():
-    """(tag, its checkout) of the previous release; the checkout is removed afterwards."""
+# phase -> seconds (artifacts/upgrade-time.json); the first two are the provisioning's
+PHASES: dict[str, float] = {}
+
+
+def provision_previous_release(_main) -> testhost.Host:
+    """A fresh host with the previous release deployed by its own playbook, from
+    that release's checkout (removed by the ``previous`` fixture)."""
     tag = previous_release()
     tree = release_tree(tag)
-    yield tag, tree
-    subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)],
+    started = time.monotonic()
+    testhost.build()
+    host = testhost.up(NAME, PORT_BASE)
+    PHASES["boot"] = round(time.monotonic() - started, 1)
+    try:
+        started = time.monotonic()
+        res = testhost.deploy(NAME, capture=True, repo=tree)
+        PHASES[f"deploy {tag}"] = round(time.monotonic() - started, 1)
+    except BaseException:
+        testhost.down(NAME)
+        raise
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "deploy-upgrade-previous.log").write_text(res.stdout + res.stderr)
+    return host
+
+
+hostpool.POOL.register("upgrade", "old_host", NAME, provision_previous_release)
+
+
+@pytest.fixture(scope="module")
+def previous():
+    """The previous release's tag; its checkout (made by the provisioning) is removed afterwards."""
+    tag = previous_release()
+    yield tag
+    subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(RELEASE_TREES / tag)],
                    capture_output=True)
 
 
 @pytest.fixture(scope="module")
 def timings():
-    phases: dict[str, float] = {}
-    yield phases
+    yield PHASES
     ARTIFACTS.mkdir(exist_ok=True)
-    (ARTIFACTS / "upgrade-time.json").write_text(json.dumps(phases, indent=2))
-    print("\nupgrade test phases (s):", json.dumps(phases))
+    (ARTIFACTS / "upgrade-time.json").write_text(json.dumps(PHASES, indent=2))
+    print("\nupgrade test phases (s):", json.dumps(PHASES))
 
 
 @pytest.fixture(scope="module")
 def old_host(previous, timings):
-    """A fresh host with the previous release deployed by its own playbook."""
-    tag, tree = previous
+    yield hostpool.POOL.get("upgrade")
     started = time.monotonic()
-    testhost.build()
-    host = testhost.up(NAME, PORT_BASE)
-    timings["boot"] = round(time.monotonic() - started, 1)
-    try:
-        started = time.monotonic()
-        res = testhost.deploy(NAME, capture=True, repo=tree)
-        timings[f"deploy {tag}"] = round(time.monotonic() - started, 1)
-        ARTIFACTS.mkdir(exist_ok=True)
-        (ARTIFACTS / "deploy-upgrade-previous.log").write_text(res.stdout + res.stderr)
-        yield host
-    finally:
-        if os.environ.get("TESTHOST_KEEP") != "1":
-            started = time.monotonic()
-            testhost.down(NAME)
-            timings["teardown"] = round(time.monotonic() - started, 1)
+    hostpool.release("upgrade")
+    timings["teardown"] = round(time.monotonic() - started, 1)
 
 
 def test_upgrade_from_the_previous_release_keeps_running_labs_files_history_and_passwords(
         previous, old_host, timings):
     host = old_host
-    tag, _tree = previous
+    tag = previous
     started = time.monotonic()
     admin = admin_client(host)
     old_version = hub_ext_version(host)

@@ -35,6 +35,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -104,8 +105,17 @@ def base_root() -> Path:
     return CACHE / f"base-{recipe_hash()}" / "root"
 
 
+# build() is called by the suite's main thread and its background provisioning
+_building = threading.Lock()
+
+
 def build() -> Path:
     """Return the cached root for the current recipe, building it if needed."""
+    with _building:
+        return _build()
+
+
+def _build() -> Path:
     root = base_root()
     if (root.parent / "complete").exists():
         return root
@@ -375,11 +385,13 @@ def _cgroup_dirs(name: str, enforce_limits: bool = False) -> list[Path]:
     return dirs
 
 
-def _enter_cgroups(dirs: list[Path]):
-    def enter() -> None:  # runs in the child between fork and exec
-        for d in dirs:
-            (d / "cgroup.procs").write_text("0")
-    return enter
+def _in_cgroups(dirs: list[Path], argv: list[str]) -> list[str]:
+    """``argv`` started in ``dirs``: a shell moves itself there, then execs it.
+    (Not Popen's preexec_fn: the suite provisions hosts from a background thread,
+    and Python code between fork and exec can deadlock with threads.)"""
+    enter = "".join(f'echo $$ > "${i + 1}/cgroup.procs" && ' for i in range(len(dirs)))
+    return ["/bin/sh", "-c", f'{enter}shift {len(dirs)} && exec "$@"', "sh",
+            *[str(d) for d in dirs], *argv]
 
 
 def limits_writable(host: Host) -> None:
@@ -501,9 +513,8 @@ def up(name: str, port_base: int, extra_vars: dict | None = None,
         env["SYSTEMD_NSPAWN_UNIFIED_HIERARCHY"] = "0"
     # the container keeps writing its console; this process's copy is closed at once
     with open(host.dir / "console.log", "wb") as console:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=console,
-                                stderr=subprocess.STDOUT, start_new_session=True,
-                                preexec_fn=_enter_cgroups(cgroups), env=env)
+        proc = subprocess.Popen(_in_cgroups(cgroups, argv), stdin=subprocess.DEVNULL, stdout=console,
+                                stderr=subprocess.STDOUT, start_new_session=True, env=env)
     host.nspawn_pid = proc.pid
     host.init_pid = _find_init(proc.pid)
     host.save()

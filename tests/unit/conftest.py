@@ -76,6 +76,9 @@ SAMPLE_PLATFORM_CONFIG = {
             "workspace": "Project files, notebooks, code",
             "cache": "Temporary files, pip cache, conda cache",
         },
+        "quota_enabled": False,
+        "quota_per_user": "10G",
+        "quota_shared": None,
     },
     "ActivityMonitor": {
         "sample_interval": 600,

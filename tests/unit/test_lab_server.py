@@ -112,3 +112,84 @@ def test_labapp_is_imported_without_reading_the_yarn_configuration(tmp_path, mon
     finally:
         for name in ("jupyterlab", "jupyterlab.commands", "jupyterlab.labapp"):
             sys.modules.pop(name, None)
+
+
+@pytest.fixture
+def hub_like_packages(tmp_path, monkeypatch):
+    """A logger module importing a heavy package's handlers and errors, as
+    jupyterhub.log imports jupyterhub.handlers.pages and, through
+    jupyterhub.utils, sqlalchemy.exc."""
+    for package in ("heavyhub", "heavyhub/handlers", "heavydb"):
+        (tmp_path / package).mkdir()
+        write_module(tmp_path / package, "__init__", "import builtins\n"
+                     f"builtins.heavy_imports.append({package.replace('/', '.')!r})\n")
+    write_module(tmp_path / "heavyhub/handlers", "pages", "class HealthCheckHandler:\n    real = True\n")
+    write_module(tmp_path / "heavydb", "exc", "class SQLAlchemyError(Exception):\n    real = True\n")
+    write_module(tmp_path / "heavyhub", "log", "from .handlers.pages import HealthCheckHandler\n"
+                 "from heavydb.exc import SQLAlchemyError\n"
+                 "def is_health_check(handler):\n    return isinstance(handler, HealthCheckHandler)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import builtins
+    monkeypatch.setattr(builtins, "heavy_imports", [], raising=False)
+    yield builtins
+    for name in [n for n in sys.modules if n.split(".")[0] in ("heavyhub", "heavydb")]:
+        del sys.modules[name]
+
+
+def test_a_module_is_imported_with_stand_ins_that_are_gone_afterwards(hub_like_packages):
+    handlers = lab_server.HubHandlers("heavyhub.handlers.pages")
+    errors = lab_server.HubDatabaseErrors("heavydb.exc")
+    stand_ins = {"heavyhub.handlers": handlers, "heavyhub.handlers.pages": handlers, "heavydb.exc": errors}
+    assert lab_server.import_with_stand_ins("heavyhub.log", stand_ins) is True
+
+    log = sys.modules["heavyhub.log"]
+    assert hub_like_packages.heavy_imports == ["heavyhub"]
+    assert log.HealthCheckHandler is lab_server.HubHandlers.HealthCheckHandler
+    assert issubclass(log.SQLAlchemyError, Exception)
+    assert log.is_health_check(object()) is False
+    # later importers get the real modules
+    assert not any(name in sys.modules for name in stand_ins)
+    from heavyhub.handlers.pages import HealthCheckHandler
+    assert HealthCheckHandler.real is True
+    # nothing to do a second time, nor for a module that is not installed
+    assert lab_server.import_with_stand_ins("heavyhub.log", stand_ins) is False
+    assert lab_server.import_with_stand_ins("no_such_package_here.log", {}) is False
+
+
+def test_a_deferred_package_without_functions_is_imported_before_its_submodules(hub_like_packages):
+    assert lab_server.defer_import("heavydb", []) is True
+    stand_in = sys.modules["heavydb"]
+    import heavydb  # what `import sqlalchemy as sa` gets
+
+    assert heavydb is stand_in and hub_like_packages.heavy_imports == []
+    from heavydb.exc import SQLAlchemyError
+    # the real package ran first, as Python imports a package before its submodules
+    assert hub_like_packages.heavy_imports == ["heavydb"]
+    assert SQLAlchemyError.real is True
+    assert not isinstance(sys.modules["heavydb"], lab_server.DeferredModule)
+    assert stand_in.exc is sys.modules["heavydb.exc"]
+
+
+def test_a_module_is_imported_with_an_empty_default_ca_file_for_the_time_of_its_import(tmp_path, monkeypatch):
+    # what aiohttp.connector does at import: build SSL contexts, which read the CA file
+    write_module(tmp_path, "tlsclient", "import os\nSEEN = os.environ.get('SSL_CERT_FILE')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "tlsclient", raising=False)
+    environ = {"HOME": "/h"}
+    try:
+        monkeypatch.setattr(lab_server.os, "environ", environ)
+        assert lab_server.import_without_default_ca_file("tlsclient") is True
+        assert sys.modules["tlsclient"].SEEN == "/dev/null"
+        assert environ == {"HOME": "/h"}  # kernels and terminals never see it
+        assert lab_server.import_without_default_ca_file("tlsclient") is False
+    finally:
+        sys.modules.pop("tlsclient", None)
+
+
+def test_an_admins_own_ca_file_is_left_alone(tmp_path, monkeypatch):
+    write_module(tmp_path, "tlsclient", "")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    environ = {"SSL_CERT_FILE": "/etc/custom-ca.pem"}
+    assert lab_server.import_without_default_ca_file("tlsclient", environ) is False
+    assert "tlsclient" not in sys.modules
+    assert environ == {"SSL_CERT_FILE": "/etc/custom-ca.pem"}

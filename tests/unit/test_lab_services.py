@@ -7,6 +7,7 @@ The services themselves run on the test host (tests/integration/test_lab_service
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -102,10 +103,7 @@ def test_tensorboard_reads_the_workspace():
 
 def test_the_labs_server_config_offers_what_the_environment_switches_on(monkeypatch):
     """lab/jupyter_server_config.py as the lab loads it (traitlets' ``c``)."""
-    text = (LAB / "jupyter_server_config.py").read_text()
-    installed = "/usr/local/lib/jupyterhub/lab_services.py"
-    assert installed in text
-    code = compile(text.replace(installed, str(LAB / "lab_services.py")), "jupyter_server_config.py", "exec")
+    code = installed_server_config()
     for environ, expected in [(ALL_ON, {"mlflow", "tensorboard", "glances"}),
                               ({**ALL_ON, "JUPYTERHUB_SERVICE_TENSORBOARD": "0"}, {"mlflow", "glances"}),
                               ({}, set())]:
@@ -116,6 +114,35 @@ def test_the_labs_server_config_offers_what_the_environment_switches_on(monkeypa
         exec(code, {"c": c})
         assert set(c.ServerProxy.servers) == expected
         assert ("MLFLOW_TRACKING_URI" in lab_env) == ("mlflow" in expected)
+
+
+def installed_server_config():
+    """lab/jupyter_server_config.py compiled as installed, loading the modules
+    it loads from /usr/local/lib/jupyterhub from this checkout instead."""
+    text = (LAB / "jupyter_server_config.py").read_text()
+    installed = "/usr/local/lib/jupyterhub/"
+    assert installed in text
+    return compile(text.replace(installed, f"{LAB}/"), "jupyter_server_config.py", "exec")
+
+
+def test_the_labs_server_config_puts_kernels_on_unix_sockets_in_the_units_runtime_directory(monkeypatch, tmp_path):
+    code = installed_server_config()
+    # jupyter_core (the lab venv's, not this one's): Jupyter's own runtime directory
+    paths = types.ModuleType("jupyter_core.paths")
+    paths.jupyter_runtime_dir = lambda: str(tmp_path / "jh-ann/.local/share/jupyter/runtime")
+    monkeypatch.setitem(sys.modules, "jupyter_core", types.ModuleType("jupyter_core"))
+    monkeypatch.setitem(sys.modules, "jupyter_core.paths", paths)
+    lab_env = {"HOME": "/home/jh-ann", "RUNTIME_DIRECTORY": "/run/jupyter-ann-singleuser"}
+    monkeypatch.setattr(os, "environ", lab_env)
+    c = Config()
+    exec(code, {"c": c})
+    assert c.KernelManager.transport == "ipc"
+    # the server's connection files, and terminals' jupyter console --existing
+    assert lab_env["JUPYTER_RUNTIME_DIR"] == "/run/jupyter-ann-singleuser"
+    # the cookie secret where Jupyter keeps it by default (it outlives the lab)
+    secret = tmp_path / "jh-ann/.local/share/jupyter/runtime/jupyter_cookie_secret"
+    assert c.ServerApp.cookie_secret_file == str(secret)
+    assert secret.parent.is_dir() and secret.parent.stat().st_mode & 0o777 == 0o700
 
 
 def test_an_unknown_service_is_a_usage_error():

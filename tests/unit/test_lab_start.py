@@ -4,6 +4,7 @@ Real files in a temporary directory; "root" is the uid running the tests
 (root_uid=), so the ownership rule is exercised without being root.
 """
 
+import errno
 import os
 import subprocess
 import sys
@@ -138,3 +139,106 @@ def test_main_runs_scripts_then_execs_the_lab(scripts_dir, tmp_path):
 def test_main_without_a_command_is_a_usage_error():
     r = subprocess.run([sys.executable, "-I", lab_start.__file__], capture_output=True, text=True)
     assert r.returncode == 2 and "usage" in r.stderr
+
+
+# --- the disk quota barrier (docs/storage.md) --------------------------------------
+
+X86_64, I386, AARCH64 = 0xC000003E, 0x40000003, 0xC00000B7
+EPERM_ACTION = lab_start.SECCOMP_RET_ERRNO | 1
+ALLOW = lab_start.SECCOMP_RET_ALLOW
+
+
+def run_filter(program, nr: int, arch: int = X86_64, arg1: int = 0) -> int:
+    """What seccomp answers for one call: classic BPF over struct seccomp_data."""
+    data = {lab_start.DATA_NR: nr, lab_start.DATA_ARCH: arch, lab_start.DATA_ARG1_LOW: arg1 & 0xFFFFFFFF}
+    acc, pc = 0, 0
+    while True:
+        code, jt, jf, k = program[pc]
+        if code == lab_start.BPF_LD_W_ABS:
+            acc = data[k]
+        elif code == lab_start.BPF_JEQ_K:
+            pc += jt if acc == k else jf
+        elif code == lab_start.BPF_RET_K:
+            return k
+        else:
+            raise AssertionError(f"unexpected instruction {code:#x}")
+        pc += 1
+
+
+@pytest.mark.parametrize("request_name", sorted(lab_start.QUOTA_ESCAPE_IOCTLS))
+def test_barrier_refuses_each_escape_ioctl_on_every_abi(request_name):
+    program = lab_start.quota_barrier_program()
+    request = lab_start.QUOTA_ESCAPE_IOCTLS[request_name]
+    for arch, nr in ((X86_64, 16), (X86_64, 0x40000000 | 514), (I386, 54), (AARCH64, 29)):
+        assert run_filter(program, nr, arch, request) == EPERM_ACTION, (arch, nr)
+    # the kernel reads the request's low 32 bits: high bits set change nothing
+    assert run_filter(program, 16, X86_64, (0xDEADBEEF << 32) | request) == EPERM_ACTION
+
+
+def test_barrier_lets_everything_else_through():
+    program = lab_start.quota_barrier_program()
+    tcgets, btrfs_ioc_sync, fs_ioc_getflags = 0x5401, 0x9408, 0x80086601
+    for request in (tcgets, btrfs_ioc_sync, fs_ioc_getflags):
+        assert run_filter(program, 16, X86_64, request) == ALLOW
+    # another call whose argument happens to be an escape request: read(fd, buf=..)
+    assert run_filter(program, 0, X86_64, lab_start.QUOTA_ESCAPE_IOCTLS["BTRFS_IOC_SUBVOL_CREATE"]) == ALLOW
+    # file_setattr sets the project id without ioctl; an unknown ABI gets nothing
+    assert run_filter(program, lab_start.FILE_SETATTR) == EPERM_ACTION
+    assert run_filter(program, 0, arch=0x80000016) == EPERM_ACTION  # s390x on this table: no way round
+
+
+def test_barrier_jumps_stay_inside_the_program():
+    program = lab_start.quota_barrier_program()
+    for pc, (code, jt, jf, _k) in enumerate(program):
+        if code == lab_start.BPF_JEQ_K:
+            assert pc + 1 + max(jt, jf) < len(program), pc
+    assert program[-1] == (lab_start.BPF_RET_K, 0, 0, EPERM_ACTION)
+
+
+BARRIER_CHILD = """
+import ctypes, errno, fcntl, os, subprocess, sys
+sys.path.insert(0, sys.argv[1])
+import lab_start
+libc = ctypes.CDLL(None, use_errno=True)
+assert libc.prctl(38, 1, 0, 0, 0) == 0  # PR_SET_NO_NEW_PRIVS, as systemd's NoNewPrivileges
+print(lab_start.install_quota_barrier())
+fd = os.open(sys.argv[2], os.O_RDONLY)
+def ioctl_errno(request):
+    try:
+        fcntl.ioctl(fd, request, bytearray(4096))
+    except OSError as e:
+        return e.errno
+    return 0
+print("setflags", ioctl_errno(lab_start.QUOTA_ESCAPE_IOCTLS["FS_IOC_SETFLAGS"]))
+print("subvol", ioctl_errno(lab_start.QUOTA_ESCAPE_IOCTLS["BTRFS_IOC_SUBVOL_CREATE_V2"]))
+print("getflags", ioctl_errno(0x80086601))
+r = libc.syscall(lab_start.FILE_SETATTR, -100, b"x", 0, 0, 0)
+print("file_setattr", ctypes.get_errno() if r else 0)
+# inherited by children, which cannot drop it
+print(subprocess.run([sys.executable, "-c", "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDONLY)\\n"
+                      "try: fcntl.ioctl(fd, 0x40086602, bytes(8))\\nexcept OSError as e: print('child', e.errno)",
+                      sys.argv[2]], capture_output=True, text=True).stdout.strip())
+"""
+
+
+@pytest.mark.skipif(lab_start.platform.machine() not in lab_start.NATIVE_ARCH, reason="no table for this CPU")
+def test_barrier_installed_for_real_refuses_the_calls_in_the_process_and_its_children(tmp_path):
+    target = tmp_path / "f"
+    target.write_text("x")
+    r = subprocess.run([sys.executable, "-I", "-c", BARRIER_CHILD, os.path.dirname(lab_start.__file__),
+                        str(target)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    got = dict(line.rsplit(" ", 1) for line in r.stdout.splitlines()[1:])
+    assert got["setflags"] == str(errno.EPERM) and got["subvol"] == str(errno.EPERM)
+    assert got["file_setattr"] == str(errno.EPERM)
+    assert got["child"] == str(errno.EPERM)
+    # an allowed ioctl reaches the file system (which may not support it: not EPERM)
+    assert got["getflags"] != str(errno.EPERM)
+
+
+def test_no_new_privileges_is_read_from_the_process_status(tmp_path):
+    status = tmp_path / "status"
+    status.write_text("Name:\tpython\nNoNewPrivs:\t0\n")
+    assert not lab_start.no_new_privileges(str(status))
+    status.write_text("Name:\tpython\nNoNewPrivs:\t1\n")
+    assert lab_start.no_new_privileges(str(status))

@@ -17,12 +17,18 @@ from hub_ext.spawner import PORT_ATTEMPTS
 from hub_ext.units.lab_unit import (
     SUDO_CAPABILITIES,
     SYSTEMD_DEFAULT_PATH,
+    bind_sources,
     build_environment,
     build_unit_properties,
     systemd_run_argv,
 )
 
 from .fakes import FakeSystem, FakeSystemctl
+
+
+def test_bind_sources_are_the_host_paths():
+    assert bind_sources(["/u/home:/home/x", "-/srv/shared:/mnt/shared:rbind", "/data"]) == [
+        "/u/home", "/srv/shared", "/data"]
 
 
 def test_properties_from_options():
@@ -39,6 +45,8 @@ def test_properties_from_options():
     )
     assert properties == {
         "BindPaths": ["/u/home:/home/x", "/u/ws:/home/x/workspace"],
+        # a lab starts only on its mounted directories (a failed NAS mount stops it)
+        "RequiresMountsFor": ["/u/home", "/u/ws"],
         "TemporaryFileSystem": [
             "/tmp:size=2G,mode=1777,nosuid,nodev",
             "/var/tmp:size=2G,mode=1777,nosuid,nodev",
@@ -340,6 +348,53 @@ def test_start_fails_with_the_unit_name_when_the_lab_exits_before_listening(
     spawner.ready_poll_interval = 0.01  # the unit check comes after 1 s of probes
     with pytest.raises(web.HTTPError, match=r"exited before listening.*journalctl -u jupyter-alice-singleuser"):
         asyncio.run(spawner.start())
+
+
+class LeftoverSystemctl(FakeSystemctl):
+    """systemctl of a host where the lab's units are ``states`` (unit -> state)."""
+
+    def __init__(self, **states):
+        super().__init__()
+        self.states = states
+
+    async def __call__(self, *argv, **kwargs):
+        verb, units = (argv[1], [a for a in argv[2:] if not a.startswith("-")]) if len(argv) > 1 else ("", [])
+        if verb in ("is-active", "is-failed") and not self.started:
+            self.calls.append(list(argv))
+            wanted = verb.removeprefix("is-")
+            code = 0 if any(self.states.get(unit) == wanted for unit in units) else 3
+            return SimpleNamespace(wait=lambda: asyncio.sleep(0, code))
+        if verb in ("stop", "reset-failed"):
+            for unit in units:
+                self.states.pop(unit, None)
+        return await super().__call__(*argv, **kwargs)
+
+
+@pytest.mark.parametrize("states", [
+    {},
+    {"jupyter-alice-singleuser": "active"},
+    {"jupyter-alice-singleuser.socket": "failed", "jupyter-alice-singleuser": "active"},
+])
+def test_leftover_units_are_cleared_and_cost_two_systemctl_calls_when_there_are_none(
+    make_spawner, monkeypatch, tmp_path, states
+):
+    systemctl = LeftoverSystemctl(**states)
+    monkeypatch.setattr(systemd.asyncio, "create_subprocess_exec", systemctl)
+    monkeypatch.setattr(systemd, "RUN_ROOT", str(tmp_path / "run"))
+    spawner = make_spawner()
+    spawner.api_token = "t"
+
+    async def answers(ip, port, path):
+        return True
+
+    spawner.lab_probe = answers
+    asyncio.run(spawner.start())
+    before = systemctl.calls[:systemctl.calls.index(systemctl.systemd_run())]
+    units = ["jupyter-alice-singleuser.socket", "jupyter-alice-singleuser"]
+    one_call_each = [["systemctl", "is-active", "--quiet", *units], ["systemctl", "is-failed", "--quiet", *units]]
+    assert before[0] == one_call_each[0]
+    assert (before == one_call_each) == (not states)
+    assert systemctl.states == {}  # stopped or reset before the new start
 
 
 def test_start_refuses_foreign_account(make_spawner, monkeypatch):
