@@ -21,9 +21,11 @@ it serves. Which class does what: docs/architecture.md ("How the hub is wired").
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from jupyterhub.app import JupyterHub
+from traitlets import Unicode
 
 from hub_ext import plugin
 from hub_ext.activity import metrics
@@ -38,6 +40,11 @@ from hub_ext.notifications import service as notifications
 from hub_ext.periodic import PeriodicService
 from hub_ext.spawner import PlatformSpawner
 from hub_ext.storage import service as storage
+from hub_ext.web.base import FRONT_END_USER_SETTING
+
+# hub_ext's page templates (home.html with the Session Status card, ...), ahead
+# of JupyterHub's own (c.JupyterHub.template_paths, jupyterhub_config.py)
+TEMPLATES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 
 # what each feature needs from the configured classes
 REQUIRED_CLASSES = {
@@ -158,6 +165,12 @@ class PlatformHub(JupyterHub):
 
     platform: PlatformServices | None = None  # set in init_handlers
 
+    proxy_user = Unicode(
+        "jupyterhub-proxy",
+        help="""Unix user of configurable-http-proxy: the only peer of the hub's socket
+        whose X-Real-IP the hub believes (hub_ext.web.base.request_client).""",
+    ).tag(config=True)
+
     def check_wiring(self) -> None:
         """Raise WiringError when the configured classes do not fit the features."""
         problems = wiring_problems(
@@ -178,6 +191,7 @@ class PlatformHub(JupyterHub):
             self.log.critical("The hub refuses to start: %s", e)
             self.exit(EXIT_CONFIG)
         self.tornado_settings.update(self.platform.tornado_settings())
+        self.tornado_settings[FRONT_END_USER_SETTING] = self.proxy_user
         metrics.register(self.platform.activity)
         super().init_handlers()
         # ahead of JupyterHub's own: some replace them

@@ -1,7 +1,7 @@
 """The hub's activity service: periodic sampling, live readings, the models.
 
-:class:`ActivityMonitor` (``c.ActivityMonitor.*``, set from platform.json
-``activity``) runs a periodic task in the hub's event loop. A tick
+:class:`ActivityMonitor` (``c.ActivityMonitor.*``, set from
+platform_config.json) runs a periodic task in the hub's event loop. A tick
 
 1. lists every hub user and its default server (``targets``: in memory, on
    the event loop),

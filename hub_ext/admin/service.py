@@ -34,30 +34,20 @@ class HealthEndpoint(LoggingConfigurable):
 class SettingsPage(LoggingConfigurable):
     values_file = Unicode(
         "/etc/jupyterhub/settings.json",
-        help="JSON of every Ansible variable of the platform as last deployed (secrets masked).",
-    ).tag(config=True)
-    docs_file = Unicode(
-        "/usr/local/share/jupyterhub/configuration.md",
-        help="docs/configuration.md of the deployed repository: the settings' descriptions.",
+        help="""JSON the playbook renders at every deploy: each variable of the roles'
+        defaults with its value (secrets masked), role default, description (the
+        role's argument spec) and the Docker original's name.""",
     ).tag(config=True)
 
     def rows(self) -> list[dict[str, str]]:
-        """Read both files now (a redeploy changes them without a hub restart)."""
+        """Read the file now (a redeploy changes it without a hub restart); the
+        tagged settings as this hub runs them (hub_ext.admin.settings_table)."""
         try:
             with open(self.values_file, encoding="utf-8") as f:
-                values = json.load(f)
+                deployed = json.load(f)
         except (OSError, ValueError) as e:
             self.log.warning("Settings page: cannot read %s: %s", self.values_file, e)
-            values = {}
-        if not isinstance(values, dict):
-            values = {}
-        try:
-            with open(self.docs_file, encoding="utf-8") as f:
-                docs = settings_table.parse_config_doc(f.read())
-        except OSError as e:
-            self.log.warning("Settings page: cannot read %s: %s", self.docs_file, e)
-            docs = {}
-        # the hub's settings as this hub runs them (platform_config.json and
-        # any site-local override), not as the last play wrote them
-        values.update(settings_table.running_values(self.config, platform_settings()))
-        return settings_table.settings_rows(values, docs)
+            deployed = {}
+        if not isinstance(deployed, dict):
+            deployed = {}
+        return settings_table.settings_rows(deployed, platform_settings(), self.config)

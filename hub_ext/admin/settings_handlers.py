@@ -3,10 +3,11 @@
 * ``GET /hub/settings``: the read-only table (templates/settings.html).
 * ``GET /hub/api/settings``: the same rows as JSON (``{"settings": [...]}``).
 
-Both need the ``admin-ui`` scope (admins). Values come from ``values_file``
-(rendered by the playbook from every variable of the roles' defaults/main.yml,
-secrets masked), descriptions from ``docs_file`` (docs/configuration.md, installed by
-the playbook): :mod:`hub_ext.admin.settings_table`. Nothing is written here.
+Both need the ``admin-ui`` scope (admins). The settings declared as traits
+show the running hub's values and the traits' help; the roles' other variables
+what the playbook rendered into ``values_file`` (secrets masked, descriptions
+from the roles' argument specs): :mod:`hub_ext.admin.settings_table`. Nothing
+is written here.
 """
 
 from __future__ import annotations

@@ -1,12 +1,14 @@
-"""The admin settings page's table: current values joined with docs/configuration.md.
+"""The admin settings page's table: every variable of the platform, its value, its
+default, its description and the Docker original's name for it.
 
-One source of descriptions: the variable table of ``docs/configuration.md``
-(installed on the host next to the hub, see docs/settings.md) is parsed here;
-nothing restates it. The current values of the hub's settings declared as
-traits (hub_ext.settings) are those of the hub's own loaded config, site-local
-overrides included; the others come from the file the playbook renders with
-every variable of the roles' ``defaults/main.yml`` as the play saw it (secrets
-already masked there; masked again here, defence in depth).
+Two sources, neither restated here. A variable tagged on a trait (hub_ext.settings)
+shows the running hub's value (platform_config.json and any site-local
+override), the trait's default and its ``help=``. Every other variable (the
+roles' own: URL, TLS, packages, branding, ...) shows what the playbook rendered
+into settings.json at the last deploy: its value as the play saw it (secrets
+already masked there; masked again here, defence in depth), its role default,
+and its description from the role's meta/argument_specs.yml. The Docker
+original's variable is the ``orig NAME`` its argument spec names, for both.
 
 Pure: no tornado, no jupyterhub.
 """
@@ -17,7 +19,6 @@ import html
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 MASK = "********"
@@ -29,49 +30,6 @@ SECRET_NAME = re.compile(
     r"((^|_)(password|passwd|secret|token|credentials?|passphrase|key|apikey)$|private)",
     re.IGNORECASE,
 )
-_ROW = re.compile(r"^\|\s*`([a-z][a-z0-9_]*)`\s*\|")
-
-
-@dataclass(frozen=True)
-class DocRow:
-    variable: str
-    default: str
-    effect: str
-    original: str
-
-
-def split_row(line: str) -> list[str]:
-    """Cells of a markdown table row; ``\\|`` is a literal pipe."""
-    cells, cell, escaped = [], [], False
-    for ch in line.strip().strip("|"):
-        if escaped:
-            cell.append(ch)
-            escaped = False
-        elif ch == "\\":
-            escaped = True
-        elif ch == "|":
-            cells.append("".join(cell).strip())
-            cell = []
-        else:
-            cell.append(ch)
-    cells.append("".join(cell).strip())
-    return cells
-
-
-def parse_config_doc(markdown: str) -> dict[str, DocRow]:
-    """Every ``| `variable` | default | effect | original |`` row of the document."""
-    rows: dict[str, DocRow] = {}
-    for line in markdown.splitlines():
-        match = _ROW.match(line)
-        if not match:
-            continue
-        cells = split_row(line)
-        if len(cells) < 4:
-            continue
-        rows[match.group(1)] = DocRow(match.group(1), cells[1], cells[2], cells[3])
-    return rows
-
-
 def is_secret_name(name: str) -> bool:
     return bool(SECRET_NAME.search(name))
 
@@ -102,27 +60,6 @@ def markdown_to_html(text: str) -> str:
     return re.sub(r"\[([^\]]+)\]\([^)]+\)", r"\1", escaped)
 
 
-def settings_rows(values: Mapping[str, Any], docs: Mapping[str, DocRow]) -> list[dict[str, str]]:
-    """One row per variable of the values file (its order), then documented ones without a value."""
-    rows = []
-    seen = set()
-    for name, value in values.items():
-        seen.add(name)
-        doc = docs.get(name)
-        rows.append({
-            "variable": name,
-            "value": display(mask_value(name, value)),
-            "default": doc.default if doc else "",
-            "description": doc.effect if doc else "(not documented in docs/configuration.md)",
-            "original": doc.original if doc else "",
-        })
-    for name, doc in docs.items():
-        if name not in seen:
-            rows.append({"variable": name, "value": "(not set)", "default": doc.default,
-                         "description": doc.effect, "original": doc.original})
-    return rows
-
-
 def running_values(config: Mapping[str, Any], settings: Iterable[Any]) -> dict[str, Any]:
     """The value each tagged setting has in the hub's loaded config (its trait's
     default where nothing set it), by Ansible variable (hub_ext.settings.Setting)."""
@@ -133,5 +70,39 @@ def running_values(config: Mapping[str, Any], settings: Iterable[Any]) -> dict[s
     return values
 
 
-def undocumented(variables: Iterable[str], docs: Mapping[str, DocRow]) -> list[str]:
-    return [v for v in variables if v not in docs]
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def settings_rows(
+    deployed: Mapping[str, Any], settings: Iterable[Any], config: Mapping[str, Any]
+) -> list[dict[str, str]]:
+    """One row per variable of settings.json (its order), then the tagged ones it
+    lacks (a hub newer than the last deploy of the file).
+
+    ``deployed``: variable -> {value, default, description, original} as the
+    playbook rendered it; ``settings``: the tagged traits (hub_ext.settings.Setting);
+    ``config``: the hub's loaded config.
+    """
+    traits: dict[str, Any] = {}
+    for setting in settings:
+        traits.setdefault(setting.variable, setting)
+    running = running_values(config, traits.values())
+    rows = []
+    for name in [*deployed, *(v for v in traits if v not in deployed)]:
+        entry = deployed.get(name)
+        entry = entry if isinstance(entry, Mapping) else {}
+        setting = traits.get(name)
+        if setting is not None:
+            value, default, description = running[name], setting.default, one_line(setting.help)
+        else:
+            value, default = entry.get("value"), entry.get("default")
+            description = one_line(str(entry.get("description") or ""))
+        rows.append({
+            "variable": name,
+            "value": display(mask_value(name, value)),
+            "default": display(mask_value(name, default)),
+            "description": description or "(no description)",
+            "original": str(entry.get("original") or "—"),
+        })
+    return rows

@@ -1,7 +1,7 @@
 """The hub's storage service: :class:`StorageManager` and its background sizing.
 
 :class:`StorageManager` holds the settings (``c.StorageManager.*``, set from
-platform.json ``storage``), runs the storage functions (:mod:`.trash`,
+platform_config.json), runs the storage functions (:mod:`.trash`,
 :mod:`.archive`, :mod:`.sizes`) for one user at a time and keeps the size cache,
 refreshed every ``sizes_interval`` seconds (a :class:`~hub_ext.periodic.PeriodicService`)
 in a low-priority daemon thread. The HTTP side

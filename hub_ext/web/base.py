@@ -12,7 +12,10 @@ from jupyterhub.scopes import has_scope
 from tornado import web
 
 from hub_ext.admin import health
-from hub_ext.config import FRONT_END_USER_SETTING
+
+# tornado settings key naming the proxy's unix user, the only peer whose
+# X-Real-IP the hub believes (hub_ext.app.PlatformHub.proxy_user sets it)
+FRONT_END_USER_SETTING = "platform_front_end_user"
 
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 

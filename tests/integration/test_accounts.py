@@ -31,8 +31,8 @@ PROFILE_DROPIN = 'c.PlatformSpawner.resource_profiles = {"big-mem": {"mem_limit"
 
 @pytest.fixture(scope="module")
 def profiles(hub_dropin):
-    # the site-local escape hatch sets the same trait platform.json's
-    # accounts.resource_profiles sets (jupyterhub_resource_profiles)
+    # the site-local escape hatch sets the same trait platform_config.json's
+    # PlatformSpawner.resource_profiles sets (jupyterhub_resource_profiles)
     hub_dropin("90-test-profiles.py", PROFILE_DROPIN)
 
 

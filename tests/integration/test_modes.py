@@ -200,7 +200,8 @@ def hub_state(host) -> dict[str, str]:
 
 
 def test_gpu_mode_1_without_a_gpu_stops_the_play_before_any_change(modes, modes_admin):
-    platform_json = modes.exec("sha256sum", "/etc/jupyterhub/platform.json").stdout
+    hub_files = ["/etc/jupyterhub/platform_config.json", "/etc/jupyterhub/jupyterhub_config.py"]
+    files_before = modes.exec("sha256sum", *hub_files).stdout
     hub_before = hub_state(modes)
     res = testhost.deploy(modes.name, "-e", json.dumps({"jupyterhub_gpu_enabled": 1}),
                           capture=True, check=False)
@@ -210,7 +211,7 @@ def test_gpu_mode_1_without_a_gpu_stops_the_play_before_any_change(modes, modes_
     assert "set jupyterhub_gpu_enabled to 2 (auto-detect" in failure_of(res)
     # stopped in site.yml's checks: nothing changed, the hub was not touched
     assert recap(res, modes)["changed"] == 0 and recap(res, modes)["failed"] == 1
-    assert modes.exec("sha256sum", "/etc/jupyterhub/platform.json").stdout == platform_json
+    assert modes.exec("sha256sum", *hub_files).stdout == files_before
     assert hub_state(modes) == hub_before
     assert modes_admin.logged_in_as() == modes.admin_user
 

@@ -1,40 +1,17 @@
 """Fixtures shared by the unit tests (the fakes themselves are in fakes.py)."""
 
 import copy
-import json
 from types import SimpleNamespace
 
 import pytest
 from jupyterhub import orm
 from jupyterhub.objects import Hub
 from systemdspawner import systemd
-from traitlets.config import Config
 
 from hub_ext.authenticator import PlatformAuthenticator
-from hub_ext.config import apply_platform_settings
 
 from .fakes import FakeSystem, RecordingChown
-
-# platform.json as docs/architecture.md specifies it
-SAMPLE_SETTINGS = {
-    "state_dir": "/var/lib/jupyterhub",
-    "base_url": "/jupyterhub/",
-    "public_host": "https://hub.example.org",
-    "user_subdomains": True,
-    "hub_socket": "/run/jupyterhub/hub.sock",
-    "proxy_socket": "/run/jupyterhub-proxy/proxy.sock",
-    "proxy_api_socket": "/run/jupyterhub-proxy/api.sock",
-    "proxy_user": "jupyterhub-proxy",
-    "admin_password_file": None,
-    "platform_group": "jupyterhub-users",
-    "users_root": "/srv/jupyterhub/users",
-    "shared_dir": "/srv/jupyterhub/shared",
-    "lab_venv": "/opt/jupyterlab",
-    "default_url": "/lab",
-    "spawner": {"environment": {}},
-    "config_d": "/etc/jupyterhub/jupyterhub_config.d",
-}
-
+from .rendering import load_hub_config
 
 # platform_config.json as the hub role renders it with the default variables
 # (test_settings.py checks that it is exactly that rendering)
@@ -63,6 +40,12 @@ SAMPLE_PLATFORM_CONFIG = {
         "ready_poll_interval": 0.05,
         "unix_username_template": "jh-{USERNAME}",
         "resource_profiles": {},
+        "environment": {},
+        "service_mlflow": "1",
+        "service_resources_monitor": "1",
+        "service_tensorboard": "1",
+        "service_extra": {},
+        "tf_cpp_min_log_level": "3",
     },
     "PlatformAuthenticator": {
         "admin_user": "admin",
@@ -108,23 +91,18 @@ SAMPLE_PLATFORM_CONFIG = {
 
 
 @pytest.fixture
-def settings():
-    return copy.deepcopy(SAMPLE_SETTINGS)
-
-
-@pytest.fixture
 def platform_config():
     return copy.deepcopy(SAMPLE_PLATFORM_CONFIG)
 
 
 @pytest.fixture
-def write_settings(tmp_path):
-    def write(settings, name="platform.json"):
-        path = tmp_path / name
-        path.write_text(json.dumps(settings))
-        return path
-
-    return write
+def hub_config(tmp_path, platform_config):
+    """``hub_config(**variables)``: the hub's config as jupyterhub_config.py loads
+    it on a host deployed with the default variables (and ``variables``), with
+    ``platform_config`` as its platform_config.json (change it before the call)."""
+    directory = tmp_path / "etc-jupyterhub"
+    directory.mkdir()
+    return lambda **variables: load_hub_config(directory, platform_config, **variables)
 
 
 @pytest.fixture(autouse=True)
@@ -142,19 +120,17 @@ async def answering(ip, port, path):
 
 
 @pytest.fixture
-def make_spawner(monkeypatch, settings, platform_config, tmp_path):
+def make_spawner(monkeypatch, hub_config, tmp_path):
     # no systemctl here; SystemdSpawner.__init__ asks for the version
     monkeypatch.setattr(systemd, "get_systemd_version", lambda: 252)
     from hub_ext.spawner import PlatformSpawner
 
     users_root = tmp_path / "users"
     users_root.mkdir()
-    settings["users_root"] = str(users_root)
 
     def make(name="alice", extra_config=None, groups=(), spawner_class=PlatformSpawner, **spawner_settings):
-        c = Config()
-        apply_platform_settings(c, settings)
-        c.merge(Config(platform_config))
+        c = hub_config()
+        c.PlatformSpawner.users_root = str(users_root)
         c.PlatformSpawner.update(spawner_settings)
         if extra_config:
             c.merge(extra_config)
@@ -174,18 +150,16 @@ def make_spawner(monkeypatch, settings, platform_config, tmp_path):
 
 
 @pytest.fixture
-def make_authenticator(settings, platform_config, tmp_path):
+def make_authenticator(hub_config, tmp_path):
     db = orm.new_session_factory("sqlite://")()
 
     def make(password=None, **traits):
         """PlatformAuthenticator as deployed, with ``traits`` set on top."""
+        c = hub_config()
         if password is not None:
             path = tmp_path / "admin_password"
             path.write_text(password + "\n")
-            settings["admin_password_file"] = str(path)
-        c = Config()
-        apply_platform_settings(c, settings)
-        c.merge(Config(platform_config))
+            c.PlatformAuthenticator.admin_password_file = str(path)
         c.PlatformAuthenticator.update(traits)
         return PlatformAuthenticator(config=c, db=db)
 

@@ -145,7 +145,7 @@ def hub_template_env():
     from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PrefixLoader
     from jupyterhub.app import JupyterHub
 
-    from hub_ext.config import TEMPLATES_DIR
+    from hub_ext.app import TEMPLATES_DIR
 
     base = os.path.join(JupyterHub().data_files_path, "templates")
     return Environment(

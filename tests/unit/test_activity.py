@@ -13,7 +13,6 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from traitlets import TraitError
 
-from hub_ext import config
 from hub_ext.activity import accounting, metrics, score
 from hub_ext.activity.model import Target, downsample, sizes_entry, targets_from_users
 from hub_ext.activity.service import ActivityMonitor, oom_kill_is_new
@@ -439,13 +438,9 @@ def test_systemctl_lookup_failure_leaves_units_unresolved():
 # --- settings -------------------------------------------------------------------------
 
 
-def test_activity_settings_from_the_deployed_files(settings, platform_config):
-    from traitlets.config import Config
-
-    c = Config()
-    config.apply_platform_settings(c, settings)
+def test_activity_settings_from_the_deployed_files(hub_config, platform_config):
     platform_config["ActivityMonitor"].update(sample_interval=120, inactive_after=5)
-    c.merge(Config(platform_config))
+    c = hub_config()
     assert c.ActivityMonitor.db_file == "/var/lib/jupyterhub/activity.sqlite"
     c.ActivityMonitor.db_file = ":memory:"
     m = ActivityMonitor(config=c, cgroup_lookup=lambda u: {})

@@ -14,21 +14,18 @@ import pytest
 from jupyterhub.app import JupyterHub
 from jupyterhub.spawner import LocalProcessSpawner
 from nativeauthenticator import NativeAuthenticator
-from traitlets.config import Config
 
 from hub_ext import app as platform_app
 from hub_ext.app import PlatformHub, WiringError, wiring_problems
 from hub_ext.authenticator import PlatformAuthenticator
-from hub_ext.config import apply_platform_settings
 from hub_ext.spawner import PlatformSpawner
+from hub_ext.web.base import FRONT_END_USER_SETTING
 
 
 @pytest.fixture
-def hub_config(settings, tmp_path):
-    settings["state_dir"] = str(tmp_path)
-    settings["users_root"] = str(tmp_path / "users")
-    c = Config()
-    apply_platform_settings(c, settings)
+def deployed(hub_config, tmp_path):
+    c = hub_config(hub_state_dir=str(tmp_path))
+    c.PlatformSpawner.users_root = c.StorageManager.users_root = str(tmp_path / "users")
     c.JupyterHub.db_url = "sqlite://"
     c.GpuSupport.mode = 0
     c.ActivityMonitor.db_file = ":memory:"
@@ -64,12 +61,12 @@ def test_a_foreign_spawner_or_authenticator_is_named_with_its_setting():
     assert "hub_ext.spawner.PlatformSpawner or a subclass" in spawner
 
 
-def test_the_hub_refuses_to_start_half_wired(hub_config, capfd):
+def test_the_hub_refuses_to_start_half_wired(deployed, capfd):
     # what an admin's jupyterhub_config.d override would do
-    hub_config.JupyterHub.spawner_class = LocalProcessSpawner
+    deployed.JupyterHub.spawner_class = LocalProcessSpawner
 
     async def scenario():
-        hub = make_hub(hub_config)
+        hub = make_hub(deployed)
         with pytest.raises(WiringError, match=r"c\.JupyterHub\.spawner_class is"):
             hub.check_wiring()
         with pytest.raises(SystemExit) as e:
@@ -83,12 +80,12 @@ def test_the_hub_refuses_to_start_half_wired(hub_config, capfd):
     assert "refuses to start half-wired: c.JupyterHub.spawner_class" in capfd.readouterr().err
 
 
-def test_gpu_mode_1_without_a_gpu_stops_the_hub_with_one_clear_line(hub_config, capfd):
-    hub_config.GpuSupport.mode = 1
-    hub_config.GpuSupport.nvml_module = "no_such_nvml_module"  # what a host without a driver gives
+def test_gpu_mode_1_without_a_gpu_stops_the_hub_with_one_clear_line(deployed, capfd):
+    deployed.GpuSupport.mode = 1
+    deployed.GpuSupport.nvml_module = "no_such_nvml_module"  # what a host without a driver gives
 
     async def scenario():
-        hub = make_hub(hub_config)
+        hub = make_hub(deployed)
         with pytest.raises(SystemExit) as e:
             hub.init_handlers()
         assert e.value.code == platform_app.EXIT_CONFIG
@@ -107,13 +104,13 @@ def test_the_hub_unit_does_not_restart_a_hub_that_refuses_its_configuration():
     assert f"RestartPreventExitStatus={platform_app.EXIT_CONFIG}" in unit.splitlines()
 
 
-def test_platform_handlers_come_before_jupyterhubs_own_and_find_their_services(hub_config):
+def test_platform_handlers_come_before_jupyterhubs_own_and_find_their_services(deployed):
     from hub_ext.accounts.handlers import PlatformUserAPIHandler
     from hub_ext.activity.service import SETTINGS_KEY as ACTIVITY_KEY
     from hub_ext.storage.service import SETTINGS_KEY as STORAGE_KEY
 
     async def scenario():
-        hub = make_hub(hub_config)
+        hub = make_hub(deployed)
         hub.init_handlers()
         return hub
 
@@ -137,6 +134,8 @@ def test_platform_handlers_come_before_jupyterhubs_own_and_find_their_services(h
     services = hub.platform
     assert hub.tornado_settings[STORAGE_KEY] is services.storage
     assert hub.tornado_settings[ACTIVITY_KEY] is services.activity
+    # the one peer whose X-Real-IP the handlers believe (jupyterhub_proxy_user)
+    assert hub.tornado_settings[FRONT_END_USER_SETTING] == "jupyterhub-proxy"
     assert services.culler.app is hub
     # the activity page's sizes column is the storage feature's background sizing
     services.storage.sizes = {"jh-alice": {"home": 1, "workspace": 2, "cache": 3, "trash": 0}}
@@ -145,7 +144,7 @@ def test_platform_handlers_come_before_jupyterhubs_own_and_find_their_services(h
     assert not any(s.running for s in services.periodic)
 
 
-def test_services_start_only_after_jupyterhubs_start_and_stop_at_cleanup(hub_config, monkeypatch):
+def test_services_start_only_after_jupyterhubs_start_and_stop_at_cleanup(deployed, monkeypatch):
     order = []
 
     async def jupyterhub_start(self):
@@ -156,10 +155,10 @@ def test_services_start_only_after_jupyterhubs_start_and_stop_at_cleanup(hub_con
 
     monkeypatch.setattr(JupyterHub, "start", jupyterhub_start)
     monkeypatch.setattr(JupyterHub, "cleanup", jupyterhub_cleanup)
-    hub_config.SessionCuller.enabled = True
+    deployed.SessionCuller.enabled = True
 
     async def scenario():
-        hub = make_hub(hub_config)
+        hub = make_hub(deployed)
         hub.init_handlers()
         await hub.start()
         running = [s.running for s in hub.platform.periodic]
@@ -172,9 +171,9 @@ def test_services_start_only_after_jupyterhubs_start_and_stop_at_cleanup(hub_con
     assert order[1] == ("jupyterhub cleanup", [False, False, False])  # ours stopped first
 
 
-def test_a_disabled_culler_is_not_started(hub_config):
+def test_a_disabled_culler_is_not_started(deployed):
     async def scenario():
-        hub = make_hub(hub_config)
+        hub = make_hub(deployed)
         hub.init_handlers()
         hub.platform.start()
         running = {type(s).__name__: s.running for s in hub.platform.periodic}
@@ -186,9 +185,9 @@ def test_a_disabled_culler_is_not_started(hub_config):
     }
 
 
-def test_the_authenticator_refuses_a_plain_jupyterhub(hub_config):
+def test_the_authenticator_refuses_a_plain_jupyterhub(deployed):
     async def scenario():
-        hub = JupyterHub(config=hub_config)
+        hub = JupyterHub(config=deployed)
         hub.init_db()
         hub.init_hub()
         with pytest.raises(RuntimeError, match="platform-hub"):

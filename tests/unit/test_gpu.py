@@ -311,7 +311,7 @@ def test_forced_gpus_and_isolate_devices_conflict(platform_config):
 
 
 @pytest.fixture
-def gpu_spawner(make_spawner, settings, monkeypatch, tmp_path):
+def gpu_spawner(make_spawner, monkeypatch, tmp_path):
     systemctl = FakeSystemctl()
     monkeypatch.setattr(systemd.asyncio, "create_subprocess_exec", systemctl)
     monkeypatch.setattr(systemd, "RUN_ROOT", str(tmp_path / "run"))

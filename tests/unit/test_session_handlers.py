@@ -13,7 +13,6 @@ from types import SimpleNamespace
 import pytest
 from traitlets.config import Config
 
-from hub_ext.config import apply_platform_settings
 from hub_ext.culling.culler import HOUR
 from hub_ext.culling.handlers import ExtendSessionHandler, SessionInfoHandler
 from hub_ext.culling.service import SETTINGS_KEY, SessionCuller
@@ -50,14 +49,11 @@ def test_time_conversion_is_utc():
     assert to_epoch(None) is None and to_iso(None) is None
 
 
-def test_config_reaches_session_culler(settings, platform_config, tmp_path):
+def test_config_reaches_session_culler(hub_config, platform_config, tmp_path):
     platform_config["SessionCuller"].update(
         enabled=True, timeout=30, interval=5, max_age=120, max_extension_hours=2
     )
-    settings["state_dir"] = str(tmp_path)
-    c = Config()
-    apply_platform_settings(c, settings)
-    c.merge(Config(platform_config))
+    c = hub_config(hub_state_dir=str(tmp_path))
     culler = SessionCuller(config=c)
     p = culler.policy
     assert (p.enabled, p.timeout, p.interval, p.max_age, p.max_extension_hours) == (
@@ -419,10 +415,8 @@ def test_cull_uses_hub_servers_and_stops_through_the_user_then_the_route():
     assert calls == [("stop", "alice", ""), ("proxy", "alice", "")]
 
 
-def test_the_deployed_defaults_keep_the_culler_disabled(settings, platform_config):
-    c = Config()
-    apply_platform_settings(c, settings)
-    c.merge(Config(platform_config))
+def test_the_deployed_defaults_keep_the_culler_disabled(hub_config):
+    c = hub_config()
     culler = SessionCuller(config=c)
     assert culler.enabled is False and culler.timeout == 86400
     assert c.SessionCuller.state_file == "/var/lib/jupyterhub/session_extensions.json"

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import re
-from pathlib import Path
 
 import pytest
 import yaml
@@ -24,10 +23,8 @@ from traitlets import Bool, Dict, Enum, Float, Integer, List, TraitError, Unicod
 
 from hub_ext import settings as st
 
-REPO = Path(__file__).resolve().parents[2]
-ANSIBLE = REPO / "ansible"
-TEMPLATE = ANSIBLE / "roles" / "hub" / "templates" / "platform_config.json.j2"
-CONFIG_DOC = REPO / "docs" / "configuration.md"
+from .docs_table import doc_rows
+from .rendering import ANSIBLE, ansible_defaults, render_platform_config
 
 SETTINGS = st.platform_settings()
 BY_VARIABLE: dict[str, list[st.Setting]] = {}
@@ -35,21 +32,8 @@ for _s in SETTINGS:
     BY_VARIABLE.setdefault(_s.variable, []).append(_s)
 
 
-def ansible_defaults() -> dict:
-    """Every variable's default: group_vars/all.yml, then each role's defaults/main.yml."""
-    values = {}
-    for path in sorted(ANSIBLE.glob("roles/*/defaults/main.yml")) + [ANSIBLE / "group_vars" / "all.yml"]:
-        values.update(yaml.safe_load(path.read_text()) or {})
-    return values
-
-
 def render(variables: dict) -> dict:
-    """platform_config.json as the hub role renders it (Ansible's own templating)."""
-    from ansible.parsing.dataloader import DataLoader
-    from ansible.template import Templar
-
-    templar = Templar(loader=DataLoader(), variables=variables)
-    return json.loads(templar.template(TEMPLATE.read_text()))
+    return render_platform_config(variables)
 
 
 @pytest.fixture(scope="module")
@@ -182,6 +166,14 @@ def test_defaults_pass_the_deploy_check(rendered, tmp_path):
     ("jupyterhub_gpu_group_devices", {"ml": []}, "group_devices"),
     ("jupyterhub_gpu_group_devices", {"ml": [-1]}, "group_devices"),
     ("jupyterhub_gpu_group_counts", {"ml": 0}, "group_counts"),
+    ("jupyterhub_spawner_environment", {"A": 1}, "must be a unicode string or a callable"),
+    ("jupyterhub_service_mlflow", "yes", "expected any of ['0', '1']"),
+    ("jupyterhub_service_tensorboard", "true", "expected any of ['0', '1']"),
+    ("jupyterhub_service_resources_monitor", "2", "expected any of ['0', '1']"),
+    ("jupyterhub_service_extra", {"PATH": "/x"}, "'PATH' is not a JUPYTERHUB_SERVICE_<NAME> switch"),
+    ("jupyterhub_service_extra", {"JUPYTERHUB_SERVICE_URL": "x"}, "is not a JUPYTERHUB_SERVICE_<NAME>"),
+    ("jupyterhub_service_extra", {"JUPYTERHUB_SERVICE_X": "a\nb"}, "must be a single line"),
+    ("jupyterhub_tf_cpp_min_log_level", "4", "expected any of ['0', '1', '2', '3']"),
 ])
 def test_bad_value_is_refused_naming_the_variable(defaults, variable, value, message, tmp_path, capsys):
     config = render({**defaults, variable: value})
@@ -220,21 +212,12 @@ def test_the_check_command_reports_unreadable_files(tmp_path, capsys):
 # --- docs/configuration.md ---------------------------------------------------------
 
 
-def doc_rows() -> dict[str, list[str]]:
-    from hub_ext.admin.settings_table import split_row
-
-    rows = {}
-    for line in CONFIG_DOC.read_text().splitlines():
-        match = re.match(r"^\|\s*`([a-z][a-z0-9_]*)`\s*\|", line)
-        if match:
-            rows[match.group(1)] = split_row(line)
-    return rows
-
-
 def doc_default(value) -> str:
     """A default as the reference's table writes it."""
     if isinstance(value, str):
-        return f"`{value}`" if value else '`""`'
+        # quoted where YAML would read the bare word as another type ("1", "")
+        as_yaml = yaml.safe_load(value) if value else None
+        return f"`{json.dumps(value)}`" if as_yaml is None or isinstance(as_yaml, int | float) else f"`{value}`"
     return f"`{json.dumps(value)}`"
 
 

@@ -102,14 +102,18 @@ def test_environment():
     }
 
 
-# --- PlatformSpawner, configured from platform.json ---
+# --- PlatformSpawner, configured as deployed (jupyterhub_config.py, platform_config.json) ---
 
 
 def test_spawner_defaults(make_spawner):
     spawner = make_spawner()
     assert spawner.unix_name == "jh-alice"
     assert spawner.unit_name == "jupyter-alice-singleuser"
-    assert spawner.cmd == ["/opt/jupyterlab/bin/jupyterhub-singleuser"]
+    # the user_env role's launcher runs the startup scripts, then the lab server
+    assert spawner.cmd == [
+        "/opt/jupyterlab/bin/python", "-I", "/usr/local/lib/jupyterhub/lab_start.py", "--",
+        "/opt/jupyterlab/bin/python", "/usr/local/lib/jupyterhub/lab_server.py",
+    ]
     assert spawner.isolate_tmp is True
     assert spawner.disable_user_sudo is True
     assert spawner.extra_paths == []  # platform_config.json says [] explicitly
@@ -131,7 +135,7 @@ def test_unit_spec_from_platform_settings(make_spawner):
     assert spec.properties["MemoryMax"] == str(4 * 1024**3)
     assert spec.properties["CPUQuota"] == "200%"
     assert spec.properties["MemorySwapMax"] == "0"
-    assert spec.properties["TasksMax"] == "1024"  # platform.json's tasks_max
+    assert spec.properties["TasksMax"] == "1024"  # platform_config.json's tasks_max
     assert spec.properties["TemporaryFileSystem"] == [
         "/tmp:size=2G,mode=1777,nosuid,nodev",
         "/var/tmp:size=2G,mode=1777,nosuid,nodev",
@@ -215,7 +219,7 @@ def test_start_builds_systemd_run_command(make_spawner, monkeypatch, tmp_path):
                      "TemporaryFileSystem=/dev/shm:size=1G,mode=1777,nosuid,nodev",
                      "TasksMax=256"):
         assert expected in properties
-    assert argv[-1] == "/opt/jupyterlab/bin/jupyterhub-singleuser"
+    assert argv[-1] == "/usr/local/lib/jupyterhub/lab_server.py"
 
     env_file = tmp_path / "run" / "jupyter-alice-singleuser" / "jupyter-alice-singleuser.env"
     env = env_file.read_text()
@@ -248,9 +252,8 @@ def test_start_tries_other_ports_then_fails_when_systemd_run_fails(
 
 
 def test_the_labs_port_is_a_socket_unit_started_before_the_lab(
-    make_spawner, monkeypatch, tmp_path, settings
+    make_spawner, monkeypatch, tmp_path
 ):
-    settings["lab_start"] = {"server": "/usr/local/lib/jupyterhub/lab_server.py"}
     systemctl = FakeSystemctl()
     monkeypatch.setattr(systemd.asyncio, "create_subprocess_exec", systemctl)
     monkeypatch.setattr(systemd, "RUN_ROOT", str(tmp_path / "run"))
@@ -536,3 +539,21 @@ def test_the_session_extension_lives_in_the_spawner_state(make_spawner):
     restarted.clear_state()
     assert restarted.session_extension is None
     assert "session_extension" not in restarted.get_state()
+
+
+def test_the_lab_environment_under_the_admins(make_spawner, platform_config):
+    platform_config["PlatformSpawner"].update(
+        service_tensorboard="0",
+        service_extra={"JUPYTERHUB_SERVICE_GLANCES": "1"},
+        environment={"JUPYTERHUB_SERVICE_MLFLOW": "0", "TZ": "UTC"},
+    )
+    env = make_spawner().get_env()
+    assert env["JUPYTERHUB_SERVICE_MLFLOW"] == "0"  # the admin's environment wins
+    assert env["JUPYTERHUB_SERVICE_TENSORBOARD"] == "0"
+    assert env["JUPYTERHUB_SERVICE_RESOURCES_MONITOR"] == "1"
+    assert env["JUPYTERHUB_SERVICE_GLANCES"] == "1"
+    assert env["TF_CPP_MIN_LOG_LEVEL"] == "3"
+    assert env["JUPYTERLAB_AUX_SCRIPTS_PATH"] == "/etc/jupyterhub/start-platform.d"
+    assert env["TZ"] == "UTC"
+    # JupyterHub's own variables are still there
+    assert env["JUPYTERHUB_USER"] == "alice"

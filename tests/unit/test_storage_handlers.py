@@ -17,7 +17,6 @@ from jupyterhub import orm
 from traitlets import TraitError
 from traitlets.config import Config
 
-from hub_ext.config import apply_platform_settings
 from hub_ext.plugin import storage as storage_handlers
 from hub_ext.storage import layout, names, sizes
 from hub_ext.storage.handlers import (
@@ -407,13 +406,11 @@ def test_sizes_are_not_pending_after_a_first_pass_that_failed(tmp_path):
     assert not manager.sizes_pending
 
 
-def test_the_deployed_files_reach_the_manager(settings, platform_config):
+def test_the_deployed_files_reach_the_manager(hub_config, platform_config):
     platform_config["StorageManager"].update(
         trash_retention_days=3, sizes_interval=60, volume_descriptions={"home": "Your home"}
     )
-    c = Config()
-    apply_platform_settings(c, settings)
-    c.merge(Config(platform_config))
+    c = hub_config()
     manager = StorageManager(config=c)
     assert manager.users_root == "/srv/jupyterhub/users"
     assert manager.unix_username_template == "jh-{USERNAME}"
