@@ -2,7 +2,7 @@
 # venv's system-wide /opt/jupyterlab/etc/jupyter/jupyter_server_config.py:
 # - jupyter-server-proxy offers the lab services whose JUPYTERHUB_SERVICE_*
 #   switch is "1" in the lab's environment (lab/lab_services.py,
-#   docs/lab-services.md);
+#   docs/lab-services.md), and takes writes from the lab's own origin only;
 # - kernels listen on unix sockets in the lab unit's private runtime directory,
 #   out of other users' labs' reach (lab/lab_kernels.py, docs/security.md).
 # A user's own ~/.jupyter configuration loads after it.
@@ -21,6 +21,10 @@ def _load(name):
 
 _lab_services = _load("lab_services")
 c.ServerProxy.servers = _lab_services.server_proxy_servers(os.environ)  # noqa: F821 (c: traitlets' config)
+if c.ServerProxy.servers:  # noqa: F821
+    from jupyter_server_proxy.handlers import ProxyHandler
+
+    _lab_services.refuse_cross_origin_writes(ProxyHandler)
 # kernels and terminals inherit the lab's environment
 os.environ.update(_lab_services.lab_environment(os.environ))
 

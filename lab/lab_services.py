@@ -90,6 +90,34 @@ def server_proxy_servers(environ: Mapping[str, str], python: str = sys.executabl
     }
 
 
+# methods that change nothing, so a cross-origin one is harmless (RFC 9110's safe methods)
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+
+
+def refuse_cross_origin_writes(proxy_handler: type) -> None:
+    """Make jupyter-server-proxy's handler refuse, with 403, a state-changing
+    request whose Origin is not the lab's own, before anything is proxied.
+
+    jupyter-server-proxy leaves such checks to the proxied app. MLflow makes one,
+    but answers before it has read the request's body and closes the connection,
+    so the proxy, still writing the body, fails with a broken pipe and answers
+    500 (seen under load). Checked here, with Jupyter's own check_origin (the
+    Origin's host must be the request's Host, or the origin allowed by the
+    server's allow_origin settings; token-authenticated requests and requests
+    without an Origin are not checked), the refusal is a clean 403 for every
+    service, TensorBoard and Glances included."""
+    from tornado.web import HTTPError
+
+    prepare = proxy_handler.prepare
+
+    async def prepare_same_origin_writes(self, *args, **kwargs):
+        await prepare(self, *args, **kwargs)
+        if self.request.method not in SAFE_METHODS and not self.check_origin():
+            raise HTTPError(403, "a lab service takes writes from the lab's own origin only")
+
+    proxy_handler.prepare = prepare_same_origin_writes
+
+
 # --- starting a service (runs in the lab's unit, as the lab's user) ------------
 
 

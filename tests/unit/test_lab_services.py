@@ -4,6 +4,7 @@ services a lab's environment switches on, and how each is started.
 The services themselves run on the test host (tests/integration/test_lab_services.py).
 """
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -101,9 +102,56 @@ def test_tensorboard_reads_the_workspace():
     assert lab_services.tensorboard_logdir({"HOME": "/home/jh-ann"}) == "/home/jh-ann/workspace/tensorboard"
 
 
+class FakeProxyHandler:
+    """jupyter-server-proxy's handler as refuse_cross_origin_writes sees it."""
+
+    def __init__(self, method: str, same_origin: bool):
+        self.request = types.SimpleNamespace(method=method)
+        self.same_origin = same_origin
+        self.prepared = False
+
+    async def prepare(self):
+        self.prepared = True  # authentication happens here, first
+
+    def check_origin(self):
+        return self.same_origin
+
+
+def fake_server_proxy(monkeypatch) -> type:
+    """A jupyter_server_proxy.handlers (the lab venv's, not this one's) with a
+    fresh FakeProxyHandler class."""
+    handler = type("ProxyHandler", (FakeProxyHandler,), {})
+    package, handlers = types.ModuleType("jupyter_server_proxy"), types.ModuleType("jupyter_server_proxy.handlers")
+    handlers.ProxyHandler = handler
+    monkeypatch.setitem(sys.modules, "jupyter_server_proxy", package)
+    monkeypatch.setitem(sys.modules, "jupyter_server_proxy.handlers", handlers)
+    return handler
+
+
+@pytest.mark.parametrize("method,same_origin,refused", [
+    ("POST", False, True), ("DELETE", False, True), ("PUT", False, True), ("PATCH", False, True),
+    ("POST", True, False), ("GET", False, False), ("HEAD", False, False), ("OPTIONS", False, False),
+])
+def test_a_service_refuses_writes_from_another_origin_before_proxying(monkeypatch, method, same_origin, refused):
+    from tornado.web import HTTPError
+
+    handler_class = fake_server_proxy(monkeypatch)
+    lab_services.refuse_cross_origin_writes(handler_class)
+    handler = handler_class(method, same_origin)
+    if refused:
+        with pytest.raises(HTTPError) as raised:
+            asyncio.run(handler.prepare())
+        assert raised.value.status_code == 403
+    else:
+        asyncio.run(handler.prepare())
+    assert handler.prepared  # the proxy's own preparation (authentication) ran first
+
+
 def test_the_labs_server_config_offers_what_the_environment_switches_on(monkeypatch):
     """lab/jupyter_server_config.py as the lab loads it (traitlets' ``c``)."""
     code = installed_server_config()
+    handler_class = fake_server_proxy(monkeypatch)
+    unguarded = handler_class.prepare
     for environ, expected in [(ALL_ON, {"mlflow", "tensorboard", "glances"}),
                               ({**ALL_ON, "JUPYTERHUB_SERVICE_TENSORBOARD": "0"}, {"mlflow", "glances"}),
                               ({}, set())]:
@@ -114,6 +162,9 @@ def test_the_labs_server_config_offers_what_the_environment_switches_on(monkeypa
         exec(code, {"c": c})
         assert set(c.ServerProxy.servers) == expected
         assert ("MLFLOW_TRACKING_URI" in lab_env) == ("mlflow" in expected)
+        # with a service on, the proxy refuses cross-origin writes
+        assert (handler_class.prepare is not unguarded) == bool(expected)
+        handler_class.prepare = unguarded
 
 
 def installed_server_config():
