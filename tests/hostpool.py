@@ -152,9 +152,12 @@ def register_deployed(kind: str, fixture: str, port_offset: int, extra_vars,
 
 
 def take(kind: str, main: testhost.Host | None = None):
-    """A fixture's body: the kind's host, taken down afterwards unless TESTHOST_KEEP=1."""
-    yield POOL.get(kind, main)
-    release(kind)
+    """A fixture's body: the kind's host, taken down afterwards unless TESTHOST_KEEP=1
+    (also when its provisioning failed half-way: a host may be up without a platform)."""
+    try:
+        yield POOL.get(kind, main)
+    finally:
+        release(kind)
 
 
 def release(kind: str) -> None:

@@ -196,10 +196,12 @@ def timings():
 
 @pytest.fixture(scope="module")
 def old_host(previous, timings):
-    yield hostpool.POOL.get("upgrade")
-    started = time.monotonic()
-    hostpool.release("upgrade")
-    timings["teardown"] = round(time.monotonic() - started, 1)
+    try:
+        yield hostpool.POOL.get("upgrade")
+    finally:
+        started = time.monotonic()
+        hostpool.release("upgrade")
+        timings["teardown"] = round(time.monotonic() - started, 1)
 
 
 def test_upgrade_from_the_previous_release_keeps_running_labs_files_history_and_passwords(

@@ -93,3 +93,15 @@ def test_hosts_boot_in_their_cgroups_through_a_shell(tmp_path: Path):
     assert arg == "x y"
     for d in dirs:  # the shell wrote its own pid, which exec kept for the command
         assert (d / "cgroup.procs").read_text().strip() == pid
+
+
+def test_a_fixture_takes_down_a_host_whose_provisioning_failed(monkeypatch):
+    downed = []
+    monkeypatch.setattr(testhost, "down", downed.append)
+    monkeypatch.delenv("TESTHOST_KEEP", raising=False)
+    pool, _ = pool_of("broken")
+    monkeypatch.setattr(hostpool, "POOL", pool)
+    fixture = hostpool.take("broken")
+    with pytest.raises(RuntimeError, match="deploy failed"):
+        next(fixture)
+    assert downed == ["pytest-broken"]
