@@ -223,4 +223,4 @@ def test_bad_variable_fails_the_play_naming_it(host, variable, value):
     assert res.returncode != 0
     # a single assert says "FAILED!", one checking a list of variables "failed: [host] (item=...)"
     failure = re.search(r"FAILED!|failed: \[", res.stdout)
-    assert failure and variable in res.stdout[failure.start():], res.stdout[-3000:]
+    assert failure and variable in res.stdout[failure.start():], res.stdout[-3000:] + res.stderr[-2000:]
