@@ -210,7 +210,7 @@ def cluster_hub():
     on port base ``$TESTHOST_PORT_BASE + 6000`` (or TESTHOST_CLUSTER_NAME /
     TESTHOST_CLUSTER_PORT_BASE); kept and reused like the main host."""
     # "-c", not "-cluster": a network interface is named after each host, at most 15 characters
-    name = os.environ.get("TESTHOST_CLUSTER_NAME", os.environ.get("TESTHOST_NAME", "pytest") + "-c")
+    name = hostpool.secondary_name("cluster", suffix="c")
     port_base = hostpool.secondary_port_base("cluster", 6000)
     ARTIFACTS.mkdir(exist_ok=True)
     h = testhost.provision_cluster(name, port_base, workers=1,

@@ -121,10 +121,10 @@ class HostPool:
 POOL = HostPool()
 
 
-def secondary_name(kind: str) -> str:
-    """``$TESTHOST_NAME-<kind>``, or TESTHOST_<KIND>_NAME."""
+def secondary_name(kind: str, suffix: str = "") -> str:
+    """``$TESTHOST_NAME-<suffix or kind>``, or TESTHOST_<KIND>_NAME."""
     main = os.environ.get("TESTHOST_NAME", "pytest")
-    return os.environ.get(f"TESTHOST_{kind.upper()}_NAME", f"{main}-{kind}")
+    return os.environ.get(f"TESTHOST_{kind.upper()}_NAME", f"{main}-{suffix or kind}")
 
 
 def secondary_port_base(kind: str, offset: int) -> int:
