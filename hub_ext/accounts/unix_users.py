@@ -16,10 +16,11 @@ from traitlets import TraitError, Unicode
 
 from hub_ext.process import CommandError, CommandRunner, run_command
 
-HUB_NAME_PATTERN = re.compile(r"[a-z][a-z0-9_-]{0,28}")
+HUB_NAME_MAX_LENGTH = 29
+HUB_NAME_PATTERN = re.compile(rf"[a-z][a-z0-9_-]{{0,{HUB_NAME_MAX_LENGTH - 1}}}")
 HUB_NAME_RULE = (
     "Usernames must start with a lowercase letter and contain only "
-    "a-z, 0-9, '-' or '_' (max 29 characters)."
+    f"a-z, 0-9, '-' or '_' (max {HUB_NAME_MAX_LENGTH} characters)."
 )
 UNIX_NAME_PATTERN = re.compile(r"[a-z_][a-z0-9_-]*")
 UNIX_NAME_MAX_LENGTH = 32

@@ -32,6 +32,22 @@ from hub_ext.units.lab_unit import DEFAULT_SHM_SIZE, DEFAULT_TMP_SIZE, check_tmp
 
 UNIT_NAME_TEMPLATE = re.compile(r"([a-zA-Z0-9_-]|\{USERNAME\}|\{UNIXNAME\}|\{USERID\})+")
 SLICE_NAME = re.compile(r"[a-zA-Z0-9_.:-]+\.slice")
+# A lab's kernels listen on unix sockets in /run/<unit>/ (lab/lab_kernels.py);
+# past this length their paths no longer fit a socket address and the kernels
+# would fall back to loopback TCP, reachable from other labs.
+UNIT_NAME_MAX_LENGTH = 51
+# the longest each placeholder can expand to: a hub name, a unix name, a user id
+PLACEHOLDER_MAX_LENGTH = {
+    "{USERNAME}": accounts.HUB_NAME_MAX_LENGTH,
+    "{UNIXNAME}": accounts.UNIX_NAME_MAX_LENGTH,
+    "{USERID}": 10,
+}
+
+
+def longest_unit_name(template: str) -> int:
+    for placeholder, length in PLACEHOLDER_MAX_LENGTH.items():
+        template = template.replace(placeholder, "x" * length)
+    return len(template)
 
 
 class LabUnitSettings(HasTraits):
@@ -246,6 +262,13 @@ class LabUnitSettings(HasTraits):
             raise TraitError(
                 "unit_name_template must contain {USERNAME}, {UNIXNAME} or {USERID} and "
                 f"otherwise only [a-zA-Z0-9_-], got {value!r}"
+            )
+        if longest_unit_name(value) > UNIT_NAME_MAX_LENGTH:
+            raise TraitError(
+                f"unit_name_template {value!r} can make unit names of {longest_unit_name(value)} "
+                f"characters (placeholders at their longest: {PLACEHOLDER_MAX_LENGTH}); at most "
+                f"{UNIT_NAME_MAX_LENGTH} keep the kernels' unix sockets under /run/<unit> "
+                "within a socket address"
             )
         return value
 

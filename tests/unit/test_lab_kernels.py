@@ -31,3 +31,15 @@ def test_the_longest_kernel_socket_path_fits_a_unix_socket_address():
     assert "too long" in lab_kernels.too_long_warning(too_long)
     assert lab_kernels.too_long_warning({"RUNTIME_DIRECTORY": longest_default}) is None
     assert lab_kernels.too_long_warning({}) is None
+
+
+def test_the_hubs_unit_name_bound_is_the_longest_runtime_directory_kernels_fit_in():
+    # the hub refuses unit_name_template values that could pass this bound
+    # (hub_ext/units/settings.py): a lab never falls back to TCP kernels
+    from hub_ext.units.settings import UNIT_NAME_MAX_LENGTH
+
+    def fits(unit: str) -> bool:
+        return lab_kernels.private_runtime_dir({"RUNTIME_DIRECTORY": f"/run/{unit}"}) is not None
+
+    assert fits("u" * UNIT_NAME_MAX_LENGTH)
+    assert not fits("u" * (UNIT_NAME_MAX_LENGTH + 1))

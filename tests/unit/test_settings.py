@@ -127,6 +127,8 @@ def test_defaults_pass_the_deploy_check(rendered, tmp_path):
     ("jupyterhub_spawner_dynamic_users", True, "dynamic_users is not supported"),
     ("jupyterhub_spawner_unit_name_template", "jupyter-lab", "must contain {USERNAME}"),
     ("jupyterhub_spawner_unit_name_template", "lab {USERNAME}", "otherwise only"),
+    # 15 + 29 + 11 = 55 characters with a hub name at its longest
+    ("jupyterhub_spawner_unit_name_template", "jupyterhub-lab-{USERNAME}-singleuser", "can make unit names of 55"),
     ("jupyterhub_spawner_slice", "users", "must be a unit name ending in .slice"),
     ("jupyterhub_spawner_default_shell", "bash", "absolute paths"),
     ("jupyterhub_spawner_readonly_paths", ["data"], "absolute paths"),
