@@ -22,7 +22,7 @@ from traitlets import Bool, Dict, Integer, TraitError, Unicode, validate
 from hub_ext.accounts import unix_users as accounts
 from hub_ext.periodic import PeriodicService, WorkerThread
 from hub_ext.process import CommandError, run_command
-from hub_ext.storage import archive, fsops, names, quota, sizes, trash
+from hub_ext.storage import archive, fsops, names, quota, quota_ops, sizes, trash
 
 SETTINGS_KEY = "hub_ext_storage"  # tornado settings key the handlers read
 WALK_NICE = 10  # niceness of the sizing thread
@@ -178,9 +178,9 @@ class StorageManager(PeriodicService):
         self.quota_error: str | None = None
         if self.quota_enabled:
             try:
-                self.quota = quota.detect(self.quota_per_user, self.users_root, self.mountinfo)
+                self.quota = quota_ops.detect(self.quota_per_user, self.users_root, self.mountinfo)
                 if self.quota_shared is not None:
-                    self.shared_quota = quota.detect(self.quota_shared, self.shared_dir, self.mountinfo)
+                    self.shared_quota = quota_ops.detect(self.quota_shared, self.shared_dir, self.mountinfo)
             except (OSError, ValueError) as e:
                 self.quota_error = f"Disk quotas are on but cannot be kept: {e}"
                 self.log.error("Storage: %s", self.quota_error)
@@ -258,7 +258,7 @@ class StorageManager(PeriodicService):
             self.log.error("Storage: %s (journalctl -u %s)", self.quota_error, quota.USAGE_UNIT)
             return
         self.quota_error = None
-        self.quota_usage = quota.read_usage(self.quota_usage_file)
+        self.quota_usage = quota_ops.read_usage(self.quota_usage_file)
 
     async def ensure_quota(self, unix: str) -> None:
         """Before a spawn makes ``unix``'s directories: the apply unit, but only for
@@ -268,17 +268,17 @@ class StorageManager(PeriodicService):
             return
         if self.quota is None:
             raise RuntimeError(self.quota_error)
-        if not quota.is_applied(self.quota, unix, self.quota_applied_dir):
-            await quota.start_unit(self.command_runner, "apply", unix)
+        if not quota_ops.is_applied(self.quota, unix, self.quota_applied_dir):
+            await quota_ops.start_unit(self.command_runner, "apply", unix)
 
     async def sync_quotas(self) -> None:
         """The sync unit, when an existing user root's record is not the configured
         limit (it was changed); a failure is logged (the unit's journal names the roots)."""
         if self.quota is None:
             return
-        behind = [unix for unix in quota.user_roots(self.users_root)
-                  if not quota.is_applied(self.quota, unix, self.quota_applied_dir)]
-        if self.shared_quota and not quota.is_applied(self.shared_quota, quota.SHARED, self.quota_applied_dir):
+        behind = [unix for unix in quota_ops.user_roots(self.users_root)
+                  if not quota_ops.is_applied(self.quota, unix, self.quota_applied_dir)]
+        if self.shared_quota and not quota_ops.is_applied(self.shared_quota, quota.SHARED, self.quota_applied_dir):
             behind.append(self.shared_dir)
         if not behind:
             return
@@ -293,7 +293,7 @@ class StorageManager(PeriodicService):
         """A deleted user's limit lifted (before its directories go to the archive)."""
         if self.quota is None:
             return
-        await quota.start_unit(self.command_runner, "release", self.unix_name(hub_name))
+        await quota_ops.start_unit(self.command_runner, "release", self.unix_name(hub_name))
         self.quota_usage.pop(self.unix_name(hub_name), None)
 
     # --- operations (synchronous: no await between the running check and the change) ---
