@@ -1,9 +1,11 @@
-"""What :class:`~hub_ext.authenticator.PlatformAuthenticator` accepts: pure.
+"""What the accounts feature accepts and how it names a signup's state: pure.
 
-The rules for a hub name, a signup form and the admin's password file, each
-returning the message a user or an operator reads. The authenticator applies
-them with its settings and adds what needs its database (is the name taken)
-or NativeAuthenticator (is the password a common one).
+The rules for a hub name, a signup form, the admin's password file and a
+batch of new users, each returning the message a user or an operator reads.
+:class:`~hub_ext.authenticator.PlatformAuthenticator` and
+:mod:`hub_ext.accounts.handlers` apply them with their settings and add what
+needs the database (is the name taken) or NativeAuthenticator (is the password
+a common one).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from hub_ext.accounts import unix_users as accounts
 SIGNUP_CLOSED_MESSAGE = "Signup is closed. Only the administrator account can be created now."
 # UserInfo.email is a String(128) column
 MAX_EMAIL_LENGTH = 128
+MAX_BATCH = 100  # users one batch creation may make
 
 
 def is_email(address: str) -> bool:
@@ -76,3 +79,44 @@ def admin_password_from_file_text(text: str, source: str) -> str:
             f"{passwords.MAX_PASSWORD_BYTES} bytes (bcrypt's limit)"
         )
     return password
+
+
+def check_batch(
+    raw_names, normalize, name_problem, exists
+) -> tuple[list[str], list[dict]]:
+    """Validate a batch of names: (normalized names, per-name errors).
+
+    ``normalize``/``name_problem``/``exists`` are the authenticator's rules
+    and a lookup, passed in so this stays testable without a hub.
+    """
+    if not isinstance(raw_names, list) or not raw_names:
+        raise ValueError('"usernames" must be a non-empty list of names')
+    if len(raw_names) > MAX_BATCH:
+        raise ValueError(
+            f"at most {MAX_BATCH} users can be created at once (got {len(raw_names)}); "
+            "nothing was created"
+        )
+    names, errors, seen = [], [], set()
+    for raw in raw_names:
+        if not isinstance(raw, str):
+            errors.append({"name": repr(raw), "error": "not a string"})
+            continue
+        name = normalize(raw.strip())
+        problem = name_problem(name)
+        if problem:
+            errors.append({"name": raw, "error": problem})
+        elif name in seen:
+            errors.append({"name": raw, "error": "listed more than once"})
+        elif exists(name):
+            errors.append({"name": raw, "error": "a user of this name already exists"})
+        else:
+            names.append(name)
+        seen.add(name)
+    return names, errors
+
+
+def signup_state(info: UserInfo, hub_user_exists: bool) -> str:
+    """'pending' (discardable), 'authorized' or 'unauthorized' (an existing user)."""
+    if info.is_authorized:
+        return "authorized"
+    return "unauthorized" if hub_user_exists else "pending"
