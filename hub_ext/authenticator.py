@@ -21,6 +21,8 @@ Deleting a hub user archives its directories and disables its unix account
 (docs/accounts.md). Logins are delayed per account and client address
 (hub_ext.accounts.throttle) instead of NativeAuthenticator's lockout; signups are
 bounded (fields, pending cap, per-address quota) and hashed off the event loop.
+The rules for names, signup forms and the admin's password file are
+hub_ext.accounts.rules (pure); this class applies them with its settings.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from nativeauthenticator.orm import UserInfo
 from tornado import web
 from traitlets import Bool, Integer, List, TraitError, Unicode, default, validate
 
-from hub_ext.accounts import passwords, privileges
+from hub_ext.accounts import passwords, privileges, rules
 from hub_ext.accounts import unix_users as accounts
 from hub_ext.accounts.login_pages import PLATFORM_HANDLERS
 from hub_ext.accounts.outcomes import LoginOutcome, LoginResult, SignupRefused
@@ -42,19 +44,7 @@ from hub_ext.process import CommandError, run_command
 from hub_ext.storage.service import SETTINGS_KEY as STORAGE_SETTINGS_KEY
 from hub_ext.web.base import request_client
 
-SIGNUP_CLOSED_MESSAGE = "Signup is closed. Only the administrator account can be created now."
-# UserInfo.email is a String(128) column
-MAX_EMAIL_LENGTH = 128
 SIGNUP_WINDOW_SECONDS = 3600
-
-
-def _is_email(address: str) -> bool:
-    """UserInfo's own e-mail rule (its validator asserts)."""
-    try:
-        UserInfo.validate_email(None, "email", address)
-    except AssertionError:
-        return False
-    return True
 
 
 class PlatformAuthenticator(NativeAuthenticator):
@@ -181,15 +171,7 @@ class PlatformAuthenticator(NativeAuthenticator):
 
     def name_problem(self, username: str) -> str | None:
         """Why username cannot be a hub user, or None."""
-        try:
-            accounts.unix_name(username, self.unix_username_template)
-        except accounts.InvalidNameError:
-            if not accounts.is_valid_hub_name(username):
-                return accounts.HUB_NAME_RULE
-            return (
-                f"Username {username!r} is too long for this site's unix account names."
-            )
-        return None
+        return rules.name_problem(username, self.unix_username_template)
 
     def validate_username(self, username):
         return self.name_problem(username) is None and super().validate_username(username)
@@ -201,28 +183,19 @@ class PlatformAuthenticator(NativeAuthenticator):
         if problem:
             return problem
         if not self.signup_configured and username != self.admin_name:
-            return SIGNUP_CLOSED_MESSAGE
+            return rules.SIGNUP_CLOSED_MESSAGE
         return None
 
     def signup_form_problem(
         self, raw_username: str, password: str, confirmation: str, email: str
     ) -> str | None:
         """Why this signup form is refused (cheapest checks first), or None."""
-        problem = self.signup_problem(raw_username)
+        problem = self.signup_problem(raw_username) or rules.form_problem(
+            password, confirmation, email, self.minimum_password_length,
+            is_common=lambda p: self.check_common_password and self.is_password_common(p),
+        )
         if problem:
             return problem
-        if len(email) > MAX_EMAIL_LENGTH:
-            return f"E-mail addresses can be at most {MAX_EMAIL_LENGTH} characters long."
-        if email and not _is_email(email):
-            return "That e-mail address is not valid (name@domain.tld, or leave it empty)."
-        if len(password.encode()) > passwords.MAX_PASSWORD_BYTES:
-            return f"Passwords can be at most {passwords.MAX_PASSWORD_BYTES} bytes long."
-        if len(password) < self.minimum_password_length:
-            return f"Passwords must be at least {self.minimum_password_length} characters long."
-        if self.check_common_password and self.is_password_common(password):
-            return "That password is too common; choose another one."
-        if password != confirmation:
-            return "Your password did not match the confirmation. Please try again."
         if self.user_exists(self.normalize_username(raw_username)):
             return "This username is already taken. Please choose another one."
         return None
@@ -335,15 +308,7 @@ class PlatformAuthenticator(NativeAuthenticator):
 
     def read_admin_password(self) -> str:
         with open(self.admin_password_file, encoding="utf-8") as f:
-            # files written by Ansible/editors end in a newline; it is not part of the password
-            password = f.read().rstrip("\r\n")
-        if not password:
-            raise ValueError(f"admin_password_file {self.admin_password_file} is empty")
-        if len(password.encode()) > passwords.MAX_PASSWORD_BYTES:
-            raise ValueError(
-                f"admin password in {self.admin_password_file} is longer than "
-                f"{passwords.MAX_PASSWORD_BYTES} bytes (bcrypt's limit)"
-            )
+            password = rules.admin_password_from_file_text(f.read(), self.admin_password_file)
         if len(password) < self.minimum_password_length:
             self.log.warning(
                 "Admin password from %s is shorter than minimum_password_length=%d",

@@ -50,8 +50,8 @@ from nativeauthenticator.orm import UserInfo
 from tornado import web
 
 from hub_ext.accounts import passwords, privileges
+from hub_ext.accounts.rules import MAX_BATCH, check_batch, signup_state
 
-MAX_BATCH = 100
 RENAME_REFUSED = (
     "Renaming users is not supported on this platform: a hub name is tied to its "
     "unix account and directories. Create a new user instead (and delete the old "
@@ -70,40 +70,6 @@ def _require_admin(handler) -> None:
         raise web.HTTPError(403, "Missing or invalid credentials.")
     if not has_scope("admin:users", handler.parsed_scopes, db=handler.db):
         raise web.HTTPError(403, "Only administrators can manage accounts.")
-
-
-def check_batch(
-    raw_names, normalize, name_problem, exists
-) -> tuple[list[str], list[dict]]:
-    """Validate a batch of names: (normalized names, per-name errors).
-
-    ``normalize``/``name_problem``/``exists`` are the authenticator's rules
-    and a lookup, passed in so this stays testable without a hub.
-    """
-    if not isinstance(raw_names, list) or not raw_names:
-        raise ValueError('"usernames" must be a non-empty list of names')
-    if len(raw_names) > MAX_BATCH:
-        raise ValueError(
-            f"at most {MAX_BATCH} users can be created at once (got {len(raw_names)}); "
-            "nothing was created"
-        )
-    names, errors, seen = [], [], set()
-    for raw in raw_names:
-        if not isinstance(raw, str):
-            errors.append({"name": repr(raw), "error": "not a string"})
-            continue
-        name = normalize(raw.strip())
-        problem = name_problem(name)
-        if problem:
-            errors.append({"name": raw, "error": problem})
-        elif name in seen:
-            errors.append({"name": raw, "error": "listed more than once"})
-        elif exists(name):
-            errors.append({"name": raw, "error": "a user of this name already exists"})
-        else:
-            names.append(name)
-        seen.add(name)
-    return names, errors
 
 
 # --- API ------------------------------------------------------------------------
@@ -296,13 +262,6 @@ class PlatformGroupAPIHandler(GroupAPIHandler):
 
 
 # --- pages ------------------------------------------------------------------------
-
-
-def signup_state(info: UserInfo, hub_user_exists: bool) -> str:
-    """'pending' (discardable), 'authorized' or 'unauthorized' (an existing user)."""
-    if info.is_authorized:
-        return "authorized"
-    return "unauthorized" if hub_user_exists else "pending"
 
 
 class _AdminPage(BaseHandler):

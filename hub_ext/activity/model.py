@@ -3,8 +3,8 @@
 * :class:`Target`: a hub user and its default server as the monitor sees it at
   one moment; :func:`targets_from_users` builds them from the hub's ``User``
   objects (attribute reads only).
-* :func:`sizes_entry`, :func:`downsample`, :func:`columns`: the shapes the API
-  returns.
+* :func:`user_entry`, :func:`sizes_entry`, :func:`downsample`, :func:`columns`:
+  the shapes the API returns.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from hub_ext.timeutil import to_epoch
+from hub_ext.timeutil import to_epoch, to_iso
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,38 @@ def targets_from_users(users: Iterable) -> list[Target]:
             )
         )
     return targets
+
+
+def _round(value, digits):
+    return None if value is None else round(value, digits)
+
+
+def user_entry(target: Target, status: str, figures: Mapping[str, Any],
+               score: tuple[float | None, int], sizes: dict | None) -> dict:
+    """One user of ``GET /hub/api/activity``: ``figures`` the last reading's
+    (empty: none), ``score`` (ratio, samples) and ``sizes`` (:func:`sizes_entry`)."""
+    ratio, samples = score
+    return {
+        "name": target.user,
+        "status": status,
+        "last_activity": to_iso(target.last_activity),
+        "unit": target.unit,
+        "cpu_percent": _round(figures.get("cpu_percent"), 1),
+        "cpu_seconds": _round(figures.get("cpu_seconds"), 2),
+        "cpu_limit": target.cpu_limit,
+        "memory_bytes": figures.get("memory_bytes"),
+        "memory_limit": target.mem_limit,
+        "tasks": figures.get("tasks"),
+        "oom_kills": figures.get("oom_kills"),
+        "last_oom_kill_at": to_iso(figures.get("last_oom_kill_at")),
+        "io_read_bytes": figures.get("io_read_bytes"),
+        "io_write_bytes": figures.get("io_write_bytes"),
+        "gpu_memory_bytes": figures.get("gpu_memory_bytes"),
+        "sources": figures.get("sources", {}),
+        "sizes": sizes,
+        "score": None if ratio is None else int(round(ratio * 100)),
+        "samples": samples,
+    }
 
 
 # the provider's figure for a user's trash (reset directories kept restorable),

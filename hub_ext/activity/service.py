@@ -31,6 +31,7 @@ from traitlets import Any as AnyTrait
 from traitlets import Float, Integer, Unicode
 
 from hub_ext.activity import accounting, score
+from hub_ext.activity.cgroups import Reading, cpu_percent, oom_kill_is_new
 from hub_ext.activity.model import (
     TOTAL_HISTORY_COLUMNS,
     USER_HISTORY_COLUMNS,
@@ -38,6 +39,7 @@ from hub_ext.activity.model import (
     columns,
     downsample,
     sizes_entry,
+    user_entry,
 )
 from hub_ext.activity.store import Sample, Store, Total
 from hub_ext.periodic import PeriodicService, WorkerThread
@@ -121,8 +123,8 @@ class ActivityMonitor(PeriodicService):
         self._lock = asyncio.Lock()
         # worker-thread state
         self.scores: dict[str, score.DecayScore] = {}
-        self._tick_readings: dict[str, accounting.Reading] = {}
-        self._last_readings: dict[str, accounting.Reading] = {}
+        self._tick_readings: dict[str, Reading] = {}
+        self._last_readings: dict[str, Reading] = {}
         self._oom_seen_at: dict[str, float] = {}  # user -> reading that first showed a new OOM kill
         self._loaded = False
         # published state (replaced whole; the event loop reads it)
@@ -172,7 +174,7 @@ class ActivityMonitor(PeriodicService):
         if self.accounting is None:
             self.accounting = accounting.Accounting()
         figures: dict[str, dict] = {}
-        readings: dict[str, accounting.Reading] = {}
+        readings: dict[str, Reading] = {}
         units: dict[str, str] = {}
         for target in targets:
             if not (target.running and target.unit):
@@ -184,8 +186,8 @@ class ActivityMonitor(PeriodicService):
                 self._oom_seen_at[target.user] = now
             figures[target.user] = {
                 "unit": target.unit,
-                "cpu_percent": accounting.cpu_percent(self._last_readings.get(target.unit), reading),
-                "sample_cpu_percent": accounting.cpu_percent(
+                "cpu_percent": cpu_percent(self._last_readings.get(target.unit), reading),
+                "sample_cpu_percent": cpu_percent(
                     self._tick_readings.get(target.unit), reading
                 ),
                 **reading.as_dict(),
@@ -340,29 +342,10 @@ class ActivityMonitor(PeriodicService):
         sizes = self.sizes([t.user for t in self.seen])
         users = []
         for t in self.seen:
-            f = self.current.get(t.user) or {}
-            ratio, samples = self.score_view.get(t.user, (None, 0))
-            users.append({
-                "name": t.user,
-                "status": self.status(t, now),
-                "last_activity": to_iso(t.last_activity),
-                "unit": t.unit,
-                "cpu_percent": _round(f.get("cpu_percent"), 1),
-                "cpu_seconds": _round(f.get("cpu_seconds"), 2),
-                "cpu_limit": t.cpu_limit,
-                "memory_bytes": f.get("memory_bytes"),
-                "memory_limit": t.mem_limit,
-                "tasks": f.get("tasks"),
-                "oom_kills": f.get("oom_kills"),
-                "last_oom_kill_at": to_iso(f.get("last_oom_kill_at")),
-                "io_read_bytes": f.get("io_read_bytes"),
-                "io_write_bytes": f.get("io_write_bytes"),
-                "gpu_memory_bytes": f.get("gpu_memory_bytes"),
-                "sources": f.get("sources", {}),
-                "sizes": sizes.get(t.user),
-                "score": None if ratio is None else int(round(ratio * 100)),
-                "samples": samples,
-            })
+            users.append(user_entry(
+                t, self.status(t, now), self.current.get(t.user) or {},
+                self.score_view.get(t.user, (None, 0)), sizes.get(t.user),
+            ))
         return {
             "measured_at": to_iso(self.measured_at),
             "settings": {
@@ -392,18 +375,3 @@ class ActivityMonitor(PeriodicService):
 
         series = await self.run_in_worker(job)
         return {"user": user, "since": to_iso(since), "series": series}
-
-
-def oom_kill_is_new(previous: accounting.Reading | None, current: accounting.Reading) -> bool:
-    """Whether ``current`` shows an OOM kill the previous reading of the unit did not.
-
-    A unit's first reading with kills (the hub started after them) counts as new:
-    its time is then when the monitor saw them, not when they happened."""
-    if not current.oom_kills:
-        return False
-    before = previous.oom_kills if previous is not None else None
-    return before is None or current.oom_kills > before
-
-
-def _round(value, digits):
-    return None if value is None else round(value, digits)

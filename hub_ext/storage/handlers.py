@@ -33,7 +33,8 @@ from tornado import web
 
 from hub_ext.accounts import unix_users as accounts
 from hub_ext.storage import fsops, names
-from hub_ext.storage.service import SETTINGS_KEY, StorageManager, busy_reason
+from hub_ext.storage.model import busy_reason
+from hub_ext.storage.service import SETTINGS_KEY, StorageManager
 from hub_ext.web.base import UserResourceHandler
 
 

@@ -4,9 +4,9 @@
 platform_config.json), runs the storage functions (:mod:`.trash`,
 :mod:`.archive`, :mod:`.sizes`) for one user at a time and keeps the size cache,
 refreshed every ``sizes_interval`` seconds (a :class:`~hub_ext.periodic.PeriodicService`)
-in a low-priority daemon thread. The HTTP side
-is :mod:`hub_ext.storage.handlers`; docs/storage.md has the layout and the
-semantics.
+in a low-priority daemon thread. What the API returns is shaped by
+:mod:`hub_ext.storage.model` (pure); the HTTP side is :mod:`hub_ext.storage.handlers`;
+docs/storage.md has the layout and the semantics.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from traitlets import Bool, Dict, Integer, TraitError, Unicode, validate
 from hub_ext.accounts import unix_users as accounts
 from hub_ext.periodic import PeriodicService, WorkerThread
 from hub_ext.process import CommandError, run_command
-from hub_ext.storage import archive, fsops, names, quota, sizes, trash
+from hub_ext.storage import archive, fsops, model, names, quota, quota_ops, sizes, trash
 
 SETTINGS_KEY = "hub_ext_storage"  # tornado settings key the handlers read
 WALK_NICE = 10  # niceness of the sizing thread
@@ -39,29 +39,6 @@ def _account_ids(unix: str) -> tuple[int, int] | None:
     except KeyError:
         return None
     return entry.pw_uid, entry.pw_gid
-
-
-def busy_reason(user) -> str | None:
-    """Why ``user``'s storage must not change now, or None when every server is stopped.
-
-    Every server of the user (default and named) binds the same directories.
-    """
-    def label(name):
-        return f"server {name!r}" if name else "server"
-
-    for name, spawner in sorted(user.spawners.items()):
-        pending = spawner.pending
-        if pending == "spawn":
-            return f"The {label(name)} of {user.name} is starting; wait, stop it, then retry"
-        if pending:
-            return f"The {label(name)} of {user.name} is {pending} pending; retry when it is done"
-        if spawner.active:
-            return f"The {label(name)} of {user.name} is running; stop it first"
-    # servers the database has as running whose spawner is not loaded
-    for name, orm_spawner in sorted(user.orm_spawners.items()):
-        if getattr(orm_spawner, "server", None) is not None:
-            return f"The {label(name)} of {user.name} is running; stop it first"
-    return None
 
 
 class StorageManager(PeriodicService):
@@ -178,9 +155,9 @@ class StorageManager(PeriodicService):
         self.quota_error: str | None = None
         if self.quota_enabled:
             try:
-                self.quota = quota.detect(self.quota_per_user, self.users_root, self.mountinfo)
+                self.quota = quota_ops.detect(self.quota_per_user, self.users_root, self.mountinfo)
                 if self.quota_shared is not None:
-                    self.shared_quota = quota.detect(self.quota_shared, self.shared_dir, self.mountinfo)
+                    self.shared_quota = quota_ops.detect(self.quota_shared, self.shared_dir, self.mountinfo)
             except (OSError, ValueError) as e:
                 self.quota_error = f"Disk quotas are on but cannot be kept: {e}"
                 self.log.error("Storage: %s", self.quota_error)
@@ -211,21 +188,15 @@ class StorageManager(PeriodicService):
         unix = self.unix_name(user.name)
         sizes = self.sizes.get(unix) or {}
         measured = self.measured_at.get(unix)
+        busy = model.busy_reason(user)
         return {
             "user": user.name,
-            "server_active": busy_reason(user) is not None,
-            "busy_reason": busy_reason(user),
+            "server_active": busy is not None,
+            "busy_reason": busy,
             "retention_days": self.trash_retention_days,
             "sizes_measured_at": names.iso(measured) if measured else None,
             "sizes_interval_seconds": self.sizes_interval,
-            "volumes": [
-                {
-                    "name": volume,
-                    "description": self.volume_descriptions.get(volume, ""),
-                    "size_bytes": sizes.get(volume),
-                }
-                for volume in names.VOLUMES
-            ],
+            "volumes": model.volumes_entry(sizes, self.volume_descriptions),
             "trash_size_bytes": sizes.get("trash"),
             "trash": self.trash_model(unix),
             "quota": self.quota_model(unix),
@@ -235,13 +206,7 @@ class StorageManager(PeriodicService):
 
     def quota_model(self, unix: str) -> dict | None:
         """``{"used_bytes", "limit_bytes"}`` of a user (used: None until measured); None when off."""
-        if self.quota is None:
-            return None
-        usage = self.quota_usage.get(unix)
-        return {
-            "used_bytes": usage.used_bytes if usage else None,
-            "limit_bytes": usage.limit_bytes if usage and usage.limit_bytes else self.quota.limit_bytes,
-        }
+        return model.quota_entry(self.quota.limit_bytes if self.quota else None, self.quota_usage.get(unix))
 
     async def refresh_quota_usage(self, max_age: float = QUOTA_USAGE_MAX_AGE) -> None:
         """Run the usage unit (the kernel's figures of every user) unless the last
@@ -258,7 +223,7 @@ class StorageManager(PeriodicService):
             self.log.error("Storage: %s (journalctl -u %s)", self.quota_error, quota.USAGE_UNIT)
             return
         self.quota_error = None
-        self.quota_usage = quota.read_usage(self.quota_usage_file)
+        self.quota_usage = quota_ops.read_usage(self.quota_usage_file)
 
     async def ensure_quota(self, unix: str) -> None:
         """Before a spawn makes ``unix``'s directories: the apply unit, but only for
@@ -268,17 +233,17 @@ class StorageManager(PeriodicService):
             return
         if self.quota is None:
             raise RuntimeError(self.quota_error)
-        if not quota.is_applied(self.quota, unix, self.quota_applied_dir):
-            await quota.start_unit(self.command_runner, "apply", unix)
+        if not quota_ops.is_applied(self.quota, unix, self.quota_applied_dir):
+            await quota_ops.start_unit(self.command_runner, "apply", unix)
 
     async def sync_quotas(self) -> None:
         """The sync unit, when an existing user root's record is not the configured
         limit (it was changed); a failure is logged (the unit's journal names the roots)."""
         if self.quota is None:
             return
-        behind = [unix for unix in quota.user_roots(self.users_root)
-                  if not quota.is_applied(self.quota, unix, self.quota_applied_dir)]
-        if self.shared_quota and not quota.is_applied(self.shared_quota, quota.SHARED, self.quota_applied_dir):
+        behind = [unix for unix in quota_ops.user_roots(self.users_root)
+                  if not quota_ops.is_applied(self.quota, unix, self.quota_applied_dir)]
+        if self.shared_quota and not quota_ops.is_applied(self.shared_quota, quota.SHARED, self.quota_applied_dir):
             behind.append(self.shared_dir)
         if not behind:
             return
@@ -293,7 +258,7 @@ class StorageManager(PeriodicService):
         """A deleted user's limit lifted (before its directories go to the archive)."""
         if self.quota is None:
             return
-        await quota.start_unit(self.command_runner, "release", self.unix_name(hub_name))
+        await quota_ops.start_unit(self.command_runner, "release", self.unix_name(hub_name))
         self.quota_usage.pop(self.unix_name(hub_name), None)
 
     # --- operations (synchronous: no await between the running check and the change) ---
@@ -314,13 +279,7 @@ class StorageManager(PeriodicService):
             self.log.warning(
                 "Storage: %s of %s not reset: %s", failed["volume"], user.name, failed["reason"]
             )
-        return {
-            "message": f"Successfully reset {len(result.reset_volumes)} volume(s)",
-            "reset_volumes": result.reset_volumes,
-            "failed_volumes": result.failed_volumes,
-            "trash": [item.to_json(self.retention_seconds) for item in result.trashed],
-            "retention_days": self.trash_retention_days,
-        }
+        return model.reset_response(result, self.retention_seconds, self.trash_retention_days)
 
     def restore(self, user, item_id) -> dict:
         unix = self.unix_name(user.name)
@@ -334,19 +293,7 @@ class StorageManager(PeriodicService):
             result.restored.id,
             f" (previous one trashed as {result.displaced.id})" if result.displaced else "",
         )
-        return {
-            "message": f"Restored {result.volume} from the trash"
-            + (
-                "; the directory it replaced is now in the trash"
-                if result.displaced
-                else ""
-            ),
-            "volume": result.volume,
-            "restored": result.restored.id,
-            "trashed": (
-                result.displaced.to_json(self.retention_seconds) if result.displaced else None
-            ),
-        }
+        return model.restore_response(result, self.retention_seconds)
 
     # --- deleted users' archive ---
 
@@ -379,15 +326,7 @@ class StorageManager(PeriodicService):
             "Storage: %s restored from the archive%s", result.restored.unix,
             f" (the directory in place archived as {result.displaced.id})" if result.displaced else "",
         )
-        return {
-            "message": f"Restored the directories of {result.restored.unix}"
-            + ("; the directories they replaced are now archived" if result.displaced else ""),
-            "restored": result.restored.id,
-            "archived": (
-                result.displaced.to_json(self.archive_retention_seconds)
-                if result.displaced else None
-            ),
-        }
+        return model.archive_restore_response(result, self.archive_retention_seconds)
 
     # --- sizes, in the worker thread ---
 
@@ -464,17 +403,9 @@ class StorageManager(PeriodicService):
                 unix = self.unix_name(name)
             except accounts.InvalidNameError:
                 continue
-            sizes = self.sizes.get(unix)
-            measured = self.measured_at.get(unix)
-            users[name] = {
-                "unix_name": unix,
-                "sizes_measured_at": names.iso(measured) if measured else None,
-                **{
-                    volume: (sizes or {}).get(volume)
-                    for volume in (*names.VOLUMES, "trash")
-                },
-                "quota": self.quota_model(unix),
-            }
+            users[name] = model.user_sizes_entry(
+                unix, self.sizes.get(unix), self.measured_at.get(unix), self.quota_model(unix)
+            )
         return {
             "sizes_interval_seconds": self.sizes_interval,
             "passes": self.passes,
@@ -489,12 +420,5 @@ class StorageManager(PeriodicService):
         }
 
     def activity_sizes(self, hub_names) -> dict[str, dict]:
-        """The activity monitor's sizes column: with disk quotas the kernel's
-        figure of everything the user holds (no walk), else the walk's per directory."""
-        model = self.sizes_model(hub_names)["users"]
-        if self.quota is None:
-            return model
-        return {
-            name: {"all (disk quota)": entry["quota"]["used_bytes"]}
-            for name, entry in model.items() if entry["quota"] and entry["quota"]["used_bytes"] is not None
-        }
+        """The activity monitor's sizes column (:func:`.model.activity_sizes`)."""
+        return model.activity_sizes(self.sizes_model(hub_names)["users"], self.quota is not None)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from hub_ext.activity import accounting, score
+from hub_ext.activity import accounting, cgroups, score
 from hub_ext.activity.model import Target
 from hub_ext.activity.service import ActivityMonitor
 from hub_ext.activity.store import Store
@@ -39,14 +39,14 @@ NOW = 1_800_000_000.0
 RESULTS: dict = {}
 
 
-def fake_tree(root: Path, n: int) -> tuple[accounting.Hierarchies, list[str]]:
+def fake_tree(root: Path, n: int) -> tuple[cgroups.Hierarchies, list[str]]:
     units = [f"jupyter-user{i:03d}-singleuser.service" for i in range(n)]
     for unit in units:
         d = root / "system.slice" / unit
         d.mkdir(parents=True)
         for f in V2.iterdir():
             shutil.copy(f, d / f.name)
-    return accounting.Hierarchies(unified=str(root)), units
+    return cgroups.Hierarchies(unified=str(root)), units
 
 
 def fill_history(path: Path, users: list[str], half_life: float) -> None:

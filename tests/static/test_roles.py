@@ -65,3 +65,34 @@ def test_every_role_checks_its_own_variables_first(role):
     tasks = yaml.safe_load((ROLES / role / "tasks" / "main.yml").read_text())
     assert tasks[0].get("ansible.builtin.import_tasks") == "validate.yml", f"{role}: tasks/main.yml"
     assert (ROLES / role / "tasks" / "validate.yml").is_file()
+
+
+def section_intros(role: str) -> list[str]:
+    """The comment paragraphs of the role's defaults/main.yml that belong to no
+    variable: after a ``# ---`` section header, parted by a blank line from the
+    variable below (the header line itself left out)."""
+    intros, block = [], []
+    for line in (ROLES / role / "defaults" / "main.yml").read_text().splitlines():
+        if line.startswith("#") and not line.startswith("# ---"):
+            block.append(line.lstrip("#").strip())
+        elif not line.strip() and block:
+            intros.append(" ".join(" ".join(block).split()))
+            block = []
+        else:
+            block = []
+    return intros
+
+
+@pytest.mark.parametrize("role", role_names())
+def test_no_variable_description_carries_a_section_intro(role):
+    """A section's intro says something of the whole section: it goes into the
+    entry point's description, never into the description of the section's first
+    variable (where a comment copied whole from above the variable put it)."""
+    intros = section_intros(role)
+    for name, option in argument_spec(role).items():
+        description = option.get("description", "")
+        if isinstance(description, list):  # Ansible takes a list of paragraphs too
+            description = " ".join(description)
+        description = " ".join(description.split())
+        leaked = [intro for intro in intros if intro in description]
+        assert not leaked, f"{role}: {name}'s description carries the section intro {leaked[0]!r}"

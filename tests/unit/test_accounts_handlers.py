@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from hub_ext.accounts.handlers import MAX_BATCH, check_batch, signup_state
+from hub_ext.accounts.rules import MAX_BATCH, check_batch, signup_state
 
 from .fakes import FakeSystem
 

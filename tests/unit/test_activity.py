@@ -13,9 +13,10 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from traitlets import TraitError
 
-from hub_ext.activity import accounting, metrics, score
+from hub_ext.activity import accounting, cgroups, metrics, score
+from hub_ext.activity.cgroups import oom_kill_is_new
 from hub_ext.activity.model import Target, downsample, sizes_entry, targets_from_users
-from hub_ext.activity.service import ActivityMonitor, oom_kill_is_new
+from hub_ext.activity.service import ActivityMonitor
 from hub_ext.activity.store import Sample, Store, Total
 from hub_ext.process import CommandResult
 from hub_ext.timeutil import to_iso
@@ -154,14 +155,14 @@ def test_downsample_and_sizes_entry():
 # --- the monitor ------------------------------------------------------------------
 
 
-def make_tree(root: Path, units) -> accounting.Hierarchies:
+def make_tree(root: Path, units) -> cgroups.Hierarchies:
     for unit in units:
         d = root / "system.slice" / unit
         d.mkdir(parents=True)
         for f in V2.iterdir():
             shutil.copy(f, d / f.name)
         set_oom_kills(root, unit, 0)
-    return accounting.Hierarchies(unified=str(root))
+    return cgroups.Hierarchies(unified=str(root))
 
 
 def set_cpu(root: Path, unit: str, seconds: float) -> None:
@@ -295,7 +296,7 @@ def test_an_oom_kill_shows_with_the_reading_that_first_saw_it(monitor_env):
 
 def test_oom_kill_is_new_only_when_the_count_grows():
     def reading(kills):
-        return accounting.Reading("u.service", "/u", 0.0, oom_kills=kills)
+        return cgroups.Reading("u.service", "/u", 0.0, oom_kills=kills)
 
     assert oom_kill_is_new(None, reading(2))  # kills before the hub started: seen now
     assert not oom_kill_is_new(None, reading(0))

@@ -1,4 +1,4 @@
-"""hub_ext.activity.accounting: parsers on recorded cgroup files, the source
+"""hub_ext.activity.cgroups: parsers on recorded cgroup files; hub_ext.activity.accounting: the source
 order v2 -> v1 -> psutil per figure, the psutil fallback, ControlGroup lookups."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from hub_ext.activity import accounting as acc
+from hub_ext.activity import cgroups
 from hub_ext.process import CommandResult
 
 DATA = Path(__file__).parent / "data"
@@ -24,37 +25,37 @@ CGROUP = f"/system.slice/{UNIT}"
 
 
 def test_v2_parsers_on_recorded_files():
-    assert acc.parse_v2_cpu_seconds((V2 / "cpu.stat").read_text()) == 7.843
-    assert acc.parse_int((V2 / "memory.current").read_text()) == 734003200
-    stat = acc.parse_keyed((V2 / "memory.stat").read_text())
+    assert cgroups.parse_v2_cpu_seconds((V2 / "cpu.stat").read_text()) == 7.843
+    assert cgroups.parse_int((V2 / "memory.current").read_text()) == 734003200
+    stat = cgroups.parse_keyed((V2 / "memory.stat").read_text())
     assert stat["inactive_file"] == 209715200 and stat["anon"] == 402653184
-    assert acc.working_set(734003200, stat, "inactive_file") == 734003200 - 209715200
-    assert acc.parse_v2_io((V2 / "io.stat").read_text()) == (1048576 + 4096, 2097152)
-    assert acc.parse_int("max\n") is None
-    assert acc.parse_v2_cpu_seconds("user_usec 5\n") is None
+    assert cgroups.working_set(734003200, stat, "inactive_file") == 734003200 - 209715200
+    assert cgroups.parse_v2_io((V2 / "io.stat").read_text()) == (1048576 + 4096, 2097152)
+    assert cgroups.parse_int("max\n") is None
+    assert cgroups.parse_v2_cpu_seconds("user_usec 5\n") is None
 
 
 def test_v1_parsers_on_recorded_files():
-    assert acc.parse_int((V1 / "cpuacct.usage").read_text()) == 6355085032261
-    stat = acc.parse_keyed((V1 / "memory.stat").read_text())
-    usage = acc.parse_int((V1 / "memory.usage_in_bytes").read_text())
-    assert acc.working_set(usage, stat, "total_inactive_file") == 940613632 - 332263424
+    assert cgroups.parse_int((V1 / "cpuacct.usage").read_text()) == 6355085032261
+    stat = cgroups.parse_keyed((V1 / "memory.stat").read_text())
+    usage = cgroups.parse_int((V1 / "memory.usage_in_bytes").read_text())
+    assert cgroups.working_set(usage, stat, "total_inactive_file") == 940613632 - 332263424
     # per device Read/Write; the Total lines are not counted twice
-    assert acc.parse_v1_blkio((V1 / "blkio.throttle.io_service_bytes").read_text()) == (
+    assert cgroups.parse_v1_blkio((V1 / "blkio.throttle.io_service_bytes").read_text()) == (
         4096000 + 8192, 1048576)
-    assert acc.working_set(10, {}, "inactive_file") == 10
-    assert acc.working_set(10, {"inactive_file": 50}, "inactive_file") == 0
+    assert cgroups.working_set(10, {}, "inactive_file") == 10
+    assert cgroups.working_set(10, {"inactive_file": 50}, "inactive_file") == 0
 
 
 def test_mountinfo_of_the_test_host_and_of_a_pure_v2_host():
-    h = acc.parse_mountinfo((DATA / "mountinfo-testhost.txt").read_text())
+    h = cgroups.parse_mountinfo((DATA / "mountinfo-testhost.txt").read_text())
     assert h.unified == "/sys/fs/cgroup/unified"
     assert h.v1["cpuacct"] == "/sys/fs/cgroup/cpuacct"
     assert h.v1["memory"] == "/sys/fs/cgroup/memory"
     assert h.v1["name=systemd"] == "/sys/fs/cgroup/systemd"
     assert h.path(h.unified, CGROUP) == f"/sys/fs/cgroup/unified{CGROUP}"
 
-    pure = acc.parse_mountinfo(
+    pure = cgroups.parse_mountinfo(
         "35 24 0:30 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:9 - cgroup2 cgroup2 "
         "rw,nsdelegate,memory_recursiveprot\n"
         "36 24 0:31 / /proc rw - proc proc rw\n"
@@ -62,7 +63,7 @@ def test_mountinfo_of_the_test_host_and_of_a_pure_v2_host():
     assert pure.unified == "/sys/fs/cgroup" and pure.v1 == {}
     assert pure.path(pure.unified, CGROUP) == f"/sys/fs/cgroup{CGROUP}"
     # a mount showing only a subtree (no cgroup namespace): its root is cut off
-    sub = acc.parse_mountinfo(
+    sub = cgroups.parse_mountinfo(
         "40 24 0:30 /machine.slice /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n")
     assert sub.path(sub.unified, "/machine.slice/system.slice/x.service") == (
         "/sys/fs/cgroup/system.slice/x.service")
@@ -72,7 +73,7 @@ def test_mountinfo_of_the_test_host_and_of_a_pure_v2_host():
 def test_systemctl_show_blocks():
     text = (f"Id={UNIT}\nControlGroup={CGROUP}\n\n"
             "Id=jupyter-bob-singleuser.service\nControlGroup=\n")
-    assert acc.parse_systemctl_show(text) == {UNIT: CGROUP, "jupyter-bob-singleuser.service": None}
+    assert cgroups.parse_systemctl_show(text) == {UNIT: CGROUP, "jupyter-bob-singleuser.service": None}
 
 
 def test_one_systemctl_call_for_all_new_units_then_none():
@@ -101,13 +102,13 @@ def test_one_systemctl_call_for_all_new_units_then_none():
 # --- fake trees -------------------------------------------------------------------
 
 
-def v2_tree(root: Path, files=None) -> acc.Hierarchies:
+def v2_tree(root: Path, files=None) -> cgroups.Hierarchies:
     d = root / "unified" / CGROUP.lstrip("/")
     d.mkdir(parents=True)
     for name in files if files is not None else [p.name for p in V2.iterdir()]:
         shutil.copy(V2 / name, d / name)
     (d / "cgroup.procs").write_text("101\n102\n")
-    return acc.Hierarchies(unified=str(root / "unified"))
+    return cgroups.Hierarchies(unified=str(root / "unified"))
 
 
 def v1_tree(root: Path, unit_dirs=("cpuacct", "memory", "pids", "blkio", "systemd")):
@@ -131,7 +132,7 @@ def v1_tree(root: Path, unit_dirs=("cpuacct", "memory", "pids", "blkio", "system
             if ctl == "systemd":
                 (d / "cgroup.procs").write_text("101\n")
         mounts["name=systemd" if ctl == "systemd" else ctl] = str(top)
-    return acc.Hierarchies(v1=mounts)
+    return cgroups.Hierarchies(v1=mounts)
 
 
 class FakePsutil:
@@ -199,7 +200,7 @@ def test_all_figures_from_cgroup_v2(tmp_path):
     assert r.tasks == 37
     assert (r.io_read_bytes, r.io_write_bytes) == (1052672, 2097152)
     assert r.oom_kills == 3  # memory.events
-    assert r.sources == dict.fromkeys((*acc.FIGURES, acc.OOM_KILLS), acc.SOURCE_V2)
+    assert r.sources == dict.fromkeys((*cgroups.FIGURES, cgroups.OOM_KILLS), cgroups.SOURCE_V2)
     assert r.pids == (101, 102) and not r.gone
     assert r.pid_cpu == {}  # psutil not needed
 
@@ -212,7 +213,7 @@ def test_all_figures_from_cgroup_v1_controllers(tmp_path):
     assert r.tasks == 23
     assert (r.io_read_bytes, r.io_write_bytes) == (4104192, 1048576)
     assert r.oom_kills == 2  # memory.oom_control
-    assert r.sources == dict.fromkeys((*acc.FIGURES, acc.OOM_KILLS), acc.SOURCE_V1)
+    assert r.sources == dict.fromkeys((*cgroups.FIGURES, cgroups.OOM_KILLS), cgroups.SOURCE_V1)
     assert r.pids == (101,)  # from the name=systemd hierarchy
 
 
@@ -232,7 +233,7 @@ def test_test_host_layout_cpu_from_v2_core_rest_from_psutil(tmp_path):
     h2 = v2_tree(tmp_path, files=["cpu.stat"])
     h1 = v1_tree(tmp_path / "v1", unit_dirs=("systemd",))
     ps = FakePsutil(PROCS)
-    reader = acc.Accounting(acc.Hierarchies(unified=h2.unified, v1=h1.v1), psutil_module=ps)
+    reader = acc.Accounting(cgroups.Hierarchies(unified=h2.unified, v1=h1.v1), psutil_module=ps)
     r = reader.read(UNIT, CGROUP, at=1000.0)
     assert r.sources == {"cpu": "cgroup-v2", "memory": "psutil", "tasks": "psutil"}
     assert r.memory_bytes == 150 * 2**20 and r.tasks == 5
@@ -244,7 +245,7 @@ def test_test_host_layout_cpu_from_v2_core_rest_from_psutil(tmp_path):
 
 
 def test_psutil_only_with_io_allowed_and_a_vanished_process(tmp_path):
-    h = acc.Hierarchies(unified=str(tmp_path / "unified"))
+    h = cgroups.Hierarchies(unified=str(tmp_path / "unified"))
     d = tmp_path / "unified" / CGROUP.lstrip("/")
     (d / "kernel.scope").mkdir(parents=True)
     (d / "cgroup.procs").write_text("101\n")
@@ -252,7 +253,7 @@ def test_psutil_only_with_io_allowed_and_a_vanished_process(tmp_path):
     reader = acc.Accounting(h, psutil_module=FakePsutil(PROCS, io_denied=False))
     r = reader.read(UNIT, CGROUP, at=1000.0)
     assert r.pids == (101, 102, 103)  # sub-cgroups included
-    assert r.sources == dict.fromkeys(acc.FIGURES, acc.SOURCE_PSUTIL)
+    assert r.sources == dict.fromkeys(cgroups.FIGURES, cgroups.SOURCE_PSUTIL)
     assert r.cpu_seconds == pytest.approx(4.0 + 3.0)  # 102: 1.0 own + 2.0 of waited children
     assert r.pid_cpu == {101: 4.0, 102: 3.0}
     assert (r.io_read_bytes, r.io_write_bytes) == (11, 22)
@@ -269,22 +270,22 @@ def test_gone_unit_and_unknown_cgroup(tmp_path):
 
 
 def reading(at, cpu, source, pid_cpu=None):
-    return acc.Reading(UNIT, CGROUP, at, cpu_seconds=cpu, sources={"cpu": source},
+    return cgroups.Reading(UNIT, CGROUP, at, cpu_seconds=cpu, sources={"cpu": source},
                        pid_cpu=pid_cpu or {})
 
 
 def test_cpu_percent_from_counters():
-    assert acc.cpu_percent(None, reading(10, 5.0, "cgroup-v2")) is None
-    assert acc.cpu_percent(reading(0, 1.0, "cgroup-v2"), reading(10, 6.0, "cgroup-v2")) == 50.0
-    assert acc.cpu_percent(reading(0, 1.0, "cgroup-v2"), reading(10, 21.0, "cgroup-v2")) == 200.0
+    assert cgroups.cpu_percent(None, reading(10, 5.0, "cgroup-v2")) is None
+    assert cgroups.cpu_percent(reading(0, 1.0, "cgroup-v2"), reading(10, 6.0, "cgroup-v2")) == 50.0
+    assert cgroups.cpu_percent(reading(0, 1.0, "cgroup-v2"), reading(10, 21.0, "cgroup-v2")) == 200.0
     # counter reset (unit restarted) or a change of source: no figure rather than a wrong one
-    assert acc.cpu_percent(reading(0, 9.0, "cgroup-v2"), reading(10, 1.0, "cgroup-v2")) is None
-    assert acc.cpu_percent(reading(0, 1.0, "cgroup-v2"), reading(10, 6.0, "psutil")) is None
-    assert acc.cpu_percent(reading(10, 1.0, "cgroup-v2"), reading(10, 6.0, "cgroup-v2")) is None
+    assert cgroups.cpu_percent(reading(0, 9.0, "cgroup-v2"), reading(10, 1.0, "cgroup-v2")) is None
+    assert cgroups.cpu_percent(reading(0, 1.0, "cgroup-v2"), reading(10, 6.0, "psutil")) is None
+    assert cgroups.cpu_percent(reading(10, 1.0, "cgroup-v2"), reading(10, 6.0, "cgroup-v2")) is None
 
 
 def test_cpu_percent_from_psutil_counts_per_process():
     before = reading(0, 30.0, "psutil", {1: 10.0, 2: 20.0})
     # pid 2 exited (its 20 s vanish from the sum), pid 3 started and used 4 s
     after = reading(10, 19.0, "psutil", {1: 15.0, 3: 4.0})
-    assert acc.cpu_percent(before, after) == pytest.approx(90.0)
+    assert cgroups.cpu_percent(before, after) == pytest.approx(90.0)

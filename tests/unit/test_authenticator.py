@@ -6,8 +6,8 @@ import pytest
 from nativeauthenticator.orm import UserInfo
 
 from hub_ext.accounts.outcomes import LoginResult, SignupRefused, delay_message
+from hub_ext.accounts.rules import SIGNUP_CLOSED_MESSAGE
 from hub_ext.accounts.unix_users import HUB_NAME_RULE
-from hub_ext.authenticator import SIGNUP_CLOSED_MESSAGE
 
 from .fakes import FakeClock
 

@@ -1,7 +1,8 @@
 """hub_ext.storage.quota: the commands per filesystem, the parsers (a recorded
-``btrfs qgroup show``; ``repquota``/``xfs_quota`` in their documented formats),
-the helper's steps against a fake executor, the CLI, and the hub's side
-(StorageManager's figures, the spawner's apply unit).
+``btrfs qgroup show``; ``repquota``/``xfs_quota`` in their documented formats);
+hub_ext.storage.quota_ops: the helper's steps against a fake executor; the CLI
+(``python -m hub_ext.storage quota``), and the hub's side (StorageManager's
+figures, the spawner's apply unit).
 
 What runs for real only on the enforcing test host: btrfs
 (tests/integration/test_resource_limits.py). The ext4/XFS path cannot run on
@@ -18,7 +19,8 @@ import pytest
 from traitlets import TraitError
 
 from hub_ext.process import CommandResult
-from hub_ext.storage import quota
+from hub_ext.storage import __main__ as storage_cli
+from hub_ext.storage import quota, quota_ops
 from hub_ext.storage.service import SETTINGS_KEY, StorageManager
 
 DATA = Path(__file__).parent / "data" / "quota"
@@ -144,17 +146,17 @@ def test_filesystem_of_a_path(path, found):
 def test_detect_names_the_filesystem_it_refuses(tmp_path):
     mountinfo = tmp_path / "mountinfo"
     mountinfo.write_text(MOUNTINFO)
-    assert quota.detect(5, "/srv/jupyterhub/users", str(mountinfo)) == quota.Settings(
+    assert quota_ops.detect(5, "/srv/jupyterhub/users", str(mountinfo)) == quota.Settings(
         "btrfs", 5, "/srv/jupyterhub/users", "/srv/jupyterhub/users")
-    assert quota.detect(5, "/srv/data/u", str(mountinfo)).mount_point == "/srv/data"
+    assert quota_ops.detect(5, "/srv/data/u", str(mountinfo)).mount_point == "/srv/data"
     with pytest.raises(ValueError, match=r"/srv/u on btrfs, ext4, xfs; it is on overlay \(mounted at /\)"):
-        quota.detect(5, "/srv/u", str(mountinfo))
+        quota_ops.detect(5, "/srv/u", str(mountinfo))
 
 
 # --- the helper ------------------------------------------------------------------------
 
 
-class FakeExecutor(quota.Executor):
+class FakeExecutor(quota_ops.Executor):
     """Records commands; ``btrfs subvolume create`` makes the directory (which
     :func:`fake_subvolumes` then reports as a subvolume)."""
 
@@ -189,7 +191,7 @@ def fake_subvolumes(monkeypatch):
     (inode 256 on btrfs), any other is not."""
     made: set[str] = set()
     monkeypatch.setattr(FakeExecutor, "subvolumes", made)
-    real_lstat = quota.os.lstat
+    real_lstat = quota_ops.os.lstat
 
     def lstat(path):
         st = real_lstat(path)
@@ -197,9 +199,9 @@ def fake_subvolumes(monkeypatch):
             return st
         fields = list(st)
         fields[1] = quota.BTRFS_SUBVOLUME_ROOT_INO
-        return quota.os.stat_result(fields)
+        return quota_ops.os.stat_result(fields)
 
-    monkeypatch.setattr(quota.os, "lstat", lstat)
+    monkeypatch.setattr(quota_ops.os, "lstat", lstat)
     return made
 
 
@@ -209,16 +211,16 @@ def test_btrfs_apply_creates_the_subvolume_once_then_only_limits(tmp_path, fake_
     applied = str(tmp_path / "applied")
     io = FakeExecutor(applied_dir=applied)
     root = str(tmp_path / "users" / "jh-alice")
-    assert not quota.is_applied(s, "jh-alice", applied)
-    assert "created the subvolume" in quota.apply(s, "jh-alice", io)
+    assert not quota_ops.is_applied(s, "jh-alice", applied)
+    assert "created the subvolume" in quota_ops.apply(s, "jh-alice", io)
     assert io.calls == [["btrfs", "subvolume", "create", root],
                         ["btrfs", "qgroup", "limit", str(100 * M), root]]
     # recorded: the next spawn starts no unit; a new limit or a root gone, it does
-    assert quota.applied_limit("jh-alice", applied) == 100 * M
-    assert quota.is_applied(s, "jh-alice", applied)
-    assert not quota.is_applied(settings("btrfs", str(tmp_path / "users"), limit=200 * M), "jh-alice", applied)
+    assert quota_ops.applied_limit("jh-alice", applied) == 100 * M
+    assert quota_ops.is_applied(s, "jh-alice", applied)
+    assert not quota_ops.is_applied(settings("btrfs", str(tmp_path / "users"), limit=200 * M), "jh-alice", applied)
     fake_subvolumes.clear()  # the root replaced by a plain directory: no limit there
-    assert not quota.is_applied(s, "jh-alice", applied)
+    assert not quota_ops.is_applied(s, "jh-alice", applied)
 
 
 def test_btrfs_apply_refuses_a_root_that_is_not_a_subvolume(tmp_path):
@@ -226,7 +228,7 @@ def test_btrfs_apply_refuses_a_root_that_is_not_a_subvolume(tmp_path):
     (tmp_path / "jh-alice").mkdir()
     io = FakeExecutor()
     with pytest.raises(RuntimeError, match="is not a btrfs subvolume"):
-        quota.apply(settings("btrfs", str(tmp_path)), "jh-alice", io)
+        quota_ops.apply(settings("btrfs", str(tmp_path)), "jh-alice", io)
     assert io.calls == []
 
 
@@ -235,7 +237,7 @@ def test_project_apply_tags_a_tree_once(tmp_path, kind):
     s = settings(kind, str(tmp_path), mount="/srv")
     root = str(tmp_path / "jh-alice")
     io = FakeExecutor()
-    out = quota.apply(s, "jh-alice", io)
+    out = quota_ops.apply(s, "jh-alice", io)
     assert "created" in out and "tagged with project 1001" in out
     assert (tmp_path / "jh-alice").stat().st_mode & 0o777 == 0o711
     tag = quota.assign_commands(kind, root, 1001, "/srv")
@@ -243,26 +245,26 @@ def test_project_apply_tags_a_tree_once(tmp_path, kind):
     assert io.calls == tag + limit
     # tagged already (the kernel says project 1001): only the limit again
     io = FakeExecutor(projects={root: 1001})
-    quota.apply(s, "jh-alice", io)
+    quota_ops.apply(s, "jh-alice", io)
     assert io.calls == limit
 
 
 def test_apply_reports_a_failing_command(tmp_path):
     io = FakeExecutor(fail=("btrfs",))
     with pytest.raises(RuntimeError, match="exited 1: ERROR: quotas not enabled"):
-        quota.apply(settings("btrfs", str(tmp_path)), "jh-alice", io)
+        quota_ops.apply(settings("btrfs", str(tmp_path)), "jh-alice", io)
 
 
 def test_release(tmp_path):
     applied = str(tmp_path / "applied")
     io = FakeExecutor(applied_dir=applied)
-    assert "nothing to release" in quota.release(settings("btrfs", str(tmp_path)), "jh-alice", io)
+    assert "nothing to release" in quota_ops.release(settings("btrfs", str(tmp_path)), "jh-alice", io)
     s = settings("ext4", str(tmp_path), mount="/srv")
-    quota.record_applied("jh-alice", 100 * M, applied)
-    quota.release(s, "jh-alice", io)
+    quota_ops.record_applied("jh-alice", 100 * M, applied)
+    quota_ops.release(s, "jh-alice", io)
     assert io.calls == [["setquota", "-P", "1001", "0", "0", "0", "0", "/srv"]]
-    assert quota.applied_limit("jh-alice", applied) is None  # a user of that name later starts anew
-    assert "no account" in quota.release(s, "jh-nobody", io)
+    assert quota_ops.applied_limit("jh-alice", applied) is None  # a user of that name later starts anew
+    assert "no account" in quota_ops.release(s, "jh-nobody", io)
 
 
 def test_sync_brings_every_existing_root_to_the_limit_and_names_the_failures(tmp_path):
@@ -270,15 +272,15 @@ def test_sync_brings_every_existing_root_to_the_limit_and_names_the_failures(tmp
     for unix in ("jh-alice", "jh-bob", "jh-gone", ".archive"):
         (users / unix).mkdir(parents=True)
     s = settings("ext4", str(users), mount="/srv")
-    quota.record_applied("jh-alice", 100 * M, applied)  # up to date: left alone
-    quota.record_applied("jh-bob", 50 * M, applied)  # the limit was 50M before
+    quota_ops.record_applied("jh-alice", 100 * M, applied)  # up to date: left alone
+    quota_ops.record_applied("jh-bob", 50 * M, applied)  # the limit was 50M before
     io = FakeExecutor(projects={str(users / "jh-bob"): 1002}, applied_dir=applied)
-    done, failed = quota.sync(s, io)
+    done, failed = quota_ops.sync(s, io)
     assert io.calls == quota.limit_commands("ext4", str(users / "jh-bob"), 1002, 100 * M, "/srv")
     assert len(done) == 1 and "jh-bob" in done[0]
     assert failed == ["jh-gone: no unix account"]
-    assert quota.applied_limit("jh-bob", applied) == 100 * M
-    assert quota.sync(s, FakeExecutor(applied_dir=applied, uids={"jh-gone": 1003})) == (
+    assert quota_ops.applied_limit("jh-bob", applied) == 100 * M
+    assert quota_ops.sync(s, FakeExecutor(applied_dir=applied, uids={"jh-gone": 1003})) == (
         [f"{users}/jh-gone: tagged with project 1003, limited to {100 * M} bytes"], [])
 
 
@@ -286,7 +288,7 @@ def test_usage_maps_projects_to_users(tmp_path):
     for unix in ("jh-alice", "jh-bob", "jh-gone", ".archive"):
         (tmp_path / unix).mkdir()
     io = FakeExecutor(outputs={"repquota": REPQUOTA})
-    found = quota.usage(settings("ext4", str(tmp_path), mount="/srv"), io)
+    found = quota_ops.usage(settings("ext4", str(tmp_path), mount="/srv"), io)
     # jh-gone has no account; .archive is not a user
     assert found == {"jh-alice": quota.Usage(10 * M, 100 * M), "jh-bob": quota.Usage(100 * M, 100 * M)}
 
@@ -298,22 +300,22 @@ def test_sync_limits_the_shared_directory_once(tmp_path, fake_subvolumes):
     s = settings("ext4", str(users), mount="/srv")
     shared_settings = settings("ext4", str(shared), limit=500 * M, mount="/srv")
     io = FakeExecutor(applied_dir=applied)
-    done, failed = quota.sync(s, io, shared_settings)
+    done, failed = quota_ops.sync(s, io, shared_settings)
     project = quota.SHARED_PROJECT_ID
     assert io.calls == (quota.assign_commands("ext4", str(shared), project, "/srv")
                         + quota.limit_commands("ext4", str(shared), project, 500 * M, "/srv"))
     assert done == [f"{shared} (shared): tagged with project {project}, limited to {500 * M} bytes"]
-    assert failed == [] and quota.applied_limit(quota.SHARED, applied) == 500 * M
+    assert failed == [] and quota_ops.applied_limit(quota.SHARED, applied) == 500 * M
     io = FakeExecutor(applied_dir=applied)
-    assert quota.sync(s, io, shared_settings) == ([], []) and io.calls == []
+    assert quota_ops.sync(s, io, shared_settings) == ([], []) and io.calls == []
     # btrfs: a plain shared directory cannot take a limit; the users' roots still sync
     btrfs_shared = settings("btrfs", str(shared), limit=500 * M)
-    done, failed = quota.sync(settings("btrfs", str(users)), FakeExecutor(applied_dir=str(tmp_path / "b")),
+    done, failed = quota_ops.sync(settings("btrfs", str(users)), FakeExecutor(applied_dir=str(tmp_path / "b")),
                               btrfs_shared)
     assert done == [] and failed[0].startswith(f"shared directory: {shared} is not a btrfs subvolume")
     fake_subvolumes.add(str(shared))
     io = FakeExecutor(applied_dir=str(tmp_path / "b"))
-    assert quota.sync(settings("btrfs", str(users)), io, btrfs_shared)[1] == []
+    assert quota_ops.sync(settings("btrfs", str(users)), io, btrfs_shared)[1] == []
     assert io.calls == [["btrfs", "qgroup", "limit", str(500 * M), str(shared)]]
 
 
@@ -334,12 +336,12 @@ def test_cli(tmp_path, capsys):
     io = FakeExecutor(outputs={"xfs_quota": XFS_REPORT}, applied_dir=str(tmp_path / "applied"))
 
     def main(*request):
-        return quota.main(["--config", str(conf), "--usage-file", str(usage_file), *request], io,
-                          mountinfo_path=str(mountinfo))
+        return storage_cli.main(["--config", str(conf), "quota", "--usage-file", str(usage_file), *request],
+                                quota_io=io, mountinfo_path=str(mountinfo))
 
     assert main("usage") == 0
     assert json.loads(usage_file.read_text()) == {"jh-alice": {"used_bytes": 10 * M, "limit_bytes": 100 * M}}
-    assert quota.read_usage(str(usage_file)) == {"jh-alice": quota.Usage(10 * M, 100 * M)}
+    assert quota_ops.read_usage(str(usage_file)) == {"jh-alice": quota.Usage(10 * M, 100 * M)}
     assert main("apply-jh-alice") == 0
     assert io.calls[-1] == ["xfs_quota", "-x", "-c", "limit -p bhard=102400k 1001", str(users)]
     assert main("sync") == 0  # applied just now: nothing to do
@@ -422,7 +424,7 @@ def test_release_on_delete_and_a_failing_apply_names_the_journal(tmp_path):
     asyncio.run(manager.release_quota("alice"))
     assert runner.calls == [["systemctl", "start", "jupyterhub-disk-quota@release-jh-alice.service"]]
     with pytest.raises(RuntimeError, match=r"journalctl -u jupyterhub-disk-quota@apply-jh-alice.service"):
-        asyncio.run(quota.start_unit(FakeRunner(fail=("apply",)), "apply", "jh-alice"))
+        asyncio.run(quota_ops.start_unit(FakeRunner(fail=("apply",)), "apply", "jh-alice"))
 
 
 def test_quota_traits_are_checked():
@@ -454,14 +456,14 @@ def test_hub_syncs_only_when_a_root_lacks_the_limit(tmp_path):
     manager.command_runner = runner = FakeRunner()
     asyncio.run(manager.sync_quotas())
     assert runner.calls == [["systemctl", "start", quota.SYNC_UNIT]]
-    quota.record_applied("jh-alice", 100 * M, applied)
+    quota_ops.record_applied("jh-alice", 100 * M, applied)
     asyncio.run(manager.sync_quotas())
     assert len(runner.calls) == 1
     # a shared limit not yet set: synced
     manager.shared_quota = settings("ext4", str(tmp_path), limit=500 * M)
     asyncio.run(manager.sync_quotas())
     assert len(runner.calls) == 2
-    quota.record_applied(quota.SHARED, 500 * M, applied)
+    quota_ops.record_applied(quota.SHARED, 500 * M, applied)
     asyncio.run(manager.sync_quotas())
     assert len(runner.calls) == 2
 
@@ -475,7 +477,7 @@ def test_spawner_applies_the_quota_once_before_making_the_directories(make_spawn
     async def runner(argv):
         if argv[0] == "systemctl":
             seen.append((list(argv), (make_spawner.users_root / "jh-alice").exists()))
-            quota.record_applied("jh-alice", M, applied)  # what the apply unit does
+            quota_ops.record_applied("jh-alice", M, applied)  # what the apply unit does
             return CommandResult(tuple(argv), 0)
         return await system(argv)
 

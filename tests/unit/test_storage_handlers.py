@@ -25,7 +25,8 @@ from hub_ext.storage.handlers import (
     RestoreHandler,
     TrashHandler,
 )
-from hub_ext.storage.service import SETTINGS_KEY, StorageManager, busy_reason
+from hub_ext.storage.model import busy_reason
+from hub_ext.storage.service import SETTINGS_KEY, StorageManager
 
 from .fakes import T0, FakeUser
 from .realhub import ADMIN, RealHub, hub_template_env, set_running

@@ -36,6 +36,14 @@ def test_purge_service_runs_the_hub_ext_cli_confined():
     assert service["PrivateNetwork"] == "yes" and service["IPAddressDeny"] == "any"
 
 
+def test_quota_units_run_the_hub_ext_cli_quota_command():
+    for name, request in (("jupyterhub-disk-quota@.service", "%i"),
+                          ("jupyterhub-disk-quota-usage.service", "usage")):
+        service = unit(ROLE / "files" / name)["Service"]
+        assert service["ExecStart"].split() == [
+            "/opt/jupyterhub/bin/python", "-m", "hub_ext.storage", "quota", request]
+
+
 def test_purge_timer_is_persistent_and_installed_with_timers():
     timer = unit(ROLE / "files/jupyterhub-storage-purge.timer")
     assert timer["Timer"]["OnCalendar"] == "hourly"
