@@ -13,11 +13,13 @@ Installed by the playbook as ``/usr/local/lib/jupyterhub/lab_server.py``
 venv's Python (after lab/lab_start.py's startup scripts). Imports only the
 standard library at module level, so its pure part is tested without a lab.
 
-On a cluster's worker (docs/cluster.md) there is no systemd socket: the lab
-binds a port the kernel picks (so no other user's job can have taken it
-first) and reports it to the hub through the file the hub names in
-``JUPYTERHUB_LAB_PORT_FILE``, in the user's own home directory where no other
-user can write (``bind_and_report``).
+On a cluster's worker (docs/cluster.md) there is no systemd socket: the
+worker's port keeper (lab/lab_ports.py) binds a port the kernel picks and
+hands the lab the listening socket, holding the port until after the lab has
+ended (so no other user's job can take it first, or while the hub still
+routes to it); the lab reports the port to the hub through the file the hub
+names in ``JUPYTERHUB_LAB_PORT_FILE``, in the user's own home directory where
+no other user can write (``bind_and_report``).
 
 It also starts the lab faster than a stock ``jupyterhub-singleuser`` of the
 same versions (``skip_start_costs``; docs/benchmarks.md, "Lab start"), by
@@ -26,6 +28,7 @@ leaving out what a stock start imports or runs and no lab needs at start.
 
 from __future__ import annotations
 
+import array
 import importlib
 import importlib.machinery
 import importlib.util
@@ -37,8 +40,10 @@ from collections.abc import Callable, Mapping, MutableMapping, Sequence
 
 SD_LISTEN_FDS_START = 3  # the first file descriptor systemd passes
 LISTEN_VARIABLES = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
-# where a lab on a cluster's worker reports the port it bound (set by the hub)
+# where a lab on a cluster's worker reports the port it listens on (set by the hub)
 PORT_FILE_VARIABLE = "JUPYTERHUB_LAB_PORT_FILE"
+# the worker's port keeper (lab/lab_ports.py; the slurm role's jupyterhub-lab-ports.socket)
+KEEPER_SOCKET = "/run/jupyterhub-lab-ports.sock"
 
 
 def inherited_fd(environ: MutableMapping[str, str], pid: int) -> int | None:
@@ -67,22 +72,45 @@ def _for_the_lab(sock: socket.socket) -> socket.socket:
     return sock
 
 
-def bind_and_report(environ: MutableMapping[str, str], host: str = "0.0.0.0") -> socket.socket | None:
-    """On a cluster's worker: a listening socket on a port the kernel picks,
-    its number written (atomically) to the file ``JUPYTERHUB_LAB_PORT_FILE``
-    names; None without that variable. The variable is removed either way
-    (the lab's kernels and terminals have nothing to report)."""
+def bind_and_report(environ: MutableMapping[str, str], keeper: str = KEEPER_SOCKET) -> socket.socket | None:
+    """On a cluster's worker: a listening socket from the worker's port keeper
+    (``keeper_socket``), its port written (atomically) to the file
+    ``JUPYTERHUB_LAB_PORT_FILE`` names; None without that variable. The
+    variable is removed either way (the lab's kernels and terminals have
+    nothing to report)."""
     path = environ.pop(PORT_FILE_VARIABLE, "")
     if not path:
         return None
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind((host, 0))
-    sock.listen(socket.SOMAXCONN)
+    sock, port = keeper_socket(keeper)
     partial = f"{path}.{os.getpid()}"
     with open(partial, "w", encoding="ascii") as f:
-        f.write(f"{sock.getsockname()[1]}\n")
+        f.write(f"{port}\n")
     os.replace(partial, path)
     return _for_the_lab(sock)
+
+
+def keeper_socket(keeper: str) -> tuple[socket.socket, int]:
+    """A listening socket and its port from the worker's port keeper
+    (lab/lab_ports.py), which holds the port until after this lab has ended,
+    so no other user's job can take it while the hub still routes to it."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(30)
+            conn.connect(keeper)
+            reply, ancillary, _flags, _addr = conn.recvmsg(64, socket.CMSG_SPACE(array.array("i", [0]).itemsize))
+    except OSError as e:
+        raise SystemExit(f"lab_server: the worker's port keeper at {keeper} did not answer ({e}): "
+                         "is jupyterhub-lab-ports.socket running on this worker?") from None
+    fds = array.array("i")
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+    text = reply.decode("ascii", errors="replace").strip()
+    if len(fds) != 1 or not text.isdigit():
+        for fd in fds:
+            os.close(fd)
+        raise SystemExit(f"lab_server: the worker's port keeper gave no socket: {text or 'no answer'}")
+    return socket.socket(fileno=fds[0]), int(text)
 
 
 class DeferredModule(types.ModuleType):

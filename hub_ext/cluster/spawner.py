@@ -29,7 +29,8 @@ from hub_ext.spawner import PlatformSpawner
 from hub_ext.storage import layout
 from hub_ext.units import readiness
 
-# the lab binds every address of its worker: the proxy on the hub host connects to it
+# the lab listens on every address of its worker (the port keeper binds [::] and
+# 0.0.0.0 at once): the proxy on the hub host connects to it
 LAB_BIND_IP = "0.0.0.0"
 # the system directories after the lab's own in a job's $PATH
 SYSTEM_PATH = ["/usr/local/bin", "/usr/bin", "/bin"]
@@ -168,7 +169,7 @@ class SlurmLabSpawner(PlatformSpawner):
         self.log.debug("exported %s platform accounts to %s", exported, self.accounts_dir)
         await self.reconcile_privileges(self.privileges)
         self.apply_resource_profile()
-        self.port = random_port()  # in JUPYTERHUB_SERVICE_URL; the lab reports the one it bound
+        self.port = random_port()  # in JUPYTERHUB_SERVICE_URL; the lab reports the one it listens on
         self.ip = LAB_BIND_IP
         self.port_file.unlink(missing_ok=True)  # an earlier lab's report
         env = self.job_environment(self.get_env())

@@ -37,24 +37,6 @@ def test_adopted_socket_is_the_listening_one_and_not_inherited():
         adopted.close()
 
 
-def test_on_a_worker_the_lab_binds_a_port_the_kernel_picks_and_reports_it(tmp_path):
-    report = tmp_path / "home" / ".jupyterhub-lab-port"
-    report.parent.mkdir()
-    env = {lab_server.PORT_FILE_VARIABLE: str(report), "HOME": "/h"}
-    sock = lab_server.bind_and_report(env, host="127.0.0.1")
-    try:
-        port = int(report.read_text())
-        assert sock.getsockname() == ("127.0.0.1", port)
-        assert sock.get_inheritable() is False
-        with socket.create_connection(("127.0.0.1", port), timeout=2):
-            pass
-        # consumed, and nothing else left in the directory
-        assert env == {"HOME": "/h"}
-        assert [p.name for p in report.parent.iterdir()] == [report.name]
-    finally:
-        sock.close()
-
-
 def test_without_a_port_file_the_lab_binds_as_usual():
     env = {"HOME": "/h"}
     assert lab_server.bind_and_report(env) is None
