@@ -21,7 +21,7 @@ from hub_ext.spawner import PlatformSpawner
 from hub_ext.storage import layout
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lab"))
-import lab_sandbox  # noqa: E402
+import lab_sandbox
 
 PASSWD = """root:x:0:0:root:/root:/bin/bash
 jh-alice:x:1001:1001::/home/jh-alice:/bin/bash
