@@ -23,7 +23,7 @@ from jupyterhub.utils import random_port, url_path_join
 from tornado import web
 from traitlets import Bool, Float, Integer, Unicode
 
-from hub_ext.cluster import accounts_export, gres, sandbox, slurm
+from hub_ext.cluster import accounts_export, gres, metrics, sandbox, slurm
 from hub_ext.gpu.policy import MODE_OFF
 from hub_ext.spawner import PlatformSpawner
 from hub_ext.storage import layout
@@ -89,6 +89,10 @@ class SlurmLabSpawner(PlatformSpawner):
     # seams for unit tests
     slurm_run = staticmethod(slurm.run)
     export_accounts = staticmethod(accounts_export.export_accounts)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        metrics.track(self)  # its lab in the metrics by worker (hub_ext/cluster/metrics.py)
 
     def get_state(self):
         state = super().get_state()

@@ -177,3 +177,34 @@ def test_without_the_sandbox_the_lab_sees_the_worker_as_it_is(make_spawner):
     assert spawner.lab_command() == spawner.cmd + spawner.get_args()
     assert spawner.job_environment({})["HOME"] == str(spawner.port_file.parent)
     assert shlex.join(spawner.lab_command())  # a plain command line
+
+
+# --- Prometheus metrics labelled by worker ---------------------------------------
+
+
+class FakeLab:
+    def __init__(self, user, worker, job_id="7", ready=True):
+        self.user = type("U", (), {"name": user})()
+        self.server = type("S", (), {"ip": worker})() if worker else None
+        self.job_id, self.ready = job_id, ready
+
+
+def test_the_metrics_count_each_running_lab_on_its_worker():
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from hub_ext.cluster import metrics
+
+    collector = metrics.ClusterCollector()
+    labs = [FakeLab("alice", "th-w1"), FakeLab("bob", "th-w2"), FakeLab("carol", "th-w1"),
+            FakeLab("dave", None, job_id=""),             # no lab
+            FakeLab("erin", "th-w2", ready=False),        # starting or stopping
+            FakeLab("frank", "th-w2", job_id="")]         # not a Slurm job (yet)
+    for lab in labs:
+        collector.spawners.add(lab)
+    registry = CollectorRegistry()
+    registry.register(collector)
+    text = generate_latest(registry).decode()
+    assert 'jupyterhub_cluster_labs{worker="th-w1"} 2.0' in text
+    assert 'jupyterhub_cluster_labs{worker="th-w2"} 1.0' in text
+    assert 'jupyterhub_cluster_lab_worker{user="bob",worker="th-w2"} 1.0' in text
+    assert "erin" not in text and "frank" not in text and "dave" not in text
