@@ -13,7 +13,10 @@ worker, in namespaces of its own (docs/cluster.md, "The lab sandbox"):
    ``tmpfs`` (a fresh, capped tmpfs: /home, /tmp, /dev/shm), ``mkdir`` (a
    mount point on a tmpfs made here), ``bind`` (the user's directories at
    their in-lab paths), ``readonly`` (a path bound onto itself and remounted
-   read-only; its own flags kept, as the kernel requires in a user namespace),
+   read-only with every mount below it, as systemd's ReadOnlyPaths= does,
+   except the mounts this launcher made there: the user's own directories stay
+   writable; each mount's own flags are kept, as the kernel requires in a user
+   namespace),
    ``hide`` (an empty read-only tmpfs over what the lab must not see); a
    ``readonly`` or ``hide`` path the worker lacks is skipped;
 3. a fork: the child is PID 1 of the new PID namespace, mounts a /proc of it
@@ -33,6 +36,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import re
 import signal
 import sys
 from collections.abc import Sequence
@@ -51,8 +55,8 @@ MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 0x40000
 PR_SET_DUMPABLE = 4
-# statvfs's flags a read-only bind remount must repeat (locked in a user namespace)
-LOCKED_FLAGS = ((os.ST_NOSUID, MS_NOSUID), (os.ST_NODEV, MS_NODEV), (os.ST_NOEXEC, MS_NOEXEC))
+# a mount's flags a read-only bind remount must repeat (locked in a user namespace)
+LOCKED_FLAGS = (("nosuid", MS_NOSUID), ("nodev", MS_NODEV), ("noexec", MS_NOEXEC))
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2,
                      signal.SIGQUIT, signal.SIGCONT)
 OPS = {"tmpfs": ("path", "options"), "mkdir": ("path",), "bind": ("source", "path"), "readonly": ("path",),
@@ -82,13 +86,39 @@ def check_spec(spec: object) -> dict:
     return spec
 
 
-def remount_flags(statvfs_flags: int) -> int:
-    """mount(2) flags that make a bind mount read-only and keep its locked flags."""
+def remount_flags(options: str) -> int:
+    """mount(2) flags that make a bind mount read-only and keep its locked flags
+    (``options``: the mount's own, mountinfo's sixth field)."""
     flags = MS_REMOUNT | MS_BIND | MS_RDONLY
-    for st_flag, ms_flag in LOCKED_FLAGS:
-        if statvfs_flags & st_flag:
+    present = set(options.split(","))
+    for name, ms_flag in LOCKED_FLAGS:
+        if name in present:
             flags |= ms_flag
     return flags
+
+
+def _unescape(field: str) -> str:
+    # mountinfo writes space, tab, newline and backslash as octal escapes
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mounts_below(mountinfo: str, path: str, keep: set[str]) -> list[tuple[str, str]]:
+    """(mount point, its options) of every mount at ``path`` and below it,
+    except those below it in ``keep``, in mountinfo's order."""
+    found = []
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) < 6:
+            continue
+        point = _unescape(fields[4])
+        if point == path or (point.startswith(path.rstrip("/") + "/") and point not in keep):
+            found.append((point, fields[5]))
+    return found
+
+
+def made_here(steps: list[dict]) -> set[str]:
+    """The mount points the launcher itself makes (they keep their own flags)."""
+    return {step["path"] for step in steps if step["op"] in ("tmpfs", "bind", "hide")}
 
 
 def exit_code(wait_status: int) -> int:
@@ -126,7 +156,8 @@ def enter_namespaces(uid: int, gid: int) -> None:
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
 
 
-def apply_step(step: dict) -> None:
+def apply_step(step: dict, keep: set[str] = frozenset()) -> None:
+    """One step; ``keep``: mount points a ``readonly`` leaves writable."""
     op, path = step["op"], step["path"]
     if op == "tmpfs":
         _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, step["options"])
@@ -136,7 +167,16 @@ def apply_step(step: dict) -> None:
         _mount(step["source"], path, None, MS_BIND | MS_REC)
     elif op == "readonly" and os.path.isdir(path):
         _mount(path, path, None, MS_BIND | MS_REC)
-        _mount(None, path, None, remount_flags(os.statvfs(path).f_flag))
+        with open("/proc/self/mountinfo") as f:
+            below = mounts_below(f.read(), path, keep)
+        for point, options in below:
+            try:
+                _mount(None, point, None, remount_flags(options))
+            except SandboxError:
+                # a mount point the user cannot reach (below a 0700 directory) is
+                # no path into the system for them either
+                if os.access(os.path.dirname(point), os.X_OK):
+                    raise
     elif op == "hide" and os.path.isdir(path):
         _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, HIDING)
 
@@ -179,8 +219,9 @@ def main(argv: Sequence[str]) -> int:
     try:
         spec = check_spec(json.loads(argv[0]))
         enter_namespaces(os.getuid(), os.getgid())
+        keep = made_here(spec["steps"])
         for step in spec["steps"]:
-            apply_step(step)
+            apply_step(step, keep)
     except (SandboxError, OSError, ValueError) as e:
         print(f"{PREFIX} the lab's sandbox could not be made: {e}", file=sys.stderr, flush=True)
         return 1

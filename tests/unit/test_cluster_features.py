@@ -4,7 +4,6 @@ sandbox on a worker (hub_ext/cluster/sandbox.py's steps, lab/lab_sandbox.py's
 checks) and SlurmLabSpawner's settings among the platform's."""
 
 import json
-import os
 import shlex
 import signal
 import sys
@@ -144,10 +143,35 @@ def test_the_launcher_refuses_a_spec_it_cannot_follow(spec, message):
 
 
 def test_a_read_only_remount_keeps_the_mounts_locked_flags():
-    flags = lab_sandbox.remount_flags(os.ST_NOSUID | os.ST_NODEV | os.ST_RELATIME)
+    flags = lab_sandbox.remount_flags("rw,nosuid,nodev,relatime")
     assert flags == (lab_sandbox.MS_REMOUNT | lab_sandbox.MS_BIND | lab_sandbox.MS_RDONLY
                      | lab_sandbox.MS_NOSUID | lab_sandbox.MS_NODEV)
     assert not flags & lab_sandbox.MS_NOEXEC
+
+
+MOUNTINFO = """\
+22 1 0:21 / / rw,relatime - ext4 /dev/sda1 rw
+30 22 0:25 / /run rw,nosuid,nodev - tmpfs tmpfs rw
+31 30 0:26 / /run/lock rw,nosuid,nodev,noexec - tmpfs tmpfs rw
+32 30 0:27 / /run/user/1001 rw,nosuid,nodev - tmpfs tmpfs rw
+33 22 0:28 / /runner rw - tmpfs tmpfs rw
+40 22 0:29 / /home rw,nosuid,nodev - tmpfs tmpfs rw
+41 40 8:1 /srv/users/jh-a/home /home/jh-a rw - ext4 /dev/sda1 rw
+42 41 8:1 /srv/users/jh-a/workspace /home/jh-a/workspace rw - ext4 /dev/sda1 rw
+43 30 0:30 / /run/with\\040space rw - tmpfs tmpfs rw
+"""
+
+
+def test_read_only_reaches_every_mount_below_but_the_users_own():
+    keep = lab_sandbox.made_here(steps())
+    found = lab_sandbox.mounts_below(MOUNTINFO, "/run", keep)
+    # /run/lock is its own mount on Debian (world-writable): read-only too
+    assert found == [("/run", "rw,nosuid,nodev"), ("/run/lock", "rw,nosuid,nodev,noexec"),
+                     ("/run/user/1001", "rw,nosuid,nodev"), ("/run/with space", "rw")]
+    # /home itself (the launcher's tmpfs) read-only, the user's directories bound into it not
+    keep = lab_sandbox.made_here(sandbox.sandbox_steps("jh-a", "/srv/users", None, isolate_tmp=False,
+                                                       tmp_size="1G", shm_size="1G"))
+    assert lab_sandbox.mounts_below(MOUNTINFO, "/home", keep) == [("/home", "rw,nosuid,nodev")]
 
 
 def test_the_launchers_exit_status_is_the_labs():
