@@ -108,7 +108,8 @@ def test_a_lab_on_a_worker_has_a_read_only_system_and_its_own_tmp(cluster_hub, c
     ensure_lab(cluster_admin, user)
     worker = worker_of(cluster_hub, user)
     # world-writable places of the worker stay out of reach (ProtectSystem=strict, ReadOnlyPaths=/run)
-    for path in ("/run/lock", "/var/lib/dpkg"):
+    # (/run/lock: world-writable, its own tmpfs on Debian, below the read-only /run)
+    for path in ("/run/lock", "/home"):
         out = shell(cluster_admin, user, f"touch {path}/f-{user} 2>&1; echo rc=$?")
         assert "rc=0" not in out, (path, out)
     # /tmp, /var/tmp and /dev/shm are the lab's own, capped: nothing lands on the worker's
@@ -135,11 +136,22 @@ def test_a_lab_on_a_worker_cannot_submit_slurm_jobs_of_its_own(cluster_hub, clus
 # --- 3. privilege groups on the workers ------------------------------------------------
 
 
+def lab_groups(hub, user: str) -> set[str]:
+    """The supplementary gids of the user's lab server, as its worker sees them
+    (inside the sandbox's user namespace they show as nogroup: only the user's
+    own ids are mapped there, the kernel still checks the real ones)."""
+    worker = worker_of(hub, user)
+    pid = worker.exec("pgrep", "-u", unix(user), "-f", "lab_server").stdout.split()[0]
+    status = worker.exec("cat", f"/proc/{pid}/status").stdout
+    return set(re.search(r"^Groups:\t(.*)$", status, re.M).group(1).split())
+
+
 def test_docker_sock_gives_the_docker_group_on_a_worker_and_sudo_is_never_given(cluster_hub, cluster_admin, users):
     member, other = users
     docker = cluster_hub.exec("getent", "group", "docker", check=False)
     assert docker.returncode == 0, "the hub host has no docker group"
     docker_gid = docker.stdout.split(":")[2]
+    sudo_gid = cluster_hub.exec("getent", "group", "jupyterhub-sudo").stdout.split(":")[2]
     for group in ("docker-sock", "docker-privileged"):
         r = cluster_admin.api("POST", f"groups/{group}/users", json={"users": [member]})
         assert r.status_code == 200, r.text
@@ -148,13 +160,22 @@ def test_docker_sock_gives_the_docker_group_on_a_worker_and_sudo_is_never_given(
         if cluster_admin.server_running(user):
             cluster_admin.stop_server(user)
         cluster_admin.start_server(user, timeout=300)
-    groups = shell(cluster_admin, member, "id -G; id -Gn")
-    assert docker_gid in groups.split() and "docker" in groups.split(), groups
+    # the job holds the hub's docker gid on its worker: a file of that group
+    # (as the Docker socket is) opens for the member's lab only
+    secret = f"{SHARED_DIR}/docker-only-{member}.txt"
+    cluster_hub.exec("sh", "-c", f"echo docker-only > {secret} && chgrp docker {secret} && chmod 0640 {secret}")
+    try:
+        in_lab = f"/mnt/shared/docker-only-{member}.txt"
+        assert "docker-only" in shell(cluster_admin, member, f"cat {in_lab}")
+        assert "Permission denied" in shell(cluster_admin, other, f"cat {in_lab} 2>&1")
+    finally:
+        cluster_hub.exec("rm", "-f", secret)
+    assert docker_gid in lab_groups(cluster_hub, member)
+    assert docker_gid not in lab_groups(cluster_hub, other)
     # docker-privileged's sudo group is the hub host's only: a lab on a worker
     # runs under NoNewPrivileges, where sudo cannot work
-    assert "jupyterhub-sudo" not in groups, groups
+    assert sudo_gid not in lab_groups(cluster_hub, member)
     assert "rc=0" not in shell(cluster_admin, member, "sudo -n true 2>&1; echo rc=$?")
-    assert docker_gid not in shell(cluster_admin, other, "id -G").split()
 
 
 # --- 4. restart, volume reset, culling and metrics with labs on workers ----------------
