@@ -56,7 +56,7 @@ MS_REC = 0x4000
 MS_PRIVATE = 0x40000
 PR_SET_DUMPABLE = 4
 # a mount's flags a read-only bind remount must repeat (locked in a user namespace)
-LOCKED_FLAGS = (("nosuid", MS_NOSUID), ("nodev", MS_NODEV), ("noexec", MS_NOEXEC))
+LOCKED_FLAGS = ((os.ST_NOSUID, MS_NOSUID), (os.ST_NODEV, MS_NODEV), (os.ST_NOEXEC, MS_NOEXEC))
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2,
                      signal.SIGQUIT, signal.SIGCONT)
 OPS = {"tmpfs": ("path", "options"), "mkdir": ("path",), "bind": ("source", "path"), "readonly": ("path",),
@@ -86,13 +86,12 @@ def check_spec(spec: object) -> dict:
     return spec
 
 
-def remount_flags(options: str) -> int:
+def remount_flags(statvfs_flags: int) -> int:
     """mount(2) flags that make a bind mount read-only and keep its locked flags
-    (``options``: the mount's own, mountinfo's sixth field)."""
+    (``statvfs_flags``: the mount's own, as statvfs reads them)."""
     flags = MS_REMOUNT | MS_BIND | MS_RDONLY
-    present = set(options.split(","))
-    for name, ms_flag in LOCKED_FLAGS:
-        if name in present:
+    for st_flag, ms_flag in LOCKED_FLAGS:
+        if statvfs_flags & st_flag:
             flags |= ms_flag
     return flags
 
@@ -102,17 +101,18 @@ def _unescape(field: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
-def mounts_below(mountinfo: str, path: str, keep: set[str]) -> list[tuple[str, str]]:
-    """(mount point, its options) of every mount at ``path`` and below it,
-    except those below it in ``keep``, in mountinfo's order."""
-    found = []
+def mounts_below(mountinfo: str, path: str, keep: set[str]) -> list[str]:
+    """The mount points at ``path`` and below it, except those below it in
+    ``keep``, each once, in mountinfo's order (parents first)."""
+    found: list[str] = []
     for line in mountinfo.splitlines():
         fields = line.split()
-        if len(fields) < 6:
+        if len(fields) < 5:
             continue
         point = _unescape(fields[4])
-        if point == path or (point.startswith(path.rstrip("/") + "/") and point not in keep):
-            found.append((point, fields[5]))
+        below = point.startswith(path.rstrip("/") + "/") and point not in keep
+        if (point == path or below) and point not in found:
+            found.append(point)
     return found
 
 
@@ -169,14 +169,17 @@ def apply_step(step: dict, keep: set[str] = frozenset()) -> None:
         _mount(path, path, None, MS_BIND | MS_REC)
         with open("/proc/self/mountinfo") as f:
             below = mounts_below(f.read(), path, keep)
-        for point, options in below:
+        for point in below:
+            # the flags of the mount the path reaches (a mount point may hold a
+            # stack of mounts; mountinfo lists the hidden ones too)
             try:
-                _mount(None, point, None, remount_flags(options))
-            except SandboxError:
-                # a mount point the user cannot reach (below a 0700 directory) is
-                # no path into the system for them either
-                if os.access(os.path.dirname(point), os.X_OK):
-                    raise
+                flags = os.statvfs(point).f_flag
+            except OSError:
+                # a mount point the user cannot reach (below a 0700 directory)
+                # is no path into the system for them either
+                continue
+            if not flags & os.ST_RDONLY:
+                _mount(None, point, None, remount_flags(flags))
     elif op == "hide" and os.path.isdir(path):
         _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, HIDING)
 
