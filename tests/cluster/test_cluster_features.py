@@ -163,11 +163,12 @@ def test_docker_sock_gives_the_docker_group_on_a_worker_and_sudo_is_never_given(
     # the job holds the hub's docker gid on its worker: a file of that group
     # (as the Docker socket is) opens for the member's lab only
     secret = f"{SHARED_DIR}/docker-only-{member}.txt"
-    cluster_hub.exec("sh", "-c", f"echo docker-only > {secret} && chgrp docker {secret} && chmod 0640 {secret}")
+    cluster_hub.exec("sh", "-c", f"echo opened-as-docker > {secret} && chgrp docker {secret} && chmod 0640 {secret}")
     try:
         in_lab = f"/mnt/shared/docker-only-{member}.txt"
-        assert "docker-only" in shell(cluster_admin, member, f"cat {in_lab}")
-        assert "Permission denied" in shell(cluster_admin, other, f"cat {in_lab} 2>&1")
+        assert "opened-as-docker" in shell(cluster_admin, member, f"cat {in_lab}")
+        out = shell(cluster_admin, other, f"cat {in_lab} 2>&1")
+        assert "Permission denied" in out and "opened-as-docker" not in out, out
     finally:
         cluster_hub.exec("rm", "-f", secret)
     assert docker_gid in lab_groups(cluster_hub, member)

@@ -232,3 +232,13 @@ def test_the_metrics_count_each_running_lab_on_its_worker():
     assert 'jupyterhub_cluster_labs{worker="th-w2"} 1.0' in text
     assert 'jupyterhub_cluster_lab_worker{user="bob",worker="th-w2"} 1.0' in text
     assert "erin" not in text and "frank" not in text and "dave" not in text
+
+
+def test_a_jobs_groups_are_the_workers_view_of_the_export_looked_up_at_each_launch():
+    # the hub host's own groups (jupyterhub-sudo) never reach a worker, and a
+    # privilege granted or taken counts at the next start (no cached list)
+    from .test_cluster import render_slurm_conf
+
+    conf = render_slurm_conf({"w1": 0})
+    assert "LaunchParameters=disable_send_gids" in conf
+    assert "GroupUpdateTime=0" in conf
