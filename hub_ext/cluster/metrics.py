@@ -58,6 +58,11 @@ class ClusterCollector:
 _collector: ClusterCollector | None = None
 
 
+def tracked() -> list:
+    """The cluster spawners of this hub process (the activity monitor's Slurm source reads them)."""
+    return list(_collector.spawners) if _collector is not None else []
+
+
 def track(spawner, registry=None) -> ClusterCollector:
     """Count ``spawner``'s lab in the metrics; the collector is registered in
     the hub's registry at the first spawner (once per process)."""

@@ -213,6 +213,33 @@ def test_the_hub_metrics_label_each_lab_with_its_worker(cluster_hub, cluster_adm
     assert count and int(count.group(1)) == len(running_here), r.text
 
 
+def test_the_activity_monitor_reads_a_worker_labs_cpu_and_memory_from_slurm(cluster_hub, cluster_admin, users):
+    user = users[0]
+    ensure_lab(cluster_admin, user)
+    # a kernel holding ~200 MiB and keeping a core busy for a while
+    out, status = lab_cell(cluster_admin, user, """
+import threading, time
+ballast = bytearray(200 * 1024 * 1024)
+for i in range(0, len(ballast), 4096):
+    ballast[i] = 1
+def burn(until=time.time() + 60):
+    while time.time() < until:
+        pass
+threading.Thread(target=burn, daemon=True).start()
+print("burning")
+""")
+    assert status == "ok", out
+    # Slurm gathers every 15 s (JobAcctGatherFrequency); the monitor reads live on request
+    deadline = time.monotonic() + 90
+    while True:
+        row = next(u for u in cluster_admin.api("GET", "activity").json()["users"] if u["name"] == user)
+        if (row["memory_bytes"] or 0) > 200 * 1024 * 1024 and (row["cpu_seconds"] or 0) > 5:
+            break
+        assert time.monotonic() < deadline, row
+        time.sleep(5)
+    assert row["sources"] == {"cpu": "slurm", "memory": "slurm"}, row
+
+
 TIMEOUT, UNIT = 10, 15  # culling: idle seconds, and what one extension "hour" is worth here
 CULLING = f"""\
 c.SessionCuller.enabled = True

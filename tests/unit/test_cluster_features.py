@@ -242,3 +242,55 @@ def test_a_jobs_groups_are_the_workers_view_of_the_export_looked_up_at_each_laun
     conf = render_slurm_conf({"w1": 0})
     assert "LaunchParameters=disable_send_gids" in conf
     assert "GroupUpdateTime=0" in conf
+    # the activity monitor's source (sstat) needs the jobs' accounting
+    assert "JobAcctGatherType=jobacct_gather/cgroup" in conf
+
+
+# --- the activity monitor's source on the cluster: Slurm's accounting -------------
+
+
+def test_slurms_durations_and_sizes_are_read():
+    from hub_ext.cluster.activity import parse_duration, parse_size
+
+    assert parse_duration("00:05.250") == 5.25
+    assert parse_duration("01:02:03") == 3723
+    assert parse_duration("2-01:00:00") == 2 * 86400 + 3600
+    assert parse_duration("") is None and parse_duration("n/a") is None
+    assert parse_size("123456K") == 123456 * 1024
+    assert parse_size("1.5M") == 1.5 * 1024**2
+    assert parse_size("0") == 0 and parse_size("") is None
+
+
+def test_a_labs_figures_come_from_sstat_of_its_batch_step():
+    import subprocess
+
+    from hub_ext.cluster.activity import SOURCE_SLURM, SlurmAccounting
+
+    calls = []
+
+    def run(argv, **kw):
+        calls.append(argv)
+        return subprocess.CompletedProcess(argv, 0, "77.batch|01:00.500|204800K\n", "")
+
+    reader = SlurmAccounting(lambda: {"jupyter-jh-alice.service": "77"}, run=run)
+    reading = reader.read("jupyter-jh-alice.service", None, at=1000.0)
+    assert calls == [["sstat", "--noheader", "--parsable2", "--jobs", "77.batch", "--format=JobID,AveCPU,AveRSS"]]
+    assert (reading.cpu_seconds, reading.memory_bytes) == (60.5, 200 * 1024 * 1024)
+    assert reading.sources == {"cpu": SOURCE_SLURM, "memory": SOURCE_SLURM} and not reading.gone
+    # a lab whose job is gone is gone; a worker that does not answer gives no figures
+    assert reader.read("jupyter-jh-bob.service", None, at=1000.0).gone
+
+    def silent(argv, **kw):
+        raise subprocess.TimeoutExpired(argv, 10)
+
+    quiet = SlurmAccounting(lambda: {"u.service": "78"}, run=silent).read("u.service", None, 1.0)
+    assert quiet.cpu_seconds is None and quiet.memory_bytes is None and not quiet.gone
+
+
+def test_the_monitor_reads_slurm_only_for_the_cluster_spawner():
+    from hub_ext.cluster.activity import SlurmAccounting, monitor_sources
+
+    assert monitor_sources(PlatformSpawner) == {}
+    sources = monitor_sources(SlurmLabSpawner)
+    assert isinstance(sources["accounting_reader"], SlurmAccounting)
+    assert set(sources) == {"accounting_reader", "cgroup_lookup"}
