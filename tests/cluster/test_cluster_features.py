@@ -12,17 +12,29 @@ import time
 import pytest
 
 import testhost
-from hubclient import HubClient, batch_create, lab_cell, lab_shell, login_client, unique_names
+from hubclient import (
+    HubClient,
+    batch_create,
+    kernel_cell,
+    lab_cell,
+    lab_shell,
+    login_client,
+    start_kernel,
+    unique_names,
+)
 
 SHARED_DIR = "/srv/jupyterhub/shared"  # storage_shared_dir's default, /mnt/shared in every lab
 
 
 @pytest.fixture(scope="module")
 def users(cluster_hub, cluster_admin) -> list[str]:
-    """Two platform users who have logged in once (no lab yet); the admin's lab,
-    which logging in started, is stopped (the workers' memory is for the tests')."""
-    if cluster_admin.server_running(cluster_hub.admin_user):
-        cluster_admin.stop_server(cluster_hub.admin_user)
+    """Two platform users who have logged in once (no lab yet); every lab
+    still running on the cluster (the admin's, which logging in started, an
+    earlier module's) is stopped: the workers' memory is for these tests'
+    labs, which would otherwise wait in Slurm's queue on a small worker."""
+    for user in cluster_admin.api("GET", "users").json():
+        if user["servers"]:
+            cluster_admin.stop_server(user["name"])
     names = unique_names(2, "f")
     for name, password in batch_create(cluster_admin, names).items():
         assert login_client(cluster_hub.https_url, name, password, spawn=False).logged_in_as() == name
@@ -209,15 +221,17 @@ def test_the_hub_metrics_label_each_lab_with_its_worker(cluster_hub, cluster_adm
     assert r.status_code == 200, r.status_code
     assert f'jupyterhub_cluster_lab_worker{{user="{user}",worker="{node}"}} 1.0' in r.text
     count = re.search(rf'jupyterhub_cluster_labs{{worker="{node}"}} (\d+)', r.text)
-    running_here = [u for u in users if (job_of(cluster_hub, u) or ("", "", ""))[2] == node]
+    running_here = cluster_hub.exec("squeue", "--noheader", "--states=RUNNING", "--nodelist", node,
+                                    "--format=%i").stdout.split()
     assert count and int(count.group(1)) == len(running_here), r.text
 
 
 def test_the_activity_monitor_reads_a_worker_labs_cpu_and_memory_from_slurm(cluster_hub, cluster_admin, users):
     user = users[0]
     ensure_lab(cluster_admin, user)
-    # a kernel holding ~200 MiB and keeping a core busy for a while
-    out, status = lab_cell(cluster_admin, user, """
+    # a kernel (kept running) holding ~200 MiB and keeping a core busy for a while
+    kernel = start_kernel(cluster_admin, user)
+    out, status = kernel_cell(cluster_admin, user, kernel, """
 import threading, time
 ballast = bytearray(200 * 1024 * 1024)
 for i in range(0, len(ballast), 4096):
@@ -238,6 +252,7 @@ print("burning")
         assert time.monotonic() < deadline, row
         time.sleep(5)
     assert row["sources"] == {"cpu": "slurm", "memory": "slurm"}, row
+    cluster_admin.s.delete(cluster_admin.url(f"user/{user}/api/kernels/{kernel}"), timeout=60)
 
 
 TIMEOUT, UNIT = 10, 15  # culling: idle seconds, and what one extension "hour" is worth here
