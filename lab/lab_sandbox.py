@@ -61,8 +61,9 @@ FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR
                      signal.SIGQUIT, signal.SIGCONT)
 OPS = {"tmpfs": ("path", "options"), "mkdir": ("path",), "bind": ("source", "path"), "readonly": ("path",),
        "hide": ("path",)}
-# an empty tmpfs, read-only: nothing under it is seen
-HIDING = "size=4k,mode=0555"
+# an empty tmpfs, read-only, that nobody may enter: nothing under it is seen
+# or reached (a path through it fails with EACCES, as through a 0700 directory)
+HIDING = "size=4k,mode=0000"
 
 
 class SandboxError(RuntimeError):
