@@ -33,6 +33,7 @@ from hub_ext.activity import service as activity
 from hub_ext.activity.model import targets_from_users
 from hub_ext.admin import service as admin
 from hub_ext.authenticator import PlatformAuthenticator
+from hub_ext.cluster import activity as cluster_activity
 from hub_ext.culling import service as culling
 from hub_ext.gpu import service as gpu
 from hub_ext.gpu.policy import GpuRequiredError
@@ -105,6 +106,8 @@ class PlatformServices:
             parent=hub,
             targets=lambda: targets_from_users(hub.users.values()),
             gpu_usage=gpus.usage,
+            # labs on a cluster's workers: Slurm's accounting instead of units' cgroups
+            **cluster_activity.monitor_sources(hub.spawner_class),
         )
         # the directory sizes column: the storage feature's quota figures or background sizing
         monitor.sizes_provider = sizes.activity_sizes

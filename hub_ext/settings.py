@@ -45,6 +45,8 @@ PLATFORM_CONFIG_FILE = "/etc/jupyterhub/platform_config.json"
 # Every class whose traits may be platform settings (tagged with ANSIBLE_TAG).
 SETTING_CLASSES = (
     "hub_ext.spawner.PlatformSpawner",
+    # the cluster's spawner (docs/cluster.md): its own settings only, the rest are PlatformSpawner's
+    "hub_ext.cluster.spawner.SlurmLabSpawner",
     "hub_ext.authenticator.PlatformAuthenticator",
     "hub_ext.culling.service.SessionCuller",
     "hub_ext.storage.service.StorageManager",
@@ -107,11 +109,17 @@ def settings_of(classes: Iterable[type]) -> list[Setting]:
     """The tagged traits of ``classes``, in class then trait order.
 
     One variable may set traits of several classes (e.g. the unix name template
-    that the spawner, the authenticator and the storage all use).
+    that the spawner, the authenticator and the storage all use). A class listed
+    with one of its bases contributes only the traits it declares itself: the
+    inherited ones are the base's settings (traitlets applies the base's config
+    section to the subclass), not a second copy of them.
     """
+    classes = list(classes)
     found = []
     for cls in classes:
-        for name, trait in sorted(cls.class_traits(config=True).items()):
+        has_listed_base = any(base is not cls and issubclass(cls, base) for base in classes)
+        traits = cls.class_own_traits(config=True) if has_listed_base else cls.class_traits(config=True)
+        for name, trait in sorted(traits.items()):
             variable = trait.metadata.get(ANSIBLE_TAG)
             if variable:
                 found.append(Setting(variable, cls, name, trait))

@@ -13,13 +13,18 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 
-def platform_entries(passwd: str, group: str, group_name: str) -> tuple[list[str], list[str]]:
+def platform_entries(passwd: str, group: str, group_name: str,
+                     privilege_groups: Iterable[str] = ()) -> tuple[list[str], list[str]]:
     """(passwd lines, group lines) of the members of ``group_name`` (the
-    platform's accounts), of their own groups (useradd --user-group) and of
-    ``group_name`` itself; the password fields read "x"."""
+    platform's accounts), of their own groups (useradd --user-group), of
+    ``group_name`` itself and of each of ``privilege_groups`` that exists (its
+    members limited to the platform's accounts: a worker's process gets it as
+    a supplementary group exactly when the hub made the account a member); the
+    password fields read "x"."""
     groups = [fields for fields in (line.split(":") for line in group.splitlines()) if len(fields) == 4]
     platform = next((g for g in groups if g[0] == group_name), None)
     if platform is None:
@@ -31,6 +36,9 @@ def platform_entries(passwd: str, group: str, group_name: str) -> tuple[list[str
     passwd_lines = [":".join([f[0], "x", *f[2:]]) for f in accounts]
     group_lines = [":".join([g[0], "x", g[2], g[3]]) for g in groups
                    if g is platform or g[2] in own_gids]
+    wanted = set(privilege_groups) - {group_name}
+    group_lines += [":".join([g[0], "x", g[2], ",".join(m for m in g[3].split(",") if m in members)])
+                    for g in groups if g[0] in wanted]
     return passwd_lines, group_lines
 
 
@@ -43,11 +51,12 @@ def _write_atomically(path: Path, lines: list[str]) -> None:
     os.replace(tmp, path)
 
 
-def export_accounts(export_dir: str, group_name: str, etc: str = "/etc") -> int:
-    """Write ``passwd`` and ``group`` of the platform's accounts into export_dir;
-    the number of accounts exported."""
+def export_accounts(export_dir: str, group_name: str, privilege_groups: Iterable[str] = (),
+                    etc: str = "/etc") -> int:
+    """Write ``passwd`` and ``group`` of the platform's accounts (platform_entries)
+    into export_dir; the number of accounts exported."""
     passwd_lines, group_lines = platform_entries(
-        Path(etc, "passwd").read_text(), Path(etc, "group").read_text(), group_name
+        Path(etc, "passwd").read_text(), Path(etc, "group").read_text(), group_name, privilege_groups
     )
     target = Path(export_dir)
     _write_atomically(target / "passwd", passwd_lines)

@@ -21,9 +21,9 @@ from pathlib import Path
 
 from jupyterhub.utils import random_port, url_path_join
 from tornado import web
-from traitlets import Float, Integer, Unicode
+from traitlets import Bool, Float, Integer, Unicode
 
-from hub_ext.cluster import accounts_export, gres, slurm
+from hub_ext.cluster import accounts_export, gres, metrics, sandbox, slurm
 from hub_ext.gpu.policy import MODE_OFF
 from hub_ext.spawner import PlatformSpawner
 from hub_ext.storage import layout
@@ -57,6 +57,16 @@ class SlurmLabSpawner(PlatformSpawner):
         every submission; the workers resolve them from there (libnss-extrausers).""",
     ).tag(config=True, ansible="slurm_accounts_dir")
 
+    lab_sandbox = Bool(
+        True,
+        help="""Run each lab on its worker in the platform's sandbox (lab/lab_sandbox.py):
+        the per-user directories at the same in-lab paths as on one host, the system
+        read-only, private /tmp, /var/tmp and /dev/shm, the lab's own processes only,
+        no Slurm submission from inside. Needs unprivileged user namespaces on the
+        workers (the slurm role checks). Off: the lab runs in the worker's own view,
+        HOME its directory on the shared storage.""",
+    ).tag(config=True, ansible="slurm_lab_sandbox")
+
     worker_gpus = Integer(
         0,
         min=0,
@@ -80,6 +90,10 @@ class SlurmLabSpawner(PlatformSpawner):
     # seams for unit tests
     slurm_run = staticmethod(slurm.run)
     export_accounts = staticmethod(accounts_export.export_accounts)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        metrics.track(self)  # its lab in the metrics by worker (hub_ext/cluster/metrics.py)
 
     def get_state(self):
         state = super().get_state()
@@ -116,15 +130,33 @@ class SlurmLabSpawner(PlatformSpawner):
     @property
     def port_file(self) -> Path:
         """Where the lab reports its port: the user's home directory, where no
-        other user can write."""
+        other user can write (as the hub sees it, on the shared storage)."""
         return layout.user_dirs(self.unix_name, self.users_root).home / PORT_FILE_NAME
+
+    @property
+    def lab_home(self) -> str:
+        """HOME as the lab sees it: the in-lab path in the sandbox, else the
+        directory on the shared storage."""
+        if self.lab_sandbox:
+            return self.home_in_lab
+        return str(layout.user_dirs(self.unix_name, self.users_root).home)
+
+    def lab_command(self) -> list[str]:
+        """The job's command: the lab's (cmd and args), inside the sandbox when it is on."""
+        command = [self._expand_user_vars(c) for c in self.cmd] + [self._expand_user_vars(a) for a in self.get_args()]
+        if not self.lab_sandbox:
+            return command
+        spec = sandbox.sandbox_spec(
+            self.unix_name, self.users_root, self.shared_dir, self._expand_user_vars(self.user_workingdir),
+            isolate_tmp=self.isolate_tmp, tmp_size=self.tmp_size, shm_size=self.shm_size,
+        )
+        return sandbox.launcher_argv(f"{self.lab_venv}/bin/python", spec, command)
 
     def job_environment(self, base_env: dict[str, str]) -> dict[str, str]:
         """The job's whole environment (sbatch --export=ALL of a clean one):
         JupyterHub's variables, the lab's PATH, HOME in the user's home
         directory on the shared storage, and with GPUs on the cluster the GPU
         variables of its GRES (Slurm adds CUDA_VISIBLE_DEVICES)."""
-        dirs = layout.user_dirs(self.unix_name, self.users_root)
         gpu_env = {}
         if self.cluster_gpus_on:
             base_env = {k: v for k, v in base_env.items()
@@ -133,8 +165,8 @@ class SlurmLabSpawner(PlatformSpawner):
         return {
             **base_env,
             **gpu_env,
-            "HOME": str(dirs.home),
-            PORT_FILE_VARIABLE: str(self.port_file),
+            "HOME": self.lab_home,
+            PORT_FILE_VARIABLE: f"{self.lab_home}/{PORT_FILE_NAME}",
             "USER": self.unix_name,
             "SHELL": self.default_shell,
             "PATH": ":".join(self.lab_paths() + SYSTEM_PATH),
@@ -165,18 +197,16 @@ class SlurmLabSpawner(PlatformSpawner):
         started = time.monotonic()  # about when the hub's start_timeout began
         self.job_events = []
         account = await self.ensure_account()
-        exported = self.export_accounts(self.accounts_dir, self.platform_group)
-        self.log.debug("exported %s platform accounts to %s", exported, self.accounts_dir)
         await self.reconcile_privileges(self.privileges)
+        # after the privilege groups: the job gets them on its worker (sudo never: NoNewPrivileges)
+        exported = self.export_accounts(self.accounts_dir, self.platform_group, (self.docker_unix_group,))
+        self.log.debug("exported %s platform accounts to %s", exported, self.accounts_dir)
         self.apply_resource_profile()
         self.port = random_port()  # in JUPYTERHUB_SERVICE_URL; the lab reports the one it listens on
         self.ip = LAB_BIND_IP
         self.port_file.unlink(missing_ok=True)  # an earlier lab's report
         env = self.job_environment(self.get_env())
-        script = slurm.batch_script(
-            [self._expand_user_vars(c) for c in self.cmd] + [self._expand_user_vars(a) for a in self.get_args()],
-            {},
-        )
+        script = slurm.batch_script(self.lab_command(), {})
         result = await self.slurm_run(slurm.sbatch_argv(self.job_request(account.uid, account.gid)),
                                       stdin=script, env=env)
         if not result.ok:

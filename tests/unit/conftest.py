@@ -87,6 +87,7 @@ SAMPLE_PLATFORM_CONFIG = {
         "inactive_after": 60.0,
     },
     "GpuSupport": {"mode": 2, "policy": "all", "group_devices": {}, "group_counts": {}},
+    "SlurmLabSpawner": {"partition": "labs", "accounts_dir": "/srv/jupyterhub/accounts", "lab_sandbox": True},
 }
 
 

@@ -4,6 +4,7 @@ account export and the spawner's start/poll/stop against a fake Slurm."""
 import asyncio
 import json
 import os
+import shlex
 import time
 from pathlib import Path
 
@@ -112,6 +113,22 @@ def test_the_export_replaces_both_files(tmp_path):
     assert oct((out / "passwd").stat().st_mode & 0o777) == "0o644"
 
 
+def sandbox_of(script: str) -> dict | None:
+    """The sandbox spec in a batch script's exec line (None: no sandbox)."""
+    argv = shlex.split(script.splitlines()[-1])
+    launcher = next((i for i, a in enumerate(argv) if a.endswith("lab_sandbox.py")), None)
+    return None if launcher is None else json.loads(argv[launcher + 1])
+
+
+def on_storage(in_lab: str, script: str) -> str:
+    """Where a path of the lab is on the shared storage: through the sandbox's binds."""
+    spec = sandbox_of(script)
+    for step in reversed(spec["steps"] if spec else []):
+        if step["op"] == "bind" and (in_lab == step["path"] or in_lab.startswith(step["path"] + "/")):
+            return step["source"] + in_lab[len(step["path"]):]
+    return in_lab
+
+
 class FakeSlurm:
     """sbatch, squeue and scancel of a cluster whose one job runs on th-w1 after
     ``pending`` squeue calls, until scancel; once running, its lab reports
@@ -129,7 +146,7 @@ class FakeSlurm:
             if self.submit_rc:
                 return CommandResult(tuple(argv), self.submit_rc, "", "sbatch: error: Invalid partition")
             self.state = "PENDING"
-            self.port_file = Path(env[PORT_FILE_VARIABLE])
+            self.port_file = Path(on_storage(env[PORT_FILE_VARIABLE], stdin))
             return CommandResult(tuple(argv), 0, "77\n")
         if tool == "scancel":
             self.state = None
@@ -153,7 +170,7 @@ def slurm_spawner(make_spawner, tmp_path):
     spawner = make_spawner(spawner_class=SlurmLabSpawner)
     spawner.slurm_run = FakeSlurm()
     spawner.exported = []
-    spawner.export_accounts = lambda d, g: spawner.exported.append((d, g)) or 1
+    spawner.export_accounts = lambda d, g, privileged: spawner.exported.append((d, g, privileged)) or 1
     spawner.job_poll_interval = 0.1
     return spawner
 
@@ -163,12 +180,14 @@ def test_a_lab_starts_as_the_users_job_and_is_reached_on_its_worker(slurm_spawne
     # the worker and the port the lab itself bound and reported
     assert (ip, port) == ("th-w1", 4242) and slurm_spawner.port == 4242
     # the account was exported for the workers before the job was submitted
-    assert slurm_spawner.exported == [("/srv/jupyterhub/accounts", "jupyterhub-users")]
+    assert slurm_spawner.exported == [("/srv/jupyterhub/accounts", "jupyterhub-users", ("docker",))]
     argv, script, env = slurm_spawner.slurm_run.calls[0]
     assert argv[0] == "sbatch"
     assert script.splitlines()[-1].startswith("exec ")
     assert env["JUPYTERHUB_SERVICE_URL"].startswith("http://0.0.0.0:")  # the port there is not used
-    assert env["HOME"].endswith("/jh-alice/home")
+    # in the sandbox (on by default) HOME is the in-lab path, as on one host
+    assert env["HOME"] == "/home/jh-alice"
+    assert env[PORT_FILE_VARIABLE] == "/home/jh-alice/.jupyterhub-lab-port"
     assert slurm_spawner.get_state()["job_id"] == "77"
     assert asyncio.run(slurm_spawner.poll()) is None
 
@@ -251,28 +270,25 @@ def test_a_job_waiting_until_the_hubs_timeout_is_cancelled_before_it(slurm_spawn
     assert "every worker is busy (Slurm: Resources)" in refused.value.log_message
 
 
-def test_the_cluster_settings_are_tagged_traits_the_slurm_roles_drop_in_sets():
-    # one declaration per setting: the trait, tagged with the slurm role's
-    # variable; its default is the role's, and the role's drop-in sets exactly
-    # the tagged traits, each from its own variable
+def test_the_slurm_roles_drop_in_sets_only_what_depends_on_the_inventory():
+    # SlurmLabSpawner's settings are platform settings (hub_ext/settings.py,
+    # tests/unit/test_settings.py): the role's drop-in sets none of them, only
+    # the spawner class, the relay's URL and the workers' GPU count
     from ansible.parsing.dataloader import DataLoader
     from ansible.template import Templar
 
+    from hub_ext.settings import settings_of
+
     role = Path(__file__).resolve().parents[2] / "ansible" / "roles" / "slurm"
     defaults = yaml.safe_load((role / "defaults" / "main.yml").read_text())
-    tagged = {name: trait.metadata["ansible"]
-              for name, trait in SlurmLabSpawner.class_own_traits(config=True).items() if "ansible" in trait.metadata}
-    assert tagged == {"partition": "slurm_partition", "accounts_dir": "slurm_accounts_dir"}
-    for name, variable in tagged.items():
-        assert SlurmLabSpawner.class_traits()[name].default() == defaults[variable], name
-    changed = {**defaults, "slurm_partition": "gpu_labs", "slurm_accounts_dir": "/nfs/accounts",
-               "ansible_managed": "managed", "ansible_hostname": "hub", "slurm_worker_gpus": {"w1": 2}}
+    tagged = {s.name for s in settings_of([SlurmLabSpawner])}
+    assert {"partition", "accounts_dir", "lab_sandbox"} <= tagged
+    changed = {**defaults, "ansible_managed": "managed", "ansible_hostname": "hub", "slurm_worker_gpus": {"w1": 2}}
     template = (role / "templates" / "60-cluster.py.j2").read_text()
     code = Templar(loader=DataLoader(), variables=changed).template(template)
     c = Config()
     exec(compile(code, "60-cluster.py", "exec"), {"get_config": lambda: c})
-    assert {name: c.SlurmLabSpawner[name] for name in tagged} == {"partition": "gpu_labs",
-                                                                    "accounts_dir": "/nfs/accounts"}
+    assert set(c.SlurmLabSpawner) == {"hub_connect_url", "worker_gpus"}
     assert c.SlurmLabSpawner.worker_gpus == 2  # from the workers' facts, not a setting
 
 
@@ -344,8 +360,8 @@ def test_a_stale_report_is_removed_before_the_job_and_the_new_one_is_awaited(slu
         asyncio.run(slurm_spawner.start())
     assert slurm_spawner.slurm_run.calls[-1][0] == ["scancel", "77"]
     # the job was told where to report, in the user's own home directory
-    env = slurm_spawner.slurm_run.calls[0][2]
-    assert env[PORT_FILE_VARIABLE] == str(slurm_spawner.port_file)
+    _, script, env = slurm_spawner.slurm_run.calls[0]
+    assert on_storage(env[PORT_FILE_VARIABLE], script) == str(slurm_spawner.port_file)
     assert slurm_spawner.port_file.parent.name == "home"
 
 

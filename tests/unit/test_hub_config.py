@@ -121,6 +121,7 @@ def test_every_value_set_is_a_trait_of_its_class(hub_config):
     from hub_ext.activity.service import ActivityMonitor
     from hub_ext.app import PlatformHub
     from hub_ext.authenticator import PlatformAuthenticator
+    from hub_ext.cluster.spawner import SlurmLabSpawner
     from hub_ext.culling.service import SessionCuller
     from hub_ext.gpu.service import GpuSupport
     from hub_ext.spawner import PlatformSpawner
@@ -129,7 +130,7 @@ def test_every_value_set_is_a_trait_of_its_class(hub_config):
     classes = {cls.__name__: cls for cls in (
         JupyterHub, PlatformHub, ConfigurableHTTPProxy, PlatformSpawner, Authenticator,
         PlatformAuthenticator, NativeAuthenticator, SessionCuller, ActivityMonitor, StorageManager,
-        GpuSupport)}
+        GpuSupport, SlurmLabSpawner)}
     c = hub_config(branding_served=BRANDED, jupyterhub_admin_password=PASSWORD)
     for section, values in c.items():
         traits = classes[section].class_traits(config=True)

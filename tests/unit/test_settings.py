@@ -49,7 +49,8 @@ def rendered(defaults) -> dict:
 def test_settings_are_found():
     assert {"jupyterhub_spawner_ready_poll_interval", "jupyterhub_spawner_mem_limit"} <= set(BY_VARIABLE)
     for setting in SETTINGS:
-        assert setting.variable.startswith(("jupyterhub_", "jupyterlab_")), setting
+        # the platform's prefixes, and the slurm role's for the cluster's spawner
+        assert setting.variable.startswith(("jupyterhub_", "jupyterlab_", "slurm_")), setting
         assert setting.help, f"{setting.key} has no help="
 
 
