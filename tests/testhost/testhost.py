@@ -966,15 +966,28 @@ def provision(name: str, port_base: int, extra_vars: dict | None = None,
 
 
 def provision_cluster(name: str, port_base: int, workers: int = 1, reuse: bool = False,
-                      log_to: Path | None = None) -> Host:
-    """A cluster (hub + ``workers``) with the platform deployed; its hub host."""
-    hub_name, _ = cluster_names(name, workers)
+                      log_to: Path | None = None, times_to: Path | None = None) -> Host:
+    """A cluster (hub + ``workers``) with the platform deployed; its hub host.
+    A kept one is reused only with the same workers. ``times_to``: a JSON file
+    with the seconds of the network and boots and of the playbook."""
+    hub_name, worker_names = cluster_names(name, workers)
+    if reuse and (HOSTS / hub_name / "host.json").exists() and Host.load(hub_name).workers != worker_names:
+        reuse = False
+    times = {}
 
     def fresh() -> Host:
+        started = time.monotonic()
         cluster_down(name)
-        return cluster_up(name, port_base, workers)
+        hub = cluster_up(name, port_base, workers)
+        times["network_and_boots_s"] = round(time.monotonic() - started, 1)
+        return hub
 
-    return _kept_or_deployed(hub_name, reuse, log_to, fresh)
+    started = time.monotonic()
+    hub = _kept_or_deployed(hub_name, reuse, log_to, fresh)
+    if times and times_to:
+        times["playbook_s"] = round(time.monotonic() - started - times["network_and_boots_s"], 1)
+        times_to.write_text(json.dumps(times, indent=2))
+    return hub
 
 
 def _kept_or_deployed(name: str, reuse: bool, log_to: Path | None, boot: Callable[[], Host]) -> Host:
@@ -996,7 +1009,7 @@ def cluster_names(name: str, workers: int) -> tuple[str, list[str]]:
     return f"{name}-hub", [f"{name}-w{i}" for i in range(1, workers + 1)]
 
 
-# A cluster's hub (tests/integration/test_cluster.py): every lab on the hub's
+# A cluster's hub (tests/cluster/test_cluster.py): every lab on the hub's
 # origin, reached at its address on the private network; small labs (a lab with
 # a kernel fits in 512M), so one reaches its memory limit cheaply; a worker
 # silent for 30 s is down (its labs stopped) sooner than Slurm's default.
