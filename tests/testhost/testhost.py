@@ -347,6 +347,24 @@ async def _pipe(reader, writer) -> None:
         writer.close()
 
 
+# connection attempts to a package server (a refused or reset connect under load
+# failed a whole deploy with apt's "502 Bad Gateway")
+PROXY_CONNECT_TRIES = 4
+
+
+async def _open_upstream(host: str, port: int):
+    import asyncio
+
+    for attempt in range(1, PROXY_CONNECT_TRIES + 1):
+        try:
+            return await asyncio.wait_for(asyncio.open_connection(host, port), 30)
+        except (TimeoutError, OSError) as exc:
+            print(f"package proxy: {host}:{port} attempt {attempt}: {exc!r}", file=sys.stderr, flush=True)
+            if attempt == PROXY_CONNECT_TRIES:
+                raise
+            await asyncio.sleep(attempt)
+
+
 async def _proxy_client(reader, writer) -> None:
     """One client of the package proxy: CONNECT host:port (HTTPS: pip, npm) or
     an absolute-URI request (HTTP: apt), each on a connection of its own."""
@@ -359,11 +377,11 @@ async def _proxy_client(reader, writer) -> None:
         method, target, version = request_line.split(" ", 2)
         if method == "CONNECT":
             host, _, port = target.rpartition(":")
-            up_reader, up_writer = await asyncio.open_connection(host, int(port))
+            up_reader, up_writer = await _open_upstream(host, int(port))
             writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         else:
             url = urlsplit(target)
-            up_reader, up_writer = await asyncio.open_connection(url.hostname, url.port or 80)
+            up_reader, up_writer = await _open_upstream(url.hostname, url.port or 80)
             kept = [h for h in headers if h and not h.lower().startswith(("proxy-", "connection:"))]
             path = url.path + (f"?{url.query}" if url.query else "")
             up_writer.write("\r\n".join([f"{method} {path} {version}", *kept, "Connection: close", "", ""])
@@ -796,7 +814,9 @@ def _join_network(root: Path, network: Network) -> None:
         f"{k}={v}\n" for k, v in [("http_proxy", proxy), ("https_proxy", proxy), ("HTTP_PROXY", proxy),
                                   ("HTTPS_PROXY", proxy), ("no_proxy", ",".join(local)),
                                   ("NO_PROXY", ",".join(local))]))
-    (root / "etc/apt/apt.conf.d/90testhost-proxy").write_text(f'Acquire::http::Proxy "{proxy}";\n')
+    # apt retries a download that failed half-way (the proxy retries connecting)
+    (root / "etc/apt/apt.conf.d/90testhost-proxy").write_text(
+        f'Acquire::http::Proxy "{proxy}";\nAcquire::Retries "3";\n')
 
 
 def _wait_running(host: Host, timeout: float = 120) -> None:

@@ -1,5 +1,6 @@
 """The test host script's pure parts (tests/conftest.py puts tests/testhost on the path)."""
 
+import asyncio
 import json
 
 import pytest
@@ -63,3 +64,35 @@ def test_a_cluster_hub_inventory_lists_its_workers(tmp_path, monkeypatch):
     # the platform's variables hold for the workers too
     assert inventory["vars"]["jupyterhub_admin"] == "admin"
     assert inventory["children"]["workers"]["hosts"]["th-c-w1"]["ansible_host"] == "10.120.0.3"
+
+
+
+def fake_package_server(monkeypatch, refusals: int) -> list:
+    """asyncio.open_connection refusing the first ``refusals`` connects (no waits between tries)."""
+    tries = []
+
+    async def open_connection(host, port):
+        tries.append((host, port))
+        if len(tries) <= refusals:
+            raise ConnectionRefusedError(111, "Connection refused")
+        return "reader", "writer"
+
+    async def no_wait(_seconds):
+        return None
+
+    monkeypatch.setattr(asyncio, "open_connection", open_connection)
+    monkeypatch.setattr(asyncio, "sleep", no_wait)
+    return tries
+
+
+def test_the_package_proxy_connects_again_to_a_package_server_that_refused(monkeypatch):
+    tries = fake_package_server(monkeypatch, refusals=testhost.PROXY_CONNECT_TRIES - 1)
+    assert asyncio.run(testhost._open_upstream("deb.debian.org", 80)) == ("reader", "writer")
+    assert tries == [("deb.debian.org", 80)] * testhost.PROXY_CONNECT_TRIES
+
+
+def test_the_package_proxy_gives_up_after_its_tries(monkeypatch):
+    tries = fake_package_server(monkeypatch, refusals=testhost.PROXY_CONNECT_TRIES)
+    with pytest.raises(ConnectionRefusedError):
+        asyncio.run(testhost._open_upstream("deb.debian.org", 80))
+    assert len(tries) == testhost.PROXY_CONNECT_TRIES
