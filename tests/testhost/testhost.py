@@ -1036,6 +1036,20 @@ def cluster_names(name: str, workers: int) -> tuple[str, list[str]]:
 CLUSTER_HUB_VARS = {"jupyterhub_user_subdomains": False, "jupyterhub_spawner_mem_limit": "512M",
                     "slurm_worker_timeout": 30}
 
+# The test cluster's lab environment: the user_env role's own pinned list, less
+# the data-science stack and the lab services' servers, which no cluster test
+# uses and the single-host suite installs and proves. Each worker would
+# otherwise download and install them too (docs/testing.md, "The cluster tier").
+CLUSTER_LAB_LEFT_OUT = ("numpy", "pandas", "scipy", "scikit-learn", "matplotlib", "mlflow", "tensorboard", "glances")
+
+
+def cluster_lab_packages() -> list[str]:
+    import yaml
+
+    role_default = yaml.safe_load((REPO / "ansible/roles/user_env/defaults/main.yml").read_text())
+    return [pin for pin in role_default["jupyterhub_lab_packages"]
+            if re.split(r"[\[=<>~!; ]", pin, maxsplit=1)[0] not in CLUSTER_LAB_LEFT_OUT]
+
 
 def cluster_up(name: str, port_base: int, workers: int = 1, extra_vars: dict | None = None) -> Host:
     """A private network with a hub host and ``workers`` worker hosts on it;
@@ -1047,7 +1061,8 @@ def cluster_up(name: str, port_base: int, workers: int = 1, extra_vars: dict | N
             # the enforcing kind: Slurm's cgroup plugins hold the labs' limits
             up(worker, port_base, network=network, enforce_limits=True,
                limit_controllers=LIMIT_CONTROLLERS + SLURM_CONTROLLERS)
-        hub_vars = {**CLUSTER_HUB_VARS, "jupyterhub_domain": network.members[hub_name], **(extra_vars or {})}
+        hub_vars = {**CLUSTER_HUB_VARS, "jupyterhub_lab_packages": cluster_lab_packages(),
+                    "jupyterhub_domain": network.members[hub_name], **(extra_vars or {})}
         return up(hub_name, port_base, hub_vars, network=network, workers=worker_names)
     except BaseException:
         cluster_down(name)

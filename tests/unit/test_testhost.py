@@ -4,6 +4,7 @@ import asyncio
 import json
 
 import pytest
+import yaml
 
 import testhost
 
@@ -96,3 +97,17 @@ def test_the_package_proxy_gives_up_after_its_tries(monkeypatch):
     with pytest.raises(ConnectionRefusedError):
         asyncio.run(testhost._open_upstream("deb.debian.org", 80))
     assert len(tries) == testhost.PROXY_CONNECT_TRIES
+
+
+def test_the_test_clusters_lab_environment_is_the_roles_pins_less_what_it_leaves_out():
+    role = yaml.safe_load((testhost.REPO / "ansible/roles/user_env/defaults/main.yml").read_text())
+    full = role["jupyterhub_lab_packages"]
+    slim = testhost.cluster_lab_packages()
+    names = {pin.split("==")[0].split("[")[0] for pin in full}
+    # every name it leaves out is still in the role's list (a rename would keep it silently)
+    assert set(testhost.CLUSTER_LAB_LEFT_OUT) <= names
+    assert [pin for pin in full if pin not in slim] == [
+        pin for pin in full if pin.split("==")[0].split("[")[0] in testhost.CLUSTER_LAB_LEFT_OUT]
+    # what a lab, its kernels and the cluster tests need stays, at the role's pins
+    assert {"jupyterlab", "jupyterhub", "ipykernel"} <= {pin.split("==")[0] for pin in slim}
+    assert set(slim) <= set(full)
