@@ -1080,9 +1080,25 @@ def cluster_down(name: str) -> None:
     path = NETWORKS / name / "network.json"
     if not path.exists():
         return
-    for host in Network.load(name).members:
+    members = list(Network.load(name).members)
+    # all of them shut down at once: a worker's may take down()'s whole 30 s
+    # (slurmstepd ending its jobs), and one after another they added up
+    for host in members:
+        _start_poweroff(host)
+    for host in members:
         down(host)
     network_down(name)
+
+
+def _start_poweroff(name: str) -> None:
+    if not (HOSTS / name / "host.json").exists():
+        return
+    host = Host.load(name)
+    if host.is_running():
+        try:
+            host.exec("systemctl", "poweroff", "--no-block", check=False, timeout=30)
+        except subprocess.TimeoutExpired:
+            pass  # down() kills what does not stop
 
 
 def down(name: str) -> None:
@@ -1094,7 +1110,10 @@ def down(name: str) -> None:
     except (OSError, ValueError, TypeError):
         host = None
     if host and host.is_running():
-        host.exec("systemctl", "poweroff", "--no-block", check=False, timeout=30)
+        try:
+            host.exec("systemctl", "poweroff", "--no-block", check=False, timeout=30)
+        except subprocess.TimeoutExpired:
+            pass  # a host already shutting down (cluster_down told it): waited for and killed below
         deadline = time.monotonic() + 30
         while host.is_running() and time.monotonic() < deadline:
             _reap(host.nspawn_pid)

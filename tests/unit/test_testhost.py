@@ -111,3 +111,16 @@ def test_the_test_clusters_lab_environment_is_the_roles_pins_less_what_it_leaves
     # what a lab, its kernels and the cluster tests need stays, at the role's pins
     assert {"jupyterlab", "jupyterhub", "ipykernel"} <= {pin.split("==")[0] for pin in slim}
     assert set(slim) <= set(full)
+
+
+def test_a_clusters_hosts_are_all_told_to_power_off_before_any_is_waited_for(monkeypatch, tmp_path):
+    monkeypatch.setattr(testhost, "NETWORKS", tmp_path)
+    network = testhost.plan_network("pc", 43600, ["pc-hub", "pc-w1", "pc-w2"])
+    network.save()
+    steps = []
+    monkeypatch.setattr(testhost, "_start_poweroff", lambda host: steps.append(("poweroff", host)))
+    monkeypatch.setattr(testhost, "down", lambda host: steps.append(("down", host)))
+    monkeypatch.setattr(testhost, "network_down", lambda name: steps.append(("network_down", name)))
+    testhost.cluster_down("pc")
+    hosts = ["pc-hub", "pc-w1", "pc-w2"]
+    assert steps == [("poweroff", h) for h in hosts] + [("down", h) for h in hosts] + [("network_down", "pc")]
