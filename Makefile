@@ -15,7 +15,8 @@ demo: bootstrap
 down-demo: bootstrap
 	$(PY) tests/testhost/testhost.py down demo
 
-# Every test, every tier: unit, static, integration and browser on a fresh test host, benchmarks.
+# Every test, every tier: unit, static, integration and browser on a fresh test host, benchmarks,
+# and the cluster tier (a hub and two workers, deployed in the background meanwhile).
 test: bootstrap
 	$(PY) -m pytest
 
@@ -33,11 +34,10 @@ check:
 load: bootstrap
 	$(PY) tests/bench/load.py
 
-# The cluster tests (not part of `make test`: 15-27 minutes on the 2-core build
-# machine, nearly all of it the deploy of a hub and a worker host): a private
-# network, a Slurm cluster deployed by ansible/site.yml, labs as Slurm jobs,
-# Slurm's cgroup limits, queueing, a worker that dies (docs/cluster.md,
-# docs/testing.md). Same root and needs as `make test`; CI runs it as a command
-# of its own.
+# The cluster tier alone (it is part of `make test` too, as its last tier):
+# a hub and two worker test hosts on a private network, a Slurm cluster
+# deployed by ansible/site.yml, labs as Slurm jobs on both workers, Slurm's
+# cgroup limits, queueing, a worker that dies (docs/cluster.md,
+# docs/testing.md). Same root and needs as `make test`.
 cluster: bootstrap
 	$(PY) -m pytest tests/cluster

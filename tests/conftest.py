@@ -202,23 +202,35 @@ def modes_host():
     yield from hostpool.take("modes")
 
 
-# --- the cluster (docs/cluster.md): a hub host and a worker on a private network --
-# Not a hostpool kind: the cluster tier runs on its own (make cluster).
+# --- the cluster (docs/cluster.md): a hub host and two workers on a private network --
+# A pool kind like the hosts above, provisioned in the background too: needed by
+# the last tier, it is the last the pool deploys (the longest deploy: three hosts),
+# while the other tiers run. Cluster ``$TESTHOST_NAME-c`` (hosts <name>-hub,
+# <name>-w1, <name>-w2; "-c", not "-cluster": a network interface is named after
+# each host, at most 15 characters) on port base ``$TESTHOST_PORT_BASE + 6000``
+# (or TESTHOST_CLUSTER_NAME / TESTHOST_CLUSTER_PORT_BASE).
+CLUSTER_WORKERS = 2
+_cluster_name = hostpool.secondary_name("cluster", suffix="c")
+
+
+def _provision_cluster(_main: testhost.Host | None) -> testhost.Host:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return testhost.provision_cluster(_cluster_name, hostpool.secondary_port_base("cluster", 6000),
+                                      workers=CLUSTER_WORKERS,
+                                      reuse=os.environ.get("TESTHOST_REUSE") == "1",
+                                      log_to=ARTIFACTS / "deploy-cluster.log",
+                                      times_to=ARTIFACTS / "deploy-cluster-time.json")
+
+
+hostpool.POOL.register("cluster", "cluster_hub", testhost.cluster_names(_cluster_name, CLUSTER_WORKERS)[0],
+                       _provision_cluster, teardown=lambda: testhost.cluster_down(_cluster_name))
+
+
 @pytest.fixture(scope="session")
 def cluster_hub():
-    """The hub host of cluster ``$TESTHOST_NAME-c`` (hosts <name>-hub, <name>-w1)
-    on port base ``$TESTHOST_PORT_BASE + 6000`` (or TESTHOST_CLUSTER_NAME /
-    TESTHOST_CLUSTER_PORT_BASE); kept and reused like the main host."""
-    # "-c", not "-cluster": a network interface is named after each host, at most 15 characters
-    name = hostpool.secondary_name("cluster", suffix="c")
-    port_base = hostpool.secondary_port_base("cluster", 6000)
-    ARTIFACTS.mkdir(exist_ok=True)
-    h = testhost.provision_cluster(name, port_base, workers=1,
-                                   reuse=os.environ.get("TESTHOST_REUSE") == "1",
-                                   log_to=ARTIFACTS / "deploy-cluster.log")
-    yield h
-    if os.environ.get("TESTHOST_KEEP") != "1":
-        testhost.cluster_down(name)
+    """The cluster's hub host (its ``workers``: the worker hosts' names); kept
+    and reused like the main host."""
+    yield from hostpool.take("cluster")
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,9 @@ the time they run their host is usually ready. A fixture asks with
 ``POOL.get(kind)``: it waits for the background job, or provisions the host
 itself when none was started (a run of one module).
 
-Each kind is registered once, with the fixture whose tests need it and a
-function that provisions it (given the main host, when the kind needs it).
+Each kind is registered once, with the fixture whose tests need it, a
+function that provisions it (given the main host, when the kind needs it) and
+one that takes it down (a host, or a cluster of hosts and their network).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Kind:
     fixture: str
     provision: Callable[[testhost.Host | None], testhost.Host]
     host_name: str
+    teardown: Callable[[], None]
 
 
 class HostPool:
@@ -47,8 +49,11 @@ class HostPool:
         self._thread: threading.Thread | None = None
 
     def register(self, name: str, fixture: str, host_name: str,
-                 provision: Callable[[testhost.Host | None], testhost.Host]) -> None:
-        self.kinds[name] = Kind(name, fixture, provision, host_name)
+                 provision: Callable[[testhost.Host | None], testhost.Host],
+                 teardown: Callable[[], None] | None = None) -> None:
+        """``teardown`` defaults to taking down the one host ``host_name``."""
+        self.kinds[name] = Kind(name, fixture, provision, host_name,
+                                teardown or (lambda: testhost.down(host_name)))
 
     def kinds_needed(self, fixture_names_in_order: list[list[str]]) -> list[str]:
         """The registered kinds that these tests (each by its fixture names, in
@@ -115,7 +120,7 @@ class HostPool:
             return
         for kind, job in self._jobs.items():
             if kind not in self._handed_out and job.done() and not job.cancelled():
-                testhost.down(self.kinds[kind].host_name)
+                self.kinds[kind].teardown()
 
 
 POOL = HostPool()
@@ -163,4 +168,4 @@ def take(kind: str, main: testhost.Host | None = None):
 def release(kind: str) -> None:
     """Take the kind's host down (a fixture's teardown) unless TESTHOST_KEEP=1."""
     if os.environ.get("TESTHOST_KEEP") != "1":
-        testhost.down(POOL.kinds[kind].host_name)
+        POOL.kinds[kind].teardown()

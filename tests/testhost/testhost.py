@@ -347,6 +347,24 @@ async def _pipe(reader, writer) -> None:
         writer.close()
 
 
+# connection attempts to a package server (a refused or reset connect under load
+# failed a whole deploy with apt's "502 Bad Gateway")
+PROXY_CONNECT_TRIES = 4
+
+
+async def _open_upstream(host: str, port: int):
+    import asyncio
+
+    for attempt in range(1, PROXY_CONNECT_TRIES + 1):
+        try:
+            return await asyncio.wait_for(asyncio.open_connection(host, port), 30)
+        except (TimeoutError, OSError) as exc:
+            print(f"package proxy: {host}:{port} attempt {attempt}: {exc!r}", file=sys.stderr, flush=True)
+            if attempt == PROXY_CONNECT_TRIES:
+                raise
+            await asyncio.sleep(attempt)
+
+
 async def _proxy_client(reader, writer) -> None:
     """One client of the package proxy: CONNECT host:port (HTTPS: pip, npm) or
     an absolute-URI request (HTTP: apt), each on a connection of its own."""
@@ -359,11 +377,11 @@ async def _proxy_client(reader, writer) -> None:
         method, target, version = request_line.split(" ", 2)
         if method == "CONNECT":
             host, _, port = target.rpartition(":")
-            up_reader, up_writer = await asyncio.open_connection(host, int(port))
+            up_reader, up_writer = await _open_upstream(host, int(port))
             writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         else:
             url = urlsplit(target)
-            up_reader, up_writer = await asyncio.open_connection(url.hostname, url.port or 80)
+            up_reader, up_writer = await _open_upstream(url.hostname, url.port or 80)
             kept = [h for h in headers if h and not h.lower().startswith(("proxy-", "connection:"))]
             path = url.path + (f"?{url.query}" if url.query else "")
             up_writer.write("\r\n".join([f"{method} {path} {version}", *kept, "Connection: close", "", ""])
@@ -783,8 +801,9 @@ def up(name: str, port_base: int, extra_vars: dict | None = None,
 
 def _join_network(root: Path, network: Network) -> None:
     """Names, no DNS (there is none on the private network: a lookup fails at
-    once instead of timing out), and the package proxy for apt, pip and npm
-    (pam_env gives /etc/environment to Ansible's SSH sessions)."""
+    once instead of timing out), the package proxy for apt, pip and npm
+    (pam_env gives /etc/environment to Ansible's SSH sessions), and dpkg
+    without fsync."""
     (root / "etc/hosts").write_text(hosts_file(network))
     (root / "etc/resolv.conf").unlink(missing_ok=True)
     (root / "etc/resolv.conf").write_text("# private test network: names are in /etc/hosts\n")
@@ -796,7 +815,14 @@ def _join_network(root: Path, network: Network) -> None:
         f"{k}={v}\n" for k, v in [("http_proxy", proxy), ("https_proxy", proxy), ("HTTP_PROXY", proxy),
                                   ("HTTPS_PROXY", proxy), ("no_proxy", ",".join(local)),
                                   ("NO_PROXY", ",".join(local))]))
-    (root / "etc/apt/apt.conf.d/90testhost-proxy").write_text(f'Acquire::http::Proxy "{proxy}";\n')
+    # apt retries a download that failed half-way (the proxy retries connecting)
+    (root / "etc/apt/apt.conf.d/90testhost-proxy").write_text(
+        f'Acquire::http::Proxy "{proxy}";\nAcquire::Retries "3";\n')
+    # dpkg without an fsync per file, as container images do: a cluster's
+    # workers unpack some 900 packages each side by side on the build
+    # machine's disk (a crash loses the host, which the tests rebuild anyway)
+    (root / "etc/dpkg/dpkg.cfg.d").mkdir(parents=True, exist_ok=True)
+    (root / "etc/dpkg/dpkg.cfg.d/90testhost-unsafe-io").write_text("force-unsafe-io\n")
 
 
 def _wait_running(host: Host, timeout: float = 120) -> None:
@@ -966,15 +992,28 @@ def provision(name: str, port_base: int, extra_vars: dict | None = None,
 
 
 def provision_cluster(name: str, port_base: int, workers: int = 1, reuse: bool = False,
-                      log_to: Path | None = None) -> Host:
-    """A cluster (hub + ``workers``) with the platform deployed; its hub host."""
-    hub_name, _ = cluster_names(name, workers)
+                      log_to: Path | None = None, times_to: Path | None = None) -> Host:
+    """A cluster (hub + ``workers``) with the platform deployed; its hub host.
+    A kept one is reused only with the same workers. ``times_to``: a JSON file
+    with the seconds of the network and boots and of the playbook."""
+    hub_name, worker_names = cluster_names(name, workers)
+    if reuse and (HOSTS / hub_name / "host.json").exists() and Host.load(hub_name).workers != worker_names:
+        reuse = False
+    times = {}
 
     def fresh() -> Host:
+        started = time.monotonic()
         cluster_down(name)
-        return cluster_up(name, port_base, workers)
+        hub = cluster_up(name, port_base, workers)
+        times["network_and_boots_s"] = round(time.monotonic() - started, 1)
+        return hub
 
-    return _kept_or_deployed(hub_name, reuse, log_to, fresh)
+    started = time.monotonic()
+    hub = _kept_or_deployed(hub_name, reuse, log_to, fresh)
+    if times and times_to:
+        times["playbook_s"] = round(time.monotonic() - started - times["network_and_boots_s"], 1)
+        times_to.write_text(json.dumps(times, indent=2))
+    return hub
 
 
 def _kept_or_deployed(name: str, reuse: bool, log_to: Path | None, boot: Callable[[], Host]) -> Host:
@@ -996,12 +1035,26 @@ def cluster_names(name: str, workers: int) -> tuple[str, list[str]]:
     return f"{name}-hub", [f"{name}-w{i}" for i in range(1, workers + 1)]
 
 
-# A cluster's hub (tests/integration/test_cluster.py): every lab on the hub's
+# A cluster's hub (tests/cluster/test_cluster.py): every lab on the hub's
 # origin, reached at its address on the private network; small labs (a lab with
 # a kernel fits in 512M), so one reaches its memory limit cheaply; a worker
 # silent for 30 s is down (its labs stopped) sooner than Slurm's default.
 CLUSTER_HUB_VARS = {"jupyterhub_user_subdomains": False, "jupyterhub_spawner_mem_limit": "512M",
                     "slurm_worker_timeout": 30}
+
+# The test cluster's lab environment: the user_env role's own pinned list, less
+# the data-science stack and the lab services' servers, which no cluster test
+# uses and the single-host suite installs and proves. Each worker would
+# otherwise download and install them too (docs/testing.md, "The cluster tier").
+CLUSTER_LAB_LEFT_OUT = ("numpy", "pandas", "scipy", "scikit-learn", "matplotlib", "mlflow", "tensorboard", "glances")
+
+
+def cluster_lab_packages() -> list[str]:
+    import yaml
+
+    role_default = yaml.safe_load((REPO / "ansible/roles/user_env/defaults/main.yml").read_text())
+    return [pin for pin in role_default["jupyterhub_lab_packages"]
+            if re.split(r"[\[=<>~!; ]", pin, maxsplit=1)[0] not in CLUSTER_LAB_LEFT_OUT]
 
 
 def cluster_up(name: str, port_base: int, workers: int = 1, extra_vars: dict | None = None) -> Host:
@@ -1014,7 +1067,8 @@ def cluster_up(name: str, port_base: int, workers: int = 1, extra_vars: dict | N
             # the enforcing kind: Slurm's cgroup plugins hold the labs' limits
             up(worker, port_base, network=network, enforce_limits=True,
                limit_controllers=LIMIT_CONTROLLERS + SLURM_CONTROLLERS)
-        hub_vars = {**CLUSTER_HUB_VARS, "jupyterhub_domain": network.members[hub_name], **(extra_vars or {})}
+        hub_vars = {**CLUSTER_HUB_VARS, "jupyterhub_lab_packages": cluster_lab_packages(),
+                    "jupyterhub_domain": network.members[hub_name], **(extra_vars or {})}
         return up(hub_name, port_base, hub_vars, network=network, workers=worker_names)
     except BaseException:
         cluster_down(name)
@@ -1026,9 +1080,25 @@ def cluster_down(name: str) -> None:
     path = NETWORKS / name / "network.json"
     if not path.exists():
         return
-    for host in Network.load(name).members:
+    members = list(Network.load(name).members)
+    # all of them shut down at once: a worker's may take down()'s whole 30 s
+    # (slurmstepd ending its jobs), and one after another they added up
+    for host in members:
+        _start_poweroff(host)
+    for host in members:
         down(host)
     network_down(name)
+
+
+def _start_poweroff(name: str) -> None:
+    if not (HOSTS / name / "host.json").exists():
+        return
+    host = Host.load(name)
+    if host.is_running():
+        try:
+            host.exec("systemctl", "poweroff", "--no-block", check=False, timeout=30)
+        except subprocess.TimeoutExpired:
+            pass  # down() kills what does not stop
 
 
 def down(name: str) -> None:
@@ -1040,7 +1110,10 @@ def down(name: str) -> None:
     except (OSError, ValueError, TypeError):
         host = None
     if host and host.is_running():
-        host.exec("systemctl", "poweroff", "--no-block", check=False, timeout=30)
+        try:
+            host.exec("systemctl", "poweroff", "--no-block", check=False, timeout=30)
+        except subprocess.TimeoutExpired:
+            pass  # a host already shutting down (cluster_down told it): waited for and killed below
         deadline = time.monotonic() + 30
         while host.is_running() and time.monotonic() < deadline:
             _reap(host.nspawn_pid)

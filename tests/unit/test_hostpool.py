@@ -105,3 +105,25 @@ def test_a_fixture_takes_down_a_host_whose_provisioning_failed(monkeypatch):
     with pytest.raises(RuntimeError, match="deploy failed"):
         next(fixture)
     assert downed == ["pytest-broken"]
+
+
+def test_a_kind_with_a_teardown_of_its_own_is_taken_down_by_it(monkeypatch):
+    # a cluster: hosts and their network go with the kind's own teardown, not testhost.down
+    downed, clusters_downed = [], []
+    monkeypatch.setattr(testhost, "down", downed.append)
+    monkeypatch.delenv("TESTHOST_KEEP", raising=False)
+    pool = hostpool.HostPool()
+    pool.register("cluster", "cluster_hub", "pytest-c-hub", lambda main: "hub",
+                  teardown=lambda: clusters_downed.append("pytest-c"))
+    pool.register("lone", "lone_host", "pytest-lone", lambda main: "lone",
+                  teardown=lambda: clusters_downed.append("pytest-lone"))
+    monkeypatch.setattr(hostpool, "POOL", pool)
+    fixture = hostpool.take("cluster")
+    assert next(fixture) == "hub"
+    with pytest.raises(StopIteration):
+        next(fixture)
+    pool.prefetch(["lone"], main=None)
+    assert pool._jobs["lone"].result(5) == "lone"
+    pool.close()  # provisioned, never handed out
+    assert clusters_downed == ["pytest-c", "pytest-lone"]
+    assert downed == []

@@ -1,8 +1,10 @@
 """The test host script's pure parts (tests/conftest.py puts tests/testhost on the path)."""
 
+import asyncio
 import json
 
 import pytest
+import yaml
 
 import testhost
 
@@ -63,3 +65,62 @@ def test_a_cluster_hub_inventory_lists_its_workers(tmp_path, monkeypatch):
     # the platform's variables hold for the workers too
     assert inventory["vars"]["jupyterhub_admin"] == "admin"
     assert inventory["children"]["workers"]["hosts"]["th-c-w1"]["ansible_host"] == "10.120.0.3"
+
+
+
+def fake_package_server(monkeypatch, refusals: int) -> list:
+    """asyncio.open_connection refusing the first ``refusals`` connects (no waits between tries)."""
+    tries = []
+
+    async def open_connection(host, port):
+        tries.append((host, port))
+        if len(tries) <= refusals:
+            raise ConnectionRefusedError(111, "Connection refused")
+        return "reader", "writer"
+
+    async def no_wait(_seconds):
+        return None
+
+    monkeypatch.setattr(asyncio, "open_connection", open_connection)
+    monkeypatch.setattr(asyncio, "sleep", no_wait)
+    return tries
+
+
+def test_the_package_proxy_connects_again_to_a_package_server_that_refused(monkeypatch):
+    tries = fake_package_server(monkeypatch, refusals=testhost.PROXY_CONNECT_TRIES - 1)
+    assert asyncio.run(testhost._open_upstream("deb.debian.org", 80)) == ("reader", "writer")
+    assert tries == [("deb.debian.org", 80)] * testhost.PROXY_CONNECT_TRIES
+
+
+def test_the_package_proxy_gives_up_after_its_tries(monkeypatch):
+    tries = fake_package_server(monkeypatch, refusals=testhost.PROXY_CONNECT_TRIES)
+    with pytest.raises(ConnectionRefusedError):
+        asyncio.run(testhost._open_upstream("deb.debian.org", 80))
+    assert len(tries) == testhost.PROXY_CONNECT_TRIES
+
+
+def test_the_test_clusters_lab_environment_is_the_roles_pins_less_what_it_leaves_out():
+    role = yaml.safe_load((testhost.REPO / "ansible/roles/user_env/defaults/main.yml").read_text())
+    full = role["jupyterhub_lab_packages"]
+    slim = testhost.cluster_lab_packages()
+    names = {pin.split("==")[0].split("[")[0] for pin in full}
+    # every name it leaves out is still in the role's list (a rename would keep it silently)
+    assert set(testhost.CLUSTER_LAB_LEFT_OUT) <= names
+    assert [pin for pin in full if pin not in slim] == [
+        pin for pin in full if pin.split("==")[0].split("[")[0] in testhost.CLUSTER_LAB_LEFT_OUT]
+    # what a lab, its kernels and the cluster tests need stays, at the role's pins
+    assert {"jupyterlab", "jupyterhub", "ipykernel"} <= {pin.split("==")[0] for pin in slim}
+    assert set(slim) <= set(full)
+
+
+def test_a_clusters_hosts_are_all_told_to_power_off_before_any_is_waited_for(monkeypatch, tmp_path):
+    monkeypatch.setattr(testhost, "NETWORKS", tmp_path)
+    network = testhost.plan_network("pc", 43600, ["pc-hub", "pc-w1", "pc-w2"])
+    network.save()
+    steps = []
+    monkeypatch.setattr(testhost, "_start_poweroff", lambda host: steps.append(("poweroff", host)))
+    monkeypatch.setattr(testhost, "down", lambda host: steps.append(("down", host)))
+    monkeypatch.setattr(testhost, "network_down", lambda name: steps.append(("network_down", name)))
+    testhost.cluster_down("pc")
+    hosts = ["pc-hub", "pc-w1", "pc-w2"]
+    assert steps == [("poweroff", h) for h in hosts] + [("down", h) for h in hosts] + [("network_down", "pc")]
