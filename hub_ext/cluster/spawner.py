@@ -17,6 +17,7 @@ import asyncio
 import os
 import stat
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from jupyterhub.utils import random_port, url_path_join
@@ -42,6 +43,19 @@ PORT_FILE_NAME = ".jupyterhub-lab-port"
 # cancelled by the spawner, so the user reads Slurm's reason instead of
 # JupyterHub's bare "timeout".
 QUEUE_DEADLINE_MARGIN = 5.0
+# A job usually runs, and its lab reports its port, within a second of the
+# submission: squeue is asked again after this many seconds, then twice as
+# long each time up to job_poll_interval (slurmctld is not asked 20 times a
+# second, a queued lab is still asked about every job_poll_interval).
+FIRST_JOB_POLL = 0.1
+
+
+def job_poll_delays(most: float, first: float = FIRST_JOB_POLL) -> Iterator[float]:
+    """The waits between a lab's squeue calls: ``first``, doubling, at most ``most``."""
+    delay = min(first, most)
+    while True:
+        yield delay
+        delay = min(delay * 2, most)
 
 
 class SlurmLabSpawner(PlatformSpawner):
@@ -75,7 +89,10 @@ class SlurmLabSpawner(PlatformSpawner):
     ).tag(config=True)
 
     job_poll_interval = Float(
-        1.0, min=0.1, help="Seconds between two squeue calls while a lab's job waits to run."
+        1.0,
+        min=0.1,
+        help="""Most seconds between two squeue calls while a lab's job waits to run
+        or to report its port (the first come sooner: FIRST_JOB_POLL, doubling).""",
     ).tag(config=True)
 
     job_name_template = Unicode(
@@ -241,6 +258,7 @@ class SlurmLabSpawner(PlatformSpawner):
     async def wait_for_node(self, deadline: float) -> str:
         """The worker the job runs on, once it runs; waits while Slurm queues
         it (the reason on the spawn page) until ``deadline`` (monotonic)."""
+        delays = job_poll_delays(self.job_poll_interval)
         while True:
             status = await self.job_status()
             if status is None or not (status.waiting or status.running):
@@ -256,15 +274,20 @@ class SlurmLabSpawner(PlatformSpawner):
                     "Try again later."
                 )
             self.report(30, f"Waiting for a worker: {why}; Slurm job {self.job_id}")
-            await asyncio.sleep(self.job_poll_interval)
+            await asyncio.sleep(next(delays))
 
     async def wait_for_port(self, node: str) -> int:
-        """The port the lab bound on ``node``, once it reports it (http_timeout)."""
+        """The port the lab listens on on ``node``, once it reports it (http_timeout):
+        the report is read every ready_poll_interval, the job asked after less and less often."""
         deadline = time.monotonic() + self.http_timeout
+        delays = job_poll_delays(self.job_poll_interval)
+        next_status = time.monotonic()
         while (port := read_port_file(self.port_file)) is None:
-            status = await self.job_status()
-            if not (status and status.running):
-                raise web.HTTPError(500, f"The lab's Slurm job {self.job_id} on {node} ended before it listened")
+            if time.monotonic() >= next_status:
+                status = await self.job_status()
+                if not (status and status.running):
+                    raise web.HTTPError(500, f"The lab's Slurm job {self.job_id} on {node} ended before it listened")
+                next_status = time.monotonic() + next(delays)
             if time.monotonic() > deadline:
                 await self.cancel()
                 raise web.HTTPError(

@@ -15,7 +15,7 @@ from traitlets.config import Config
 
 from fake_nvml import FakeNvml, fake_gpu
 from hub_ext.cluster import accounts_export, gres, slurm
-from hub_ext.cluster.spawner import PORT_FILE_VARIABLE, SlurmLabSpawner, read_port_file
+from hub_ext.cluster.spawner import PORT_FILE_VARIABLE, SlurmLabSpawner, job_poll_delays, read_port_file
 from hub_ext.gpu.nvml import detect
 from hub_ext.process import CommandResult
 
@@ -411,3 +411,34 @@ def test_slurm_conf_of_a_cluster_without_gpus_names_no_gres():
     conf = render_slurm_conf({"w1": 0})
     assert not [line for line in conf if "Gres" in line]
     assert "SlurmdTimeout=60" in conf  # slurm_worker_timeout's default
+
+
+def test_squeue_is_asked_soon_after_a_submission_then_less_and_less_often():
+    delays = job_poll_delays(1.0)
+    assert [next(delays) for _ in range(6)] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    assert next(job_poll_delays(0.05)) == 0.05  # never more than the setting
+
+
+def test_waiting_for_the_port_reads_the_report_often_and_asks_slurm_seldom(slurm_spawner):
+    slurm = slurm_spawner.slurm_run = FakeSlurm(lab_port=None)
+    slurm.state = "RUNNING"
+    slurm_spawner.job_id = "77"
+    slurm_spawner.ready_poll_interval = 0.01
+    slurm_spawner.job_poll_interval = 1.0
+    report = slurm_spawner.port_file
+    report.parent.mkdir(parents=True, exist_ok=True)
+
+    async def scenario():
+        async def lab_reports():
+            await asyncio.sleep(0.5)
+            report.write_text("4242\n")
+
+        reporting = asyncio.create_task(lab_reports())
+        port = await slurm_spawner.wait_for_port("th-w1")
+        await reporting
+        return port
+
+    assert asyncio.run(scenario()) == 4242
+    # squeue at 0, 0.1, 0.3 (and 0.7) s, not at each of the ~50 reads of the report
+    squeues = [argv for argv, _, _ in slurm.calls if argv[0] == "squeue"]
+    assert 2 <= len(squeues) <= 4, squeues
