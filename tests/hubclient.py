@@ -16,6 +16,7 @@ DNS set-up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import re
@@ -567,3 +568,20 @@ def fail_until_delayed(client: HubClient, name: str, free: int, min_delay: int =
             assert "Invalid username or password" in r.text, r.status_code
             failures += 1
     raise AssertionError(f"{failures} wrong logins for {name} and still no delay")
+
+
+@contextlib.contextmanager
+def hub_config_dropin(host, admin: HubClient, name: str, text: str):
+    """Site-local hub config ``name`` in the host's jupyterhub_config.d (the
+    escape hatch the platform offers admins) with a hub restart; removed, and
+    the hub restarted, afterwards."""
+    path = f"/etc/jupyterhub/jupyterhub_config.d/{name}"
+    host.exec("tee", path, input=text)
+    host.exec("systemctl", "restart", "jupyterhub")
+    admin.wait_hub()
+    try:
+        yield
+    finally:
+        host.exec("rm", "-f", path)
+        host.exec("systemctl", "restart", "jupyterhub")
+        admin.wait_hub()

@@ -15,6 +15,7 @@ import testhost
 from hubclient import (
     HubClient,
     batch_create,
+    hub_config_dropin,
     kernel_cell,
     lab_cell,
     lab_shell,
@@ -274,14 +275,8 @@ def culling(cluster_hub, cluster_admin, users):
     for user in (*users, cluster_hub.admin_user):
         if cluster_admin.server_running(user):
             cluster_admin.stop_server(user)
-    path = "/etc/jupyterhub/jupyterhub_config.d/90-test-culling.py"
-    cluster_hub.exec("tee", path, input=CULLING)
-    cluster_hub.exec("systemctl", "restart", "jupyterhub")
-    cluster_admin.wait_hub()
-    yield
-    cluster_hub.exec("rm", "-f", path)
-    cluster_hub.exec("systemctl", "restart", "jupyterhub")
-    cluster_admin.wait_hub()
+    with hub_config_dropin(cluster_hub, cluster_admin, "90-test-culling.py", CULLING):
+        yield
 
 
 def test_an_idle_lab_on_a_worker_is_culled_after_its_extension_and_its_job_ends(

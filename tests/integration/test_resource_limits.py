@@ -46,7 +46,7 @@ import time
 
 import pytest
 
-from hubclient import HubClient, lab_cell, lab_shell, login_client
+from hubclient import HubClient, hub_config_dropin, lab_cell, lab_shell, login_client
 from testhost import LIMITS_HOST_VARS
 
 M = 2**20
@@ -68,14 +68,8 @@ def admin(limits_admin) -> HubClient:
 
 @pytest.fixture(scope="module")
 def fast_sampling(limits_host, admin):
-    path = "/etc/jupyterhub/jupyterhub_config.d/90-test-limits.py"
-    limits_host.exec("tee", path, input=ACTIVITY_DROPIN)
-    limits_host.exec("systemctl", "restart", "jupyterhub")
-    admin.wait_hub()
-    yield
-    limits_host.exec("rm", "-f", path)
-    limits_host.exec("systemctl", "restart", "jupyterhub")
-    admin.wait_hub()
+    with hub_config_dropin(limits_host, admin, "90-test-limits.py", ACTIVITY_DROPIN):
+        yield
 
 
 @pytest.fixture(scope="module")
