@@ -1095,10 +1095,15 @@ def _start_poweroff(name: str) -> None:
         return
     host = Host.load(name)
     if host.is_running():
-        try:
-            host.exec("systemctl", "poweroff", "--no-block", check=False, timeout=30)
-        except subprocess.TimeoutExpired:
-            pass  # down() kills what does not stop
+        _request_poweroff(host)
+
+
+def _request_poweroff(host: Host) -> None:
+    """Tell the host to power off, without waiting for it to finish."""
+    try:
+        host.exec("systemctl", "poweroff", "--no-block", check=False, timeout=30)
+    except subprocess.TimeoutExpired:
+        pass  # a host already shutting down: down() waits for it and kills what does not stop
 
 
 def down(name: str) -> None:
@@ -1110,10 +1115,7 @@ def down(name: str) -> None:
     except (OSError, ValueError, TypeError):
         host = None
     if host and host.is_running():
-        try:
-            host.exec("systemctl", "poweroff", "--no-block", check=False, timeout=30)
-        except subprocess.TimeoutExpired:
-            pass  # a host already shutting down (cluster_down told it): waited for and killed below
+        _request_poweroff(host)
         deadline = time.monotonic() + 30
         while host.is_running() and time.monotonic() < deadline:
             _reap(host.nspawn_pid)
