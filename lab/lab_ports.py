@@ -88,14 +88,12 @@ class Keeper:
             held.pidfd = None
         held.release_at = self.clock() + self.hold_after_exit
 
-    def release_due(self) -> list[int]:
-        """Close the sockets held long enough after their lab ended; their ports."""
+    def release_due(self) -> None:
+        """Close the sockets held long enough after their lab ended."""
         now = self.clock()
-        due = [h for h in self.held if h.release_at is not None and h.release_at <= now]
-        for h in due:
+        for h in [h for h in self.held if h.release_at is not None and h.release_at <= now]:
             self.held.remove(h)
             h.listening.close()
-        return [h.port for h in due]
 
     def next_release(self) -> float | None:
         times = [h.release_at for h in self.held if h.release_at is not None]
